@@ -1,0 +1,3 @@
+//! # samplers
+//!
+//! Noise schedules and solvers (in progress; see the samplers issue).

@@ -1,0 +1,46 @@
+//! # video-core
+//!
+//! The shared contracts of vidgen. Use this crate if you write a model, codec or sampler that
+//! should compose with the rest of vidgen, or if you want strict, well-reported loading of
+//! diffusers / transformers checkpoints into candle.
+//!
+//! - [`Error`] / [`Result`]: one non-exhaustive error type whose variants name the key, file,
+//!   field or shapes involved.
+//! - [`VideoShape`]: checked `[B, C, T, H, W]` shapes and the only fold / unfold between video
+//!   and frame batches `[B·T, C, H, W]`; [`TokenGrid`]: `[B, t, h, w]` `u32` token ids.
+//! - [`Codec`], [`Denoiser`], [`Conditioning`]: how tokenizers / VAEs, networks and samplers meet.
+//! - [`loading::ModelDir`]: `save_pretrained` directories (single or sharded safetensors,
+//!   memory-mapped) into a [`candle_nn::VarBuilder`], with a [`loading::LoadReport`].
+//! - [`check_finite`]: turn NaN / Inf in a model output into an error that says where.
+//!
+//! Layouts are fixed once for the whole workspace: video `[B, C, T, H, W]`, frames
+//! `[B·T, C, H, W]`, tokens `[B, t, h, w]`, attention `[B, heads, seq, head_dim]`; pixels are in
+//! `[-1, 1]` inside models and `u8` at I/O boundaries.
+//!
+//! ```
+//! use candle_core::{Device, Tensor};
+//! use video_core::VideoShape;
+//!
+//! # fn main() -> video_core::Result<()> {
+//! let video = Tensor::zeros((2, 3, 4, 8, 8), candle_core::DType::F32, &Device::Cpu)?;
+//! let (frames, shape) = VideoShape::fold(&video)?; // [B·T, C, H, W] = [8, 3, 8, 8]
+//! assert_eq!(frames.dims(), &[8, 3, 8, 8]);
+//! let back = VideoShape::unfold(&frames, shape.t)?;
+//! assert_eq!(back.dims(), video.dims());
+//! # Ok(()) }
+//! ```
+//!
+//! This crate has no cargo features.
+#![deny(missing_docs)]
+
+mod error;
+mod finite;
+pub mod loading;
+mod shape;
+mod traits;
+
+pub use error::{Error, Result};
+pub use finite::check_finite;
+pub use loading::{LoadReport, ModelDir};
+pub use shape::{TokenGrid, VideoShape};
+pub use traits::{Codec, CodecStrides, Conditioning, Denoiser, Drop};
