@@ -56,7 +56,10 @@ impl fmt::Debug for ModelDir {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ModelDir")
             .field("root", &self.inner.root)
-            .field("files", &self.inner.files.iter().map(|w| &w.path).collect::<Vec<_>>())
+            .field(
+                "files",
+                &self.inner.files.iter().map(|w| &w.path).collect::<Vec<_>>(),
+            )
             .field("tensors", &self.inner.index.len())
             .finish()
     }
@@ -85,8 +88,9 @@ impl ModelDir {
             names.push(e.file_name().to_string_lossy().into_owned());
         }
         names.sort();
-        let files: Vec<PathBuf> = if let Some(index) =
-            names.iter().find(|n| n.ends_with(".safetensors.index.json"))
+        let files: Vec<PathBuf> = if let Some(index) = names
+            .iter()
+            .find(|n| n.ends_with(".safetensors.index.json"))
         {
             let path = dir.join(index);
             let json = read_json(&path)?;
@@ -537,7 +541,11 @@ pub fn nearest_keys<'a>(key: &str, keys: impl Iterator<Item = &'a str>, n: usize
         })
         .collect();
     scored.sort();
-    scored.into_iter().take(n).map(|(_, _, k)| k.to_string()).collect()
+    scored
+        .into_iter()
+        .take(n)
+        .map(|(_, _, k)| k.to_string())
+        .collect()
 }
 
 fn levenshtein(a: &str, b: &str) -> usize {

@@ -30,7 +30,10 @@ impl VideoShape {
         if s.dims().contains(&0) {
             return Err(Error::invalid(
                 "video shape",
-                format!("every dimension of [B, C, T, H, W] must be >= 1, got {:?}", s.dims()),
+                format!(
+                    "every dimension of [B, C, T, H, W] must be >= 1, got {:?}",
+                    s.dims()
+                ),
             ));
         }
         Ok(s)
@@ -117,7 +120,10 @@ impl VideoShape {
         if x.rank() != 5 {
             return Err(Error::invalid(
                 "video",
-                format!("expected a rank-5 [B, T, C, H, W] tensor, got shape {:?}", x.dims()),
+                format!(
+                    "expected a rank-5 [B, T, C, H, W] tensor, got shape {:?}",
+                    x.dims()
+                ),
             ));
         }
         Ok(x.permute((0, 2, 1, 3, 4))?.contiguous()?)
@@ -140,7 +146,10 @@ impl TokenGrid {
         if ids.rank() != 4 {
             return Err(Error::invalid(
                 "token grid",
-                format!("expected a rank-4 [B, t, h, w] tensor, got shape {:?}", ids.dims()),
+                format!(
+                    "expected a rank-4 [B, t, h, w] tensor, got shape {:?}",
+                    ids.dims()
+                ),
             ));
         }
         if ids.dtype() != DType::U32 {
@@ -172,7 +181,11 @@ impl TokenGrid {
         if ids.len() != t * h * w {
             return Err(Error::shape("token ids", &[t * h * w], &[ids.len()]));
         }
-        Self::new(Tensor::from_vec(ids, (1, t, h, w), &candle_core::Device::Cpu)?)
+        Self::new(Tensor::from_vec(
+            ids,
+            (1, t, h, w),
+            &candle_core::Device::Cpu,
+        )?)
     }
 
     /// The ids, `[B, t, h, w]` `u32`.

@@ -133,7 +133,14 @@ impl Conditioning {
         };
         let mut added = BTreeMap::new();
         for (k, v) in &self.added {
-            added.insert(k.clone(), if drop.added { v.zeros_like()? } else { v.clone() });
+            added.insert(
+                k.clone(),
+                if drop.added {
+                    v.zeros_like()?
+                } else {
+                    v.clone()
+                },
+            );
         }
         Ok(Conditioning {
             context: zero(&self.context, drop.context)?,
@@ -162,9 +169,15 @@ impl Conditioning {
             Ok(Some(Tensor::cat(&ts, 0)?))
         }
         let mut out = Conditioning {
-            context: cat(parts.iter().map(|c| c.context.as_ref()).collect(), "context")?,
+            context: cat(
+                parts.iter().map(|c| c.context.as_ref()).collect(),
+                "context",
+            )?,
             concat: cat(parts.iter().map(|c| c.concat.as_ref()).collect(), "concat")?,
-            frame_mask: cat(parts.iter().map(|c| c.frame_mask.as_ref()).collect(), "frame_mask")?,
+            frame_mask: cat(
+                parts.iter().map(|c| c.frame_mask.as_ref()).collect(),
+                "frame_mask",
+            )?,
             ..Default::default()
         };
         if let Some(first) = parts.first() {

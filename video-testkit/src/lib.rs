@@ -172,7 +172,10 @@ pub fn assert_close(name: &str, got: &Tensor, want: &Tensor, atol: f64, rtol: f6
     let g = to_f64(got);
     let w = to_f64(want);
     let dims = want.dims().to_vec();
-    let ref_max = w.iter().filter(|v| v.is_finite()).fold(0f64, |m, v| m.max(v.abs()));
+    let ref_max = w
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold(0f64, |m, v| m.max(v.abs()));
     let mut max_abs = 0f64;
     let mut bad: Vec<(usize, f64, f64)> = Vec::new();
     let mut n_bad = 0usize;
@@ -195,7 +198,11 @@ pub fn assert_close(name: &str, got: &Tensor, want: &Tensor, atol: f64, rtol: f6
             }
         }
     }
-    let max_rel = if ref_max > 0.0 { max_abs / ref_max } else { max_abs };
+    let max_rel = if ref_max > 0.0 {
+        max_abs / ref_max
+    } else {
+        max_abs
+    };
     if n_bad > 0 {
         let mut msg = format!(
             "{name}: {n_bad} of {} values differ beyond atol={atol:e} rtol={rtol:e} \
@@ -203,7 +210,10 @@ pub fn assert_close(name: &str, got: &Tensor, want: &Tensor, atol: f64, rtol: f6
             g.len()
         );
         for (i, a, b) in bad {
-            msg.push_str(&format!("  at {:?}: got {a:.9e}, want {b:.9e}\n", unravel(i, &dims)));
+            msg.push_str(&format!(
+                "  at {:?}: got {a:.9e}, want {b:.9e}\n",
+                unravel(i, &dims)
+            ));
         }
         panic!("{msg}");
     }

@@ -1,0 +1,1 @@
+//! Fused attention (CPU), see the kernels issue.

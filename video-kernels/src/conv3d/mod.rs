@@ -1,0 +1,1 @@
+//! 3D convolution (CPU), see the kernels issue.
