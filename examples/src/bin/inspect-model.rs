@@ -29,7 +29,7 @@ fn main() -> ExitCode {
 fn inspect(path: PathBuf) -> video_core::Result<()> {
     let dir = if path.is_file() {
         let root = path.parent().map(PathBuf::from).unwrap_or_default();
-        ModelDir::from_files(root, &[path.clone()])?
+        ModelDir::from_files(root, std::slice::from_ref(&path))?
     } else {
         ModelDir::open(&path)?
     };
