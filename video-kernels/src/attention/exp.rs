@@ -1,0 +1,119 @@
+//! Portable vectorisable `exp` and the row helpers of the online softmax.
+//!
+//! `exp(x) = 2ⁿ · e^r` with `n = round(x / ln 2)` and `r = x − n·ln 2` (Cody–Waite: `ln 2` split in
+//! a high part exact in f32 and a low correction), `e^r` by the Cephes `expf` polynomial (about
+//! 1 ulp on `|r| ≤ ln2/2`). Everything is plain f32 arithmetic and bit casts without branches, so
+//! loops over slices auto-vectorise. The AVX-512 twin lives in `x86.rs`.
+
+/// High part of `ln 2` (exact in f32).
+pub(crate) const LN2_HI: f32 = 0.693_359_4;
+/// `ln 2 − LN2_HI`.
+pub(crate) const LN2_LO: f32 = -2.121_944_4e-4;
+/// Cephes `expf` coefficients, highest degree first; `e^r ≈ 1 + r + r²·P(r)`.
+pub(crate) const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    0.5,
+];
+/// Below this `exp` underflows to 0 (normal range only).
+const EXP_LO: f32 = -87.336_55;
+/// Above this `exp` overflows.
+const EXP_HI: f32 = 88.376_26;
+
+/// `e^x` for finite or infinite `x`; 0 below the normal range, `+inf` above it.
+#[inline(always)]
+pub(crate) fn exp_f32(x: f32) -> f32 {
+    let xc = x.clamp(EXP_LO, EXP_HI);
+    // Round to nearest by the 1.5·2²³ trick: branch-free and vectorisable.
+    let shifter = 12_582_912.0f32;
+    let n = (xc * std::f32::consts::LOG2_E + shifter) - shifter;
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    let mut p = EXP_POLY[0];
+    for &c in &EXP_POLY[1..] {
+        p = p * r + c;
+    }
+    let er = p * r * r + r + 1.0;
+    // 2ⁿ built in the exponent bits; n ∈ [-126, 127] after the clamp.
+    let two_n = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let y = er * two_n;
+    if x < EXP_LO {
+        0.0
+    } else if x > EXP_HI {
+        f32::INFINITY
+    } else {
+        y
+    }
+}
+
+/// Largest value of `row` (`-inf` when empty).
+#[inline]
+pub(crate) fn row_max(row: &[f32]) -> f32 {
+    row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x))
+}
+
+/// `row[j] ← exp(row[j] − m)`; returns the sum of the new values.
+#[inline]
+pub(crate) fn exp_sub_sum(row: &mut [f32], m: f32) -> f32 {
+    for x in row.iter_mut() {
+        *x = exp_f32(*x - m);
+    }
+    // A separate pass keeps the exp loop free of a loop-carried dependency.
+    let mut acc = [0f32; 8];
+    let mut chunks = row.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += x;
+        }
+    }
+    acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_matches_std_to_a_few_ulp() {
+        let mut worst = 0f64;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let got = exp_f32(x) as f64;
+            let want = (x as f64).exp();
+            worst = worst.max(((got - want) / want).abs());
+            x += 0.013;
+        }
+        assert!(worst < 3e-7, "worst relative error {worst:e}");
+        assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_f32(-200.0), 0.0);
+        assert_eq!(exp_f32(0.0), 1.0);
+        assert_eq!(exp_f32(f32::INFINITY), f32::INFINITY);
+    }
+
+    #[test]
+    fn row_helpers() {
+        let mut row = vec![
+            0.0f32,
+            1.0,
+            f32::NEG_INFINITY,
+            -1.0,
+            2.0,
+            0.5,
+            0.25,
+            3.0,
+            -3.0,
+        ];
+        let m = row_max(&row);
+        assert_eq!(m, 3.0);
+        let s = exp_sub_sum(&mut row, m);
+        let want: f64 = [0.0f64, 1.0, -1.0, 2.0, 0.5, 0.25, 3.0, -3.0]
+            .iter()
+            .map(|x| (x - 3.0).exp())
+            .sum();
+        assert!((s as f64 - want).abs() < 1e-6);
+        assert_eq!(row[2], 0.0);
+    }
+}

@@ -1,0 +1,137 @@
+//! The candle custom op: f32 forward on CPU, backward returning `dx` and `dw`.
+
+use std::borrow::Cow;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Storage, Tensor};
+
+use super::geom::{Geom, Path};
+use super::{dense, depthwise};
+
+/// Forward kernel dispatch on f32 buffers in `[B, C, T, H, W]` / PyTorch weight layout.
+pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32]) -> video_core::Result<Vec<f32>> {
+    match g.path() {
+        Path::Depthwise => Ok(depthwise::forward(g, x, w)),
+        Path::Temporal => dense::temporal_forward(g, x, w),
+        Path::General => dense::general_forward(g, x, w),
+    }
+}
+
+/// Input gradient dispatch.
+pub(crate) fn backward_input(g: &Geom, dy: &[f32], w: &[f32]) -> video_core::Result<Vec<f32>> {
+    match g.path() {
+        Path::Depthwise => Ok(depthwise::backward_input(g, dy, w)),
+        Path::Temporal => dense::temporal_backward_input(g, dy, w),
+        Path::General => dense::general_backward_input(g, dy, w),
+    }
+}
+
+/// Weight gradient dispatch.
+pub(crate) fn backward_weight(g: &Geom, x: &[f32], dy: &[f32]) -> video_core::Result<Vec<f32>> {
+    match g.path() {
+        Path::Depthwise => Ok(depthwise::backward_weight(g, x, dy)),
+        Path::Temporal => dense::temporal_backward_weight(g, x, dy),
+        Path::General => dense::general_backward_weight(g, x, dy),
+    }
+}
+
+/// The f32 elements of a CPU storage in logical (row-major) order, borrowed when contiguous.
+fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<Cow<'a, [f32]>> {
+    let CpuStorage::F32(v) = s else {
+        candle_core::bail!(
+            "conv3d kernel: {what} must be f32 here, found {:?}",
+            s.dtype()
+        )
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) if b <= v.len() => Ok(Cow::Borrowed(&v[a..b])),
+        _ => candle_core::bail!(
+            "conv3d kernel: {what} must be contiguous (shape {:?}, stride {:?})",
+            l.dims(),
+            l.stride()
+        ),
+    }
+}
+
+fn with_f32<R>(
+    t: &Tensor,
+    what: &str,
+    f: impl FnOnce(&[f32]) -> candle_core::Result<R>,
+) -> candle_core::Result<R> {
+    let t = t.contiguous()?;
+    let (st, l) = t.storage_and_layout();
+    match &*st {
+        Storage::Cpu(cpu) => {
+            let data = f32_data(cpu, l, what)?;
+            f(&data)
+        }
+        _ => candle_core::bail!("conv3d kernel: {what} must be on the CPU"),
+    }
+}
+
+fn wrap(e: video_core::Error) -> candle_core::Error {
+    match e {
+        video_core::Error::Candle(c) => c,
+        other => candle_core::Error::wrap(other),
+    }
+}
+
+/// `y = conv3d(x, w)` without bias, in f32 on contiguous CPU tensors.
+pub(crate) struct Conv3dOp {
+    pub geom: Geom,
+}
+
+impl CustomOp2 for Conv3dOp {
+    fn name(&self) -> &'static str {
+        "video-kernels-conv3d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = &self.geom;
+        if l1.dims() != g.in_dims() || l2.dims() != g.w_dims() {
+            candle_core::bail!(
+                "conv3d kernel: x {:?} / weight {:?} differ from the validated {:?} / {:?}",
+                l1.dims(),
+                l2.dims(),
+                g.in_dims(),
+                g.w_dims()
+            );
+        }
+        let x = f32_data(s1, l1, "x")?;
+        let w = f32_data(s2, l2, "weight")?;
+        let y = forward(g, &x, &w).map_err(wrap)?;
+        Ok((CpuStorage::F32(y), Shape::from(g.out_dims().to_vec())))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = &self.geom;
+        let dy = dy.to_dtype(candle_core::DType::F32)?;
+        if dy.dims() != g.out_dims() {
+            candle_core::bail!(
+                "conv3d backward: dy {:?}, expected {:?}",
+                dy.dims(),
+                g.out_dims()
+            );
+        }
+        let (dx, dw) = with_f32(&dy, "dy", |dyv| {
+            let dx = with_f32(w, "weight", |wv| backward_input(g, dyv, wv).map_err(wrap))?;
+            let dw = with_f32(x, "x", |xv| backward_weight(g, xv, dyv).map_err(wrap))?;
+            Ok((dx, dw))
+        })?;
+        let dx = Tensor::from_vec(dx, g.in_dims().to_vec(), x.device())?;
+        let dw = Tensor::from_vec(dw, g.w_dims().to_vec(), w.device())?;
+        Ok((Some(dx), Some(dw)))
+    }
+}

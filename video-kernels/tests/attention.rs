@@ -1,0 +1,507 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! `attention` against the PyTorch fixtures (forward and gradients), against
+//! `attention_reference` on random shapes (proptest), and its argument errors.
+
+use candle_core::{DType, Device, Tensor, Var};
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use video_kernels::{attention, attention_reference, AttentionOpts};
+use video_testkit::{assert_close, fixtures, take};
+
+type AttnFn = fn(&Tensor, &Tensor, &Tensor, &AttentionOpts) -> video_core::Result<Tensor>;
+
+/// Output and the gradients of `Σ out ∘ dout` w.r.t. q, k, v.
+fn run_with_grads(
+    f: AttnFn,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    dout: &Tensor,
+    opts: &AttentionOpts,
+) -> [Tensor; 4] {
+    let (qv, kv, vv) = (
+        Var::from_tensor(q).unwrap(),
+        Var::from_tensor(k).unwrap(),
+        Var::from_tensor(v).unwrap(),
+    );
+    let out = f(qv.as_tensor(), kv.as_tensor(), vv.as_tensor(), opts).unwrap();
+    let grads = (&out * dout)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let g = |x: &Var| grads.get(x.as_tensor()).expect("no gradient").clone();
+    [out, g(&qv), g(&kv), g(&vv)]
+}
+
+#[test]
+fn fixture_parity_forward_and_backward() {
+    let all = fixtures("attention");
+    for fx in &all {
+        let inputs = fx.inputs();
+        let outputs = fx.outputs();
+        let what = fx.id();
+        let opts = AttentionOpts {
+            scale: fx.meta_at("opts/scale").and_then(|s| s.as_f64()),
+            causal: fx
+                .meta_at("opts/causal")
+                .and_then(|c| c.as_bool())
+                .unwrap_or(false),
+            mask: match fx.meta_at("opts/mask").and_then(|m| m.as_bool()) {
+                Some(true) => Some(take(&inputs, "mask", &what).clone()),
+                _ => None,
+            },
+        };
+        let atol = fx
+            .meta_at("tolerance/atol")
+            .and_then(|x| x.as_f64())
+            .unwrap_or(1e-5);
+        let rtol = fx
+            .meta_at("tolerance/rtol")
+            .and_then(|x| x.as_f64())
+            .unwrap_or(1e-5);
+        let [q, k, v, dout] = ["q", "k", "v", "dout"].map(|n| take(&inputs, n, &what).clone());
+        let got = run_with_grads(attention, &q, &k, &v, &dout, &opts);
+        let mut parity = fx.parity();
+        for (name, g) in ["out", "dq", "dk", "dv"].iter().zip(got.iter()) {
+            let want = take(&outputs, name, &what);
+            // The fixtures' rule: max_abs ≤ atol + rtol · max|ref|.
+            let ref_max = want
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap() as f64;
+            parity.check(name, g, want, atol + rtol * ref_max, 0.0);
+        }
+        parity.finish();
+    }
+}
+
+/// Seeded N(0, 1) tensor.
+fn randn(rng: &mut ChaCha8Rng, shape: &[usize]) -> Tensor {
+    let n: usize = shape.iter().product();
+    let data: Vec<f32> = (0..n)
+        .map(|_| {
+            // Box–Muller: rand_distr is not a dependency of this crate.
+            let (u1, u2): (f32, f32) = (rng.random_range(1e-7..1.0), rng.random());
+            (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+        })
+        .collect();
+    Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    b: usize,
+    hkv: usize,
+    group: usize,
+    nq: usize,
+    nk: usize,
+    d: usize,
+    causal: bool,
+    /// 0: none, 1: random `[B, 1, Nq, Nk]`, 2: random `[1, Hq, Nq, Nk]`, 3: key padding `[B, 1, 1, Nk]` with -inf.
+    mask: u8,
+    scale: Option<f64>,
+    seed: u64,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        (
+            1usize..=2,
+            1usize..=2,
+            prop::sample::select(vec![1usize, 2, 3, 4]),
+        ),
+        (1usize..=70, 1usize..=300),
+        prop::sample::select(vec![1usize, 3, 8, 16, 17, 40, 64, 80]),
+        (
+            any::<bool>(),
+            0u8..4,
+            prop::option::of(0.05f64..0.5),
+            any::<u64>(),
+        ),
+    )
+        .prop_map(
+            |((b, hkv, group), (nq, nk), d, (causal, mask, scale, seed))| {
+                // Bottom-right causal with Nq > Nk leaves the first rows without keys, where the
+                // reference softmax gives NaN (the fused kernel gives 0): keep Nq ≤ Nk when causal.
+                let (nq, nk) = if causal && nq > nk {
+                    (nk, nq)
+                } else {
+                    (nq, nk)
+                };
+                Case {
+                    b,
+                    hkv,
+                    group,
+                    nq,
+                    nk,
+                    d,
+                    causal,
+                    mask,
+                    scale,
+                    seed,
+                }
+            },
+        )
+}
+
+fn build(c: &Case) -> (Tensor, Tensor, Tensor, Tensor, AttentionOpts) {
+    let mut rng = ChaCha8Rng::seed_from_u64(c.seed);
+    let hq = c.hkv * c.group;
+    let q = randn(&mut rng, &[c.b, hq, c.nq, c.d]);
+    let k = randn(&mut rng, &[c.b, c.hkv, c.nk, c.d]);
+    let v = randn(&mut rng, &[c.b, c.hkv, c.nk, c.d]);
+    let dout = randn(&mut rng, &[c.b, hq, c.nq, c.d]);
+    let mask = match c.mask {
+        1 => Some(randn(&mut rng, &[c.b, 1, c.nq, c.nk])),
+        2 => Some(randn(&mut rng, &[1, hq, c.nq, c.nk])),
+        3 => {
+            // Batch b masks its last (b·3 mod Nk) keys; key 0 always stays visible.
+            let data: Vec<f32> = (0..c.b)
+                .flat_map(|b| {
+                    let masked = (b * 3) % c.nk;
+                    (0..c.nk).map(move |j| {
+                        if j >= c.nk - masked {
+                            f32::NEG_INFINITY
+                        } else {
+                            0.0
+                        }
+                    })
+                })
+                .collect();
+            Some(Tensor::from_vec(data, (c.b, 1, 1, c.nk), &Device::Cpu).unwrap())
+        }
+        _ => None,
+    };
+    let opts = AttentionOpts {
+        scale: c.scale,
+        causal: c.causal,
+        mask,
+    };
+    (q, k, v, dout, opts)
+}
+
+/// `|got − want| ≤ tol · max(1, max|want|)` everywhere.
+fn close(what: &str, got: &Tensor, want: &Tensor, tol: f64) {
+    let got = got.to_dtype(DType::F32).unwrap();
+    let want = want.to_dtype(DType::F32).unwrap();
+    let ref_max = want
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap() as f64;
+    assert_close(what, &got, &want, tol * ref_max.max(1.0), 0.0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+
+    #[test]
+    fn matches_reference_forward_and_backward_f32(c in case()) {
+        let (q, k, v, dout, opts) = build(&c);
+        let got = run_with_grads(attention, &q, &k, &v, &dout, &opts);
+        let want = run_with_grads(attention_reference, &q, &k, &v, &dout, &opts);
+        for (name, (g, w)) in ["out", "dq", "dk", "dv"].iter().zip(got.iter().zip(want.iter())) {
+            close(&format!("{c:?} {name}"), g, w, 1e-5);
+        }
+    }
+
+    #[test]
+    fn matches_reference_half_precision(c in case()) {
+        let (q, k, v, _, opts) = build(&c);
+        for (dt, tol) in [(DType::F16, 4e-3), (DType::BF16, 3e-2)] {
+            let (qh, kh, vh) = (q.to_dtype(dt).unwrap(), k.to_dtype(dt).unwrap(), v.to_dtype(dt).unwrap());
+            let got = attention(&qh, &kh, &vh, &opts).unwrap();
+            assert_eq!(got.dtype(), dt);
+            // The reference on the same rounded inputs, in f32.
+            let f = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+            let want = attention_reference(&f(&qh), &f(&kh), &f(&vh), &opts).unwrap();
+            close(&format!("{c:?} {dt:?}"), &got, &want, tol);
+        }
+    }
+}
+
+#[test]
+fn non_contiguous_inputs_and_broadcast_mask_shapes() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    // [B, N, H, D] storage viewed as [B, H, N, D].
+    let q = randn(&mut rng, &[2, 33, 4, 24]).transpose(1, 2).unwrap();
+    let k = randn(&mut rng, &[2, 50, 2, 24]).transpose(1, 2).unwrap();
+    let v = randn(&mut rng, &[2, 50, 2, 24]).transpose(1, 2).unwrap();
+    assert!(!q.is_contiguous());
+    for mask in [
+        None,
+        Some(randn(&mut rng, &[33, 50])),
+        Some(randn(&mut rng, &[2, 4, 1, 50])),
+        Some(randn(&mut rng, &[1, 1, 33, 1])),
+    ] {
+        let opts = AttentionOpts {
+            scale: None,
+            causal: true,
+            mask,
+        };
+        let got = attention(&q, &k, &v, &opts).unwrap();
+        let want = attention_reference(
+            &q.contiguous().unwrap(),
+            &k.contiguous().unwrap(),
+            &v.contiguous().unwrap(),
+            &opts,
+        )
+        .unwrap();
+        close("non-contiguous", &got, &want, 1e-5);
+    }
+}
+
+#[test]
+fn causal_rows_without_keys_are_zero() {
+    // Nq > Nk bottom-right: the first Nq − Nk queries see no key.
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let q = randn(&mut rng, &[1, 1, 6, 8]);
+    let k = randn(&mut rng, &[1, 1, 4, 8]);
+    let v = randn(&mut rng, &[1, 1, 4, 8]);
+    let out = attention(&q, &k, &v, &AttentionOpts::causal()).unwrap();
+    let rows = out
+        .squeeze(0)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    assert!(rows[0].iter().chain(rows[1].iter()).all(|&x| x == 0.0));
+    let want = attention_reference(&q, &k, &v, &AttentionOpts::causal()).unwrap();
+    close(
+        "visible rows",
+        &out.narrow(2, 2, 4).unwrap(),
+        &want.narrow(2, 2, 4).unwrap(),
+        1e-5,
+    );
+    let dout = q.ones_like().unwrap();
+    let [_, dq, dk, dv] = run_with_grads(attention, &q, &k, &v, &dout, &AttentionOpts::causal());
+    for g in [dq, dk, dv] {
+        let finite = g
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .all(|x| x.is_finite());
+        assert!(finite);
+    }
+}
+
+#[test]
+fn bad_inputs_are_typed_errors() {
+    let z = |s: &[usize]| Tensor::zeros(s, DType::F32, &Device::Cpu).unwrap();
+    let ok = AttentionOpts::default();
+    let expect_err =
+        |q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOpts, needles: &[&str]| {
+            for f in [attention as AttnFn, attention_reference as AttnFn] {
+                let e = f(q, k, v, opts).expect_err("must fail").to_string();
+                for n in needles {
+                    assert!(e.contains(n), "error `{e}` should mention `{n}`");
+                }
+            }
+        };
+    // Wrong rank.
+    expect_err(
+        &z(&[2, 5, 8]),
+        &z(&[2, 1, 5, 8]),
+        &z(&[2, 1, 5, 8]),
+        &ok,
+        &["q", "[2, 5, 8]"],
+    );
+    expect_err(
+        &z(&[2, 1, 5, 8]),
+        &z(&[1, 5, 8]),
+        &z(&[1, 5, 8]),
+        &ok,
+        &["k", "[1, 5, 8]"],
+    );
+    // Hq not a multiple of Hkv.
+    expect_err(
+        &z(&[1, 3, 5, 8]),
+        &z(&[1, 2, 5, 8]),
+        &z(&[1, 2, 5, 8]),
+        &ok,
+        &["[1, 3, 5, 8]", "[1, 2, 5, 8]"],
+    );
+    // D mismatch, batch mismatch, k/v mismatch.
+    expect_err(
+        &z(&[1, 2, 5, 8]),
+        &z(&[1, 2, 5, 9]),
+        &z(&[1, 2, 5, 9]),
+        &ok,
+        &["[1, 2, 5, 8]", "[1, 2, 5, 9]"],
+    );
+    expect_err(
+        &z(&[2, 2, 5, 8]),
+        &z(&[1, 2, 5, 8]),
+        &z(&[1, 2, 5, 8]),
+        &ok,
+        &["[2, 2, 5, 8]", "[1, 2, 5, 8]"],
+    );
+    expect_err(
+        &z(&[1, 2, 5, 8]),
+        &z(&[1, 2, 5, 8]),
+        &z(&[1, 2, 6, 8]),
+        &ok,
+        &["[1, 2, 5, 8]", "[1, 2, 6, 8]"],
+    );
+    // Mask not broadcastable.
+    let bad_mask = AttentionOpts {
+        mask: Some(z(&[1, 2, 5, 7])),
+        ..AttentionOpts::default()
+    };
+    expect_err(
+        &z(&[1, 2, 5, 8]),
+        &z(&[1, 2, 6, 8]),
+        &z(&[1, 2, 6, 8]),
+        &bad_mask,
+        &["mask", "[1, 2, 5, 7]", "[1, 2, 5, 6]"],
+    );
+    let rank5 = AttentionOpts {
+        mask: Some(z(&[1, 1, 1, 5, 6])),
+        ..AttentionOpts::default()
+    };
+    expect_err(
+        &z(&[1, 2, 5, 8]),
+        &z(&[1, 2, 6, 8]),
+        &z(&[1, 2, 6, 8]),
+        &rank5,
+        &["mask"],
+    );
+    // Dtype mismatch and unsupported dtype.
+    let kh = z(&[1, 2, 5, 8]).to_dtype(DType::F16).unwrap();
+    expect_err(&z(&[1, 2, 5, 8]), &kh, &kh, &ok, &["k", "F16", "F32"]);
+    let q64 = z(&[1, 2, 5, 8]).to_dtype(DType::F64).unwrap();
+    expect_err(&q64, &q64, &q64, &ok, &["q", "F64"]);
+    // No keys.
+    expect_err(
+        &z(&[1, 2, 5, 8]),
+        &z(&[1, 2, 0, 8]),
+        &z(&[1, 2, 0, 8]),
+        &ok,
+        &["[1, 2, 0, 8]"],
+    );
+    // Empty queries are fine.
+    assert_eq!(
+        attention(&z(&[1, 2, 0, 8]), &z(&[1, 2, 5, 8]), &z(&[1, 2, 5, 8]), &ok)
+            .unwrap()
+            .dims(),
+        &[1, 2, 0, 8]
+    );
+}
+
+/// Throwaway timing (no thresholds): `cargo test -p video-kernels --release --test attention --
+/// --ignored --nocapture timing`. Prints GFLOP/s (4·B·H·Nq·Nk·D, halved for causal) of the fused
+/// kernel and of candle-nn's CPU `flash_attn` on the same inputs.
+#[test]
+#[ignore]
+fn timing() {
+    use candle_nn::attention::{flash_attn, AttnMask};
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    // On-CPU nanoseconds of all threads of this process (Linux): on a machine shared with other
+    // jobs, `cpu / threads` estimates the wall time an idle machine would give.
+    let cpu_ns = || -> u64 {
+        std::fs::read_dir("/proc/self/task")
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
+                    .filter_map(|s| {
+                        s.split_whitespace()
+                            .next()
+                            .and_then(|x| x.parse::<u64>().ok())
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    let threads = rayon::current_num_threads() as f64;
+    let time = |f: &dyn Fn()| {
+        f();
+        let reps = 3;
+        let (mut best, mut best_cpu) = (f64::INFINITY, f64::INFINITY);
+        for _ in 0..reps {
+            let (t, c) = (std::time::Instant::now(), cpu_ns());
+            f();
+            best = best.min(t.elapsed().as_secs_f64());
+            best_cpu = best_cpu.min((cpu_ns() - c) as f64 * 1e-9 / threads);
+        }
+        (best, best_cpu)
+    };
+    let sizes: Vec<usize> = std::env::var("ATTN_N")
+        .map(|s| s.split(',').map(|x| x.parse().unwrap()).collect())
+        .unwrap_or_else(|_| vec![256, 1024, 4096]);
+    let with_candle = std::env::var("ATTN_CANDLE").is_ok();
+    for &n in &sizes {
+        let (b, h, d) = (1, 8, 64);
+        let q = randn(&mut rng, &[b, h, n, d]);
+        let k = randn(&mut rng, &[b, h, n, d]);
+        let v = randn(&mut rng, &[b, h, n, d]);
+        for causal in [false, true] {
+            let flops = 4.0 * (b * h * n * n * d) as f64 * if causal { 0.5 } else { 1.0 };
+            let opts = AttentionOpts {
+                causal,
+                ..Default::default()
+            };
+            let (ours, ours_cpu) = time(&|| {
+                attention(&q, &k, &v, &opts).unwrap();
+            });
+            let mut line = format!(
+                "attn f32 B1 H8 N{n} D64 causal={causal}: ours {:.2} ms ({:.1} GFLOP/s; \
+                 cpu-time/{threads} {:.2} ms, {:.1} GFLOP/s)",
+                ours * 1e3,
+                flops / ours / 1e9,
+                ours_cpu * 1e3,
+                flops / ours_cpu / 1e9
+            );
+            if with_candle {
+                let (qt, kt, vt) = (
+                    q.transpose(1, 2).unwrap().contiguous().unwrap(),
+                    k.transpose(1, 2).unwrap().contiguous().unwrap(),
+                    v.transpose(1, 2).unwrap().contiguous().unwrap(),
+                );
+                let mask = if causal {
+                    AttnMask::causal()
+                } else {
+                    AttnMask::None
+                };
+                let (theirs, theirs_cpu) = time(&|| {
+                    flash_attn::<f32>(&qt, &kt, &vt, 0.125, mask.clone(), None, None).unwrap();
+                });
+                line.push_str(&format!(
+                    ", candle-nn flash_attn {:.2} ms (cpu-time {:.2} ms), ratio {:.2}x (cpu-time {:.2}x)",
+                    theirs * 1e3,
+                    theirs_cpu * 1e3,
+                    theirs / ours,
+                    theirs_cpu / ours_cpu
+                ));
+            }
+            if std::env::var("ATTN_BWD").is_ok() {
+                let (qv, kv, vv) = (
+                    Var::from_tensor(&q).unwrap(),
+                    Var::from_tensor(&k).unwrap(),
+                    Var::from_tensor(&v).unwrap(),
+                );
+                let (fb, fb_cpu) = time(&|| {
+                    let out =
+                        attention(qv.as_tensor(), kv.as_tensor(), vv.as_tensor(), &opts).unwrap();
+                    out.sum_all().unwrap().backward().unwrap();
+                });
+                line.push_str(&format!(
+                    ", fwd+bwd {:.2} ms (cpu-time/{threads} {:.2} ms)",
+                    fb * 1e3,
+                    fb_cpu * 1e3
+                ));
+            }
+            println!("{line}");
+        }
+    }
+}

@@ -1,0 +1,681 @@
+//! conv3d: PyTorch parity on every `conv3d` fixture (forward and backward), fast kernels against
+//! the plain-ops reference over random shapes (proptest), bad-input errors, and the layer type.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Module, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use video_kernels::{conv3d, conv3d_reference, Conv3d, Conv3dConfig, Conv3dOpts};
+use video_testkit::{assert_close, fixtures, take};
+
+fn max_abs(t: &Tensor) -> f64 {
+    t.to_dtype(DType::F64)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
+fn arr3(f: &video_testkit::Fixture, key: &str, default: usize) -> [usize; 3] {
+    match f.meta_at(&format!("opts/{key}")) {
+        Some(v) => {
+            let a: Vec<usize> = v
+                .as_array()
+                .unwrap_or_else(|| panic!("{}: opts.{key} not an array", f.id()))
+                .iter()
+                .map(|x| x.as_u64().unwrap() as usize)
+                .collect();
+            [a[0], a[1], a[2]]
+        }
+        None => [default; 3],
+    }
+}
+
+/// The output of `op(x, w, bias)` and the gradients of `Σ y·dy` w.r.t. x, w and bias.
+type Grads = (Tensor, Tensor, Tensor, Option<Tensor>);
+
+fn run_with_grads(
+    op: fn(&Tensor, &Tensor, Option<&Tensor>, &Conv3dOpts) -> video_core::Result<Tensor>,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    dy: &Tensor,
+    opts: &Conv3dOpts,
+) -> (Tensor, Grads) {
+    let xv = Var::from_tensor(x).unwrap();
+    let wv = Var::from_tensor(w).unwrap();
+    let bv = bias.map(|b| Var::from_tensor(b).unwrap());
+    let y = op(
+        xv.as_tensor(),
+        wv.as_tensor(),
+        bv.as_ref().map(|b| b.as_tensor()),
+        opts,
+    )
+    .unwrap();
+    let loss = (&y * dy).unwrap().sum_all().unwrap();
+    let grads = loss.backward().unwrap();
+    let dx = grads.get(xv.as_tensor()).expect("no dx").clone();
+    let dw = grads.get(wv.as_tensor()).expect("no dw").clone();
+    let db = bv.map(|b| grads.get(b.as_tensor()).expect("no dbias").clone());
+    (y.clone(), (y, dx, dw, db))
+}
+
+/// The fixture rule: `max_abs(got − ref) ≤ atol + rtol·max_abs(ref)` per tensor.
+fn tensor_tol(want: &Tensor, atol: f64, rtol: f64) -> f64 {
+    atol + rtol * max_abs(want)
+}
+
+#[test]
+fn conv3d_matches_pytorch_fixtures() {
+    let all = fixtures("conv3d");
+    for f in &all {
+        let inp = f.inputs();
+        let out = f.outputs();
+        let what = f.id();
+        let x = take(&inp, "x", &what);
+        let w = take(&inp, "w", &what);
+        let dy = take(&inp, "dy", &what);
+        let bias = inp.get("bias");
+        let opts = Conv3dOpts {
+            stride: arr3(f, "stride", 1),
+            padding: arr3(f, "padding", 0),
+            dilation: arr3(f, "dilation", 1),
+            groups: f
+                .meta_at("opts/groups")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(1) as usize,
+        };
+        let rtol = f
+            .meta_at("tolerance/rtol")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(1e-5);
+        let atol = f
+            .meta_at("tolerance/atol")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(1e-5);
+        let mut p = f.parity();
+        let (_, (y, dx, dw, db)) = run_with_grads(conv3d, x, w, bias, dy, &opts);
+        let (_, (ry, rdx, rdw, rdb)) = run_with_grads(conv3d_reference, x, w, bias, dy, &opts);
+        let mut pairs = vec![("y", y, ry), ("dx", dx, rdx), ("dw", dw, rdw)];
+        if let (Some(db), Some(rdb)) = (db, rdb) {
+            pairs.push(("dbias", db, rdb));
+        }
+        for (name, got, reference) in pairs {
+            let Some(want) = out.get(name) else { continue };
+            let tol = tensor_tol(want, atol, rtol);
+            p.check(name, &got, want, tol, 0.0);
+            // The reference twin must agree with PyTorch too.
+            assert_close(
+                &format!("{what} reference {name}"),
+                &reference,
+                want,
+                tol,
+                0.0,
+            );
+        }
+        p.finish();
+    }
+}
+
+/// One random conv3d problem.
+#[derive(Debug, Clone)]
+struct Case {
+    x: [usize; 5],
+    w: [usize; 5],
+    bias: bool,
+    opts: Conv3dOpts,
+}
+
+/// `kind`: 0 general, 1 depthwise (with channel multiplier), 2 temporal `(k,1,1)`, 3 pointwise.
+fn make_case(kind: usize, seed: u64) -> Case {
+    let mut r = ChaCha8Rng::seed_from_u64(seed);
+    let b: usize = r.random_range(1..=2);
+    let mut n: [usize; 3] = [
+        r.random_range(1..=5),
+        r.random_range(1..=7),
+        r.random_range(1..=7),
+    ];
+    let mut k: [usize; 3] = [
+        r.random_range(1..=3),
+        r.random_range(1..=3),
+        r.random_range(1..=3),
+    ];
+    let mut stride: [usize; 3] = [
+        r.random_range(1..=2),
+        r.random_range(1..=2),
+        r.random_range(1..=3),
+    ];
+    let mut dil: [usize; 3] = [
+        r.random_range(1..=2),
+        r.random_range(1..=2),
+        r.random_range(1..=2),
+    ];
+    let mut pad: [usize; 3] = [
+        r.random_range(0..=2),
+        r.random_range(0..=2),
+        r.random_range(0..=2),
+    ];
+    let (cin, cout, groups) = match kind {
+        1 => {
+            let c = r.random_range(1..=5);
+            (c, c * r.random_range(1..=2), c)
+        }
+        _ => {
+            let g = r.random_range(1..=2);
+            (g * r.random_range(1..=3), g * r.random_range(1..=3), g)
+        }
+    };
+    if kind == 2 || kind == 3 {
+        k[1] = 1;
+        k[2] = 1;
+        stride[1] = 1;
+        stride[2] = 1;
+        pad[1] = 0;
+        pad[2] = 0;
+        dil[1] = 1;
+        dil[2] = 1;
+        n[1] = r.random_range(1..=9);
+        if kind == 3 {
+            k[0] = 1;
+            pad[0] = 0;
+            stride[0] = r.random_range(1..=2);
+        }
+    }
+    // Make the dilated kernel fit: grow the padding (or, failing that, the input).
+    for d in 0..3 {
+        let span = dil[d] * (k[d] - 1) + 1;
+        if span > n[d] + 2 * pad[d] {
+            if kind >= 2 && d > 0 {
+                n[d] = span;
+            } else {
+                pad[d] = (span - n[d]).div_ceil(2);
+            }
+        }
+    }
+    Case {
+        x: [b, cin, n[0], n[1], n[2]],
+        w: [cout, cin / groups, k[0], k[1], k[2]],
+        bias: r.random_bool(0.5),
+        opts: Conv3dOpts {
+            stride,
+            padding: pad,
+            dilation: dil,
+            groups,
+        },
+    }
+}
+
+fn tensors(c: &Case, seed: u64) -> (Tensor, Tensor, Option<Tensor>, Tensor) {
+    let dev = Device::Cpu;
+    let mut r = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+    let mut randn = |dims: &[usize], scale: f32| {
+        let n: usize = dims.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|_| (r.random::<f32>() * 2.0 - 1.0) * scale)
+            .collect();
+        Tensor::from_vec(v, dims, &dev).unwrap()
+    };
+    let x = randn(&c.x, 1.0);
+    let w = randn(&c.w, 0.5);
+    let bias = c.bias.then(|| randn(&[c.w[0]], 0.5));
+    let o = c
+        .opts
+        .output_size([c.x[2], c.x[3], c.x[4]], [c.w[2], c.w[3], c.w[4]])
+        .unwrap();
+    let dy = randn(&[c.x[0], c.w[0], o[0], o[1], o[2]], 1.0);
+    (x, w, bias, dy)
+}
+
+fn check_case(c: &Case, seed: u64) {
+    let (x, w, bias, dy) = tensors(c, seed);
+    let (_, (y, dx, dw, db)) = run_with_grads(conv3d, &x, &w, bias.as_ref(), &dy, &c.opts);
+    let (_, (ry, rdx, rdw, rdb)) =
+        run_with_grads(conv3d_reference, &x, &w, bias.as_ref(), &dy, &c.opts);
+    let ctx = format!("{c:?}");
+    for (name, got, want) in [("y", &y, &ry), ("dx", &dx, &rdx), ("dw", &dw, &rdw)] {
+        let tol = tensor_tol(want, 1e-6, 1e-5);
+        assert_close(&format!("{ctx} {name}"), got, want, tol, 0.0);
+    }
+    if let (Some(db), Some(rdb)) = (db, rdb) {
+        assert_close(
+            &format!("{ctx} dbias"),
+            &db,
+            &rdb,
+            tensor_tol(&rdb, 1e-6, 1e-5),
+            0.0,
+        );
+    }
+    // Half precision forward: same (rounded) inputs, computed in f32 by the reference.
+    for (dt, rel) in [(DType::F16, 2e-3), (DType::BF16, 1.6e-2)] {
+        let xh = x.to_dtype(dt).unwrap();
+        let wh = w.to_dtype(dt).unwrap();
+        let bh = bias.as_ref().map(|b| b.to_dtype(dt).unwrap());
+        let got = conv3d(&xh, &wh, bh.as_ref(), &c.opts).unwrap();
+        assert_eq!(got.dtype(), dt);
+        let want = conv3d_reference(
+            &xh.to_dtype(DType::F32).unwrap(),
+            &wh.to_dtype(DType::F32).unwrap(),
+            bh.map(|b| b.to_dtype(DType::F32).unwrap()).as_ref(),
+            &c.opts,
+        )
+        .unwrap();
+        let tol = tensor_tol(&want, 1e-6, rel);
+        assert_close(&format!("{ctx} {dt:?} y"), &got, &want, tol, 0.0);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn conv3d_matches_reference(kind in 0usize..4, seed in any::<u64>()) {
+        let c = make_case(kind, seed);
+        check_case(&c, seed);
+    }
+}
+
+#[test]
+fn conv3d_matches_reference_fixed_cases() {
+    // Shapes a random draw may miss: 1-frame videos, larger channel counts (several gemm
+    // blocks), spatial sizes above the general path's tile width, odd strides.
+    let cases = [
+        Case {
+            x: [1, 3, 1, 5, 4],
+            w: [4, 3, 3, 3, 3],
+            bias: true,
+            opts: Conv3dOpts {
+                padding: [1, 1, 1],
+                ..Default::default()
+            },
+        },
+        Case {
+            x: [2, 20, 3, 9, 40],
+            w: [18, 10, 2, 3, 3],
+            bias: true,
+            opts: Conv3dOpts {
+                padding: [1, 1, 1],
+                groups: 2,
+                ..Default::default()
+            },
+        },
+        Case {
+            x: [1, 17, 5, 6, 7],
+            w: [34, 1, 3, 3, 3],
+            bias: false,
+            opts: Conv3dOpts {
+                padding: [1, 2, 1],
+                stride: [1, 2, 3],
+                groups: 17,
+                ..Default::default()
+            },
+        },
+        Case {
+            x: [1, 24, 7, 5, 6],
+            w: [40, 24, 3, 1, 1],
+            bias: true,
+            opts: Conv3dOpts {
+                padding: [1, 0, 0],
+                stride: [2, 1, 1],
+                dilation: [2, 1, 1],
+                ..Default::default()
+            },
+        },
+        Case {
+            x: [2, 33, 2, 5, 3],
+            w: [31, 33, 1, 1, 1],
+            bias: true,
+            opts: Conv3dOpts::default(),
+        },
+        Case {
+            x: [1, 4, 6, 9, 9],
+            w: [6, 4, 3, 3, 3],
+            bias: false,
+            opts: Conv3dOpts {
+                padding: [2, 0, 3],
+                stride: [2, 2, 2],
+                dilation: [2, 1, 3],
+                ..Default::default()
+            },
+        },
+    ];
+    for (i, c) in cases.iter().enumerate() {
+        check_case(c, i as u64);
+    }
+}
+
+fn err_text(x: &[usize], w: &[usize], bias: Option<&[usize]>, opts: &Conv3dOpts) -> String {
+    let dev = Device::Cpu;
+    let xt = Tensor::zeros(x, DType::F32, &dev).unwrap();
+    let wt = Tensor::zeros(w, DType::F32, &dev).unwrap();
+    let bt = bias.map(|b| Tensor::zeros(b, DType::F32, &dev).unwrap());
+    let e = conv3d(&xt, &wt, bt.as_ref(), opts).expect_err("expected an error");
+    let e2 = conv3d_reference(&xt, &wt, bt.as_ref(), opts).expect_err("expected an error");
+    assert_eq!(e.to_string(), e2.to_string());
+    e.to_string()
+}
+
+#[test]
+fn bad_inputs_are_typed_errors_naming_both_shapes() {
+    let d = Conv3dOpts::default();
+    let both = |m: &str, x: &[usize], w: &[usize]| {
+        assert!(m.contains(&format!("{x:?}")), "{m} lacks {x:?}");
+        assert!(m.contains(&format!("{w:?}")), "{m} lacks {w:?}");
+    };
+    // wrong ranks
+    let m = err_text(&[1, 2, 3, 4], &[2, 2, 1, 1, 1], None, &d);
+    both(&m, &[1, 2, 3, 4], &[2, 2, 1, 1, 1]);
+    assert!(m.contains("rank 5"), "{m}");
+    let m = err_text(&[1, 2, 3, 4, 4], &[2, 2, 1, 1], None, &d);
+    both(&m, &[1, 2, 3, 4, 4], &[2, 2, 1, 1]);
+    // channel mismatch
+    let m = err_text(&[1, 3, 3, 4, 4], &[2, 2, 1, 1, 1], None, &d);
+    both(&m, &[1, 3, 3, 4, 4], &[2, 2, 1, 1, 1]);
+    assert!(m.contains("channel mismatch"), "{m}");
+    // groups not dividing channels
+    let g = Conv3dOpts { groups: 2, ..d };
+    let m = err_text(&[1, 3, 3, 4, 4], &[2, 1, 1, 1, 1], None, &g);
+    both(&m, &[1, 3, 3, 4, 4], &[2, 1, 1, 1, 1]);
+    assert!(m.contains("groups"), "{m}");
+    let m = err_text(&[1, 4, 3, 4, 4], &[3, 2, 1, 1, 1], None, &g);
+    assert!(m.contains("divide"), "{m}");
+    let m = err_text(
+        &[1, 4, 3, 4, 4],
+        &[4, 2, 1, 1, 1],
+        None,
+        &Conv3dOpts { groups: 0, ..d },
+    );
+    assert!(m.contains("groups"), "{m}");
+    // kernel larger than the padded input
+    let m = err_text(&[1, 2, 2, 4, 4], &[2, 2, 3, 3, 3], None, &d);
+    both(&m, &[1, 2, 2, 4, 4], &[2, 2, 3, 3, 3]);
+    assert!(m.contains("kernel larger than padded input"), "{m}");
+    let dil = Conv3dOpts {
+        dilation: [1, 3, 1],
+        padding: [1, 1, 1],
+        ..d
+    };
+    let m = err_text(&[1, 2, 3, 4, 4], &[2, 2, 3, 3, 3], None, &dil);
+    assert!(m.contains("kernel larger than padded input"), "{m}");
+    // zero stride / dilation
+    let m = err_text(
+        &[1, 2, 3, 4, 4],
+        &[2, 2, 1, 1, 1],
+        None,
+        &Conv3dOpts {
+            stride: [1, 0, 1],
+            ..d
+        },
+    );
+    assert!(m.contains("stride"), "{m}");
+    let m = err_text(
+        &[1, 2, 3, 4, 4],
+        &[2, 2, 1, 1, 1],
+        None,
+        &Conv3dOpts {
+            dilation: [0, 1, 1],
+            ..d
+        },
+    );
+    assert!(m.contains("dilation"), "{m}");
+    // empty tensors
+    let m = err_text(&[1, 2, 0, 4, 4], &[2, 2, 1, 1, 1], None, &d);
+    both(&m, &[1, 2, 0, 4, 4], &[2, 2, 1, 1, 1]);
+    // bias of the wrong shape
+    let m = err_text(&[1, 2, 3, 4, 4], &[2, 2, 1, 1, 1], Some(&[3]), &d);
+    assert!(m.contains("[3]") && m.contains("[2, 2, 1, 1, 1]"), "{m}");
+    // dtypes
+    let dev = Device::Cpu;
+    let x = Tensor::zeros((1, 2, 3, 4, 4), DType::F16, &dev).unwrap();
+    let w = Tensor::zeros((2, 2, 1, 1, 1), DType::F32, &dev).unwrap();
+    assert!(conv3d(&x, &w, None, &d)
+        .unwrap_err()
+        .to_string()
+        .contains("dtype"));
+    let xi = Tensor::zeros((1, 2, 3, 4, 4), DType::U32, &dev).unwrap();
+    let wi = Tensor::zeros((2, 2, 1, 1, 1), DType::U32, &dev).unwrap();
+    assert!(conv3d(&xi, &wi, None, &d)
+        .unwrap_err()
+        .to_string()
+        .contains("dtype"));
+}
+
+#[test]
+fn output_size_formula() {
+    let o = Conv3dOpts {
+        stride: [2, 1, 3],
+        padding: [0, 1, 2],
+        dilation: [1, 2, 1],
+        groups: 1,
+    };
+    // floor((n + 2p − d(k−1) − 1)/s) + 1
+    assert_eq!(o.output_size([6, 7, 8], [2, 3, 3]), Some([3, 5, 4]));
+    assert_eq!(o.output_size([1, 7, 8], [2, 3, 3]), None);
+    assert_eq!(
+        Conv3dOpts {
+            stride: [0, 1, 1],
+            ..o
+        }
+        .output_size([6, 7, 8], [1, 1, 1]),
+        None
+    );
+}
+
+#[test]
+fn layer_loads_pytorch_weights_and_inits_randomly() {
+    let dev = Device::Cpu;
+    // Loading: weight + bias from a tensor map, PyTorch key names.
+    let w = Tensor::randn(0f32, 0.2, (6, 2, 3, 1, 1), &dev).unwrap();
+    let b = Tensor::randn(0f32, 0.2, 6, &dev).unwrap();
+    let mut map = HashMap::new();
+    map.insert("conv.weight".to_string(), w.clone());
+    map.insert("conv.bias".to_string(), b.clone());
+    let vb = VarBuilder::from_tensors(map, DType::F32, &dev);
+    let cfg = Conv3dConfig {
+        padding: [1, 0, 0],
+        groups: 2,
+        ..Default::default()
+    };
+    let layer = Conv3d::new(4, 6, [3, 1, 1], &cfg, vb.pp("conv")).unwrap();
+    let x = Tensor::randn(0f32, 1.0, (1, 4, 5, 3, 2), &dev).unwrap();
+    let y = Module::forward(&layer, &x).unwrap();
+    let want = conv3d_reference(&x, &w, Some(&b), &cfg.opts()).unwrap();
+    assert_close("layer", &y, &want, 1e-5, 1e-5);
+
+    // A checkpoint without bias: an error when the config asks for one, fine without.
+    let mut map = HashMap::new();
+    map.insert("weight".to_string(), w.clone());
+    let vb = VarBuilder::from_tensors(map, DType::F32, &dev);
+    assert!(Conv3d::new(4, 6, [3, 1, 1], &cfg, vb.clone()).is_err());
+    let nob = Conv3dConfig { bias: false, ..cfg };
+    let layer = Conv3d::new(4, 6, [3, 1, 1], &nob, vb.clone()).unwrap();
+    assert!(layer.bias().is_none());
+    // Wrong kernel for the stored weight: a shape error.
+    assert!(Conv3d::new(4, 6, [3, 3, 3], &nob, vb).is_err());
+
+    // Random init through a VarMap: trainable, with the requested bias.
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+    let layer = Conv3d::new(
+        4,
+        8,
+        [3, 3, 3],
+        &Conv3dConfig {
+            padding: [1, 1, 1],
+            ..Default::default()
+        },
+        vb.pp("c"),
+    )
+    .unwrap();
+    assert_eq!(layer.weight().dims(), &[8, 4, 3, 3, 3]);
+    assert_eq!(vm.all_vars().len(), 2);
+    let y = layer.forward(&x).unwrap();
+    assert_eq!(y.dims(), &[1, 8, 5, 3, 2]);
+    let grads = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    for v in vm.all_vars() {
+        assert!(grads.get(v.as_tensor()).is_some());
+    }
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+    let nob = Conv3dConfig {
+        bias: false,
+        ..Default::default()
+    };
+    let layer = Conv3d::new(4, 8, [1, 1, 1], &nob, vb).unwrap();
+    assert!(layer.bias().is_none());
+    assert_eq!(vm.all_vars().len(), 1);
+    // Bad configs are errors, not panics.
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+    assert!(Conv3d::new(
+        4,
+        6,
+        [3, 3, 3],
+        &Conv3dConfig {
+            groups: 3,
+            ..Default::default()
+        },
+        vb.clone()
+    )
+    .is_err());
+    assert!(Conv3d::new(4, 6, [0, 3, 3], &Conv3dConfig::default(), vb).is_err());
+}
+
+/// Release-mode timing of the issue's speed cases (no thresholds: it prints figures).
+/// `cargo test --release -p video-kernels --test conv3d -- --ignored --nocapture time_conv3d`
+#[test]
+#[ignore]
+fn time_conv3d_speed_cases() {
+    use std::time::Instant;
+    let dev = Device::Cpu;
+    // Process CPU seconds (user + system) from /proc/self/stat: the machine is shared, so wall
+    // time alone overstates our cost; CPU time / threads is what a quiet machine would show.
+    let cpu = || -> f64 {
+        let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let rest = s.rsplit(')').next().unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (tick(11) + tick(12)) / 100.0
+    };
+    let threads = rayon::current_num_threads() as f64;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    };
+    // (name, x, w, opts, PyTorch median ms forward, PyTorch ms fwd+bwd or 0)
+    let cases = [
+        (
+            "dwconv3d_c320t16h32w32k3",
+            [1, 320, 16, 32, 32],
+            [320, 1, 3, 3, 3],
+            [1, 1, 1],
+            320,
+            34.8,
+            384.0,
+        ),
+        (
+            "tconv3d_c320t16h32w32k311",
+            [1, 320, 16, 32, 32],
+            [320, 320, 3, 1, 1],
+            [1, 0, 0],
+            1,
+            66.6,
+            0.0,
+        ),
+        (
+            "conv3d_c64t16h32w32k3",
+            [1, 64, 16, 32, 32],
+            [64, 64, 3, 3, 3],
+            [1, 1, 1],
+            1,
+            24.1,
+            0.0,
+        ),
+    ];
+    for (name, xs, ws, pad, groups, torch_fwd, torch_bwd) in cases {
+        let x = Tensor::randn(0f32, 1.0, &xs, &dev).unwrap();
+        let w = Tensor::randn(0f32, 0.1, &ws, &dev).unwrap();
+        let b = Tensor::randn(0f32, 0.1, ws[0], &dev).unwrap();
+        let opts = Conv3dOpts {
+            padding: pad,
+            groups,
+            ..Default::default()
+        };
+        let flops =
+            2.0 * (xs[0] * ws[0] * xs[2] * xs[3] * xs[4] * ws[1] * ws[2] * ws[3] * ws[4]) as f64;
+        let mut t = Vec::new();
+        let mut c0 = 0.0;
+        for i in 0..12 {
+            if i == 2 {
+                c0 = cpu();
+            }
+            let s = Instant::now();
+            let y = conv3d(&x, &w, Some(&b), &opts).unwrap();
+            drop(y);
+            if i >= 2 {
+                t.push(s.elapsed().as_secs_f64());
+            }
+        }
+        let c = (cpu() - c0) / 10.0 / threads;
+        let m = median(t);
+        println!(
+            "{name} fwd: wall {:.2} ms ({:.1} GFLOP/s); cpu/threads {:.2} ms ({:.1} GFLOP/s); \
+             PyTorch {torch_fwd} ms -> ratio wall {:.2}, cpu {:.2}",
+            m * 1e3,
+            flops / m / 1e9,
+            c * 1e3,
+            flops / c / 1e9,
+            torch_fwd / 1e3 / m,
+            torch_fwd / 1e3 / c
+        );
+        let xv = Var::from_tensor(&x).unwrap();
+        let wv = Var::from_tensor(&w).unwrap();
+        let bv = Var::from_tensor(&b).unwrap();
+        let dout = Tensor::randn(0f32, 1.0, &xs[..], &dev).unwrap();
+        let dout = dout
+            .narrow(1, 0, ws[0].min(xs[1]))
+            .unwrap()
+            .contiguous()
+            .unwrap();
+        let mut t = Vec::new();
+        let mut c0 = 0.0;
+        for i in 0..7 {
+            if i == 2 {
+                c0 = cpu();
+            }
+            let s = Instant::now();
+            let y = conv3d(xv.as_tensor(), wv.as_tensor(), Some(bv.as_tensor()), &opts).unwrap();
+            let g = (&y * &dout).unwrap().sum_all().unwrap().backward().unwrap();
+            drop(g);
+            if i >= 2 {
+                t.push(s.elapsed().as_secs_f64());
+            }
+        }
+        let c = (cpu() - c0) / 5.0 / threads;
+        let m = median(t);
+        let vs = if torch_bwd > 0.0 {
+            format!(
+                "; PyTorch {torch_bwd} ms -> ratio wall {:.2}, cpu {:.2}",
+                torch_bwd / 1e3 / m,
+                torch_bwd / 1e3 / c
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "{name} fwd+bwd: wall {:.2} ms ({:.1} GFLOP/s); cpu/threads {:.2} ms ({:.1} GFLOP/s){vs}",
+            m * 1e3,
+            3.0 * flops / m / 1e9,
+            c * 1e3,
+            3.0 * flops / c / 1e9
+        );
+    }
+}
