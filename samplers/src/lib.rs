@@ -1,3 +1,79 @@
 //! # samplers
 //!
-//! Noise schedules and solvers (in progress; see the samplers issue).
+//! Noise schedules, solvers, guidance and training targets for diffusion models, written against
+//! [`video_core::Denoiser`] so they work with any network. Use this crate if you sample or train a
+//! diffusion model in vidgen: SVD / AID (EDM preconditioning, Euler, per-frame or dual guidance),
+//! SD-based video UNets (DDIM, Euler discrete, DDPM, text + video guidance), long videos clip by
+//! clip (VIDiff), or if you need diffusers-exact scheduler numerics.
+//!
+//! - [`schedule`]: Karras σ, VP β schedules (`linear`, `scaled_linear`, `squaredcos_cap_v2`),
+//!   `alphas_cumprod`, zero-terminal-SNR rescaling, timestep spacings, σ ↔ t.
+//! - [`precond`]: wrappers turning a raw ε / v / F network into a `Denoiser`
+//!   ([`EdmPrecond`], [`SvdPrecond`], [`DiscretePrecond`]).
+//! - [`edm`]: EDM Euler, Heun and churn steps by explicit index with caller-supplied noise, and
+//!   the [`sample`] loop.
+//! - [`diffusers`]: `EulerDiscreteScheduler`, `DDIMScheduler`, `DDPMScheduler`,
+//!   `HeunDiscreteScheduler`, `EDMEulerScheduler` with diffusers' `set_timesteps /
+//!   scale_model_input / step`, built from a saved `scheduler_config.json`; no hidden step counter.
+//! - [`guidance`]: [`Cfg`], [`DualGuidance`] (InstructPix2Pix form), [`PerFrameGuidance`] (SVD),
+//!   themselves `Denoiser`s; passes batched into one network call.
+//! - [`long_video`]: clip plans with overlap, iterative translation, noise sharing across clips.
+//! - [`training`]: EDM log-normal σ, λ(σ), ε / v / x₀ targets, a loss over any `Denoiser`.
+//!
+//! Sampling with a perfect denoiser (it knows x₀) recovers x₀:
+//!
+//! ```
+//! use candle_core::{Device, Tensor};
+//! use rand::{rngs::StdRng, SeedableRng};
+//! use samplers::{randn, sample, EdmSampler, Solver};
+//! use video_core::{Conditioning, Denoiser};
+//!
+//! struct Oracle(Tensor);
+//! impl Denoiser for Oracle {
+//!     fn denoise(&self, _x: &Tensor, _sigma: &Tensor, _c: &Conditioning) -> video_core::Result<Tensor> {
+//!         Ok(self.0.clone())
+//!     }
+//! }
+//!
+//! # fn main() -> video_core::Result<()> {
+//! let dev = Device::Cpu;
+//! let mut rng = StdRng::seed_from_u64(0);
+//! let x0 = randn(&mut rng, &[1, 4, 3, 8, 8], &dev)?; // [B, C, T, H, W]
+//! let steps = EdmSampler::karras(12, 0.002, 80.0, 7.0, Solver::Heun)?;
+//! let noise = randn(&mut rng, x0.dims(), &dev)?;
+//! let x_t = (x0.clone() + (noise * steps.init_noise_sigma())?)?;
+//! let out = sample(&Oracle(x0.clone()), &x_t, &Conditioning::none(), &steps, &mut rng, None)?;
+//! let err = (out - &x0)?.abs()?.max_all()?.to_scalar::<f32>()?;
+//! assert!(err < 1e-4);
+//! # Ok(()) }
+//! ```
+//!
+//! Numerics: float32 tensors; schedule tables follow diffusers' float32 / float64 steps exactly
+//! (the `schedulers` fixtures match to a few float32 ulps). Randomness is always passed in (an
+//! `Rng`, or noise tensors), never global.
+//!
+//! This crate has no cargo features.
+#![deny(missing_docs)]
+
+pub mod diffusers;
+pub mod edm;
+pub mod guidance;
+pub mod long_video;
+pub mod precond;
+pub mod schedule;
+pub mod training;
+mod util;
+
+pub use diffusers::{
+    DdimScheduler, DdpmScheduler, EdmEulerScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler,
+    Scheduler, SchedulerConfig, SchedulerOutput, StepMemory,
+};
+pub use edm::{euler_step, heun_step, sample, sample_scheduler, EdmSampler, EdmStep, Solver};
+pub use guidance::{Cfg, DualGuidance, PerFrameGuidance};
+pub use long_video::{
+    iterate_clips, plan_clips, translate_long_video, Clip, ClipNoise, NoiseSharing,
+};
+pub use precond::{DiscretePrecond, EdmPrecond, Network, PredictionType, SvdPrecond};
+pub use schedule::{karras_sigmas, BetaSchedule, TimestepSpacing, VpSchedule};
+pub use training::{add_noise, training_target, training_target_sigma, EdmTraining};
+pub use util::{randn, randn_like};
