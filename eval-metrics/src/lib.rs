@@ -1,6 +1,97 @@
 //! # eval-metrics
 //!
-//! Video generation metrics (planned; see the two eval-metrics issues): streaming f64 feature
-//! statistics with merge, Fréchet distance (FID / FVD), KID / KVD, PSNR, SSIM, LPIPS, CLIP score,
-//! frame consistency, colourfulness, CDC, probe / classification accuracy, and the Inception-v3
-//! and I3D feature extractors loading user-supplied weights.
+//! Evaluation metrics for video generation, computed the way the reference Python packages
+//! compute them, in f64 where it matters. Use this crate when you need FID / FVD, KID / KVD,
+//! PSNR, SSIM, LPIPS, CLIP score, frame consistency, colourfulness, CDC, or probe /
+//! classification accuracy in Rust, over thousands of videos, with statistics that stream and
+//! merge across shards. It does not ship network weights: Inception / I3D / CLIP / LPIPS
+//! backbones produce the features; this crate does the maths on them.
+//!
+//! | metric | entry point | reference matched |
+//! |---|---|---|
+//! | feature statistics | [`FeatureStats`] (stream, [`FeatureStats::merge`], safetensors), [`GaussianStats::load_npz`] | `np.mean`, `np.cov` (ddof 1); pytorch-fid / clean-fid `.npz` |
+//! | FID / FVD | [`frechet_distance`], [`frechet_distance_features`] | pytorch-fid `sqrtm`, torch-fidelity `eigvals`, StyleGAN-V (≤ 1e-6 rel) |
+//! | KID / KVD | [`kernel_distance`], [`mmd2_unbiased`] | torch-fidelity `kid_features_to_metric` (same subsets for the same seed) |
+//! | PSNR | [`psnr`] | skimage per frame / global, torchmetrics |
+//! | SSIM | [`ssim`] with [`SsimFlavour`] | skimage Gaussian, skimage default, torchmetrics |
+//! | LPIPS | [`LpipsHead`] over a [`LpipsBackbone`] | `lpips` package linear heads |
+//! | CLIP score, frame consistency | [`clip_score`], [`frame_consistency`], [`frame_consistency_with`] | torchmetrics CLIPScore; cosine of consecutive frames |
+//! | colourfulness, CDC | [`colourfulness`], [`colour_distribution_consistency`] | Hasler–Süsstrunk; Liu et al. 2021 |
+//! | probe / classification accuracy | [`LinearProbe`], [`classification_accuracy`], [`wilson_interval`] | Wilson score interval |
+//!
+//! ```
+//! use candle_core::{Device, Tensor};
+//! use eval_metrics::{frechet_distance, FeatureStats};
+//!
+//! # fn main() -> video_core::Result<()> {
+//! let dev = Device::Cpu;
+//! // Two shards of "real" features and one set of "generated" ones, [N, D].
+//! let a1 = Tensor::randn(0f64, 1.0, (64, 8), &dev)?;
+//! let a2 = Tensor::randn(0f64, 1.0, (64, 8), &dev)?;
+//! let b = Tensor::randn(0.5f64, 1.0, (128, 8), &dev)?;
+//! let mut real = FeatureStats::from_features(&a1)?;
+//! real.merge(&FeatureStats::from_features(&a2)?)?; // shards merge exactly
+//! let fake = FeatureStats::from_features(&b)?;
+//! let fd = frechet_distance(&real.gaussian()?, &fake.gaussian()?)?;
+//! assert!(fd > 0.0);
+//! assert!(frechet_distance(&real.gaussian()?, &real.gaussian()?)?.abs() < 1e-9);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Layouts and ranges
+//! Videos are `[B, C, T, H, W]` (vidgen's layout) with an explicit [`DataRange`]
+//! ([`DataRange::SIGNED`] for model outputs in `[-1, 1]`, [`DataRange::UNIT`],
+//! [`DataRange::U8`]); values outside the declared range are an error. Frame stacks
+//! `[F, H, W, C]` convert with `x.permute((3, 0, 1, 2))?.unsqueeze(0)?`. Feature matrices are
+//! `[N, D]`, any float dtype.
+//!
+//! ## Linear algebra (why faer, and why Cholesky first)
+//! `tr √(Σa Σb)` is computed as `Σ √λ(Bᵀ Σb B)` with `Σa = B Bᵀ`: symmetric solvers only, no
+//! general `sqrtm` or non-symmetric eigenproblem, so no complex round-off to discard. `B` is
+//! the Cholesky factor when `Σa` is positive definite, else `V √max(w, 0)` from the symmetric
+//! eigendecomposition ([`SqrtMethod`]). Measured at d = 2048 (`cargo run -p eval-metrics
+//! --example peer_timing`, 2 threads, on a 2-core machine shared with other builds, load
+//! average 10–14): Cholesky + eigenvalues 4.96 s, eigendecomposition + eigenvalues 11.9 s, same
+//! FD to 9 digits; in the same session scipy `sqrtm` (pytorch-fid) took 147 s, torch-fidelity's
+//! `eigvals` 65.6 s, numpy `eigh` 44.0 s and torch `eigh` 32.6 s (the peers' BLAS threads
+//! suffer more from the contention; quiet-machine peer figures are 9.6 s / 2.5 s / 1.9 s /
+//! 1.6 s). The dense kernels are faer 0.22's (blocked tridiagonalisation, AVX-512 GEMM): a
+//! well-kept crate with symmetric eigen, Cholesky and SVD in pure Rust. A hand-written cyclic
+//! Jacobi was not implemented: it needs ~8–10 sweeps of O(d³) each, several times the flops
+//! of one tridiagonal reduction.
+//!
+//! ## Features
+//! No cargo features; CPU only (the work is O(d³) dense algebra on at most a few thousand
+//! dimensions, or per-pixel filters).
+#![deny(missing_docs)]
+
+mod embed;
+mod frame;
+mod frechet;
+mod kid;
+mod linalg;
+pub mod npy;
+mod probe;
+mod stats;
+
+pub use embed::{
+    clip_score, frame_consistency, frame_consistency_with, ImageEmbedder, LpipsBackbone, LpipsHead,
+    LPIPS_SCALE, LPIPS_SHIFT,
+};
+pub use frame::{
+    colour_distribution_consistency, colourfulness, js_divergence, psnr, ssim, DataRange,
+    PsnrReport, SsimFlavour, SsimReport,
+};
+pub use frechet::{
+    frechet_distance, frechet_distance_features, frechet_distance_with, EpsOffset, FrechetOptions,
+    SqrtMethod,
+};
+pub use kid::{
+    kernel_distance, kernel_distance_with_subsets, mmd2_unbiased, KidOptions, KidResult,
+    NumpyRandomState, PolynomialKernel,
+};
+pub use probe::{
+    classification_accuracy, wilson_interval, Accuracy, LinearProbe, ProbeOptions, Z95,
+};
+pub use stats::{FeatureStats, GaussianStats};

@@ -1,0 +1,126 @@
+//! Dense linear algebra on row-major `Vec<f64>` matrices, through `faer`.
+//!
+//! Why faer: its blocked symmetric eigensolver, Cholesky, SVD and AVX-512 GEMM are pure Rust
+//! and fast enough at d = 2048 (figures in the crate docs); a hand-written cyclic Jacobi would
+//! need ~8–10 sweeps of O(d³) work each. The matrices here are symmetric, so
+//! row-major and column-major storage are the same matrix and no transposes are needed.
+
+use faer::linalg::matmul::triangular::BlockStructure;
+use faer::{Accum, MatMut, MatRef, Par, Side};
+use video_core::{Error, Result};
+
+/// The parallelism of every faer call: all rayon threads.
+pub(crate) fn par() -> Par {
+    Par::rayon(0)
+}
+
+/// Views a row-major `rows × cols` slice as a faer matrix.
+pub(crate) fn view(a: &[f64], rows: usize, cols: usize) -> MatRef<'_, f64> {
+    MatRef::from_row_major_slice(a, rows, cols)
+}
+
+/// `dst (rows × cols, row-major) = alpha · lhs · rhs + beta·dst`.
+pub(crate) fn gemm(
+    dst: &mut [f64],
+    lhs: MatRef<'_, f64>,
+    rhs: MatRef<'_, f64>,
+    alpha: f64,
+    accumulate: bool,
+) {
+    let (m, n) = (lhs.nrows(), rhs.ncols());
+    let dst = MatMut::from_row_major_slice_mut(dst, m, n);
+    let acc = if accumulate {
+        Accum::Add
+    } else {
+        Accum::Replace
+    };
+    faer::linalg::matmul::matmul(dst, acc, lhs, rhs, alpha, par());
+}
+
+/// `dst += alpha · aᵀ a` for a row-major `n × d` matrix `a`, computing only the lower
+/// triangle (half the flops) and mirroring it. `dst` is `d × d`.
+pub(crate) fn syrk_add(dst: &mut [f64], a: &[f64], n: usize, d: usize, alpha: f64) {
+    let av = view(a, n, d);
+    let mut tmp = vec![0.0f64; d * d];
+    {
+        let t = MatMut::from_row_major_slice_mut(&mut tmp, d, d);
+        faer::linalg::matmul::triangular::matmul(
+            t,
+            BlockStructure::TriangularLower,
+            Accum::Replace,
+            av.transpose(),
+            BlockStructure::Rectangular,
+            av,
+            BlockStructure::Rectangular,
+            alpha,
+            par(),
+        );
+    }
+    for i in 0..d {
+        for j in 0..=i {
+            let v = tmp[i * d + j];
+            dst[i * d + j] += v;
+            if i != j {
+                dst[j * d + i] += v;
+            }
+        }
+    }
+}
+
+/// Symmetric eigendecomposition `a = V diag(w) Vᵀ` of a `d × d` matrix (lower triangle read).
+/// Returns `(w ascending, V row-major with eigenvectors as columns)`.
+pub(crate) fn eigh(a: &[f64], d: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+    let m = view(a, d, d);
+    let evd = m
+        .self_adjoint_eigen(Side::Lower)
+        .map_err(|e| Error::invalid("covariance", format!("eigensolver failed: {e:?}")))?;
+    let s = evd.S();
+    let w: Vec<f64> = (0..d).map(|i| s.column_vector()[i]).collect();
+    let u = evd.U();
+    let mut v = vec![0.0; d * d];
+    for i in 0..d {
+        for j in 0..d {
+            v[i * d + j] = u[(i, j)];
+        }
+    }
+    Ok((w, v))
+}
+
+/// Eigenvalues (ascending) of a symmetric `d × d` matrix (lower triangle read).
+pub(crate) fn eigvalsh(a: &[f64], d: usize) -> Result<Vec<f64>> {
+    view(a, d, d)
+        .self_adjoint_eigenvalues(Side::Lower)
+        .map_err(|e| Error::invalid("matrix", format!("eigensolver failed: {e:?}")))
+}
+
+/// Lower Cholesky factor `L` (row-major) of a symmetric positive-definite matrix, or `None`
+/// when the matrix is not numerically positive definite.
+pub(crate) fn cholesky(a: &[f64], d: usize) -> Option<Vec<f64>> {
+    let llt = view(a, d, d).llt(Side::Lower).ok()?;
+    let l = llt.L();
+    let mut out = vec![0.0; d * d];
+    for i in 0..d {
+        for j in 0..=i {
+            out[i * d + j] = l[(i, j)];
+        }
+    }
+    Some(out)
+}
+
+/// Singular values of a row-major `m × n` matrix.
+pub(crate) fn singular_values(a: &[f64], m: usize, n: usize) -> Result<Vec<f64>> {
+    view(a, m, n)
+        .singular_values()
+        .map_err(|e| Error::invalid("matrix", format!("SVD failed: {e:?}")))
+}
+
+/// Replaces `a` by `(a + aᵀ)/2`, removing the rounding asymmetry of a product.
+pub(crate) fn symmetrise(a: &mut [f64], d: usize) {
+    for i in 0..d {
+        for j in 0..i {
+            let v = 0.5 * (a[i * d + j] + a[j * d + i]);
+            a[i * d + j] = v;
+            a[j * d + i] = v;
+        }
+    }
+}
