@@ -1,0 +1,83 @@
+//! `nn.Linear` with PyTorch's `[out, in]` weight, applied to any leading dims as one matrix
+//! product.
+
+use candle_core::{Tensor, D};
+use candle_nn::VarBuilder;
+use video_core::{Error, Result};
+
+/// `y = x · weightᵀ (+ bias)`, keys `weight` `[out, in]` and `bias` `[out]`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// Loads `weight` (and `bias` when `bias` is true) from `vb`. With a `VarMap` the weight
+    /// is initialised Kaiming-normal and the bias uniform in `±1/√in`, as candle-nn's `linear`.
+    pub fn new(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints(
+            (out_dim, in_dim),
+            "weight",
+            candle_nn::init::DEFAULT_KAIMING_NORMAL,
+        )?;
+        let bias = if bias {
+            let bound = 1.0 / (in_dim as f64).sqrt();
+            Some(vb.get_with_hints(
+                out_dim,
+                "bias",
+                candle_nn::Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                },
+            )?)
+        } else {
+            None
+        };
+        Ok(Linear { weight, bias })
+    }
+
+    /// Wraps existing tensors (`weight` `[out, in]`, `bias` `[out]`), e.g. a tied `lm_head`.
+    pub fn from_weights(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let (out_dim, _) = weight.dims2()?;
+        if let Some(b) = &bias {
+            if b.dims() != [out_dim] {
+                return Err(Error::shape("linear bias", &[out_dim], b.dims()));
+            }
+        }
+        Ok(Linear { weight, bias })
+    }
+
+    /// The weight `[out, in]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// # Shapes
+    /// `x`: `[..., in]` → `[..., out]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (out_dim, in_dim) = self.weight.dims2()?;
+        let last = x.dim(D::Minus1)?;
+        if last != in_dim {
+            return Err(Error::invalid(
+                "linear input",
+                format!(
+                    "last dim {last} != in_features {in_dim} (shape {:?})",
+                    x.dims()
+                ),
+            ));
+        }
+        let mut out_shape = x.dims().to_vec();
+        let rows: usize = out_shape[..out_shape.len() - 1].iter().product();
+        if let Some(l) = out_shape.last_mut() {
+            *l = out_dim;
+        }
+        // [..., in] -> [rows, in] x [in, out] -> [rows, out] -> [..., out]
+        let x2 = x.reshape((rows, in_dim))?;
+        let mut y = x2.matmul(&self.weight.t()?)?;
+        if let Some(b) = &self.bias {
+            y = y.broadcast_add(b)?;
+        }
+        Ok(y.reshape(out_shape)?)
+    }
+}
