@@ -1,1 +1,310 @@
-//! Shared helpers for the criterion suites (see the benchmark issue).
+//! # benches: one registry of benchmark cases, two ways to run it
+//!
+//! Every case is defined once here: how to set up our operation, the peers that do the same
+//! work in the same process (candle's composed ops, our `*_reference` twins), the PyTorch peer
+//! case of `../shared/peers/torch_peers.py` with exactly the same shapes, and the work done
+//! (FLOPs or bytes). Two front ends use the registry:
+//!
+//! - the criterion suites in `benches/benches/<crate>.rs` (`cargo bench -p benches`), with
+//!   device-prefixed names (`cpu/attn_f32_b1h8n1024d64`) and throughput set;
+//! - the `bench-report` binary, which alternates ours, the in-process peers and the PyTorch
+//!   peer over several rounds and writes `BENCHMARKS.md` with **ratio = peer / ours**.
+//!
+//! Thread parity: ours runs on rayon's global pool (which candle and our kernels use); its size is
+//! `RAYON_NUM_THREADS` when set, else every core. `bench-report --threads N` sets
+//! `RAYON_NUM_THREADS=N` for itself and passes `--threads N` to the PyTorch peer, which calls
+//! `torch.set_num_threads(N)` (and sets the OMP / MKL / OpenBLAS thread counts before import).
+#![deny(missing_docs)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use video_core::Result;
+
+pub mod cases;
+
+/// What a case's timed closure does once per call.
+pub type Work = Box<dyn FnMut() -> Result<()>>;
+
+/// Builds the timed closure (inputs are created here, outside the clock).
+pub type Setup = fn(&Device) -> Result<Work>;
+
+/// How much work one call does, for throughput figures.
+#[derive(Debug, Clone, Copy)]
+pub enum Amount {
+    /// Floating-point operations per call (2 per multiply-add).
+    Flops(f64),
+    /// Bytes read plus written per call.
+    Bytes(f64),
+}
+
+/// One benchmark case.
+pub struct Case {
+    /// The crate it measures (a `BENCHMARKS.md` section).
+    pub krate: &'static str,
+    /// The case name; equal to the PyTorch peer's case name where one exists.
+    pub name: &'static str,
+    /// Shapes and options in words.
+    pub shape: &'static str,
+    /// Work per call.
+    pub amount: Option<Amount>,
+    /// Our operation.
+    pub ours: Setup,
+    /// Peers timed in the same process: (name, setup).
+    pub twins: Vec<(&'static str, Setup)>,
+    /// The `torch_peers.py` case, if any.
+    pub torch: Option<&'static str>,
+}
+
+/// Every registered case.
+pub fn all_cases() -> Vec<Case> {
+    let mut v = cases::video_kernels();
+    v.extend(cases::samplers());
+    v.extend(cases::eval_metrics());
+    v
+}
+
+/// The cases of one crate.
+pub fn cases_of(krate: &str) -> Vec<Case> {
+    all_cases()
+        .into_iter()
+        .filter(|c| c.krate == krate)
+        .collect()
+}
+
+/// The benchmark name used by criterion and the report: `<device>/<case>`.
+pub fn bench_id(device: &Device, case: &str) -> String {
+    format!("{}/{case}", device_name(device))
+}
+
+/// `cpu`, `cuda:0`, `metal:0`.
+pub fn device_name(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".to_string(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
+/// Waits for queued device work, so a timing covers the work and not just its launch.
+pub fn sync(device: &Device) -> Result<()> {
+    device.synchronize()?;
+    Ok(())
+}
+
+/// Threads our side uses: rayon's global pool size.
+pub fn our_threads() -> usize {
+    rayon_threads()
+}
+
+fn rayon_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// A seeded normal tensor (our own generator: values do not change the work done).
+pub fn randn(shape: &[usize], seed: u64, scale: f32, device: &Device) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        // xorshift64*: fast, seedable, good enough for benchmark inputs
+        s ^= s >> 12;
+        s ^= s << 25;
+        s ^= s >> 27;
+        (s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut v = Vec::with_capacity(n);
+    while v.len() < n {
+        // Box–Muller
+        let (u1, u2) = (next().max(1e-300), next());
+        let r = (-2.0 * u1.ln()).sqrt();
+        let th = 2.0 * std::f64::consts::PI * u2;
+        v.push((r * th.cos()) as f32 * scale);
+        if v.len() < n {
+            v.push((r * th.sin()) as f32 * scale);
+        }
+    }
+    Ok(Tensor::from_vec(v, shape, device)?)
+}
+
+/// A seeded normal [`Var`] (a leaf that requires grad).
+pub fn randn_var(shape: &[usize], seed: u64, scale: f32, device: &Device) -> Result<Var> {
+    Ok(Var::from_tensor(&randn(shape, seed, scale, device)?)?)
+}
+
+/// Forces evaluation of a result (CPU tensors are eager; this also syncs accelerators).
+pub fn consume(t: &Tensor) -> Result<()> {
+    sync(t.device())?;
+    std::hint::black_box(t.dtype() == DType::F32);
+    Ok(())
+}
+
+/// Median, min and max seconds of `repeat` calls after `warmup` untimed ones.
+pub fn time_calls(
+    work: &mut Work,
+    warmup: usize,
+    repeat: usize,
+    device: &Device,
+) -> Result<Timing> {
+    for _ in 0..warmup {
+        work()?;
+    }
+    sync(device)?;
+    let mut times = Vec::with_capacity(repeat);
+    for _ in 0..repeat.max(1) {
+        let t0 = Instant::now();
+        work()?;
+        sync(device)?;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    Ok(Timing::from_times(times))
+}
+
+/// Figures of repeated timings, in seconds.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// Median.
+    pub median: f64,
+    /// Minimum.
+    pub min: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+impl Timing {
+    /// From raw times (seconds).
+    pub fn from_times(mut t: Vec<f64>) -> Self {
+        t.sort_by(f64::total_cmp);
+        let n = t.len();
+        let median = if n == 0 {
+            f64::NAN
+        } else if n % 2 == 1 {
+            t[n / 2]
+        } else {
+            0.5 * (t[n / 2 - 1] + t[n / 2])
+        };
+        Timing {
+            median,
+            min: t.first().copied().unwrap_or(f64::NAN),
+            max: t.last().copied().unwrap_or(f64::NAN),
+        }
+    }
+}
+
+/// The PyTorch peer venv's python, if it exists (`$VIDGEN_PEERS_VENV` or
+/// `~/.cache/vidgen-peers/venv`, made by `../shared/peers/setup.sh`).
+pub fn peer_python() -> Option<PathBuf> {
+    let venv = std::env::var_os("VIDGEN_PEERS_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/vidgen-peers/venv")
+        });
+    let py = venv.join("bin/python");
+    py.exists().then_some(py)
+}
+
+/// `../shared/peers/torch_peers.py` beside the repository, if present.
+pub fn peer_script() -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/peers/torch_peers.py");
+    p.exists().then_some(p)
+}
+
+/// One PyTorch peer measurement: the parsed `--json` line.
+#[derive(Debug, Clone)]
+pub struct PeerResult {
+    /// Median seconds per call.
+    pub median_s: f64,
+    /// Threads torch used.
+    pub threads: usize,
+    /// The whole JSON record (versions, variants, info).
+    pub json: serde_json::Value,
+}
+
+/// Runs a `torch_peers.py` case; `Err` carries the reason it could not (no venv, failure).
+pub fn torch_peer(
+    case: &str,
+    threads: usize,
+    repeat: Option<usize>,
+    warmup: Option<usize>,
+) -> std::result::Result<PeerResult, String> {
+    let py = peer_python().ok_or("no peer venv (run ../shared/peers/setup.sh)")?;
+    let script = peer_script().ok_or("no ../shared/peers/torch_peers.py beside the repository")?;
+    let mut cmd = Command::new(py);
+    cmd.arg(script)
+        .arg(case)
+        .args(["--json", "--threads", &threads.to_string()]);
+    if let Some(r) = repeat {
+        cmd.args(["--repeat", &r.to_string()]);
+    }
+    if let Some(w) = warmup {
+        cmd.args(["--warmup", &w.to_string()]);
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run python: {e}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: String = err.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
+        return Err(format!("peer {case} failed: {tail}"));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().ok_or("peer printed nothing")?;
+    let json: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("peer output is not JSON: {e}"))?;
+    let median_s = json["median_s"]
+        .as_f64()
+        .ok_or("peer JSON has no median_s")?;
+    let threads = json["threads"].as_u64().unwrap_or(threads as u64) as usize;
+    Ok(PeerResult {
+        median_s,
+        threads,
+        json,
+    })
+}
+
+/// Sets criterion throughput for a case.
+pub fn throughput(amount: Option<Amount>) -> Option<criterion::Throughput> {
+    match amount {
+        Some(Amount::Flops(f)) => Some(criterion::Throughput::Elements(f as u64)),
+        Some(Amount::Bytes(b)) => Some(criterion::Throughput::Bytes(b as u64)),
+        None => None,
+    }
+}
+
+/// Runs every case of `krate` (ours and its in-process twins) as a criterion group named after
+/// the crate. Throughput "elements" are FLOPs, so criterion's `elem/s` reads as FLOP/s.
+pub fn criterion_suite(c: &mut criterion::Criterion, krate: &str) {
+    let device = Device::Cpu;
+    let mut group = c.benchmark_group(krate);
+    group.sample_size(10);
+    for case in cases_of(krate) {
+        if let Some(t) = throughput(case.amount) {
+            group.throughput(t);
+        }
+        let mut runs: Vec<(String, Setup)> = vec![(bench_id(&device, case.name), case.ours)];
+        for (twin, setup) in &case.twins {
+            runs.push((format!("{}/{twin}", bench_id(&device, case.name)), *setup));
+        }
+        for (id, setup) in runs {
+            match setup(&device) {
+                Ok(mut work) => {
+                    group.bench_function(id.as_str(), |b| {
+                        b.iter(|| {
+                            if let Err(e) = work() {
+                                eprintln!("{id}: {e}");
+                            }
+                        })
+                    });
+                }
+                Err(e) => eprintln!("{id}: setup failed: {e}"),
+            }
+        }
+    }
+    group.finish();
+}
