@@ -197,9 +197,90 @@ pub(crate) struct Problem<'a> {
     pub causal: bool,
     pub mask: Option<&'a MaskData>,
     pub q: &'a [f32],
-    pub k: &'a [f32],
-    pub v: &'a [f32],
+    pub k: Heads<'a>,
+    pub v: Heads<'a>,
     pub backend: Backend,
+}
+
+/// The `[Nk, D]` row-major block of every (batch, kv head) of `k` or `v`, in `b · Hkv + h` order.
+/// Heads may lie anywhere in the storage: a KV cache narrowed to its filled length has
+/// row-contiguous heads spaced `max_len · D` apart, and reading them in place saves a copy of the
+/// whole cache per decoding step.
+#[derive(Debug, Clone)]
+pub(crate) struct Heads<'a> {
+    heads: Vec<&'a [f32]>,
+}
+
+impl<'a> Heads<'a> {
+    /// `x` contiguous `[n_heads, head_len]`.
+    pub(crate) fn contiguous(x: &'a [f32], n_heads: usize, head_len: usize) -> CResult<Self> {
+        if x.len() != n_heads * head_len {
+            return Err(internal(format!(
+                "buffer of {} values is not {n_heads} heads of {head_len}",
+                x.len()
+            )));
+        }
+        let heads = (0..n_heads)
+            .map(|i| &x[i * head_len..(i + 1) * head_len])
+            .collect();
+        Ok(Self { heads })
+    }
+
+    /// Head `(bi, hi)` starts at `start + bi · stride_b + hi · stride_h` and holds `head_len`
+    /// consecutive values; every head is range-checked here.
+    pub(crate) fn strided(
+        data: &'a [f32],
+        start: usize,
+        (b, h): (usize, usize),
+        (stride_b, stride_h): (usize, usize),
+        head_len: usize,
+    ) -> CResult<Self> {
+        let mut heads = Vec::with_capacity(b * h);
+        for bi in 0..b {
+            for hi in 0..h {
+                let o = start + bi * stride_b + hi * stride_h;
+                let head = data
+                    .get(o..o + head_len)
+                    .ok_or_else(|| internal("strided key / value head out of range"))?;
+                heads.push(head);
+            }
+        }
+        Ok(Self { heads })
+    }
+
+    fn get(&self, i: usize) -> CResult<&'a [f32]> {
+        self.heads
+            .get(i)
+            .copied()
+            .ok_or_else(|| internal("kv head out of range"))
+    }
+
+    fn len(&self) -> usize {
+        self.heads.len()
+    }
+}
+
+/// Query rows per head up to which the forward skips the key tiles and reads `k` / `v` rows in
+/// place (decoding: one new query against a long cache, where transposing every key would cost
+/// more than the products).
+const DIRECT_ROWS: usize = 4;
+
+/// `Σ a·b` with eight independent accumulators, so that the loop vectorises without fast-math.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// Re-lays `x` (`[n, d]`, one kv head) as tiles of `K_BLOCK` rows transposed: tile `t` holds
@@ -234,12 +315,11 @@ impl<'a> Problem<'a> {
             nk,
             d,
         } = self.dims;
-        if self.q.len() != b * hq * nq * d
-            || self.k.len() != b * hkv * nk * d
-            || self.v.len() != self.k.len()
-        {
+        let heads_ok =
+            |x: &Heads<'_>| x.len() == b * hkv && x.heads.iter().all(|h| h.len() == nk * d);
+        if self.q.len() != b * hq * nq * d || !heads_ok(&self.k) || !heads_ok(&self.v) {
             return Err(internal(format!(
-                "buffer sizes q {} k {} v {} do not match {:?}",
+                "buffer sizes q {} k {} heads v {} heads do not match {:?}",
                 self.q.len(),
                 self.k.len(),
                 self.v.len(),
@@ -300,11 +380,55 @@ impl<'a> Problem<'a> {
         (q.iter().map(|x| x * self.scale).collect(), q)
     }
 
-    fn kv_tiles(&self, x: &[f32]) -> Vec<Vec<f32>> {
+    fn kv_tiles(&self, x: &Heads<'_>) -> Vec<Vec<f32>> {
         let Dims { nk, d, .. } = self.dims;
-        x.par_chunks_exact(nk * d)
+        x.heads
+            .par_iter()
             .map(|h| transpose_tiles(h, nk, d))
             .collect()
+    }
+
+    /// The forward of query rows `out.len() / D` of head `(b, h)` without key tiles: scores are
+    /// dot products with the key rows in place, then one softmax and a weighted sum of value rows.
+    fn forward_direct(&self, b: usize, h: usize, out: &mut [f32], lse: &mut [f32]) -> CResult<()> {
+        let Dims { hq, hkv, nq, d, .. } = self.dims;
+        let be = self.backend;
+        let kvh = b * hkv + h / self.dims.group();
+        let (kh, vh) = (self.k.get(kvh)?, self.v.get(kvh)?);
+        let mut s = vec![0f32; self.dims.nk];
+        for (i, (orow, lse)) in out.chunks_exact_mut(d).zip(lse.iter_mut()).enumerate() {
+            let q = &self.q[((b * hq + h) * nq + i) * d..][..d];
+            let vis = self.visible(i);
+            let srow = &mut s[..vis];
+            for (sj, krow) in srow.iter_mut().zip(kh.chunks_exact(d)) {
+                *sj = dot(q, krow) * self.scale;
+            }
+            if let Some(mask) = self.mask {
+                for (x, &m) in srow.iter_mut().zip(mask.row(b, h, i)?) {
+                    *x += m;
+                }
+            }
+            orow.fill(0.0);
+            let m = if vis == 0 {
+                f32::NEG_INFINITY
+            } else {
+                be.row_max(srow)
+            };
+            if m == f32::NEG_INFINITY {
+                *lse = f32::NEG_INFINITY;
+                continue;
+            }
+            let l = be.exp_sub_sum(srow, m);
+            let inv = 1.0 / l;
+            for (&p, vrow) in srow.iter().zip(vh.chunks_exact(d)) {
+                let w = p * inv;
+                for (o, &x) in orow.iter_mut().zip(vrow) {
+                    *o += w * x;
+                }
+            }
+            *lse = m + l.ln();
+        }
+        Ok(())
     }
 
     /// The forward pass: returns `out` `[B, Hq, Nq, D]` and `lse` `[B, Hq, Nq]`.
@@ -316,7 +440,14 @@ impl<'a> Problem<'a> {
         if out.is_empty() {
             return Ok((out, lse));
         }
-        let kt = self.kv_tiles(self.k);
+        if nq <= DIRECT_ROWS {
+            out.par_chunks_mut(nq * d)
+                .zip(lse.par_chunks_mut(nq))
+                .enumerate()
+                .try_for_each(|(bh, (o, l))| self.forward_direct(bh / hq, bh % hq, o, l))?;
+            return Ok((out, lse));
+        }
+        let kt = self.kv_tiles(&self.k);
         out.par_chunks_mut(nq * d)
             .zip(lse.par_chunks_mut(nq))
             .enumerate()
@@ -341,14 +472,14 @@ impl<'a> Problem<'a> {
         out: &mut [f32],
         lse: &mut [f32],
     ) -> CResult<()> {
-        let Dims { hkv, nk, d, .. } = self.dims;
+        let Dims { hkv, d, .. } = self.dims;
         let be = self.backend;
         let rows = lse.len();
         let kvh = b * hkv + h / self.dims.group();
         let kt = kt
             .get(kvh)
             .ok_or_else(|| internal("kv head out of range"))?;
-        let vh = &self.v[kvh * nk * d..(kvh + 1) * nk * d];
+        let vh = self.v.get(kvh)?;
         let (qs, _) = self.q_rows(b, h, i0, rows);
         let mut s = vec![0f32; rows * K_BLOCK];
         let mut m = vec![f32::NEG_INFINITY; rows];
@@ -442,8 +573,8 @@ impl<'a> Problem<'a> {
             return Err(internal("backward buffers do not match the forward sizes"));
         }
         let mut dq = vec![0f32; self.q.len()];
-        let mut dk = vec![0f32; self.k.len()];
-        let mut dv = vec![0f32; self.v.len()];
+        let mut dk = vec![0f32; b * hkv * nk * d];
+        let mut dv = vec![0f32; b * hkv * nk * d];
         if dq.is_empty() {
             return Ok((dq, dk, dv));
         }
@@ -453,8 +584,8 @@ impl<'a> Problem<'a> {
             .zip(dout.par_chunks_exact(d))
             .map(|(o, g)| o.iter().zip(g).map(|(a, b)| a * b).sum())
             .collect();
-        let kt = self.kv_tiles(self.k);
-        let vt = self.kv_tiles(self.v);
+        let kt = self.kv_tiles(&self.k);
+        let vt = self.kv_tiles(&self.v);
         let ctx = BwdCtx {
             dout,
             lse,
@@ -595,11 +726,11 @@ impl<'a> Problem<'a> {
         i0: usize,
         dq: &mut [f32],
     ) -> CResult<()> {
-        let Dims { hkv, nk, d, .. } = self.dims;
+        let Dims { hkv, d, .. } = self.dims;
         let be = self.backend;
         let rows = dq.len() / d;
         let kvh = b * hkv + h / self.dims.group();
-        let kh = &self.k[kvh * nk * d..(kvh + 1) * nk * d];
+        let kh = self.k.get(kvh)?;
         let (qs, _) = self.q_rows(b, h, i0, rows);
         let mut s = vec![0f32; rows * K_BLOCK];
         let mut dp = vec![0f32; rows * K_BLOCK];
@@ -693,8 +824,8 @@ mod tests {
                 causal: true,
                 mask: Some(&mask),
                 q: &q,
-                k: &k,
-                v: &v,
+                k: Heads::contiguous(&k, dims.b * dims.hkv, dims.nk * dims.d).unwrap(),
+                v: Heads::contiguous(&v, dims.b * dims.hkv, dims.nk * dims.d).unwrap(),
                 backend,
             };
             let (out, lse) = p.forward().unwrap();

@@ -326,7 +326,15 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOpts) -> Re
         _ => None,
     };
     let f32c = |t: &Tensor| -> Result<Tensor> { Ok(t.to_dtype(DType::F32)?.contiguous()?) };
-    let (q32, k32, v32) = (f32c(q)?, f32c(k)?, f32c(v)?);
+    // Keys and values with row-contiguous heads (a narrowed KV cache) are read in place.
+    let kv = |t: &Tensor| -> Result<Tensor> {
+        if t.dtype() == DType::F32 && op::kv_in_place(t) {
+            Ok(t.clone())
+        } else {
+            f32c(t)
+        }
+    };
+    let (q32, k32, v32) = (f32c(q)?, kv(k)?, kv(v)?);
     let fused = op::FlashAttention::new(dims, scale as f32, opts.causal, mask);
     let out = q32.apply_op3(&k32, &v32, fused)?;
     Ok(out.to_dtype(dt)?)
