@@ -109,6 +109,47 @@ impl VideoShape {
             .contiguous()?)
     }
 
+    /// Turns a video into one sequence over time per pixel, the layout of temporal attention.
+    ///
+    /// # Shapes
+    /// `[B, C, T, H, W]` → `[B·H·W, T, C]`; the sequence of pixel `(b, h, w)` is at index
+    /// `(b·H + h)·W + w`. Undone by [`VideoShape::from_time_sequences`].
+    pub fn to_time_sequences(x: &Tensor) -> Result<(Tensor, VideoShape)> {
+        let s = Self::of(x)?;
+        // (B, C, T, H, W) -> (B, H, W, T, C) -> (B·H·W, T, C)
+        let y = x
+            .permute((0, 3, 4, 2, 1))?
+            .reshape((s.b * s.h * s.w, s.t, s.c))?;
+        Ok((y, s))
+    }
+
+    /// Undoes [`VideoShape::to_time_sequences`] for a video of shape `shape`; the channel count
+    /// may differ from `shape.c` (a projection changes it).
+    ///
+    /// # Shapes
+    /// `[B·H·W, T, C']` → `[B, C', T, H, W]`.
+    pub fn from_time_sequences(seq: &Tensor, shape: VideoShape) -> Result<Tensor> {
+        let c = match seq.dims() {
+            &[n, t, c] if n == shape.b * shape.h * shape.w && t == shape.t => c,
+            d => {
+                return Err(Error::invalid(
+                    "time sequences",
+                    format!(
+                        "expected [B·H·W, T, C] = [{}, {}, C] for video shape {:?}, got {d:?}",
+                        shape.b * shape.h * shape.w,
+                        shape.t,
+                        shape.dims()
+                    ),
+                ))
+            }
+        };
+        // (B·H·W, T, C) -> (B, H, W, T, C) -> (B, C, T, H, W)
+        Ok(seq
+            .reshape((shape.b, shape.h, shape.w, shape.t, c))?
+            .permute((0, 4, 3, 1, 2))?
+            .contiguous()?)
+    }
+
     /// Converts `[B, C, T, H, W]` to the `[B, T, C, H, W]` layout of Stable Video Diffusion.
     pub fn to_btchw(x: &Tensor) -> Result<Tensor> {
         Self::of(x)?;
