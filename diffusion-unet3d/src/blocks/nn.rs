@@ -434,12 +434,36 @@ impl Conv2d {
                 .matmul(&x.reshape((b, c, h * wd))?)?
                 .reshape((b, (), h, wd))?
         } else {
-            x.conv2d(&w, self.padding, self.stride, 1, 1)?
+            self.conv_batched(&x, &w)?
         };
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(&bias.to_dtype(y.dtype())?.reshape((1, (), 1, 1))?)?;
         }
         Ok(y.to_dtype(dt)?)
+    }
+}
+
+/// Upper bound on the im2col buffer of one `conv2d` call. candle unfolds the whole batch at once
+/// (`k²` copies of the input); a video decoded as one batch of frames would otherwise hold
+/// gigabytes of columns, so larger batches are convolved in slices of frames.
+const IM2COL_BUDGET_BYTES: usize = 64 << 20;
+
+impl Conv2d {
+    fn conv_batched(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        let (b, c, h, wd) = x.dims4()?;
+        let k = w.dims()[2];
+        let out = |n: usize| (n + 2 * self.padding).saturating_sub(k) / self.stride + 1;
+        let col_bytes = out(h) * out(wd) * c * k * k * x.dtype().size_in_bytes();
+        let per = (IM2COL_BUDGET_BYTES / col_bytes.max(1)).max(1);
+        if b <= per {
+            return Ok(x.conv2d(w, self.padding, self.stride, 1, 1)?);
+        }
+        let mut ys = Vec::with_capacity(b.div_ceil(per));
+        for start in (0..b).step_by(per) {
+            let xs = x.narrow(0, start, per.min(b - start))?;
+            ys.push(xs.conv2d(w, self.padding, self.stride, 1, 1)?);
+        }
+        Ok(Tensor::cat(&ys, 0)?)
     }
 }
 
