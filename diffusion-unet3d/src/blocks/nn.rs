@@ -140,7 +140,10 @@ impl GroupNorm {
             ));
         }
         let dt = x.dtype();
-        if !x.device().is_cpu() {
+        // The fused CPU pass computes on plain vectors, which autograd cannot see through:
+        // tracked inputs or weights (training adapters through a frozen base, or the base
+        // itself) take the differentiable plain-ops path.
+        if !x.device().is_cpu() || x.track_op() || self.weight.track_op() || self.bias.track_op() {
             return self.forward_ops(x, silu);
         }
         let b = dims[0];
@@ -193,7 +196,7 @@ impl GroupNorm {
         Ok(if dt == DType::F32 { y } else { y.to_dtype(dt)? })
     }
 
-    /// Plain-ops version for non-CPU devices (f32 statistics).
+    /// Plain-ops version for non-CPU devices and autograd (f32 statistics).
     fn forward_ops(&self, x: &Tensor, silu: bool) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let dt = x.dtype();
