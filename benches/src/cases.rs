@@ -113,16 +113,6 @@ pub fn video_kernels() -> Vec<Case> {
     ]
 }
 
-/// Sampler steps (registered by the samplers issue).
-pub fn samplers() -> Vec<Case> {
-    Vec::new()
-}
-
-/// Metric computations (registered by the eval-metrics issue).
-pub fn eval_metrics() -> Vec<Case> {
-    Vec::new()
-}
-
 fn attn_flops(n: usize, causal: bool) -> f64 {
     let f = 4.0 * 8.0 * (n as f64) * (n as f64) * 64.0;
     if causal {

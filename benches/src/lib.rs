@@ -24,6 +24,9 @@ use candle_core::{DType, Device, Tensor, Var};
 use video_core::Result;
 
 pub mod cases;
+pub mod cases_diffusion;
+pub mod cases_misc;
+pub mod cases_models;
 
 /// What a case's timed closure does once per call.
 pub type Work = Box<dyn FnMut() -> Result<()>>;
@@ -61,8 +64,13 @@ pub struct Case {
 /// Every registered case.
 pub fn all_cases() -> Vec<Case> {
     let mut v = cases::video_kernels();
-    v.extend(cases::samplers());
-    v.extend(cases::eval_metrics());
+    v.extend(cases_models::vq_tokenizer());
+    v.extend(cases_models::eval_metrics());
+    v.extend(cases_models::llama_video());
+    v.extend(cases_diffusion::diffusion_unet3d());
+    v.extend(cases_misc::samplers());
+    v.extend(cases_misc::motion_codec());
+    v.extend(cases_misc::adapters());
     v
 }
 
@@ -105,6 +113,37 @@ fn rayon_threads() -> usize {
         .and_then(|s| s.parse().ok())
         .filter(|&n: &usize| n > 0)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// A randomly initialised model for inference: `build` runs once on a `VarMap` builder (to
+/// create the variables with the model's own initialisers) and once on detached copies of them,
+/// so the returned model holds plain tensors, as a loaded checkpoint does (variables would select
+/// the autograd-friendly paths of some layers).
+///
+/// # Errors
+/// Whatever `build` returns; a poisoned `VarMap` lock.
+pub fn random_model<T>(
+    device: &Device,
+    build: impl Fn(candle_nn::VarBuilder<'static>) -> Result<T>,
+) -> Result<T> {
+    let vars = candle_nn::VarMap::new();
+    build(candle_nn::VarBuilder::from_varmap(
+        &vars,
+        DType::F32,
+        device,
+    ))?;
+    let tensors = vars
+        .data()
+        .lock()
+        .map_err(|_| video_core::Error::invalid("VarMap", "lock poisoned"))?
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+        .collect();
+    build(candle_nn::VarBuilder::from_tensors(
+        tensors,
+        DType::F32,
+        device,
+    ))
 }
 
 /// A seeded normal tensor (our own generator: values do not change the work done).
@@ -209,9 +248,20 @@ pub fn peer_python() -> Option<PathBuf> {
     py.exists().then_some(py)
 }
 
-/// `../shared/peers/torch_peers.py` beside the repository, if present.
-pub fn peer_script() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/peers/torch_peers.py");
+/// Peer cases of our own script `benches/peers/feature_peers.py` (the FID Inception-v3 and FVD
+/// I3D networks, which `torch_peers.py` does not cover); every other case is `torch_peers.py`'s.
+pub const LOCAL_PEER_CASES: &[&str] = &["inception_features_b1", "i3d_logits_b1t16"];
+
+/// The peer script that runs `case`: `benches/peers/feature_peers.py` for
+/// [`LOCAL_PEER_CASES`], else `../shared/peers/torch_peers.py` beside the repository; `None`
+/// when that file is absent.
+pub fn peer_script(case: &str) -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let p = if LOCAL_PEER_CASES.contains(&case) {
+        dir.join("peers/feature_peers.py")
+    } else {
+        dir.join("../../shared/peers/torch_peers.py")
+    };
     p.exists().then_some(p)
 }
 
@@ -234,7 +284,9 @@ pub fn torch_peer(
     warmup: Option<usize>,
 ) -> std::result::Result<PeerResult, String> {
     let py = peer_python().ok_or("no peer venv (run ../shared/peers/setup.sh)")?;
-    let script = peer_script().ok_or("no ../shared/peers/torch_peers.py beside the repository")?;
+    let script = peer_script(case).ok_or_else(|| {
+        format!("no peer script for {case} (../shared/peers/ beside the repository?)")
+    })?;
     let mut cmd = Command::new(py);
     cmd.arg(script)
         .arg(case)
