@@ -13,6 +13,9 @@
 //! - [`estimate_global_motion`] / [`video_global_motion`]: dominant direction (8-way
 //!   [`Direction`]) and magnitude by medians, with camera pan / object motion / zoom / static
 //!   told apart ([`MotionKind`]).
+//! - [`frame_shift`] / [`sequence_direction`]: the one whole-frame integer translation between
+//!   RGB frames, by exhaustive search over every pixel of the overlap: the evaluator for frames
+//!   too small or too flat for block matching (the Vid-ICL quickstart scores with it).
 //! - [`compensate_blocks`], [`warp_bilinear`], [`reconstruct_from_keyframe`], [`psnr`]:
 //!   motion-compensated prediction, the baseline detokenizer.
 //! - [`detect_keyframes`]: shot cuts by histogram or SAD difference (or codec I-frames).
@@ -58,6 +61,7 @@ mod global;
 mod keyframe;
 mod lavit;
 mod recon;
+mod shift;
 mod tokenizer;
 
 pub use block::{estimate_motion, estimate_sequence, BlockMatchConfig, SearchMethod};
@@ -77,4 +81,5 @@ pub use lavit::{
     bicubic_resize, pooled_grid, preprocess, BlockVector, FrameVectors, LavitConfig, LavitMotion,
 };
 pub use recon::{compensate_blocks, psnr, reconstruct_from_keyframe, warp_bilinear, Compensation};
+pub use shift::{frame_shift, sequence_direction, FrameShiftConfig};
 pub use tokenizer::{MotionTokenizer, MotionTokenizerConfig};

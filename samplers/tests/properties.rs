@@ -567,3 +567,64 @@ fn vp_targets_are_consistent() {
         0.0
     );
 }
+
+/// Returns a fixed x₀ estimate, whatever the input.
+struct FixedX0(Tensor);
+impl Denoiser for FixedX0 {
+    fn denoise(&self, _x: &Tensor, _s: &Tensor, _c: &Conditioning) -> Result<Tensor> {
+        Ok(self.0.clone())
+    }
+}
+
+/// Stochastic churn (Karras et al. 2022, Alg. 2): inside `[S_tmin, S_tmax]` the step first
+/// raises σ to σ̂ = σ(1 + γ) with γ = min(S_churn / N, √2 − 1) by adding
+/// `√(σ̂² − σ²)·S_noise·noise`, then takes the Euler step from σ̂; outside it is the plain step.
+#[test]
+fn churn_adds_the_documented_noise_then_steps_from_sigma_hat() {
+    use samplers::diffusers::Churn;
+    let shape = [1, 2, 3, 4, 4];
+    let x = seeded(1, &shape).affine(20.0, 0.0).unwrap();
+    let x0 = seeded(2, &shape);
+    let noise = seeded(3, &shape);
+    let den = FixedX0(x0.clone());
+    let cond = Conditioning::none();
+    let churn = Churn {
+        s_churn: 40.0,
+        s_tmin: 0.05,
+        s_tmax: 50.0,
+        s_noise: 1.003,
+    };
+    let plain = EdmSampler::karras(10, 0.002, 80.0, 7.0, Solver::Euler).unwrap();
+    let s = plain.clone().with_churn(churn);
+    let sig = plain.sigmas().to_vec();
+    let n = sig.len() - 1;
+    let gamma = (40.0 / n as f64).min(std::f64::consts::SQRT_2 - 1.0);
+    let mut churned_steps = 0;
+    for i in 0..n {
+        let inside = (0.05..=50.0).contains(&sig[i]);
+        assert_eq!(s.needs_noise(i), inside, "step {i}, σ = {}", sig[i]);
+        if !inside {
+            // no churn: identical to the deterministic sampler, noise or not
+            let a = s.step(&den, &x, i, &cond, Some(&noise)).unwrap().x_next;
+            let b = plain.step(&den, &x, i, &cond, None).unwrap().x_next;
+            assert_eq!(max_abs(&a, &b), 0.0, "step {i}");
+            continue;
+        }
+        churned_steps += 1;
+        // churn without noise is a typed error, not a silent deterministic step
+        assert!(s.step(&den, &x, i, &cond, None).is_err());
+        let got = s.step(&den, &x, i, &cond, Some(&noise)).unwrap().x_next;
+        let sh = sig[i] * (1.0 + gamma);
+        let amp = (sh * sh - sig[i] * sig[i]).sqrt() * 1.003;
+        let x_hat = (&x + noise.affine(amp, 0.0).unwrap()).unwrap();
+        let d = ((&x_hat - &x0).unwrap() / sh).unwrap();
+        let want = (&x_hat + (d * (sig[i + 1] - sh)).unwrap()).unwrap();
+        let scale = max_abs(&want, &want.zeros_like().unwrap());
+        assert!(
+            max_abs(&got, &want) <= 1e-5 * scale,
+            "step {i}: {} vs scale {scale}",
+            max_abs(&got, &want)
+        );
+    }
+    assert!(churned_steps > 0 && churned_steps < n);
+}

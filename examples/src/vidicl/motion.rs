@@ -3,10 +3,11 @@
 //! The evaluation only needs "which of the 8 directions did the picture move in"; it asks a
 //! [`DirectionEstimator`]. Two are provided:
 //!
-//! - [`GlobalShift`] (the default): an exhaustive whole-frame shift search. On the miniature's
-//!   16×16 frames it recovers the ground truth's direction in 100% of episodes (tested), so
-//!   the accuracy it reports is the model's, not the scorer's.
-//! - [`MotionCodecGlobal`]: `motion-codec`'s global-motion estimator (block matching, flat
+//! - [`GlobalShift`] (the default): `motion-codec`'s exhaustive whole-frame shift search
+//!   ([`motion_codec::frame_shift`]). On the miniature's 16×16 frames it recovers the ground
+//!   truth's direction in 100% of episodes (tested), so the accuracy it reports is the
+//!   model's, not the scorer's.
+//! - [`MotionCodecGlobal`]: `motion-codec`'s block-matching global-motion estimator (flat
 //!   blocks ignored, dominant vector). Built for real video (16 px macroblocks); on 16×16
 //!   frames with 8 px blocks it recovers the ground truth's direction in about 90% of
 //!   episodes, which caps what it can report. The quickstart prints it as a cross-check.
@@ -58,120 +59,48 @@ impl DirectionEstimator for MotionCodecGlobal {
     }
 
     fn direction(&self, frames: &[&Frame]) -> Result<Option<Direction>> {
-        let (mut dx, mut dy) = (0f64, 0f64);
+        let (mut dx, mut dy) = (0f32, 0f32);
         for pair in frames.windows(2) {
             let a = motion_codec::LumaFrame::from_rgb(pair[0]);
             let b = motion_codec::LumaFrame::from_rgb(pair[1]);
             let g = motion_codec::estimate_global_motion(&a, &b, &self.config)?;
             if g.direction.is_some() {
-                dx += g.dx as f64;
-                dy += g.dy as f64;
+                dx += g.dx;
+                dy += g.dy;
             }
         }
-        Ok(quantise(dx, dy))
+        Ok(motion_codec::direction_of(dx, dy))
     }
 }
 
-/// Global block matching: for every consecutive pair, the integer shift `(sx, sy)` with
+/// `motion_codec::frame_shift` on every consecutive pair: the integer shift `(sx, sy)` with
 /// `|sx|, |sy| ≤ max_shift` that minimises the mean absolute RGB difference between the second
 /// frame and the shifted first frame over their overlap; the shifts are summed and the sum's
 /// angle is rounded to the nearest of the 8 directions. A pair whose best shift is not clearly
 /// better than no shift (cost ≥ `min_gain` × the zero-shift cost) counts as no motion.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GlobalShift {
-    /// Largest shift searched, pixels.
-    pub max_shift: i32,
-    /// A shift must cost less than this fraction of standing still.
-    pub min_gain: f64,
+    /// The whole-frame shift search.
+    pub config: motion_codec::FrameShiftConfig,
 }
 
 impl Default for GlobalShift {
-    /// ±6 px, gain 0.5.
+    /// `FrameShiftConfig::default()`: ±6 px, gain 0.5.
     fn default() -> Self {
         GlobalShift {
-            max_shift: 6,
-            min_gain: 0.5,
-        }
-    }
-}
-
-impl GlobalShift {
-    /// The best shift from `a` to `b` (pixels, `y` down), `(0, 0)` when none is clearly better.
-    pub fn shift(&self, a: &Frame, b: &Frame) -> (i32, i32) {
-        let (w, h) = (a.width() as i32, a.height() as i32);
-        if (b.width() as i32, b.height() as i32) != (w, h) {
-            return (0, 0);
-        }
-        let (da, db) = (a.data(), b.data());
-        let cost = |sx: i32, sy: i32| -> Option<f64> {
-            let (x0, x1) = (sx.max(0), (w + sx).min(w));
-            let (y0, y1) = (sy.max(0), (h + sy).min(h));
-            let n = (x1 - x0).max(0) * (y1 - y0).max(0);
-            // Require a quarter of the frame to overlap, so large shifts cannot win on a sliver.
-            if n * 4 < w * h {
-                return None;
-            }
-            let mut s = 0u64;
-            for y in y0..y1 {
-                for x in x0..x1 {
-                    let ib = ((y * w + x) * 3) as usize;
-                    let ia = (((y - sy) * w + (x - sx)) * 3) as usize;
-                    for c in 0..3 {
-                        s += (da[ia + c] as i32 - db[ib + c] as i32).unsigned_abs() as u64;
-                    }
-                }
-            }
-            Some(s as f64 / n as f64)
-        };
-        let still = cost(0, 0).unwrap_or(0.0);
-        if still == 0.0 {
-            return (0, 0);
-        }
-        let mut best: ((i32, i32), f64) = ((0, 0), still);
-        for sy in -self.max_shift..=self.max_shift {
-            for sx in -self.max_shift..=self.max_shift {
-                if let Some(c) = cost(sx, sy) {
-                    let closer =
-                        c == best.1 && sx.abs() + sy.abs() < best.0 .0.abs() + best.0 .1.abs();
-                    if c < best.1 || closer {
-                        best = ((sx, sy), c);
-                    }
-                }
-            }
-        }
-        if best.1 < self.min_gain * still {
-            best.0
-        } else {
-            (0, 0)
+            config: motion_codec::FrameShiftConfig::default(),
         }
     }
 }
 
 impl DirectionEstimator for GlobalShift {
     fn name(&self) -> &str {
-        "whole-frame shift search (GlobalShift)"
+        "motion-codec whole-frame shift (frame_shift)"
     }
 
     fn direction(&self, frames: &[&Frame]) -> Result<Option<Direction>> {
-        let (mut sx, mut sy) = (0i32, 0i32);
-        for pair in frames.windows(2) {
-            let (x, y) = self.shift(pair[0], pair[1]);
-            sx += x;
-            sy += y;
-        }
-        Ok(quantise(sx as f64, sy as f64))
+        motion_codec::sequence_direction(frames, &self.config)
     }
-}
-
-/// The nearest of the 8 directions to the displacement `(dx, dy)` (pixels, `y` down), `None`
-/// for a zero displacement.
-pub fn quantise(dx: f64, dy: f64) -> Option<Direction> {
-    if dx == 0.0 && dy == 0.0 {
-        return None;
-    }
-    let angle = (-dy).atan2(dx); // counter-clockwise from right, y up
-    let sector = (angle / std::f64::consts::FRAC_PI_4).round() as i64;
-    Some(Direction::ALL[sector.rem_euclid(8) as usize])
 }
 
 #[cfg(test)]
@@ -179,15 +108,6 @@ pub fn quantise(dx: f64, dy: f64) -> Option<Direction> {
 mod tests {
     use super::*;
     use crate::vidicl::world::{MiniConfig, MiniWorld};
-
-    #[test]
-    fn quantise_matches_deltas() {
-        for d in Direction::ALL {
-            let (x, y) = d.delta();
-            assert_eq!(quantise(x as f64 * 4.0, y as f64 * 4.0), Some(d));
-        }
-        assert_eq!(quantise(0.0, 0.0), None);
-    }
 
     #[test]
     fn finds_the_true_direction_of_ground_truth() {
