@@ -1,7 +1,14 @@
-"""PyTorch peers of the FID Inception-v3 and FVD I3D feature networks (CPU, float32).
+"""PyTorch peers that ../shared/peers/torch_peers.py does not have (CPU, float32): the FID
+Inception-v3 and FVD I3D feature networks, and the diffusers VQModel of the vqmodel fixture.
 
     python feature_peers.py inception_features_b1 --json --threads N
     python feature_peers.py i3d_logits_b1t16 --json --threads N
+    python feature_peers.py vqmodel_encode_b16h64 --json --threads N
+    python feature_peers.py vqmodel_decode_b16h64 --json --threads N
+
+VQModel: `fixtures/vqmodel/base/model` (diffusers.VQModel.from_pretrained), 16 frames of
+64×64 RGB in [-1, 1]; encode = `encode(x).latents` then `quantize` to code ids, decode =
+`decode(latents).sample` (diffusers quantizes inside decode; our decode starts from the ids).
 
 Weights: the converted safetensors of `cargo run --release -p eval-metrics --example
 fetch_weights` in $VIDGEN_WEIGHTS (default ~/.cache/vidgen/weights); the Inception peer runs the
@@ -77,7 +84,8 @@ class I3D:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("case", choices=["inception_features_b1", "i3d_logits_b1t16"])
+    ap.add_argument("case", choices=["inception_features_b1", "i3d_logits_b1t16",
+                                     "vqmodel_encode_b16h64", "vqmodel_decode_b16h64"])
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--runs", "--repeat", dest="runs", type=int, default=5)
@@ -90,6 +98,19 @@ def main():
         x = torch.rand(1, 3, 299, 299, generator=g) * 1.99 - 1
         f = lambda: net(x)
         variant = "torch.jit.load(default_1.pt)"
+    elif a.case.startswith("vqmodel_"):
+        from diffusers import VQModel
+        here = os.path.dirname(os.path.abspath(__file__))
+        m = VQModel.from_pretrained(os.path.join(here, "..", "..", "fixtures", "vqmodel", "base", "model")).eval()
+        x = torch.rand(16, 3, 64, 64, generator=g) * 2 - 1
+        with torch.inference_mode():
+            lat = m.encode(x).latents
+        if a.case == "vqmodel_encode_b16h64":
+            f = lambda: m.quantize(m.encode(x).latents)[2][2]
+            variant = "VQModel.encode + quantize (ids)"
+        else:
+            f = lambda: m.decode(lat).sample
+            variant = "VQModel.decode (quantize + decode)"
     else:
         net = I3D(os.path.join(WDIR, "i3d_kinetics400.safetensors"))
         x = torch.rand(1, 3, 16, 224, 224, generator=g) * 2 - 1

@@ -35,7 +35,43 @@ pub fn vq_tokenizer() -> Vec<Case> {
             twins: vec![("candle_matmul_argmin", |d| vq_nn(d, 1024, 256, true))],
             torch: Some("vq_nn_n4096_k1024_d256"),
         },
+        Case {
+            krate: "vq_tokenizer",
+            name: "vqmodel_encode_b16h64",
+            shape: "vqmodel/base fixture VQModel: 16 frames [3, 64, 64] -> code ids [16, 32, 32]",
+            amount: None,
+            ours: |d| vqmodel(d, false),
+            twins: vec![],
+            torch: Some("vqmodel_encode_b16h64"),
+        },
+        Case {
+            krate: "vq_tokenizer",
+            name: "vqmodel_decode_b16h64",
+            shape: "same model: 16 frames of code ids -> [3, 64, 64] (diffusers: latents -> quantize -> decode)",
+            amount: None,
+            ours: |d| vqmodel(d, true),
+            twins: vec![],
+            torch: Some("vqmodel_decode_b16h64"),
+        },
     ]
+}
+
+fn vqmodel(d: &Device, decode: bool) -> Result<Work> {
+    use video_core::Codec;
+    let dir =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/vqmodel/base/model");
+    let (model, _) = vq_tokenizer::VQModel::from_pretrained(&dir, DType::F32, d)?;
+    let tok = vq_tokenizer::FrameTokenizer::new(model, 16)?;
+    let video = (randn(&[1, 3, 16, 64, 64], 13, 0.5, d)?).clamp(-1f32, 1f32)?;
+    let grid = tok.encode(&video)?;
+    Ok(if decode {
+        Box::new(move || consume(&tok.decode(&grid)?))
+    } else {
+        Box::new(move || {
+            std::hint::black_box(tok.encode(&video)?);
+            Ok(())
+        })
+    })
 }
 
 fn vq_nn(d: &Device, k: usize, dim: usize, composed: bool) -> Result<Work> {

@@ -249,8 +249,13 @@ pub fn peer_python() -> Option<PathBuf> {
 }
 
 /// Peer cases of our own script `benches/peers/feature_peers.py` (the FID Inception-v3 and FVD
-/// I3D networks, which `torch_peers.py` does not cover); every other case is `torch_peers.py`'s.
-pub const LOCAL_PEER_CASES: &[&str] = &["inception_features_b1", "i3d_logits_b1t16"];
+/// I3D networks and the fixture VQModel, which `torch_peers.py` does not cover); every other case is `torch_peers.py`'s.
+pub const LOCAL_PEER_CASES: &[&str] = &[
+    "inception_features_b1",
+    "i3d_logits_b1t16",
+    "vqmodel_encode_b16h64",
+    "vqmodel_decode_b16h64",
+];
 
 /// The peer script that runs `case`: `benches/peers/feature_peers.py` for
 /// [`LOCAL_PEER_CASES`], else `../shared/peers/torch_peers.py` beside the repository; `None`

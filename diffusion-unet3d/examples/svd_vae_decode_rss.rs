@@ -26,9 +26,21 @@ fn main() -> video_core::Result<()> {
     )
     .expect("valid config");
     let dev = Device::Cpu;
+    // Random init through a VarMap, then a model on detached copies: plain tensors, as a
+    // loaded checkpoint holds (variables would select the autograd paths of the norms).
     let vm = VarMap::new();
-    let vae =
-        AutoencoderKLTemporalDecoder::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev))?;
+    AutoencoderKLTemporalDecoder::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev))?;
+    let weights = vm
+        .data()
+        .lock()
+        .expect("varmap lock")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+        .collect();
+    let vae = AutoencoderKLTemporalDecoder::new(
+        &cfg,
+        VarBuilder::from_tensors(weights, DType::F32, &dev),
+    )?;
     let z = Tensor::randn(0f32, 1.0, (1, 4, 25, 32, 32), &dev)?;
     let t0 = std::time::Instant::now();
     let mut frames = 0;

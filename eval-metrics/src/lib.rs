@@ -56,13 +56,11 @@
 //! `tr √(Σa Σb)` is computed as `Σ √λ(Bᵀ Σb B)` with `Σa = B Bᵀ`: symmetric solvers only, no
 //! general `sqrtm` or non-symmetric eigenproblem, so no complex round-off to discard. `B` is
 //! the Cholesky factor when `Σa` is positive definite, else `V √max(w, 0)` from the symmetric
-//! eigendecomposition ([`SqrtMethod`]). Measured at d = 2048 (`cargo run -p eval-metrics
-//! --example peer_timing`, 2 threads, on a 2-core machine shared with other builds, load
-//! average 10–14): Cholesky + eigenvalues 4.96 s, eigendecomposition + eigenvalues 11.9 s, same
-//! FD to 9 digits; in the same session scipy `sqrtm` (pytorch-fid) took 147 s, torch-fidelity's
-//! `eigvals` 65.6 s, numpy `eigh` 44.0 s and torch `eigh` 32.6 s (the peers' BLAS threads
-//! suffer more from the contention; quiet-machine peer figures are 9.6 s / 2.5 s / 1.9 s /
-//! 1.6 s). The dense kernels are faer 0.22's (blocked tridiagonalisation, AVX-512 GEMM): a
+//! eigendecomposition ([`SqrtMethod`]). Measured at d = 2048 on 2 cores beside the peers in
+//! the same run (`bench-report --filter fid`, figures in the workspace's `BENCHMARKS.md`):
+//! Cholesky + eigenvalues ~2.7 s, eigendecomposition + eigenvalues ~5.1 s (same FD to 9
+//! digits), scipy `sqrtm` (pytorch-fid) ~19 s, torch-fidelity's `eigvals` ~5.2 s. The dense
+//! kernels are faer 0.22's (blocked tridiagonalisation, runtime-dispatched SIMD GEMM): a
 //! well-kept crate with symmetric eigen, Cholesky and SVD in pure Rust. A hand-written cyclic
 //! Jacobi was not implemented: it needs ~8–10 sweeps of O(d³) each, several times the flops
 //! of one tridiagonal reduction.

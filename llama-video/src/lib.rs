@@ -53,9 +53,10 @@
 //! ```
 //!
 //! ## Speed
-//! `cargo run --release -p llama-video --example bench_decode` times a 512-token prefill and
-//! 128 greedy decode steps of a 25M-parameter config. Generation computes `lm_head` for the
-//! last position only and writes keys / values in place into the preallocated cache.
+//! `cargo run --release -p benches --bin bench-report -- --filter llama` times a 512-token
+//! prefill and 128 greedy decode steps of the peers' 25M-parameter config beside transformers
+//! (figures in the workspace's `BENCHMARKS.md`). Generation computes `lm_head` for the last
+//! position only and writes keys / values in place into the preallocated cache.
 //!
 //! This crate has no cargo features.
 #![deny(missing_docs)]

@@ -226,6 +226,23 @@ proptest! {
             close(&format!("{c:?} {dt:?}"), &got, &want, tol);
         }
     }
+
+    /// Backward in f16 / bf16: gradients come back in the input dtype and agree with the f32
+    /// reference on the same rounded inputs within the dtype's precision.
+    #[test]
+    fn matches_reference_half_precision_backward(c in case()) {
+        let (q, k, v, dout, opts) = build(&c);
+        for (dt, tol) in [(DType::F16, 4e-3), (DType::BF16, 3e-2)] {
+            let h = |t: &Tensor| t.to_dtype(dt).unwrap();
+            let f = |t: &Tensor| h(t).to_dtype(DType::F32).unwrap();
+            let got = run_with_grads(attention, &h(&q), &h(&k), &h(&v), &h(&dout), &opts);
+            let want = run_with_grads(attention_reference, &f(&q), &f(&k), &f(&v), &f(&dout), &opts);
+            for (name, (g, w)) in ["out", "dq", "dk", "dv"].iter().zip(got.iter().zip(want.iter())) {
+                prop_assert_eq!(g.dtype(), dt);
+                close(&format!("{c:?} {dt:?} {name}"), g, w, tol);
+            }
+        }
+    }
 }
 
 #[test]
@@ -397,113 +414,6 @@ fn bad_inputs_are_typed_errors() {
             .dims(),
         &[1, 2, 0, 8]
     );
-}
-
-/// Throwaway timing (no thresholds): `cargo test -p video-kernels --release --test attention --
-/// --ignored --nocapture timing`. Prints GFLOP/s (4·B·H·Nq·Nk·D, halved for causal) of the fused
-/// kernel and of candle-nn's CPU `flash_attn` on the same inputs.
-#[test]
-#[ignore]
-fn timing() {
-    use candle_nn::attention::{flash_attn, AttnMask};
-    let mut rng = ChaCha8Rng::seed_from_u64(1);
-    // On-CPU nanoseconds of all threads of this process (Linux): on a machine shared with other
-    // jobs, `cpu / threads` estimates the wall time an idle machine would give.
-    let cpu_ns = || -> u64 {
-        std::fs::read_dir("/proc/self/task")
-            .map(|rd| {
-                rd.filter_map(|e| e.ok())
-                    .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
-                    .filter_map(|s| {
-                        s.split_whitespace()
-                            .next()
-                            .and_then(|x| x.parse::<u64>().ok())
-                    })
-                    .sum()
-            })
-            .unwrap_or(0)
-    };
-    let threads = rayon::current_num_threads() as f64;
-    let time = |f: &dyn Fn()| {
-        f();
-        let reps = 3;
-        let (mut best, mut best_cpu) = (f64::INFINITY, f64::INFINITY);
-        for _ in 0..reps {
-            let (t, c) = (std::time::Instant::now(), cpu_ns());
-            f();
-            best = best.min(t.elapsed().as_secs_f64());
-            best_cpu = best_cpu.min((cpu_ns() - c) as f64 * 1e-9 / threads);
-        }
-        (best, best_cpu)
-    };
-    let sizes: Vec<usize> = std::env::var("ATTN_N")
-        .map(|s| s.split(',').map(|x| x.parse().unwrap()).collect())
-        .unwrap_or_else(|_| vec![256, 1024, 4096]);
-    let with_candle = std::env::var("ATTN_CANDLE").is_ok();
-    for &n in &sizes {
-        let (b, h, d) = (1, 8, 64);
-        let q = randn(&mut rng, &[b, h, n, d]);
-        let k = randn(&mut rng, &[b, h, n, d]);
-        let v = randn(&mut rng, &[b, h, n, d]);
-        for causal in [false, true] {
-            let flops = 4.0 * (b * h * n * n * d) as f64 * if causal { 0.5 } else { 1.0 };
-            let opts = AttentionOpts {
-                causal,
-                ..Default::default()
-            };
-            let (ours, ours_cpu) = time(&|| {
-                attention(&q, &k, &v, &opts).unwrap();
-            });
-            let mut line = format!(
-                "attn f32 B1 H8 N{n} D64 causal={causal}: ours {:.2} ms ({:.1} GFLOP/s; \
-                 cpu-time/{threads} {:.2} ms, {:.1} GFLOP/s)",
-                ours * 1e3,
-                flops / ours / 1e9,
-                ours_cpu * 1e3,
-                flops / ours_cpu / 1e9
-            );
-            if with_candle {
-                let (qt, kt, vt) = (
-                    q.transpose(1, 2).unwrap().contiguous().unwrap(),
-                    k.transpose(1, 2).unwrap().contiguous().unwrap(),
-                    v.transpose(1, 2).unwrap().contiguous().unwrap(),
-                );
-                let mask = if causal {
-                    AttnMask::causal()
-                } else {
-                    AttnMask::None
-                };
-                let (theirs, theirs_cpu) = time(&|| {
-                    flash_attn::<f32>(&qt, &kt, &vt, 0.125, mask.clone(), None, None).unwrap();
-                });
-                line.push_str(&format!(
-                    ", candle-nn flash_attn {:.2} ms (cpu-time {:.2} ms), ratio {:.2}x (cpu-time {:.2}x)",
-                    theirs * 1e3,
-                    theirs_cpu * 1e3,
-                    theirs / ours,
-                    theirs_cpu / ours_cpu
-                ));
-            }
-            if std::env::var("ATTN_BWD").is_ok() {
-                let (qv, kv, vv) = (
-                    Var::from_tensor(&q).unwrap(),
-                    Var::from_tensor(&k).unwrap(),
-                    Var::from_tensor(&v).unwrap(),
-                );
-                let (fb, fb_cpu) = time(&|| {
-                    let out =
-                        attention(qv.as_tensor(), kv.as_tensor(), vv.as_tensor(), &opts).unwrap();
-                    out.sum_all().unwrap().backward().unwrap();
-                });
-                line.push_str(&format!(
-                    ", fwd+bwd {:.2} ms (cpu-time/{threads} {:.2} ms)",
-                    fb * 1e3,
-                    fb_cpu * 1e3
-                ));
-            }
-            println!("{line}");
-        }
-    }
 }
 
 /// Keys and values read in place from a KV cache narrowed to its filled length (heads spaced

@@ -24,6 +24,9 @@ pub(crate) enum Backend {
     /// Hand-written AVX-512F micro-kernels.
     #[cfg(target_arch = "x86_64")]
     Avx512,
+    /// Hand-written AVX2 + FMA micro-kernels (x86-64 without AVX-512).
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
     /// The `gemm` crate (its own runtime SIMD dispatch) and auto-vectorised loops.
     Portable,
 }
@@ -32,8 +35,13 @@ impl Backend {
     /// The fastest backend this CPU supports.
     pub(crate) fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
-        if super::x86::available() {
-            return Backend::Avx512;
+        {
+            if super::x86::available() {
+                return Backend::Avx512;
+            }
+            if super::x86_avx2::available() {
+                return Backend::Avx2;
+            }
         }
         Backend::Portable
     }
@@ -97,6 +105,23 @@ impl Backend {
                     accumulate,
                 )
             },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX2 and FMA were detected; ranges checked above, `c` distinct from `a`, `b`.
+            Backend::Avx2 => unsafe {
+                super::x86_avx2::matmul(
+                    m,
+                    n,
+                    k,
+                    a.as_ptr(),
+                    a_rs,
+                    a_cs,
+                    b.as_ptr(),
+                    ldb,
+                    c.as_mut_ptr(),
+                    ldc,
+                    accumulate,
+                )
+            },
             // SAFETY: the ranges were checked above; `gemm` reads `a`, `b` and writes `c` only
             // at the strided positions of the `m × k`, `k × n`, `m × n` matrices.
             Backend::Portable => unsafe {
@@ -131,6 +156,9 @@ impl Backend {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: AVX-512F was detected.
             Backend::Avx512 => unsafe { super::x86::row_max(row) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX2 and FMA were detected.
+            Backend::Avx2 => unsafe { super::x86_avx2::row_max(row) },
             Backend::Portable => exp::row_max(row),
         }
     }
@@ -140,6 +168,9 @@ impl Backend {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: AVX-512F was detected.
             Backend::Avx512 => unsafe { super::x86::exp_sub_sum(row, m) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX2 and FMA were detected.
+            Backend::Avx2 => unsafe { super::x86_avx2::exp_sub_sum(row, m) },
             Backend::Portable => exp::exp_sub_sum(row, m),
         }
     }
@@ -832,14 +863,21 @@ mod tests {
             let (dq, dk, dv) = p.backward(&out, &dout, &lse).unwrap();
             [out, lse, dq, dk, dv]
         };
-        let fast = run(Backend::detect());
         let portable = run(Backend::Portable);
-        for (name, (a, b)) in ["out", "lse", "dq", "dk", "dv"]
-            .iter()
-            .zip(fast.iter().zip(portable.iter()))
-        {
-            let d = max_diff(a, b);
-            assert!(d < 2e-5, "{name}: backends differ by {d}");
+        let mut backends = vec![Backend::detect()];
+        #[cfg(target_arch = "x86_64")]
+        if super::super::x86_avx2::available() {
+            backends.push(Backend::Avx2);
+        }
+        for be in backends {
+            let fast = run(be);
+            for (name, (a, b)) in ["out", "lse", "dq", "dk", "dv"]
+                .iter()
+                .zip(fast.iter().zip(portable.iter()))
+            {
+                let d = max_diff(a, b);
+                assert!(d < 2e-5, "{be:?} {name}: backends differ by {d}");
+            }
         }
     }
 

@@ -31,10 +31,11 @@
 //! backward pass). No `Nq × Nk` buffer is ever made: memory is `O((Nq + Nk) · D)` plus one score
 //! tile per thread. With `causal`, key tiles that no query of the block can see are skipped, and
 //! only tiles that straddle the diagonal pay for masking. Scores, softmax and accumulation are
-//! f32 whatever the input dtype. The tile products run in hand-written AVX-512 micro-kernels
-//! (register-blocked outer products; masked loads handle any `D` and ragged tiles) when the CPU
-//! has AVX-512F, and through the `gemm` crate otherwise; `exp` is a Cody–Waite range reduction
-//! plus a degree-6 polynomial evaluated 16 lanes at a time.
+//! f32 whatever the input dtype. The tile products run in hand-written micro-kernels
+//! (register-blocked outer products; masked loads handle any `D` and ragged tiles): AVX-512F
+//! (6 × 64 blocks) when the CPU has it, else AVX2 + FMA (6 × 16 blocks), else the `gemm` crate;
+//! `exp` is a Cody–Waite range reduction plus a degree-6 polynomial evaluated 16 or 8 lanes at
+//! a time.
 //!
 //! **Backward.** With `dO` the upstream gradient, `Δᵢ = Σ_d dOᵢ_d · Oᵢ_d` and `P` recomputed per
 //! tile from the saved log-sum-exp (`P = exp(S − lse)`, no second softmax pass):
@@ -62,6 +63,8 @@ mod exp;
 mod op;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx2;
 
 use candle_core::{DType, Device, Tensor, D};
 use video_core::{Error, Result};

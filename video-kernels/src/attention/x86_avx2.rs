@@ -1,0 +1,353 @@
+//! AVX2 + FMA micro-kernels of the attention tiles, for x86-64 CPUs without AVX-512 (AMD Zen 1–3,
+//! Intel client cores): the same register-blocked product and softmax row helpers as `x86.rs`,
+//! on 8-lane vectors.
+//!
+//! The register block is 6 rows × 2 vectors (12 accumulators + 2 loads of `B` + 1 broadcast:
+//! 15 of the 16 `ymm` registers). Ragged edges use `vmaskmovps` loads and stores, which never
+//! touch memory outside the mask. Every function is `unsafe` only because the CPU must have AVX2
+//! and FMA (checked once by [`available`]) and because the pointers must cover the ranges the
+//! safe wrappers in `cpu.rs` check before each call.
+
+use std::arch::x86_64::*;
+
+use super::exp::{EXP_POLY, LN2_HI, LN2_LO};
+
+/// Rows of the register block.
+const ROWS: usize = 6;
+
+/// Below this `exp` underflows to 0 (as `exp::exp_f32`).
+const EXP_LO: f32 = -87.336_55;
+/// Above this `exp` overflows (as `exp::exp_f32`).
+const EXP_HI: f32 = 88.376_26;
+
+/// Whether this CPU has AVX2 and FMA.
+pub(crate) fn available() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+}
+
+/// The `vmaskmovps` mask of the first `n` lanes (`n ≥ 8` gives all lanes).
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn lane_mask(n: usize) -> __m256i {
+    let n = n.min(8) as i32;
+    _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(n),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    )
+}
+
+/// `C[r, c] (+)= Σ_p A[r, p] · B[p, c]` for `r < m`, `c < n`, `p < k`, with the same strides and
+/// contract as `x86::matmul`.
+///
+/// # Safety
+/// AVX2 and FMA must be available, and for every `r < m`, `p < k`, `col < n` the addresses
+/// `a + r·a_rs + p·a_cs`, `b + p·ldb + col` (reads) and `c + r·ldc + col` (reads and writes) must
+/// be valid, with `C` not aliasing `A` or `B`.
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    a_rs: usize,
+    a_cs: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    let mut c0 = 0;
+    while c0 < n {
+        let rem = n - c0;
+        let nv = rem.div_ceil(8).min(2);
+        let last = lane_mask(rem - (nv - 1) * 8);
+        // SAFETY: columns c0 .. c0 + (nv-1)·8 + |last| ≤ n: within the caller's ranges.
+        unsafe {
+            let (b, c) = (b.add(c0), c.add(c0));
+            if nv == 1 {
+                strip::<1>(m, k, a, a_rs, a_cs, b, ldb, c, ldc, accumulate, last);
+            } else {
+                strip::<2>(m, k, a, a_rs, a_cs, b, ldb, c, ldc, accumulate, last);
+            }
+        }
+        c0 += nv * 8;
+    }
+}
+
+/// One column strip of `NV` vectors (the last masked by `last`), all rows.
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn strip<const NV: usize>(
+    m: usize,
+    k: usize,
+    a: *const f32,
+    a_rs: usize,
+    a_cs: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    last: __m256i,
+) {
+    let mut r0 = 0;
+    // SAFETY: rows r0 .. r0 + R ≤ m; ranges forwarded as documented on `matmul`.
+    unsafe {
+        while r0 + ROWS <= m {
+            let (ar, cr) = (a.add(r0 * a_rs), c.add(r0 * ldc));
+            block::<ROWS, NV>(k, ar, a_rs, a_cs, b, ldb, cr, ldc, accumulate, last);
+            r0 += ROWS;
+        }
+        let (ar, cr) = (a.add(r0 * a_rs), c.add(r0 * ldc));
+        match m - r0 {
+            1 => block::<1, NV>(k, ar, a_rs, a_cs, b, ldb, cr, ldc, accumulate, last),
+            2 => block::<2, NV>(k, ar, a_rs, a_cs, b, ldb, cr, ldc, accumulate, last),
+            3 => block::<3, NV>(k, ar, a_rs, a_cs, b, ldb, cr, ldc, accumulate, last),
+            4 => block::<4, NV>(k, ar, a_rs, a_cs, b, ldb, cr, ldc, accumulate, last),
+            5 => block::<5, NV>(k, ar, a_rs, a_cs, b, ldb, cr, ldc, accumulate, last),
+            _ => {}
+        }
+    }
+}
+
+/// The register block: `R` rows × `NV` vectors of `C` held over the whole `k` loop.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block<const R: usize, const NV: usize>(
+    k: usize,
+    a: *const f32,
+    a_rs: usize,
+    a_cs: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    last: __m256i,
+) {
+    let full = _mm256_set1_epi32(-1);
+    let mask = |v: usize| if v + 1 == NV { last } else { full };
+    let mut acc = [[_mm256_setzero_ps(); NV]; R];
+    // SAFETY: every offset is inside the ranges documented on `matmul`; masked lanes are neither
+    // read nor written.
+    unsafe {
+        if accumulate {
+            for (r, row) in acc.iter_mut().enumerate() {
+                for (v, x) in row.iter_mut().enumerate() {
+                    *x = _mm256_maskload_ps(c.add(r * ldc + v * 8), mask(v));
+                }
+            }
+        }
+        for p in 0..k {
+            let bp = b.add(p * ldb);
+            let mut bv = [_mm256_setzero_ps(); NV];
+            for (v, x) in bv.iter_mut().enumerate() {
+                *x = if v + 1 == NV {
+                    _mm256_maskload_ps(bp.add(v * 8), last)
+                } else {
+                    _mm256_loadu_ps(bp.add(v * 8))
+                };
+            }
+            let ap = a.add(p * a_cs);
+            for (r, row) in acc.iter_mut().enumerate() {
+                let av = _mm256_broadcast_ss(&*ap.add(r * a_rs));
+                for (x, &bx) in row.iter_mut().zip(bv.iter()) {
+                    *x = _mm256_fmadd_ps(av, bx, *x);
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (v, &x) in row.iter().enumerate() {
+                _mm256_maskstore_ps(c.add(r * ldc + v * 8), mask(v), x);
+            }
+        }
+    }
+}
+
+/// 8 lanes of `e^x`, the same method and range handling as `exp::exp_f32` (0 below the normal
+/// range and for `-inf`, `+inf` above it, NaN propagated).
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn exp8(x: __m256) -> __m256 {
+    // max(LO, x) then min(HI, ·) return x itself when x is NaN.
+    let xc = _mm256_min_ps(
+        _mm256_set1_ps(EXP_HI),
+        _mm256_max_ps(_mm256_set1_ps(EXP_LO), x),
+    );
+    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+        xc,
+        _mm256_set1_ps(std::f32::consts::LOG2_E),
+    ));
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), xc);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
+    let mut p = _mm256_set1_ps(EXP_POLY[0]);
+    for &cf in &EXP_POLY[1..] {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(cf));
+    }
+    let r2 = _mm256_mul_ps(r, r);
+    let er = _mm256_add_ps(_mm256_fmadd_ps(p, r2, r), _mm256_set1_ps(1.0));
+    // 2ⁿ in the exponent bits; n ∈ [-126, 127] after the clamp.
+    let two_n = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+        _mm256_cvtps_epi32(n),
+        _mm256_set1_epi32(127),
+    )));
+    let y = _mm256_mul_ps(er, two_n);
+    let under = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(EXP_LO));
+    let over = _mm256_cmp_ps::<_CMP_GT_OQ>(x, _mm256_set1_ps(EXP_HI));
+    let y = _mm256_andnot_ps(under, y);
+    _mm256_blendv_ps(y, _mm256_set1_ps(f32::INFINITY), over)
+}
+
+/// Horizontal sum of 8 lanes.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s));
+    _mm_cvtss_f32(s)
+}
+
+/// Largest value of `row` (`-inf` when empty).
+///
+/// # Safety
+/// AVX2 and FMA must be available.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn row_max(row: &[f32]) -> f32 {
+    let mut acc = _mm256_set1_ps(f32::NEG_INFINITY);
+    let mut chunks = row.chunks_exact(8);
+    for ch in &mut chunks {
+        // SAFETY: `ch` holds exactly 8 values.
+        acc = _mm256_max_ps(acc, unsafe { _mm256_loadu_ps(ch.as_ptr()) });
+    }
+    let mut lanes = [0f32; 8];
+    // SAFETY: `lanes` holds 8 values.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
+    lanes
+        .iter()
+        .chain(chunks.remainder())
+        .fold(f32::NEG_INFINITY, |m, &x| m.max(x))
+}
+
+/// `row[j] ← exp(row[j] − m)`; returns the sum of the new values.
+///
+/// # Safety
+/// AVX2 and FMA must be available.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn exp_sub_sum(row: &mut [f32], m: f32) -> f32 {
+    let mv = _mm256_set1_ps(m);
+    let mut sum = _mm256_setzero_ps();
+    let len = row.len();
+    let ptr = row.as_mut_ptr();
+    let mut j = 0;
+    // SAFETY: masked loads / stores touch lanes j .. min(j + 8, len) only.
+    unsafe {
+        while j < len {
+            let mk = lane_mask(len - j);
+            let x = _mm256_maskload_ps(ptr.add(j), mk);
+            let e = _mm256_and_ps(exp8(_mm256_sub_ps(x, mv)), _mm256_castsi256_ps(mk));
+            _mm256_maskstore_ps(ptr.add(j), mk, e);
+            sum = _mm256_add_ps(sum, e);
+            j += 8;
+        }
+    }
+    hsum(sum)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_and_rows_match_the_portable_versions() {
+        if !available() {
+            eprintln!("SKIPPED: no AVX2 + FMA on this CPU");
+            return;
+        }
+        let xs: Vec<f32> = (0..1000)
+            .map(|i| -90.0 + i as f32 * 0.181)
+            .chain([f32::NEG_INFINITY, 0.0, 100.0, f32::INFINITY])
+            .collect();
+        for len in [0usize, 1, 7, 8, 9, 31, xs.len()] {
+            let mut a = xs[..len].to_vec();
+            let mut b = a.clone();
+            // SAFETY: AVX2 + FMA checked above.
+            let (ma, sa) = unsafe { (row_max(&a), exp_sub_sum(&mut a, 0.5)) };
+            let mb = super::super::exp::row_max(&b);
+            let sb = super::super::exp::exp_sub_sum(&mut b, 0.5);
+            assert_eq!(ma, mb, "len {len}");
+            for (x, y) in a.iter().zip(&b) {
+                assert!(
+                    (x == y) || ((x - y).abs() <= 1e-6 * y.abs()),
+                    "len {len}: {x} vs {y}"
+                );
+            }
+            let tol = 1e-5 * sb.abs().max(1.0);
+            assert!(
+                (sa - sb).abs() <= tol || sa == sb,
+                "len {len}: {sa} vs {sb}"
+            );
+        }
+        // NaN propagates
+        let mut n = vec![f32::NAN; 3];
+        // SAFETY: as above.
+        unsafe { exp_sub_sum(&mut n, 0.0) };
+        assert!(n.iter().all(|x| x.is_nan()));
+    }
+
+    #[test]
+    fn matmul_matches_naive_on_ragged_shapes() {
+        if !available() {
+            eprintln!("SKIPPED: no AVX2 + FMA on this CPU");
+            return;
+        }
+        for (m, n, k) in [
+            (1, 1, 1),
+            (6, 16, 8),
+            (7, 17, 5),
+            (13, 3, 64),
+            (48, 256, 64),
+            (5, 9, 0),
+        ] {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32) - 6.0).collect();
+            let b: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 5 % 11) as f32) * 0.5 - 2.0)
+                .collect();
+            for accumulate in [false, true] {
+                // padded C with a guard column to catch writes past n
+                let ldc = n + 1;
+                let mut c = vec![1.0f32; m * ldc];
+                if k > 0 {
+                    // SAFETY: AVX2 + FMA checked; a is m×k (a_rs = k, a_cs = 1), b k×n, c m×ldc.
+                    unsafe {
+                        matmul(
+                            m,
+                            n,
+                            k,
+                            a.as_ptr(),
+                            k,
+                            1,
+                            b.as_ptr(),
+                            n,
+                            c.as_mut_ptr(),
+                            ldc,
+                            accumulate,
+                        )
+                    };
+                }
+                for r in 0..m {
+                    for col in 0..n {
+                        let want: f32 = (0..k).map(|p| a[r * k + p] * b[p * n + col]).sum::<f32>()
+                            + if accumulate || k == 0 { 1.0 } else { 0.0 };
+                        assert!((c[r * ldc + col] - want).abs() < 1e-3, "{m}x{n}x{k}");
+                    }
+                    assert_eq!(c[r * ldc + n], 1.0, "guard column written");
+                }
+            }
+        }
+    }
+}
