@@ -583,4 +583,3 @@ fn layer_loads_pytorch_weights_and_inits_randomly() {
     .is_err());
     assert!(Conv3d::new(4, 6, [0, 3, 3], &Conv3dConfig::default(), vb).is_err());
 }
-

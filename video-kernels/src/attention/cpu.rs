@@ -13,6 +13,10 @@ use super::{exp, Dims};
 pub(crate) const Q_BLOCK: usize = 48;
 /// Keys per tile: the score tile is `Q_BLOCK × K_BLOCK` f32 (48 KiB).
 pub(crate) const K_BLOCK: usize = 256;
+/// Row stride of the key tiles and score tiles: `K_BLOCK` plus one 64-byte line, so that the
+/// rows of a tile do not all fall into the same few L1 sets (a 1 KiB stride maps 64 rows onto 4
+/// of the 64 sets and evicts the tile while a micro-kernel walks down it).
+pub(crate) const TILE_LD: usize = K_BLOCK + 16;
 
 fn internal(what: impl std::fmt::Display) -> CError {
     CError::Msg(format!("video-kernels attention: {what}"))
@@ -315,12 +319,12 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Re-lays `x` (`[n, d]`, one kv head) as tiles of `K_BLOCK` rows transposed: tile `t` holds
-/// `xᵀ[:, t·K_BLOCK ..]` as a `d × K_BLOCK` row-major block (zero padded), so that a tile product
-/// reads `K_BLOCK` consecutive keys per head-dim index.
+/// `xᵀ[:, t·K_BLOCK ..]` as a `d × K_BLOCK` block with row stride [`TILE_LD`] (zero padded), so
+/// that a tile product reads `K_BLOCK` consecutive keys per head-dim index.
 fn transpose_tiles(x: &[f32], n: usize, d: usize) -> Vec<f32> {
     let tiles = n.div_ceil(K_BLOCK);
-    let mut out = vec![0f32; tiles * d * K_BLOCK];
-    for (t, dst) in out.chunks_exact_mut(d * K_BLOCK).enumerate() {
+    let mut out = vec![0f32; tiles * d * TILE_LD];
+    for (t, dst) in out.chunks_exact_mut(d * TILE_LD).enumerate() {
         for (c, src) in x
             .chunks_exact(d)
             .skip(t * K_BLOCK)
@@ -328,7 +332,7 @@ fn transpose_tiles(x: &[f32], n: usize, d: usize) -> Vec<f32> {
             .enumerate()
         {
             for (p, &val) in src.iter().enumerate() {
-                dst[p * K_BLOCK + c] = val;
+                dst[p * TILE_LD + c] = val;
             }
         }
     }
@@ -372,7 +376,7 @@ impl<'a> Problem<'a> {
         }
     }
 
-    /// Adds the mask and the causal `-inf` to the score tile `s` (`rows × K_BLOCK`, keys
+    /// Adds the mask and the causal `-inf` to the score tile `s` (`rows × TILE_LD`, keys
     /// `j0 .. j0 + bk` of query rows `i0 ..`).
     #[allow(clippy::too_many_arguments)]
     fn apply_bias(
@@ -385,7 +389,7 @@ impl<'a> Problem<'a> {
         j0: usize,
         bk: usize,
     ) -> CResult<()> {
-        for (r, srow) in s.chunks_exact_mut(K_BLOCK).take(rows).enumerate() {
+        for (r, srow) in s.chunks_exact_mut(TILE_LD).take(rows).enumerate() {
             let srow = &mut srow[..bk];
             if let Some(mask) = self.mask {
                 let mrow = &mask.row(b, h, i0 + r)?[j0..j0 + bk];
@@ -512,7 +516,7 @@ impl<'a> Problem<'a> {
             .ok_or_else(|| internal("kv head out of range"))?;
         let vh = self.v.get(kvh)?;
         let (qs, _) = self.q_rows(b, h, i0, rows);
-        let mut s = vec![0f32; rows * K_BLOCK];
+        let mut s = vec![0f32; rows * TILE_LD];
         let mut m = vec![f32::NEG_INFINITY; rows];
         let mut l = vec![0f32; rows];
         out.fill(0.0);
@@ -521,21 +525,21 @@ impl<'a> Problem<'a> {
         for t in 0..kend.div_ceil(K_BLOCK) {
             let j0 = t * K_BLOCK;
             let bk = K_BLOCK.min(kend - j0);
-            let ktile = &kt[t * d * K_BLOCK..(t + 1) * d * K_BLOCK];
+            let ktile = &kt[t * d * TILE_LD..(t + 1) * d * TILE_LD];
             be.matmul(
                 (rows, bk, d),
                 &qs,
                 d,
                 1,
                 ktile,
-                K_BLOCK,
+                TILE_LD,
                 &mut s,
-                K_BLOCK,
+                TILE_LD,
                 false,
             )?;
             self.apply_bias(&mut s, b, h, i0, rows, j0, bk)?;
             for (r, (srow, orow)) in s
-                .chunks_exact_mut(K_BLOCK)
+                .chunks_exact_mut(TILE_LD)
                 .zip(out.chunks_exact_mut(d))
                 .enumerate()
             {
@@ -557,7 +561,7 @@ impl<'a> Problem<'a> {
             be.matmul(
                 (rows, d, bk),
                 &s,
-                K_BLOCK,
+                TILE_LD,
                 1,
                 &vh[j0 * d..],
                 d,
@@ -650,7 +654,7 @@ impl<'a> Problem<'a> {
     }
 
     /// Recomputes `P` of one tile from `lse` and turns `dP` into `dS = scale · P ∘ (dP − Δ)`:
-    /// on return `s` holds `P` and `dp` holds `dS` (`rows × K_BLOCK`, first `bk` columns).
+    /// on return `s` holds `P` and `dp` holds `dS` (`rows × TILE_LD`, first `bk` columns).
     #[allow(clippy::too_many_arguments)]
     fn tile_grads(
         &self,
@@ -667,16 +671,16 @@ impl<'a> Problem<'a> {
         let ktile = ctx
             .kt
             .get(kvh)
-            .and_then(|x| x.get(t * d * K_BLOCK..(t + 1) * d * K_BLOCK))
+            .and_then(|x| x.get(t * d * TILE_LD..(t + 1) * d * TILE_LD))
             .ok_or_else(|| internal("key tile out of range"))?;
         let vtile = ctx
             .vt
             .get(kvh)
-            .and_then(|x| x.get(t * d * K_BLOCK..(t + 1) * d * K_BLOCK))
+            .and_then(|x| x.get(t * d * TILE_LD..(t + 1) * d * TILE_LD))
             .ok_or_else(|| internal("value tile out of range"))?;
         let row0 = (b * hq + h) * nq + i0;
         let dout = &ctx.dout[row0 * d..(row0 + rows) * d];
-        be.matmul((rows, bk, d), qs, d, 1, ktile, K_BLOCK, s, K_BLOCK, false)?;
+        be.matmul((rows, bk, d), qs, d, 1, ktile, TILE_LD, s, TILE_LD, false)?;
         self.apply_bias(s, b, h, i0, rows, t * K_BLOCK, bk)?;
         be.matmul(
             (rows, bk, d),
@@ -684,14 +688,14 @@ impl<'a> Problem<'a> {
             d,
             1,
             vtile,
-            K_BLOCK,
+            TILE_LD,
             dp,
-            K_BLOCK,
+            TILE_LD,
             false,
         )?;
         for (r, (srow, dprow)) in s
-            .chunks_exact_mut(K_BLOCK)
-            .zip(dp.chunks_exact_mut(K_BLOCK))
+            .chunks_exact_mut(TILE_LD)
+            .zip(dp.chunks_exact_mut(TILE_LD))
             .take(rows)
             .enumerate()
         {
@@ -726,8 +730,8 @@ impl<'a> Problem<'a> {
         let bk = dk.len() / d;
         let j0 = t * K_BLOCK;
         let g = self.dims.group();
-        let mut s = vec![0f32; Q_BLOCK * K_BLOCK];
-        let mut dp = vec![0f32; Q_BLOCK * K_BLOCK];
+        let mut s = vec![0f32; Q_BLOCK * TILE_LD];
+        let mut dp = vec![0f32; Q_BLOCK * TILE_LD];
         dk.fill(0.0);
         dv.fill(0.0);
         for h in kvh * g..(kvh + 1) * g {
@@ -741,8 +745,8 @@ impl<'a> Problem<'a> {
                 let row0 = (b * hq + h) * nq + i0;
                 let dout = &ctx.dout[row0 * d..(row0 + rows) * d];
                 // dV += Pᵀ · dO and dK += dSᵀ · Q: the tiles are read transposed (a_rs = 1).
-                be.matmul((bk, d, rows), &s, 1, K_BLOCK, dout, d, dv, d, true)?;
-                be.matmul((bk, d, rows), &dp, 1, K_BLOCK, q, d, dk, d, true)?;
+                be.matmul((bk, d, rows), &s, 1, TILE_LD, dout, d, dv, d, true)?;
+                be.matmul((bk, d, rows), &dp, 1, TILE_LD, q, d, dk, d, true)?;
             }
         }
         Ok(())
@@ -763,8 +767,8 @@ impl<'a> Problem<'a> {
         let kvh = b * hkv + h / self.dims.group();
         let kh = self.k.get(kvh)?;
         let (qs, _) = self.q_rows(b, h, i0, rows);
-        let mut s = vec![0f32; rows * K_BLOCK];
-        let mut dp = vec![0f32; rows * K_BLOCK];
+        let mut s = vec![0f32; rows * TILE_LD];
+        let mut dp = vec![0f32; rows * TILE_LD];
         dq.fill(0.0);
         let kend = self.visible(i0 + rows - 1);
         for t in 0..kend.div_ceil(K_BLOCK) {
@@ -775,7 +779,7 @@ impl<'a> Problem<'a> {
             be.matmul(
                 (rows, d, bk),
                 &dp,
-                K_BLOCK,
+                TILE_LD,
                 1,
                 &kh[j0 * d..],
                 d,
@@ -886,9 +890,9 @@ mod tests {
         let (n, d) = (K_BLOCK + 3, 2);
         let x: Vec<f32> = (0..n * d).map(|i| i as f32).collect();
         let t = transpose_tiles(&x, n, d);
-        assert_eq!(t.len(), 2 * d * K_BLOCK);
+        assert_eq!(t.len(), 2 * d * TILE_LD);
         // Key K_BLOCK + 1, dim 1 lives in tile 1, row 1, column 1.
-        assert_eq!(t[d * K_BLOCK + K_BLOCK + 1], x[(K_BLOCK + 1) * d + 1]);
-        assert_eq!(t[d * K_BLOCK + 5], 0.0);
+        assert_eq!(t[d * TILE_LD + TILE_LD + 1], x[(K_BLOCK + 1) * d + 1]);
+        assert_eq!(t[d * TILE_LD + 5], 0.0);
     }
 }

@@ -58,6 +58,30 @@ pub(crate) unsafe fn matmul(
     ldc: usize,
     accumulate: bool,
 ) {
+    // SAFETY: forwarded caller ranges.
+    unsafe { strips(m, n, k, (a, a_rs, a_cs), b, ldb, c, ldc, accumulate) }
+}
+
+/// `A` as (pointer, row stride, column stride): `A[r, p]` at `a + r·a_rs + p·a_cs`.
+type AMat = (*const f32, usize, usize);
+
+/// Every column strip of `C`.
+///
+/// # Safety
+/// As [`matmul`].
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn strips(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: AMat,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
     let mut c0 = 0;
     while c0 < n {
         let rem = n - c0;
@@ -66,25 +90,26 @@ pub(crate) unsafe fn matmul(
         // SAFETY: columns c0 .. c0 + (nv-1)·8 + |last| ≤ n: within the caller's ranges.
         unsafe {
             let (b, c) = (b.add(c0), c.add(c0));
-            if nv == 1 {
-                strip::<1>(m, k, a, a_rs, a_cs, b, ldb, c, ldc, accumulate, last);
-            } else {
-                strip::<2>(m, k, a, a_rs, a_cs, b, ldb, c, ldc, accumulate, last);
+            // Full strips use plain loads and stores: `vmaskmovps` is slow on AMD cores and
+            // keeping its mask live costs a register in the inner loop.
+            match (nv, rem >= nv * 8) {
+                (1, true) => strip::<1, false>(m, k, a, b, ldb, c, ldc, accumulate, last),
+                (1, false) => strip::<1, true>(m, k, a, b, ldb, c, ldc, accumulate, last),
+                (_, true) => strip::<2, false>(m, k, a, b, ldb, c, ldc, accumulate, last),
+                _ => strip::<2, true>(m, k, a, b, ldb, c, ldc, accumulate, last),
             }
         }
         c0 += nv * 8;
     }
 }
 
-/// One column strip of `NV` vectors (the last masked by `last`), all rows.
+/// One column strip of `NV` vectors (the last masked by `last` when `MASKED`), all rows.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn strip<const NV: usize>(
+unsafe fn strip<const NV: usize, const MASKED: bool>(
     m: usize,
     k: usize,
-    a: *const f32,
-    a_rs: usize,
-    a_cs: usize,
+    a: AMat,
     b: *const f32,
     ldb: usize,
     c: *mut f32,
@@ -96,17 +121,19 @@ unsafe fn strip<const NV: usize>(
     // SAFETY: rows r0 .. r0 + R ≤ m; ranges forwarded as documented on `matmul`.
     unsafe {
         while r0 + ROWS <= m {
-            let (ar, cr) = (a.add(r0 * a_rs), c.add(r0 * ldc));
-            block::<ROWS, NV>(k, ar, a_rs, a_cs, b, ldb, cr, ldc, accumulate, last);
+            let (ar, rs, cs) = (a.0.add(r0 * a.1), a.1, a.2);
+            let cr = c.add(r0 * ldc);
+            block::<ROWS, NV, MASKED>(k, ar, rs, cs, b, ldb, cr, ldc, accumulate, last);
             r0 += ROWS;
         }
-        let (ar, cr) = (a.add(r0 * a_rs), c.add(r0 * ldc));
+        let (ar, rs, cs) = (a.0.add(r0 * a.1), a.1, a.2);
+        let cr = c.add(r0 * ldc);
         match m - r0 {
-            1 => block::<1, NV>(k, ar, a_rs, a_cs, b, ldb, cr, ldc, accumulate, last),
-            2 => block::<2, NV>(k, ar, a_rs, a_cs, b, ldb, cr, ldc, accumulate, last),
-            3 => block::<3, NV>(k, ar, a_rs, a_cs, b, ldb, cr, ldc, accumulate, last),
-            4 => block::<4, NV>(k, ar, a_rs, a_cs, b, ldb, cr, ldc, accumulate, last),
-            5 => block::<5, NV>(k, ar, a_rs, a_cs, b, ldb, cr, ldc, accumulate, last),
+            1 => block::<1, NV, MASKED>(k, ar, rs, cs, b, ldb, cr, ldc, accumulate, last),
+            2 => block::<2, NV, MASKED>(k, ar, rs, cs, b, ldb, cr, ldc, accumulate, last),
+            3 => block::<3, NV, MASKED>(k, ar, rs, cs, b, ldb, cr, ldc, accumulate, last),
+            4 => block::<4, NV, MASKED>(k, ar, rs, cs, b, ldb, cr, ldc, accumulate, last),
+            5 => block::<5, NV, MASKED>(k, ar, rs, cs, b, ldb, cr, ldc, accumulate, last),
             _ => {}
         }
     }
@@ -116,7 +143,7 @@ unsafe fn strip<const NV: usize>(
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 #[allow(clippy::too_many_arguments)]
-unsafe fn block<const R: usize, const NV: usize>(
+unsafe fn block<const R: usize, const NV: usize, const MASKED: bool>(
     k: usize,
     a: *const f32,
     a_rs: usize,
@@ -128,16 +155,22 @@ unsafe fn block<const R: usize, const NV: usize>(
     accumulate: bool,
     last: __m256i,
 ) {
-    let full = _mm256_set1_epi32(-1);
-    let mask = |v: usize| if v + 1 == NV { last } else { full };
+    let masked = |v: usize| MASKED && v + 1 == NV;
     let mut acc = [[_mm256_setzero_ps(); NV]; R];
     // SAFETY: every offset is inside the ranges documented on `matmul`; masked lanes are neither
     // read nor written.
     unsafe {
+        let load = |p: *const f32, v: usize| {
+            if masked(v) {
+                _mm256_maskload_ps(p, last)
+            } else {
+                _mm256_loadu_ps(p)
+            }
+        };
         if accumulate {
             for (r, row) in acc.iter_mut().enumerate() {
                 for (v, x) in row.iter_mut().enumerate() {
-                    *x = _mm256_maskload_ps(c.add(r * ldc + v * 8), mask(v));
+                    *x = load(c.add(r * ldc + v * 8), v);
                 }
             }
         }
@@ -145,11 +178,7 @@ unsafe fn block<const R: usize, const NV: usize>(
             let bp = b.add(p * ldb);
             let mut bv = [_mm256_setzero_ps(); NV];
             for (v, x) in bv.iter_mut().enumerate() {
-                *x = if v + 1 == NV {
-                    _mm256_maskload_ps(bp.add(v * 8), last)
-                } else {
-                    _mm256_loadu_ps(bp.add(v * 8))
-                };
+                *x = load(bp.add(v * 8), v);
             }
             let ap = a.add(p * a_cs);
             for (r, row) in acc.iter_mut().enumerate() {
@@ -161,7 +190,12 @@ unsafe fn block<const R: usize, const NV: usize>(
         }
         for (r, row) in acc.iter().enumerate() {
             for (v, &x) in row.iter().enumerate() {
-                _mm256_maskstore_ps(c.add(r * ldc + v * 8), mask(v), x);
+                let dst = c.add(r * ldc + v * 8);
+                if masked(v) {
+                    _mm256_maskstore_ps(dst, last, x);
+                } else {
+                    _mm256_storeu_ps(dst, x);
+                }
             }
         }
     }
@@ -242,16 +276,23 @@ pub(crate) unsafe fn exp_sub_sum(row: &mut [f32], m: f32) -> f32 {
     let mut sum = _mm256_setzero_ps();
     let len = row.len();
     let ptr = row.as_mut_ptr();
+    let full = len / 8 * 8;
     let mut j = 0;
-    // SAFETY: masked loads / stores touch lanes j .. min(j + 8, len) only.
+    // SAFETY: plain loads / stores cover lanes j .. j + 8 ≤ full ≤ len; the masked tail touches
+    // lanes full .. len only (`vmaskmovps` is slow on AMD cores, so only the tail uses it).
     unsafe {
-        while j < len {
-            let mk = lane_mask(len - j);
-            let x = _mm256_maskload_ps(ptr.add(j), mk);
-            let e = _mm256_and_ps(exp8(_mm256_sub_ps(x, mv)), _mm256_castsi256_ps(mk));
-            _mm256_maskstore_ps(ptr.add(j), mk, e);
+        while j < full {
+            let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(ptr.add(j)), mv));
+            _mm256_storeu_ps(ptr.add(j), e);
             sum = _mm256_add_ps(sum, e);
             j += 8;
+        }
+        if full < len {
+            let mk = lane_mask(len - full);
+            let x = _mm256_maskload_ps(ptr.add(full), mk);
+            let e = _mm256_and_ps(exp8(_mm256_sub_ps(x, mv)), _mm256_castsi256_ps(mk));
+            _mm256_maskstore_ps(ptr.add(full), mk, e);
+            sum = _mm256_add_ps(sum, e);
         }
     }
     hsum(sum)
