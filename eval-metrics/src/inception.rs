@@ -64,13 +64,12 @@ impl ConvBn {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = if self.pad.0 == self.pad.1 {
-            x.conv2d(&self.w, self.pad.0, self.stride, 1, 1)?
-        } else {
-            x.pad_with_zeros(2, self.pad.0, self.pad.0)?
-                .pad_with_zeros(3, self.pad.1, self.pad.1)?
-                .conv2d(&self.w, 0, self.stride, 1, 1)?
+        let opts = video_kernels::Conv2dOpts {
+            stride: [self.stride; 2],
+            padding: [self.pad.0, self.pad.1],
+            ..Default::default()
         };
+        let y = video_kernels::conv2d(x, &self.w, None, &opts)?;
         Ok(y.broadcast_add(&self.b)?.relu()?)
     }
 }

@@ -67,8 +67,8 @@
 //!
 //! ## Features
 //! No cargo features; CPU only (the work is O(d³) dense algebra on at most a few thousand
-//! dimensions, per-pixel filters, and the two feature networks through candle's conv2d and
-//! video-kernels' conv3d). Video files other than GIF / PNG folders need video-io's `ffmpeg`
+//! dimensions, per-pixel filters, and the two feature networks through video-kernels' conv2d and
+//! conv3d). Video files other than GIF / PNG folders need video-io's `ffmpeg`
 //! feature (otherwise [`cli`] returns `Error::FeatureDisabled` for them).
 #![deny(missing_docs)]
 

@@ -422,51 +422,20 @@ impl Conv2d {
                 format!("expected [B, {}, H, W], found {dims:?}", self.in_channels()),
             ));
         }
+        let opts = video_kernels::Conv2dOpts {
+            stride: [self.stride; 2],
+            padding: [self.padding; 2],
+            ..Default::default()
+        };
+        // video-kernels' conv2d accumulates in f32 for any dtype; mixed dtypes (an f32 model on
+        // half inputs) are computed in f32 and returned in the input's dtype.
         let dt = x.dtype();
-        let (x, w) = if is_half(dt) {
-            (to_f32(x)?, to_f32(&self.weight)?)
-        } else {
-            (x.clone(), self.weight.clone())
-        };
-        let k = w.dims()[2];
-        let mut y = if k == 1 && self.stride == 1 && self.padding == 0 {
-            // 1×1: one matmul [Cout, Cin]·[B, Cin, HW].
-            let (b, c, h, wd) = x.dims4()?;
-            let w2 = w.reshape((w.dims()[0], c))?;
-            w2.broadcast_left(b)?
-                .matmul(&x.reshape((b, c, h * wd))?)?
-                .reshape((b, (), h, wd))?
-        } else {
-            self.conv_batched(&x, &w)?
-        };
-        if let Some(bias) = &self.bias {
-            y = y.broadcast_add(&bias.to_dtype(y.dtype())?.reshape((1, (), 1, 1))?)?;
+        if self.weight.dtype() == dt && self.bias.as_ref().is_none_or(|b| b.dtype() == dt) {
+            return video_kernels::conv2d(x, &self.weight, self.bias.as_ref(), &opts);
         }
+        let bias = self.bias.as_ref().map(to_f32).transpose()?;
+        let y = video_kernels::conv2d(&to_f32(x)?, &to_f32(&self.weight)?, bias.as_ref(), &opts)?;
         Ok(y.to_dtype(dt)?)
-    }
-}
-
-/// Upper bound on the im2col buffer of one `conv2d` call. candle unfolds the whole batch at once
-/// (`k²` copies of the input); a video decoded as one batch of frames would otherwise hold
-/// gigabytes of columns, so larger batches are convolved in slices of frames.
-const IM2COL_BUDGET_BYTES: usize = 64 << 20;
-
-impl Conv2d {
-    fn conv_batched(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
-        let (b, c, h, wd) = x.dims4()?;
-        let k = w.dims()[2];
-        let out = |n: usize| (n + 2 * self.padding).saturating_sub(k) / self.stride + 1;
-        let col_bytes = out(h) * out(wd) * c * k * k * x.dtype().size_in_bytes();
-        let per = (IM2COL_BUDGET_BYTES / col_bytes.max(1)).max(1);
-        if b <= per {
-            return Ok(x.conv2d(w, self.padding, self.stride, 1, 1)?);
-        }
-        let mut ys = Vec::with_capacity(b.div_ceil(per));
-        for start in (0..b).step_by(per) {
-            let xs = x.narrow(0, start, per.min(b - start))?;
-            ys.push(xs.conv2d(w, self.padding, self.stride, 1, 1)?);
-        }
-        Ok(Tensor::cat(&ys, 0)?)
     }
 }
 

@@ -203,6 +203,84 @@ pub fn conv3d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &Conv3dOpts) -
     Ok(add_bias(y, bias, g.cout)?.to_dtype(dtype)?)
 }
 
+/// Options of a 2D convolution, PyTorch semantics, each array in `[H, W]` order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Conv2dOpts {
+    /// Step between output positions, per dim (≥ 1).
+    pub stride: [usize; 2],
+    /// Zeros added on both sides of each dim.
+    pub padding: [usize; 2],
+    /// Spacing between kernel taps, per dim (≥ 1).
+    pub dilation: [usize; 2],
+    /// Channel groups (as [`Conv3dOpts::groups`]).
+    pub groups: usize,
+}
+
+impl Default for Conv2dOpts {
+    fn default() -> Self {
+        Conv2dOpts {
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+            groups: 1,
+        }
+    }
+}
+
+impl Conv2dOpts {
+    /// The same convolution as a [`Conv3dOpts`] over a one-frame video.
+    pub fn as_3d(&self) -> Conv3dOpts {
+        Conv3dOpts {
+            stride: [1, self.stride[0], self.stride[1]],
+            padding: [0, self.padding[0], self.padding[1]],
+            dilation: [1, self.dilation[0], self.dilation[1]],
+            groups: self.groups,
+        }
+    }
+}
+
+/// `torch.nn.functional.conv2d(x, w, bias, stride, padding, dilation, groups)` on the CPU
+/// kernels of [`conv3d`] (a one-frame video with a `(1, kH, kW)` kernel), with autograd.
+///
+/// candle 0.11's own CPU `conv2d` gathers its im2col tiles element by element (most of the time
+/// of a VAE decode goes there), takes one stride / padding for both axes, and its backward gets
+/// the output padding wrong when `H ≠ W` with stride 2; this one has per-axis options, the
+/// implicit-gemm kernel of [`conv3d`] (no im2col buffer) and a correct backward.
+///
+/// # Shapes
+/// `x [B, Cin, H, W]`, `w [Cout, Cin/groups, kH, kW]`, `bias [Cout]` → `[B, Cout, H', W']`
+/// with `H' = floor((H + 2p − d(kH − 1) − 1) / s) + 1` (same for `W'`).
+///
+/// # Errors
+/// Inputs not of rank 4, and every error of [`conv3d`] (channel mismatches, groups, a kernel
+/// larger than the padded input, zero stride / dilation, dtypes), with both shapes named.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use video_kernels::{conv2d, Conv2dOpts};
+/// # fn main() -> video_core::Result<()> {
+/// let x = Tensor::randn(0f32, 1., (2, 3, 9, 7), &Device::Cpu)?;
+/// let w = Tensor::randn(0f32, 0.1, (8, 3, 3, 3), &Device::Cpu)?;
+/// let opts = Conv2dOpts { stride: [2, 2], padding: [1, 1], ..Default::default() };
+/// assert_eq!(conv2d(&x, &w, None, &opts)?.dims(), &[2, 8, 5, 4]);
+/// # Ok(())
+/// # }
+/// ```
+pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &Conv2dOpts) -> Result<Tensor> {
+    if x.rank() != 4 || w.rank() != 4 {
+        return Err(Error::invalid(
+            "conv2d",
+            format!(
+                "expected x [B, Cin, H, W] and w [Cout, Cin/groups, kH, kW], found {:?} and {:?}",
+                x.dims(),
+                w.dims()
+            ),
+        ));
+    }
+    let y = conv3d(&x.unsqueeze(2)?, &w.unsqueeze(2)?, bias, &cfg.as_3d())?;
+    Ok(y.squeeze(2)?)
+}
+
 /// [`conv3d`] from plain candle ops: the readable definition it is tested against.
 ///
 /// 1. zero-pad `T`, `H`, `W` by `padding`;
