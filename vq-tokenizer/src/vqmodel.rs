@@ -15,7 +15,7 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{conv2d, group_norm, linear, Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
+use candle_nn::{group_norm, linear, GroupNorm, Linear, VarBuilder};
 use serde::Deserialize;
 use video_core::{Error, LoadReport, ModelDir, Result};
 use video_kernels::{attention, AttentionOpts};
@@ -302,12 +302,48 @@ fn conv(
     pad: usize,
     vb: VarBuilder,
 ) -> Result<Conv2d> {
-    let cfg = Conv2dConfig {
-        padding: pad,
-        stride,
-        ..Default::default()
-    };
-    Ok(conv2d(cin, cout, k, cfg, vb)?)
+    // candle-nn's initialisation (Kaiming-normal weight, uniform bias) and key names.
+    let weight = vb.get_with_hints(
+        (cout, cin, k, k),
+        "weight",
+        candle_nn::init::DEFAULT_KAIMING_NORMAL,
+    )?;
+    let bound = 1.0 / ((cin * k * k) as f64).sqrt();
+    let bias = vb.get_with_hints(
+        cout,
+        "bias",
+        candle_nn::Init::Uniform {
+            lo: -bound,
+            up: bound,
+        },
+    )?;
+    Ok(Conv2d {
+        weight,
+        bias,
+        opts: video_kernels::Conv2dOpts {
+            stride: [stride; 2],
+            padding: [pad; 2],
+            ..Default::default()
+        },
+    })
+}
+
+/// A 2D convolution layer (`weight [Cout, Cin, k, k]`, `bias [Cout]`) on video-kernels'
+/// `conv2d`, whose CPU kernel is several times faster than candle 0.11's.
+#[derive(Debug, Clone)]
+struct Conv2d {
+    weight: Tensor,
+    bias: Tensor,
+    opts: video_kernels::Conv2dOpts,
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        video_kernels::conv2d(x, &self.weight, Some(&self.bias), &self.opts).map_err(|e| match e {
+            Error::Candle(c) => c,
+            other => candle_core::Error::wrap(other),
+        })
+    }
 }
 
 /// diffusers' `SpatialNorm`: `GroupNorm(32)(f) · conv_y(zq↑) + conv_b(zq↑)`, `zq` resized to
