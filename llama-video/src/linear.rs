@@ -48,6 +48,36 @@ impl Linear {
         Ok(Linear { weight, bias })
     }
 
+    /// One linear layer computing `layers` side by side: weights concatenated on the output
+    /// dim (`[Σ out, in]`), outputs in the order given. `None` when any weight or bias is a
+    /// training variable (a concatenated copy would not follow its updates) or when the layers
+    /// disagree on `in` or on having a bias.
+    ///
+    /// Why: one `[rows, in] × [in, Σ out]` product packs the input once and splits the work
+    /// over threads better than several narrower ones (q/k/v and gate/up in prefill).
+    pub fn fuse(layers: &[&Linear]) -> Result<Option<Linear>> {
+        let Some(first) = layers.first() else {
+            return Ok(None);
+        };
+        let in_dim = first.weight.dim(1)?;
+        let has_bias = first.bias.is_some();
+        for l in layers {
+            let tracked = l.weight.track_op() || l.bias.as_ref().is_some_and(|b| b.track_op());
+            if tracked || l.weight.dim(1)? != in_dim || l.bias.is_some() != has_bias {
+                return Ok(None);
+            }
+        }
+        let ws: Vec<&Tensor> = layers.iter().map(|l| &l.weight).collect();
+        let weight = Tensor::cat(&ws, 0)?;
+        let bias = if has_bias {
+            let bs: Vec<&Tensor> = layers.iter().filter_map(|l| l.bias.as_ref()).collect();
+            Some(Tensor::cat(&bs, 0)?)
+        } else {
+            None
+        };
+        Ok(Some(Linear { weight, bias }))
+    }
+
     /// The weight `[out, in]`.
     pub fn weight(&self) -> &Tensor {
         &self.weight

@@ -61,12 +61,31 @@ pub enum LogitsToKeep {
     Last,
 }
 
+/// Linear layers that read the same input: fused into one product for inference, kept apart
+/// while training (their weights are variables that a concatenated copy would not follow).
+#[derive(Debug, Clone)]
+enum Projections {
+    /// Weights concatenated on the output dim, outputs side by side in the layers' order.
+    Fused(Linear),
+    /// The layers as loaded.
+    Separate(Vec<Linear>),
+}
+
+impl Projections {
+    fn new(layers: Vec<Linear>) -> Result<Self> {
+        let refs: Vec<&Linear> = layers.iter().collect();
+        Ok(match Linear::fuse(&refs)? {
+            Some(f) => Projections::Fused(f),
+            None => Projections::Separate(layers),
+        })
+    }
+}
+
 /// Multi-head self-attention with grouped-query key / value heads and RoPE.
 #[derive(Debug, Clone)]
 pub struct LlamaAttention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// `q_proj`, `k_proj`, `v_proj` in that order.
+    qkv: Projections,
     o_proj: Linear,
     n_heads: usize,
     n_kv_heads: usize,
@@ -79,10 +98,11 @@ impl LlamaAttention {
         let (h, hd) = (cfg.hidden_size, cfg.head_dim());
         let (nq, nkv) = (cfg.num_attention_heads, cfg.kv_heads());
         let bias = cfg.attention_bias;
+        let q_proj = Linear::new(h, nq * hd, bias, vb.pp("q_proj"))?;
+        let k_proj = Linear::new(h, nkv * hd, bias, vb.pp("k_proj"))?;
+        let v_proj = Linear::new(h, nkv * hd, bias, vb.pp("v_proj"))?;
         Ok(LlamaAttention {
-            q_proj: Linear::new(h, nq * hd, bias, vb.pp("q_proj"))?,
-            k_proj: Linear::new(h, nkv * hd, bias, vb.pp("k_proj"))?,
-            v_proj: Linear::new(h, nkv * hd, bias, vb.pp("v_proj"))?,
+            qkv: Projections::new(vec![q_proj, k_proj, v_proj])?,
             o_proj: Linear::new(nq * hd, h, bias, vb.pp("o_proj"))?,
             n_heads: nq,
             n_kv_heads: nkv,
@@ -110,9 +130,21 @@ impl LlamaAttention {
         let heads = |y: Tensor, n: usize| -> Result<Tensor> {
             Ok(y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
         };
-        let q = heads(self.q_proj.forward(x)?, nq)?;
-        let k = heads(self.k_proj.forward(x)?, nkv)?;
-        let v = heads(self.v_proj.forward(x)?, nkv)?;
+        let (q, k, v) = match &self.qkv {
+            Projections::Fused(qkv) => {
+                // [B, T, (Hq + 2·Hkv)·D] -> [B, T, Hq + 2·Hkv, D]; each part -> [B, heads, T, D]
+                let y = qkv.forward(x)?.reshape((b, t, nq + 2 * nkv, hd))?;
+                let part = |start: usize, n: usize| -> Result<Tensor> {
+                    Ok(y.narrow(2, start, n)?.transpose(1, 2)?.contiguous()?)
+                };
+                (part(0, nq)?, part(nq, nkv)?, part(nq + nkv, nkv)?)
+            }
+            Projections::Separate(p) => (
+                heads(p[0].forward(x)?, nq)?,
+                heads(p[1].forward(x)?, nkv)?,
+                heads(p[2].forward(x)?, nkv)?,
+            ),
+        };
         let q = rope.apply(&q, cos, sin)?;
         let k = rope.apply(&k, cos, sin)?;
         let (k, v) = match cache {
@@ -140,9 +172,13 @@ impl LlamaMlp {
     /// Loads `gate_proj`, `up_proj`, `down_proj` (with biases if `mlp_bias`).
     pub fn new(cfg: &LlamaConfig, vb: VarBuilder) -> Result<Self> {
         let (h, i, bias) = (cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias);
+        let gate_proj = Linear::new(h, i, bias, vb.pp("gate_proj"))?;
+        let up_proj = Linear::new(h, i, bias, vb.pp("up_proj"))?;
+        // Not fused like q/k/v: silu and the product on the two halves of one output are
+        // strided element-wise ops in candle, which cost more than the second input packing.
         Ok(LlamaMlp {
-            gate_proj: Linear::new(h, i, bias, vb.pp("gate_proj"))?,
-            up_proj: Linear::new(h, i, bias, vb.pp("up_proj"))?,
+            gate_proj,
+            up_proj,
             down_proj: Linear::new(i, h, bias, vb.pp("down_proj"))?,
         })
     }
