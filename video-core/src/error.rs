@@ -71,6 +71,14 @@ pub enum Error {
         /// Why it was rejected.
         reason: String,
     },
+    /// A compute backend (CUDA driver, NVRTC) failed or is not present.
+    #[error("{backend}: {reason}")]
+    Backend {
+        /// The backend and what was being done (`CUDA driver`, `NVRTC compile of attention`).
+        backend: String,
+        /// Its message.
+        reason: String,
+    },
     /// A file could not be read or written.
     #[error("I/O error on {}: {source}", .path.display())]
     Io {
@@ -123,6 +131,14 @@ impl Error {
     pub fn invalid(name: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::InvalidArgument {
             name: name.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Builds an [`Error::Backend`].
+    pub fn backend(backend: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Backend {
+            backend: backend.into(),
             reason: reason.into(),
         }
     }

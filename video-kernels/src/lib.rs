@@ -6,6 +6,8 @@
 
 mod attention;
 mod conv3d;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 
 pub use attention::*;
 pub use conv3d::*;
