@@ -2,8 +2,6 @@
 //! under the cubic polynomial kernel, averaged over random subsets as torch-fidelity does.
 
 use candle_core::{DType, Tensor};
-use faer::linalg::matmul::triangular::BlockStructure;
-use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 use video_core::{Error, Result};
 
@@ -115,60 +113,47 @@ fn matrix(x: &Tensor, what: &str) -> Result<Matrix> {
     Ok(Matrix { data, n, d })
 }
 
+/// Rows per block of the strictly-lower Gram sums: block `[i0, i0+B)` is one product with rows
+/// `[0, i0+B)`, so the work is about `1/2 + B/(2r)` of the full `r × r` product.
+const GRAM_BLOCK: usize = 128;
+
 /// Kernel sums of one pair of sets: (Σ_{i≠j} k(xi,xj), Σ_{i≠j} k(yi,yj), Σ k(xi,yj)).
 macro_rules! kernel_sums_impl {
-    ($name:ident, $t:ty) => {
-        fn $name(
+    ($name:ident, $t:ty, $gemm:path) => {
+        #[allow(clippy::too_many_arguments)]
+        fn $name<K: Fn(f64) -> f64>(
             x: &[$t],
             m: usize,
             y: &[$t],
             n: usize,
             d: usize,
-            k: &dyn Fn(f64) -> f64,
-            par: Par,
-        ) -> (f64, f64, f64) {
-            let xv = MatRef::from_row_major_slice(x, m, d);
-            let yv = MatRef::from_row_major_slice(y, n, d);
-            let lower_offdiag = |a: MatRef<'_, $t>, r: usize| -> f64 {
-                let mut g = vec![0.0 as $t; r * r];
-                faer::linalg::matmul::triangular::matmul(
-                    MatMut::from_row_major_slice_mut(&mut g, r, r),
-                    BlockStructure::StrictTriangularLower,
-                    Accum::Replace,
-                    a,
-                    BlockStructure::Rectangular,
-                    a.transpose(),
-                    BlockStructure::Rectangular,
-                    1.0 as $t,
-                    par,
-                );
+            k: &K,
+            threads: bool,
+        ) -> Result<(f64, f64, f64)> {
+            let lower_offdiag = |a: &[$t], r: usize| -> Result<f64> {
+                let mut g = vec![0.0 as $t; GRAM_BLOCK.min(r) * r];
                 let mut s = 0.0f64;
-                for i in 0..r {
-                    s += g[i * r..i * r + i]
-                        .iter()
-                        .map(|&v| k(v as f64))
-                        .sum::<f64>();
+                for i0 in (0..r).step_by(GRAM_BLOCK) {
+                    let i1 = (i0 + GRAM_BLOCK).min(r);
+                    $gemm(&mut g, r, &a[i0 * d..], i1 - i0, a, i1, d, threads)?;
+                    for i in i0..i1 {
+                        let row = &g[(i - i0) * r..(i - i0) * r + i];
+                        s += row.iter().map(|&v| k(v as f64)).sum::<f64>();
+                    }
                 }
-                2.0 * s
+                Ok(2.0 * s)
             };
-            let sxx = lower_offdiag(xv, m);
-            let syy = lower_offdiag(yv, n);
+            let sxx = lower_offdiag(x, m)?;
+            let syy = lower_offdiag(y, n)?;
             let mut g = vec![0.0 as $t; m * n];
-            faer::linalg::matmul::matmul(
-                MatMut::from_row_major_slice_mut(&mut g, m, n),
-                Accum::Replace,
-                xv,
-                yv.transpose(),
-                1.0 as $t,
-                par,
-            );
+            $gemm(&mut g, n, x, m, y, n, d, threads)?;
             let sxy = g.iter().map(|&v| k(v as f64)).sum::<f64>();
-            (sxx, syy, sxy)
+            Ok((sxx, syy, sxy))
         }
     };
 }
-kernel_sums_impl!(kernel_sums_f32, f32);
-kernel_sums_impl!(kernel_sums_f64, f64);
+kernel_sums_impl!(kernel_sums_f32, f32, crate::linalg::gemm_abt_f32);
+kernel_sums_impl!(kernel_sums_f64, f64, crate::linalg::gemm_abt_f64);
 
 fn mmd2_from_sums(sxx: f64, syy: f64, sxy: f64, m: usize, n: usize) -> f64 {
     let (mf, nf) = (m as f64, n as f64);
@@ -183,34 +168,62 @@ fn gather<T: Copy>(src: &[T], d: usize, idx: &[usize]) -> Vec<T> {
     out
 }
 
+fn subset_sums<K: Fn(f64) -> f64>(
+    x: &Matrix,
+    y: &Matrix,
+    ix: &[usize],
+    iy: &[usize],
+    k: &K,
+    threads: bool,
+) -> Result<(f64, f64, f64)> {
+    let d = x.d;
+    let (m, n) = (ix.len(), iy.len());
+    let (sxx, syy, sxy) = match (&x.data, &y.data) {
+        (Feats::F32(a), Feats::F32(b)) => {
+            kernel_sums_f32(&gather(a, d, ix), m, &gather(b, d, iy), n, d, k, threads)?
+        }
+        (Feats::F64(a), Feats::F64(b)) => {
+            kernel_sums_f64(&gather(a, d, ix), m, &gather(b, d, iy), n, d, k, threads)?
+        }
+        (Feats::F32(a), Feats::F64(b)) => {
+            let a: Vec<f64> = gather(a, d, ix).iter().map(|&v| v as f64).collect();
+            kernel_sums_f64(&a, m, &gather(b, d, iy), n, d, k, threads)?
+        }
+        (Feats::F64(a), Feats::F32(b)) => {
+            let b: Vec<f64> = gather(b, d, iy).iter().map(|&v| v as f64).collect();
+            kernel_sums_f64(&gather(a, d, ix), m, &b, n, d, k, threads)?
+        }
+    };
+    Ok((sxx, syy, sxy))
+}
+
 fn subset_mmd2(
     x: &Matrix,
     y: &Matrix,
     ix: &[usize],
     iy: &[usize],
     kernel: &PolynomialKernel,
-    par: Par,
+    threads: bool,
 ) -> Result<f64> {
     let d = x.d;
     let gamma = kernel.gamma.unwrap_or(1.0 / d as f64);
     let (c0, deg) = (kernel.coef0, kernel.degree);
-    let k = move |g: f64| (g * gamma + c0).powi(deg);
     let (m, n) = (ix.len(), iy.len());
-    let (sxx, syy, sxy) = match (&x.data, &y.data) {
-        (Feats::F32(a), Feats::F32(b)) => {
-            kernel_sums_f32(&gather(a, d, ix), m, &gather(b, d, iy), n, d, &k, par)
-        }
-        (Feats::F64(a), Feats::F64(b)) => {
-            kernel_sums_f64(&gather(a, d, ix), m, &gather(b, d, iy), n, d, &k, par)
-        }
-        (Feats::F32(a), Feats::F64(b)) => {
-            let a: Vec<f64> = gather(a, d, ix).iter().map(|&v| v as f64).collect();
-            kernel_sums_f64(&a, m, &gather(b, d, iy), n, d, &k, par)
-        }
-        (Feats::F64(a), Feats::F32(b)) => {
-            let b: Vec<f64> = gather(b, d, iy).iter().map(|&v| v as f64).collect();
-            kernel_sums_f64(&gather(a, d, ix), m, &b, n, d, &k, par)
-        }
+    // A concrete closure per degree (not `dyn Fn`, and `t·t·t` rather than `powi`) lets the
+    // kernel sums over the m·n Gram entries inline and vectorise.
+    let (sxx, syy, sxy) = match deg {
+        3 => subset_sums(
+            x,
+            y,
+            ix,
+            iy,
+            &|g: f64| {
+                let t = g * gamma + c0;
+                t * t * t
+            },
+            threads,
+        )?,
+        _ => subset_sums(x, y, ix, iy, &|g: f64| (g * gamma + c0).powi(deg), threads)?,
     };
     let v = mmd2_from_sums(sxx, syy, sxy, m, n);
     if !v.is_finite() {
@@ -257,7 +270,7 @@ pub fn mmd2_unbiased(
     }
     let ix: Vec<usize> = (0..x.n).collect();
     let iy: Vec<usize> = (0..y.n).collect();
-    subset_mmd2(&x, &y, &ix, &iy, kernel, Par::rayon(0))
+    subset_mmd2(&x, &y, &ix, &iy, kernel, true)
 }
 
 /// KID / KVD as torch-fidelity's `kid_features_to_metric`: `opts.subsets` subsets of
@@ -360,7 +373,7 @@ fn run_subsets(
     let values: Vec<f64> = idx1
         .par_iter()
         .zip(idx2.par_iter())
-        .map(|(a, b)| subset_mmd2(x, y, a, b, kernel, Par::Seq))
+        .map(|(a, b)| subset_mmd2(x, y, a, b, kernel, false))
         .collect::<Result<Vec<f64>>>()?;
     let n = values.len() as f64;
     let mean = values.iter().sum::<f64>() / n;

@@ -124,3 +124,89 @@ pub(crate) fn symmetrise(a: &mut [f64], d: usize) {
         }
     }
 }
+
+macro_rules! gemm_abt_impl {
+    ($name:ident, $t:ty) => {
+        /// `dst[i·ldd + j] = Σ_p a[i·k + p] · b[j·k + p]` for `i < m`, `j < n`: `A · Bᵀ` of
+        /// row-major `a` (`m × k`) and `b` (`n × k`) into the row-major `m × n` block of `dst`
+        /// with row stride `ldd`. Through the `gemm` crate rather than faer: its x86-v4 kernels
+        /// use AVX-512 where the CPU has it (faer 0.22's gemm needs a nightly compiler for
+        /// that), which doubles KID's Gram matrices on such machines.
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) fn $name(
+            dst: &mut [$t],
+            ldd: usize,
+            a: &[$t],
+            m: usize,
+            b: &[$t],
+            n: usize,
+            k: usize,
+            threads: bool,
+        ) -> Result<()> {
+            if m == 0 || n == 0 {
+                return Ok(());
+            }
+            let fits = |len: usize, rows: usize, stride: usize, cols: usize| {
+                (rows - 1)
+                    .checked_mul(stride)
+                    .and_then(|x| x.checked_add(cols))
+                    .is_some_and(|last| last <= len)
+            };
+            if n > ldd
+                || !fits(dst.len(), m, ldd, n)
+                || !fits(a.len(), m, k, k)
+                || !fits(b.len(), n, k, k)
+            {
+                return Err(Error::invalid(
+                    "gemm",
+                    format!(
+                        "{m}×{k} · ({n}×{k})ᵀ into stride {ldd} does not fit buffers of {}, {}, {}",
+                        a.len(),
+                        b.len(),
+                        dst.len()
+                    ),
+                ));
+            }
+            if k == 0 {
+                for i in 0..m {
+                    dst[i * ldd..i * ldd + n].fill(0.0);
+                }
+                return Ok(());
+            }
+            let par = if threads {
+                gemm::Parallelism::Rayon(0)
+            } else {
+                gemm::Parallelism::None
+            };
+            // SAFETY: the checks above keep every touched index inside its slice (dst: at most
+            // (m−1)·ldd + n − 1, a: (m−1)·k + k − 1, b: (n−1)·k + k − 1); n ≤ ldd makes distinct
+            // (i, j) distinct dst elements; dst is an exclusive borrow, a and b shared ones.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    dst.as_mut_ptr(),
+                    1,
+                    ldd as isize,
+                    false,
+                    a.as_ptr(),
+                    1,
+                    k as isize,
+                    b.as_ptr(),
+                    k as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    par,
+                );
+            }
+            Ok(())
+        }
+    };
+}
+gemm_abt_impl!(gemm_abt_f32, f32);
+gemm_abt_impl!(gemm_abt_f64, f64);

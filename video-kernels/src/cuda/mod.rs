@@ -437,20 +437,22 @@ impl CudaKernels {
         let scale = o.scale.unwrap_or(1.0 / (s.d as f32).sqrt());
         let [sb, sh, sq] = o.mask.map(|m| m.strides).unwrap_or([0; 3]);
         if let Some(m) = o.mask {
-            let last = (s.b - 1) * sb + (s.hq - 1) * sh + (s.nq - 1) * sq + s.nk;
-            if s.nq > 0 && s.nk > 0 && last > m.data.len() {
-                return Err(Error::invalid(
-                    "attention mask",
-                    format!(
-                        "{} elements, strides {:?} over [{}, {}, {}, {}] reach {last}",
-                        m.data.len(),
-                        m.strides,
-                        s.b,
-                        s.hq,
-                        s.nq,
-                        s.nk
-                    ),
-                ));
+            if s.b > 0 && s.hq > 0 && s.nq > 0 && s.nk > 0 {
+                let last = (s.b - 1) * sb + (s.hq - 1) * sh + (s.nq - 1) * sq + s.nk;
+                if last > m.data.len() {
+                    return Err(Error::invalid(
+                        "attention mask",
+                        format!(
+                            "{} elements, strides {:?} over [{}, {}, {}, {}] reach {last}",
+                            m.data.len(),
+                            m.strides,
+                            s.b,
+                            s.hq,
+                            s.nq,
+                            s.nk
+                        ),
+                    ));
+                }
             }
         }
         Ok(AttnArgs {
