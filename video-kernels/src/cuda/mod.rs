@@ -12,7 +12,7 @@
 //! attention q / o `[B, Hq, Nq, D]`, k / v `[B, Hkv, Nk, D]`; convolution x `[B, C, T, H, W]`.
 //! f16 / bf16 buffers are `CudaSlice<half::f16>` / `CudaSlice<half::bf16>`.
 //!
-//! Not yet wired into [`crate::attention`] / [`crate::conv3d`] for candle CUDA tensors: that
+//! Not yet wired into [`crate::attention()`] / [`crate::conv3d()`] for candle CUDA tensors: that
 //! needs candle's own `cuda` feature (an nvcc toolchain at build time), which this workspace
 //! does not enable.
 //!
