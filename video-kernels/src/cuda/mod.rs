@@ -31,8 +31,8 @@ use std::ffi::{c_char, CStr, CString};
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, LaunchConfig,
-    PushKernelArg, ValidAsZeroBits,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, LaunchArgs,
+    LaunchConfig, PushKernelArg, ValidAsZeroBits,
 };
 use cudarc::nvrtc::{CompileOptions, Ptx};
 use video_core::{Error, Result};
@@ -510,13 +510,9 @@ impl CudaKernels {
             return Ok((o, lse));
         }
         let f = self.function("attention", &format!("vg_attn_fwd_{}_d{}", T::NAME, s.d))?;
-        let null = 0u64;
         let mut l = self.stream.launch_builder(&f);
         l.arg(q).arg(k).arg(v);
-        match &opts.mask {
-            Some(m) => l.arg(m.data),
-            None => l.arg(&null),
-        };
+        arg_or_null(&mut l, opts.mask.map(|m| m.data));
         l.arg(&mut o).arg(&mut lse).arg(&args);
         // SAFETY: argument order and types match `vg_attn_fwd_*`; every buffer was checked to
         // hold the elements the shape implies, and the grid covers exactly [⌈Nq/32⌉, B·Hq].
@@ -568,7 +564,6 @@ impl CudaKernels {
             .alloc_zeros::<f32>(s.b * s.hq * s.nq)
             .map_err(drv("alloc"))?;
         let sfx = format!("{}_d{}", T::NAME, s.d);
-        let null = 0u64;
         let f = self.function("attention", &format!("vg_attn_bwd_delta_{sfx}"))?;
         let mut l = self.stream.launch_builder(&f);
         l.arg(o).arg(dout).arg(&mut delta).arg(&args);
@@ -579,10 +574,7 @@ impl CudaKernels {
         let f = self.function("attention", &format!("vg_attn_bwd_dkdv_{sfx}"))?;
         let mut l = self.stream.launch_builder(&f);
         l.arg(q).arg(k).arg(v);
-        match &opts.mask {
-            Some(m) => l.arg(m.data),
-            None => l.arg(&null),
-        };
+        arg_or_null(&mut l, opts.mask.map(|m| m.data));
         l.arg(dout)
             .arg(lse)
             .arg(&delta)
@@ -596,10 +588,7 @@ impl CudaKernels {
         let f = self.function("attention", &format!("vg_attn_bwd_dq_{sfx}"))?;
         let mut l = self.stream.launch_builder(&f);
         l.arg(q).arg(k).arg(v);
-        match &opts.mask {
-            Some(m) => l.arg(m.data),
-            None => l.arg(&null),
-        };
+        arg_or_null(&mut l, opts.mask.map(|m| m.data));
         l.arg(dout).arg(lse).arg(&delta).arg(&mut dq).arg(&args);
         // SAFETY: as the forward.
         unsafe { l.launch(attn_cfg(s.nq, s.b * s.hq)) }.map_err(drv("attention backward (dQ)"))?;
@@ -666,13 +655,9 @@ impl CudaKernels {
             return Ok(y);
         }
         let f = self.function("conv3d", &format!("vg_dw_fwd_{}", T::NAME))?;
-        let null = 0u64;
         let mut l = self.stream.launch_builder(&f);
         l.arg(x).arg(w);
-        match bias {
-            Some(b) => l.arg(b),
-            None => l.arg(&null),
-        };
+        arg_or_null(&mut l, bias);
         l.arg(&mut y).arg(&args);
         // SAFETY: argument order and types match `vg_dw_fwd_*`; buffer sizes were checked; the
         // grid-stride loop stays below n.
@@ -811,18 +796,25 @@ impl CudaKernels {
             return Ok(y);
         }
         let f = self.function("conv3d", &format!("vg_tconv_fwd_{}", T::NAME))?;
-        let null = 0u64;
         let mut l = self.stream.launch_builder(&f);
         l.arg(x).arg(w);
-        match bias {
-            Some(b) => l.arg(b),
-            None => l.arg(&null),
-        };
+        arg_or_null(&mut l, bias);
         l.arg(&mut y).arg(&args);
         // SAFETY: argument order and types match `vg_tconv_fwd_*`; sizes checked above.
         unsafe { l.launch(elementwise_cfg(n)) }.map_err(drv("temporal conv3d forward"))?;
         Ok(y)
     }
+}
+
+/// The device address kernels read as a null pointer (no mask, no bias).
+static NULL_PTR: u64 = 0;
+
+/// Pushes `s`, or a null pointer for an absent optional buffer.
+fn arg_or_null<'a, T>(l: &mut LaunchArgs<'a>, s: Option<&'a CudaSlice<T>>) {
+    match s {
+        Some(s) => l.arg(s),
+        None => l.arg(&NULL_PTR),
+    };
 }
 
 fn attn_cfg(rows: usize, heads: usize) -> LaunchConfig {
