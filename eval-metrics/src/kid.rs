@@ -361,6 +361,256 @@ pub fn kernel_distance_with_subsets(
     run_subsets(&x, &y, subsets_1, subsets_2, kernel)
 }
 
+/// The rows some subset uses, and each subset as an indicator column over them.
+struct Union {
+    /// Original row indices, ascending.
+    rows: Vec<usize>,
+    /// `rows.len() × subsets` row-major: 1 where the row is in the subset.
+    indicator: Vec<f64>,
+}
+
+/// `None` when a subset repeats a row (the per-subset path then counts the copies as distinct
+/// samples, which an indicator cannot express).
+fn union_of(subsets: &[Vec<usize>], n: usize) -> Option<Union> {
+    let s = subsets.len();
+    let mut used = vec![false; n];
+    for sub in subsets {
+        for &i in sub {
+            used[i] = true;
+        }
+    }
+    let rows: Vec<usize> = (0..n).filter(|&i| used[i]).collect();
+    let mut pos = vec![0usize; n];
+    for (c, &r) in rows.iter().enumerate() {
+        pos[r] = c;
+    }
+    let mut indicator = vec![0.0; rows.len() * s];
+    for (k, sub) in subsets.iter().enumerate() {
+        for &i in sub {
+            let cell = &mut indicator[pos[i] * s + k];
+            if *cell != 0.0 {
+                return None;
+            }
+            *cell = 1.0;
+        }
+    }
+    Some(Union { rows, indicator })
+}
+
+/// Whether one Gram matrix over the union of the subsets' rows costs fewer flops than a Gram
+/// matrix per subset. The shared path also multiplies each kernel row by the f64 indicator
+/// matrix (`2·subsets` flops per pair, weighted ×2 against f32 Gram flops) and evaluates the
+/// kernel once per pair.
+fn shared_gram_pays(
+    ux: usize,
+    uy: usize,
+    idx1: &[Vec<usize>],
+    idx2: &[Vec<usize>],
+    d: usize,
+) -> bool {
+    let pairs = |a: usize, b: usize| {
+        let (a, b) = (a as f64, b as f64);
+        a * a / 2.0 + b * b / 2.0 + a * b
+    };
+    let per_subset: f64 = idx1
+        .iter()
+        .zip(idx2)
+        .map(|(a, b)| pairs(a.len(), b.len()))
+        .sum::<f64>()
+        * 2.0
+        * d as f64;
+    let shared = pairs(ux, uy) * (2.0 * d as f64 + 4.0 * idx1.len() as f64 + 8.0);
+    shared < per_subset
+}
+
+/// Rows per job of the shared-Gram path.
+const SHARED_BLOCK: usize = 128;
+
+type GemmAbt<T> = fn(&mut [T], usize, &[T], usize, &[T], usize, usize, bool) -> Result<()>;
+
+/// Per-subset kernel sums `(Σ_{i≠j∈S₁} k(xi,xj), Σ_{i≠j∈S₂} k(yi,yj), Σ_{i∈S₁,j∈S₂} k(xi,yj))`
+/// from Gram matrices over the union rows `xu` (`ux × d`) and `yu` (`uy × d`): every row block
+/// of a Gram matrix becomes kernel values in f64, times the indicator matrix of the other side,
+/// dotted with the block's own indicator rows. Each pair is computed once for all subsets,
+/// where the per-subset path recomputes the pairs that subsets share.
+#[allow(clippy::too_many_arguments)]
+fn shared_sums<T, K>(
+    xu: &[T],
+    ux: usize,
+    yu: &[T],
+    uy: usize,
+    d: usize,
+    mx: &[f64],
+    my: &[f64],
+    s: usize,
+    k: &K,
+    gemm: GemmAbt<T>,
+) -> Result<Vec<[f64; 3]>>
+where
+    T: Copy + Default + Into<f64> + Send + Sync,
+    K: Fn(f64) -> f64 + Sync,
+{
+    // (which sum, first row): 0 = x·x (strict lower), 1 = y·y (strict lower), 2 = x·y.
+    let mut jobs = Vec::new();
+    for (kind, rows) in [(0usize, ux), (1, uy), (2, ux)] {
+        jobs.extend((0..rows).step_by(SHARED_BLOCK).map(|i0| (kind, i0)));
+    }
+    let workers = rayon::current_num_threads().clamp(1, jobs.len().max(1));
+    // Jobs are dealt round-robin so that every worker gets a mix of short and long lower-
+    // triangle blocks, and each worker reuses its buffers (fresh multi-MiB buffers per job
+    // cost page faults). Partial sums are kept per job and added in job order, so the result
+    // does not depend on the thread count.
+    let per_worker: Vec<Vec<(usize, Vec<f64>)>> = (0..workers)
+        .into_par_iter()
+        .map(|w| -> Result<Vec<(usize, Vec<f64>)>> {
+            let mut g: Vec<T> = Vec::new();
+            let mut kv: Vec<f64> = Vec::new();
+            let mut r: Vec<f64> = Vec::new();
+            let mut out = Vec::new();
+            for j in (w..jobs.len()).step_by(workers) {
+                let (kind, i0) = jobs[j];
+                let (a, a_rows, ma) = if kind == 1 {
+                    (yu, uy, my)
+                } else {
+                    (xu, ux, mx)
+                };
+                let (b, mb) = if kind == 0 { (xu, mx) } else { (yu, my) };
+                let rows = SHARED_BLOCK.min(a_rows - i0);
+                let cols = if kind == 2 { uy } else { i0 + rows };
+                g.clear();
+                g.resize(rows * cols, T::default());
+                gemm(&mut g, cols, &a[i0 * d..], rows, b, cols, d, false)?;
+                kv.clear();
+                kv.extend(g.iter().map(|&v| k(v.into())));
+                if kind != 2 {
+                    for (q, row) in kv.chunks_exact_mut(cols).enumerate() {
+                        row[i0 + q..].fill(0.0);
+                    }
+                }
+                r.clear();
+                r.resize(rows * s, 0.0);
+                crate::linalg::gemm_ab_f64(&mut r, s, &kv, rows, &mb[..cols * s], s, cols, false)?;
+                let mut part = vec![0.0f64; s];
+                for (q, rr) in r.chunks_exact(s).enumerate() {
+                    let own = &ma[(i0 + q) * s..(i0 + q + 1) * s];
+                    for ((p, &v), &o) in part.iter_mut().zip(rr).zip(own) {
+                        *p += o * v;
+                    }
+                }
+                out.push((j, part));
+            }
+            Ok(out)
+        })
+        .collect::<Result<_>>()?;
+    let mut by_job: Vec<Option<Vec<f64>>> = vec![None; jobs.len()];
+    for (j, part) in per_worker.into_iter().flatten() {
+        by_job[j] = Some(part);
+    }
+    let mut sums = vec![[0.0f64; 3]; s];
+    for (j, part) in by_job.into_iter().enumerate() {
+        let kind = jobs[j].0;
+        for (acc, v) in sums.iter_mut().zip(part.unwrap_or_default()) {
+            acc[kind] += v;
+        }
+    }
+    for acc in &mut sums {
+        acc[0] *= 2.0;
+        acc[1] *= 2.0;
+    }
+    Ok(sums)
+}
+
+/// All subsets' MMD² through [`shared_sums`], or `None` when a subset repeats a row or the
+/// per-subset Gram matrices are cheaper.
+fn shared_subsets_mmd2(
+    x: &Matrix,
+    y: &Matrix,
+    idx1: &[Vec<usize>],
+    idx2: &[Vec<usize>],
+    kernel: &PolynomialKernel,
+    force: bool,
+) -> Result<Option<Vec<f64>>> {
+    let (Some(u1), Some(u2)) = (union_of(idx1, x.n), union_of(idx2, y.n)) else {
+        return Ok(None);
+    };
+    let (ux, uy, d, s) = (u1.rows.len(), u2.rows.len(), x.d, idx1.len());
+    if !force && !shared_gram_pays(ux, uy, idx1, idx2, d) {
+        return Ok(None);
+    }
+    let gamma = kernel.gamma.unwrap_or(1.0 / d as f64);
+    let (c0, deg) = (kernel.coef0, kernel.degree);
+    macro_rules! run {
+        ($xu:expr, $yu:expr, $gemm:path) => {
+            match deg {
+                3 => shared_sums(
+                    &$xu,
+                    ux,
+                    &$yu,
+                    uy,
+                    d,
+                    &u1.indicator,
+                    &u2.indicator,
+                    s,
+                    &|g: f64| {
+                        let t = g * gamma + c0;
+                        t * t * t
+                    },
+                    $gemm,
+                )?,
+                _ => shared_sums(
+                    &$xu,
+                    ux,
+                    &$yu,
+                    uy,
+                    d,
+                    &u1.indicator,
+                    &u2.indicator,
+                    s,
+                    &|g: f64| (g * gamma + c0).powi(deg),
+                    $gemm,
+                )?,
+            }
+        };
+    }
+    let to64 = |v: Vec<f32>| -> Vec<f64> { v.into_iter().map(f64::from).collect() };
+    let sums = match (&x.data, &y.data) {
+        (Feats::F32(a), Feats::F32(b)) => run!(
+            gather(a, d, &u1.rows),
+            gather(b, d, &u2.rows),
+            crate::linalg::gemm_abt_f32
+        ),
+        (Feats::F64(a), Feats::F64(b)) => run!(
+            gather(a, d, &u1.rows),
+            gather(b, d, &u2.rows),
+            crate::linalg::gemm_abt_f64
+        ),
+        (Feats::F32(a), Feats::F64(b)) => run!(
+            to64(gather(a, d, &u1.rows)),
+            gather(b, d, &u2.rows),
+            crate::linalg::gemm_abt_f64
+        ),
+        (Feats::F64(a), Feats::F32(b)) => run!(
+            gather(a, d, &u1.rows),
+            to64(gather(b, d, &u2.rows)),
+            crate::linalg::gemm_abt_f64
+        ),
+    };
+    let mut values = Vec::with_capacity(s);
+    for (i, [sxx, syy, sxy]) in sums.into_iter().enumerate() {
+        let v = mmd2_from_sums(sxx, syy, sxy, idx1[i].len(), idx2[i].len());
+        if !v.is_finite() {
+            return Err(Error::NonFinite {
+                location: format!("kernel MMD² of subset {i} (kernel values overflow)"),
+                nan: usize::from(v.is_nan()),
+                inf: usize::from(v.is_infinite()),
+                total: 1,
+            });
+        }
+        values.push(v);
+    }
+    Ok(Some(values))
+}
+
 fn run_subsets(
     x: &Matrix,
     y: &Matrix,
@@ -368,13 +618,29 @@ fn run_subsets(
     idx2: &[Vec<usize>],
     kernel: &PolynomialKernel,
 ) -> Result<KidResult> {
+    let values = match shared_subsets_mmd2(x, y, idx1, idx2, kernel, false)? {
+        Some(v) => v,
+        None => per_subset_mmd2(x, y, idx1, idx2, kernel)?,
+    };
+    summarise(values)
+}
+
+fn per_subset_mmd2(
+    x: &Matrix,
+    y: &Matrix,
+    idx1: &[Vec<usize>],
+    idx2: &[Vec<usize>],
+    kernel: &PolynomialKernel,
+) -> Result<Vec<f64>> {
     // Subsets are independent: run them in parallel, each matmul single-threaded, which keeps
     // every core busy without the synchronisation of a parallel GEMM per subset.
-    let values: Vec<f64> = idx1
-        .par_iter()
+    idx1.par_iter()
         .zip(idx2.par_iter())
         .map(|(a, b)| subset_mmd2(x, y, a, b, kernel, false))
-        .collect::<Result<Vec<f64>>>()?;
+        .collect::<Result<Vec<f64>>>()
+}
+
+fn summarise(values: Vec<f64>) -> Result<KidResult> {
     let n = values.len() as f64;
     let mean = values.iter().sum::<f64>() / n;
     let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
@@ -477,5 +743,93 @@ impl NumpyRandomState {
         let mut p = self.permutation(n)?;
         p.truncate(k);
         Ok(p)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn features(seed: u64, n: usize, d: usize, f64s: bool) -> Matrix {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let v: Vec<f64> = (0..n * d).map(|_| rng.random_range(-1.5..1.5)).collect();
+        let data = if f64s {
+            Feats::F64(v)
+        } else {
+            Feats::F32(v.iter().map(|&x| x as f32).collect())
+        };
+        Matrix { data, n, d }
+    }
+
+    /// The shared-Gram path gives the per-subset path's values, on every dtype pairing, with
+    /// uneven set sizes, blocks that do not divide the union, rows no subset uses, and a
+    /// non-default kernel.
+    #[test]
+    fn shared_gram_matches_per_subset() {
+        let mut rng = NumpyRandomState::new(7);
+        for (dx, dy) in [(false, false), (true, true), (false, true), (true, false)] {
+            let x = features(1, 300, 24, dx);
+            let y = features(2, 271, 24, dy);
+            let mut i1 = Vec::new();
+            let mut i2 = Vec::new();
+            for s in 0..9 {
+                // Subsets avoid the last rows, so the union is smaller than the sets.
+                i1.push(rng.choice_without_replacement(290, 140 + s).unwrap());
+                i2.push(rng.choice_without_replacement(260, 150 - s).unwrap());
+            }
+            for kernel in [
+                PolynomialKernel::default(),
+                PolynomialKernel {
+                    degree: 2,
+                    gamma: Some(0.3),
+                    coef0: 0.5,
+                },
+            ] {
+                let shared = shared_subsets_mmd2(&x, &y, &i1, &i2, &kernel, true)
+                    .unwrap()
+                    .expect("no repeated rows");
+                let each = per_subset_mmd2(&x, &y, &i1, &i2, &kernel).unwrap();
+                let tol = if dx || dy { 1e-9 } else { 1e-4 };
+                for (a, b) in shared.iter().zip(&each) {
+                    let scale = a.abs().max(b.abs()).max(1e-3);
+                    assert!(
+                        (a - b).abs() <= tol * scale,
+                        "{dx} {dy} {kernel:?}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn repeated_rows_take_the_per_subset_path() {
+        let x = features(3, 20, 4, true);
+        let y = features(4, 20, 4, true);
+        let i1 = vec![vec![0, 1, 1, 2]];
+        let i2 = vec![vec![0, 1, 2, 3]];
+        let shared =
+            shared_subsets_mmd2(&x, &y, &i1, &i2, &PolynomialKernel::default(), true).unwrap();
+        assert!(shared.is_none());
+    }
+
+    #[test]
+    fn the_cost_model_picks_shared_for_torch_fidelity_defaults_only() {
+        let sub = |n: usize, k: usize, s: usize| -> Vec<Vec<usize>> {
+            let mut rng = NumpyRandomState::new(2020);
+            (0..s)
+                .map(|_| rng.choice_without_replacement(n, k).unwrap())
+                .collect()
+        };
+        // 100 × 1000 of 5000 at d = 2048: one Gram over all 5000 rows is ~4× fewer flops.
+        let i = sub(5000, 1000, 100);
+        assert!(shared_gram_pays(5000, 5000, &i, &i, 2048));
+        // One subset of everything: the indicator product is pure overhead.
+        let all = vec![(0..5000).collect::<Vec<_>>()];
+        assert!(!shared_gram_pays(5000, 5000, &all, &all, 2048));
+        // Two small subsets of a large set.
+        let few = sub(50_000, 1000, 2);
+        assert!(!shared_gram_pays(2000, 2000, &few, &few, 2048));
     }
 }

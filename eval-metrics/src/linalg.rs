@@ -126,7 +126,7 @@ pub(crate) fn symmetrise(a: &mut [f64], d: usize) {
 }
 
 macro_rules! gemm_abt_impl {
-    ($name:ident, $t:ty) => {
+    ($name:ident, $imp:ident, $t:ty) => {
         /// `dst[i·ldd + j] = Σ_p a[i·k + p] · b[j·k + p]` for `i < m`, `j < n`: `A · Bᵀ` of
         /// row-major `a` (`m × k`) and `b` (`n × k`) into the row-major `m × n` block of `dst`
         /// with row stride `ldd`. Through the `gemm` crate rather than faer: its x86-v4 kernels
@@ -143,6 +143,27 @@ macro_rules! gemm_abt_impl {
             k: usize,
             threads: bool,
         ) -> Result<()> {
+            $imp(dst, ldd, a, m, b, n, k, true, threads)
+        }
+    };
+}
+
+macro_rules! gemm_impl {
+    ($name:ident, $t:ty) => {
+        /// `A · Bᵀ` (`b` is `n × k`) when `b_transposed`, else `A · B` (`b` is `k × n`), of
+        /// row-major `a` (`m × k`) into the row-major `m × n` block of `dst` (row stride `ldd`).
+        #[allow(clippy::too_many_arguments)]
+        fn $name(
+            dst: &mut [$t],
+            ldd: usize,
+            a: &[$t],
+            m: usize,
+            b: &[$t],
+            n: usize,
+            k: usize,
+            b_transposed: bool,
+            threads: bool,
+        ) -> Result<()> {
             if m == 0 || n == 0 {
                 return Ok(());
             }
@@ -155,12 +176,17 @@ macro_rules! gemm_abt_impl {
             if n > ldd
                 || !fits(dst.len(), m, ldd, n)
                 || !fits(a.len(), m, k, k)
-                || !fits(b.len(), n, k, k)
+                || !(k == 0
+                    || if b_transposed {
+                        fits(b.len(), n, k, k)
+                    } else {
+                        fits(b.len(), k, n, n)
+                    })
             {
                 return Err(Error::invalid(
                     "gemm",
                     format!(
-                        "{m}×{k} · ({n}×{k})ᵀ into stride {ldd} does not fit buffers of {}, {}, {}",
+                        "{m}×{k} · ({n}×{k} transposed: {b_transposed}) into stride {ldd} does not fit buffers of {}, {}, {}",
                         a.len(),
                         b.len(),
                         dst.len()
@@ -178,9 +204,16 @@ macro_rules! gemm_abt_impl {
             } else {
                 gemm::Parallelism::None
             };
+            // The rhs element (p, j) is b[j·k + p] transposed, b[p·n + j] otherwise.
+            let (rhs_cs, rhs_rs) = if b_transposed {
+                (k as isize, 1)
+            } else {
+                (1, n as isize)
+            };
             // SAFETY: the checks above keep every touched index inside its slice (dst: at most
-            // (m−1)·ldd + n − 1, a: (m−1)·k + k − 1, b: (n−1)·k + k − 1); n ≤ ldd makes distinct
-            // (i, j) distinct dst elements; dst is an exclusive borrow, a and b shared ones.
+            // (m−1)·ldd + n − 1, a: (m−1)·k + k − 1, b: (n−1)·k + k − 1 transposed, else
+            // (k−1)·n + n − 1); n ≤ ldd makes distinct (i, j) distinct dst elements; dst is an
+            // exclusive borrow, a and b shared ones.
             unsafe {
                 gemm::gemm(
                     m,
@@ -194,8 +227,8 @@ macro_rules! gemm_abt_impl {
                     1,
                     k as isize,
                     b.as_ptr(),
-                    k as isize,
-                    1,
+                    rhs_cs,
+                    rhs_rs,
                     0.0,
                     1.0,
                     false,
@@ -208,5 +241,22 @@ macro_rules! gemm_abt_impl {
         }
     };
 }
-gemm_abt_impl!(gemm_abt_f32, f32);
-gemm_abt_impl!(gemm_abt_f64, f64);
+gemm_impl!(gemm_f32, f32);
+gemm_impl!(gemm_f64, f64);
+gemm_abt_impl!(gemm_abt_f32, gemm_f32, f32);
+gemm_abt_impl!(gemm_abt_f64, gemm_f64, f64);
+
+/// `dst (m × n, row stride ldd) = a (m × k) · b (k × n)`, all row-major f64.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_ab_f64(
+    dst: &mut [f64],
+    ldd: usize,
+    a: &[f64],
+    m: usize,
+    b: &[f64],
+    n: usize,
+    k: usize,
+    threads: bool,
+) -> Result<()> {
+    gemm_f64(dst, ldd, a, m, b, n, k, false, threads)
+}
