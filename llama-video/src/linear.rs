@@ -97,17 +97,10 @@ impl Linear {
                 ),
             ));
         }
-        let mut out_shape = x.dims().to_vec();
-        let rows: usize = out_shape[..out_shape.len() - 1].iter().product();
-        if let Some(l) = out_shape.last_mut() {
-            *l = out_dim;
-        }
-        // [..., in] -> [rows, in] x [in, out] -> [rows, out] -> [..., out]
-        let x2 = x.reshape((rows, in_dim))?;
-        let mut y = x2.matmul(&self.weight.t()?)?;
-        if let Some(b) = &self.bias {
-            y = y.broadcast_add(b)?;
-        }
-        Ok(y.reshape(out_shape)?)
+        // One to a few rows (decoding) stream the weight through video-kernels' own kernel,
+        // anything else is candle's matmul; both compute [..., in] · [in, out] (+ bias).
+        let y = video_kernels::linear(x, &self.weight, self.bias.as_ref())?;
+        debug_assert_eq!(y.dim(D::Minus1)?, out_dim);
+        Ok(y)
     }
 }

@@ -163,8 +163,8 @@ impl LlamaAttention {
 /// The SwiGLU feed-forward block: `down_proj(silu(gate_proj(x)) · up_proj(x))`.
 #[derive(Debug, Clone)]
 pub struct LlamaMlp {
-    gate_proj: Linear,
-    up_proj: Linear,
+    /// `gate_proj`, `up_proj` in that order.
+    gate_up: Projections,
     down_proj: Linear,
 }
 
@@ -174,11 +174,8 @@ impl LlamaMlp {
         let (h, i, bias) = (cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias);
         let gate_proj = Linear::new(h, i, bias, vb.pp("gate_proj"))?;
         let up_proj = Linear::new(h, i, bias, vb.pp("up_proj"))?;
-        // Not fused like q/k/v: silu and the product on the two halves of one output are
-        // strided element-wise ops in candle, which cost more than the second input packing.
         Ok(LlamaMlp {
-            gate_proj,
-            up_proj,
+            gate_up: Projections::new(vec![gate_proj, up_proj])?,
             down_proj: Linear::new(i, h, bias, vb.pp("down_proj"))?,
         })
     }
@@ -186,9 +183,13 @@ impl LlamaMlp {
     /// # Shapes
     /// `x`: `[B, T, hidden]` → `[B, T, hidden]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = self.gate_proj.forward(x)?.silu()?;
-        let u = self.up_proj.forward(x)?;
-        self.down_proj.forward(&(g * u)?)
+        let h = match &self.gate_up {
+            // One product for both, then silu(gate) · up in one pass over its rows (candle's
+            // element-wise ops on the two strided halves would cost more than the fusion saves).
+            Projections::Fused(gu) => video_kernels::swiglu(&gu.forward(x)?)?,
+            Projections::Separate(p) => (p[0].forward(x)?.silu()? * p[1].forward(x)?)?,
+        };
+        self.down_proj.forward(&h)
     }
 }
 
@@ -515,8 +516,11 @@ impl LlamaForCausalLM {
         cache: Option<&mut KvCache>,
         keep: LogitsToKeep,
     ) -> Result<Tensor> {
-        let h = self.model.forward_embeds(embeds, cache, None)?;
-        self.head(&h, keep)
+        // On a pool worker: a decode step is ~50 small parallel operations (see `in_pool`).
+        video_core::in_pool(|| {
+            let h = self.model.forward_embeds(embeds, cache, None)?;
+            self.head(&h, keep)
+        })
     }
 
     /// Logits and transformers' `hidden_states` (embeddings, every layer's output but the last,

@@ -12,6 +12,7 @@
 //! - [`loading::ModelDir`]: `save_pretrained` directories (single or sharded safetensors,
 //!   memory-mapped) into a [`candle_nn::VarBuilder`], with a [`loading::LoadReport`].
 //! - [`check_finite`]: turn NaN / Inf in a model output into an error that says where.
+//! - [`in_pool`]: run a forward pass on a rayon worker (no thread hand-off per operation).
 //!
 //! Layouts are fixed once for the whole workspace: video `[B, C, T, H, W]`, frames
 //! `[B·T, C, H, W]`, tokens `[B, t, h, w]`, attention `[B, heads, seq, head_dim]`; pixels are in
@@ -36,11 +37,13 @@
 mod error;
 mod finite;
 pub mod loading;
+mod pool;
 mod shape;
 mod traits;
 
 pub use error::{Error, Result};
 pub use finite::check_finite;
 pub use loading::{LoadReport, ModelDir};
+pub use pool::in_pool;
 pub use shape::{TokenGrid, VideoShape};
 pub use traits::{Codec, CodecStrides, Conditioning, Denoiser, Drop};

@@ -1,13 +1,17 @@
 //! # video-kernels
 //!
-//! Fast attention and 3D convolution for video models, each with a `*_reference` twin built from
+//! Fast attention, 3D convolution, few-row linear layers and SwiGLU for video models, each with a `*_reference` twin built from
 //! plain candle ops that documents what it computes and is compared with it in tests.
 #![deny(missing_docs)]
 
+mod activation;
 mod attention;
 mod conv3d;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+mod linear;
 
+pub use activation::{swiglu, swiglu_reference};
 pub use attention::*;
 pub use conv3d::*;
+pub use linear::{linear, linear_reference, SKINNY_ROWS};

@@ -60,6 +60,7 @@
 
 mod cpu;
 mod exp;
+pub(crate) use exp::exp_f32;
 mod op;
 #[cfg(target_arch = "x86_64")]
 mod x86;

@@ -1,0 +1,365 @@
+//! `y = x · Wᵀ + b` (PyTorch `nn.Linear`, weight `[out, in]`), with a streaming kernel for the
+//! few-row products of token-by-token decoding.
+//!
+//! With one to [`SKINNY_ROWS`] rows of `x`, a product is a handful of dot products per weight
+//! row: nothing is reused across weight rows, so a GEMM library's packing of `W` is pure
+//! overhead and the whole cost is reading `W` from memory once. [`linear`] then runs its own
+//! kernel: output rows in parallel chunks, four weight rows per step sharing every load of `x`,
+//! 16-lane (AVX-512F) or 8-lane (AVX2 + FMA) fused multiply-adds, masked tails for any `in`.
+//! Everything else (more rows, other dtypes or devices, or a tracked gradient) is
+//! [`linear_reference`], candle's matmul.
+
+use candle_core::{DType, Device, Tensor, D};
+use rayon::prelude::*;
+use video_core::{Error, Result};
+
+/// The most rows of `x` (product of its leading dims) that take the streaming kernel.
+pub const SKINNY_ROWS: usize = 8;
+
+/// `y = x · weightᵀ (+ bias)` as candle ops (the definition [`linear`] is tested against).
+///
+/// # Shapes
+/// `x`: `[..., in]`, `weight`: `[out, in]`, `bias`: `[out]` → `[..., out]`.
+pub fn linear_reference(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let (rows, in_dim, out_dim, out_shape) = check(x, weight, bias)?;
+    let y = x.reshape((rows, in_dim))?.matmul(&weight.t()?)?;
+    let y = match bias {
+        Some(b) => y.broadcast_add(b)?,
+        None => y,
+    };
+    debug_assert_eq!(y.dim(1)?, out_dim);
+    Ok(y.reshape(out_shape)?)
+}
+
+/// `y = x · weightᵀ (+ bias)`: the streaming kernel for at most [`SKINNY_ROWS`] rows of f32 on
+/// the CPU without gradient tracking, [`linear_reference`] otherwise (see the module docs).
+///
+/// # Shapes
+/// `x`: `[..., in]`, `weight`: `[out, in]` (PyTorch layout), `bias`: `[out]` → `[..., out]`.
+///
+/// # Errors
+/// A last dim of `x` other than `in`, a weight that is not rank 2, a bias other than `[out]`,
+/// mismatched dtypes: each names the shapes.
+pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let (rows, in_dim, out_dim, out_shape) = check(x, weight, bias)?;
+    let tracked = x.track_op() || weight.track_op() || bias.is_some_and(|b| b.track_op());
+    let f32_cpu = |t: &Tensor| t.dtype() == DType::F32 && matches!(t.device(), Device::Cpu);
+    if rows == 0
+        || rows > SKINNY_ROWS
+        || tracked
+        || !f32_cpu(x)
+        || !f32_cpu(weight)
+        || !bias.is_none_or(f32_cpu)
+        || in_dim == 0
+    {
+        return linear_reference(x, weight, bias);
+    }
+    let xs = x.flatten_all()?.to_vec1::<f32>()?;
+    let bias = bias.map(|b| b.to_vec1::<f32>()).transpose()?;
+    let y = {
+        let w = weight.contiguous()?;
+        let (storage, layout) = w.storage_and_layout();
+        let candle_core::Storage::Cpu(cpu) = &*storage else {
+            return Err(Error::invalid(
+                "linear weight",
+                "CPU tensor without CPU storage",
+            ));
+        };
+        let ws = cpu.as_slice::<f32>()?;
+        let ws = match layout.contiguous_offsets() {
+            Some((a, b)) => &ws[a..b],
+            None => return Err(Error::invalid("linear weight", "not contiguous after copy")),
+        };
+        skinny(&xs, rows, ws, out_dim, in_dim, bias.as_deref())
+    };
+    Ok(Tensor::from_vec(y, out_shape, x.device())?)
+}
+
+/// Checks the shapes; returns `(rows, in, out, output shape)`.
+fn check(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+) -> Result<(usize, usize, usize, Vec<usize>)> {
+    let (out_dim, in_dim) = match weight.dims() {
+        &[o, i] => (o, i),
+        d => {
+            return Err(Error::invalid(
+                "linear weight",
+                format!("expected [out, in], found shape {d:?}"),
+            ))
+        }
+    };
+    if x.rank() == 0 || x.dim(D::Minus1)? != in_dim {
+        return Err(Error::invalid(
+            "linear input",
+            format!(
+                "last dim of {:?} must equal in_features {in_dim} of weight {:?}",
+                x.dims(),
+                weight.dims()
+            ),
+        ));
+    }
+    if let Some(b) = bias {
+        if b.dims() != [out_dim] {
+            return Err(Error::shape("linear bias", &[out_dim], b.dims()));
+        }
+        if b.dtype() != weight.dtype() {
+            return Err(Error::DType {
+                key: "linear bias".into(),
+                expected: format!("{:?}", weight.dtype()),
+                found: format!("{:?}", b.dtype()),
+            });
+        }
+    }
+    if x.dtype() != weight.dtype() {
+        return Err(Error::DType {
+            key: "linear input".into(),
+            expected: format!("{:?} (the weight's)", weight.dtype()),
+            found: format!("{:?}", x.dtype()),
+        });
+    }
+    let mut out_shape = x.dims().to_vec();
+    let rows = out_shape[..out_shape.len() - 1].iter().product();
+    if let Some(l) = out_shape.last_mut() {
+        *l = out_dim;
+    }
+    Ok((rows, in_dim, out_dim, out_shape))
+}
+
+/// Weight rows per step of the kernels (each load of `x` feeds this many accumulators).
+const ROW_STEP: usize = 4;
+
+/// `y[r, o] = Σ_i x[r, i] · w[o, i] + bias[o]` for `r < rows`, `o < out`; row-major `x`
+/// (`rows × in`), `w` (`out × in`), `y` (`rows × out`).
+fn skinny(
+    x: &[f32],
+    rows: usize,
+    w: &[f32],
+    out: usize,
+    in_dim: usize,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    let kernel = Kernel::detect();
+    // Tasks of whole weight-row steps: enough of them to balance the threads, each long enough
+    // (≥ 16 rows) that rayon's scheduling stays small against the memory traffic.
+    let threads = rayon::current_num_threads().max(1);
+    let chunk = (out.div_ceil(threads * 4))
+        .max(16)
+        .next_multiple_of(ROW_STEP);
+    // Computed as yᵀ (`out × rows`) so that every task writes one contiguous range.
+    let mut yt = vec![0f32; out * rows];
+    let work = |(c, dst): (usize, &mut [f32])| {
+        let o0 = c * chunk;
+        let n = dst.len() / rows;
+        let mut o = 0;
+        while o < n {
+            let step = ROW_STEP.min(n - o);
+            let wr = &w[(o0 + o) * in_dim..(o0 + o + step) * in_dim];
+            for r in 0..rows {
+                let xr = &x[r * in_dim..(r + 1) * in_dim];
+                let mut acc = [0f32; ROW_STEP];
+                kernel.dots(xr, wr, step, &mut acc);
+                for (s, a) in acc.iter().take(step).enumerate() {
+                    dst[(o + s) * rows + r] = *a;
+                }
+            }
+            o += step;
+        }
+        if let Some(b) = bias {
+            for (q, yrow) in dst.chunks_exact_mut(rows).enumerate() {
+                yrow.iter_mut().for_each(|v| *v += b[o0 + q]);
+            }
+        }
+    };
+    if out <= chunk {
+        work((0, &mut yt[..]));
+    } else {
+        yt.par_chunks_mut(chunk * rows).enumerate().for_each(work);
+    }
+    if rows == 1 {
+        return yt;
+    }
+    let mut y = vec![0f32; rows * out];
+    for (o, col) in yt.chunks_exact(rows).enumerate() {
+        for (r, &v) in col.iter().enumerate() {
+            y[r * out + o] = v;
+        }
+    }
+    y
+}
+
+/// Which dot-product kernel runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    Portable,
+}
+
+impl Kernel {
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                return Kernel::Avx512;
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return Kernel::Avx2;
+            }
+        }
+        Kernel::Portable
+    }
+
+    /// `acc[s] = x · w[s·len ..][..len]` for `s < step` (`len = x.len()`, `w` holds `step` rows).
+    fn dots(self, x: &[f32], w: &[f32], step: usize, acc: &mut [f32; ROW_STEP]) {
+        let len = x.len();
+        debug_assert!(w.len() >= step * len && step <= ROW_STEP);
+        match self {
+            // SAFETY: the features were detected; `w` holds `step` rows of `len` (sliced by the
+            // caller: a short slice panics here instead of reading out of bounds).
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 if step == ROW_STEP => unsafe {
+                x86::dots4_avx512(x, &w[..ROW_STEP * len], acc)
+            },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 if step == ROW_STEP => unsafe {
+                x86::dots4_avx2(x, &w[..ROW_STEP * len], acc)
+            },
+            _ => {
+                for (s, a) in acc.iter_mut().take(step).enumerate() {
+                    *a = dot(x, &w[s * len..(s + 1) * len]);
+                }
+            }
+        }
+    }
+}
+
+/// `Σ a·b` with eight independent accumulators, so that the loop vectorises without fast-math.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::incompatible_msrv)]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::ROW_STEP;
+
+    /// Four dot products of `x` with the four consecutive rows of `w` (`w.len() == 4·x.len()`).
+    ///
+    /// # Safety
+    /// AVX-512F must be available.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn dots4_avx512(x: &[f32], w: &[f32], acc: &mut [f32; ROW_STEP]) {
+        let len = x.len();
+        assert!(w.len() == ROW_STEP * len);
+        let mut a = [_mm512_setzero_ps(); ROW_STEP];
+        let mut i = 0;
+        // SAFETY: full loads read i..i+16 ≤ len of every row; the masked tail reads lanes below
+        // len only (the assert above bounds `w`).
+        unsafe {
+            let (xp, wp) = (x.as_ptr(), w.as_ptr());
+            while i + 16 <= len {
+                let xv = _mm512_loadu_ps(xp.add(i));
+                for (s, av) in a.iter_mut().enumerate() {
+                    *av = _mm512_fmadd_ps(_mm512_loadu_ps(wp.add(s * len + i)), xv, *av);
+                }
+                i += 16;
+            }
+            if i < len {
+                let m: __mmask16 = ((1u32 << (len - i)) - 1) as __mmask16;
+                let xv = _mm512_maskz_loadu_ps(m, xp.add(i));
+                for (s, av) in a.iter_mut().enumerate() {
+                    *av = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, wp.add(s * len + i)), xv, *av);
+                }
+            }
+        }
+        for (o, av) in acc.iter_mut().zip(a) {
+            *o = _mm512_reduce_add_ps(av);
+        }
+    }
+
+    /// As [`dots4_avx512`] with 8-lane AVX2 + FMA (scalar tail).
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dots4_avx2(x: &[f32], w: &[f32], acc: &mut [f32; ROW_STEP]) {
+        let len = x.len();
+        assert!(w.len() == ROW_STEP * len);
+        let mut a = [_mm256_setzero_ps(); ROW_STEP];
+        let mut i = 0;
+        // SAFETY: loads read i..i+8 ≤ len of every row (the assert above bounds `w`).
+        unsafe {
+            let (xp, wp) = (x.as_ptr(), w.as_ptr());
+            while i + 8 <= len {
+                let xv = _mm256_loadu_ps(xp.add(i));
+                for (s, av) in a.iter_mut().enumerate() {
+                    *av = _mm256_fmadd_ps(_mm256_loadu_ps(wp.add(s * len + i)), xv, *av);
+                }
+                i += 8;
+            }
+        }
+        for (s, (o, av)) in acc.iter_mut().zip(a).enumerate() {
+            let mut lanes = [0f32; 8];
+            // SAFETY: `lanes` is 8 f32.
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), av) };
+            let tail: f32 = (i..len).map(|j| x[j] * w[s * len + j]).sum();
+            *o = lanes.iter().sum::<f32>() + tail;
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    /// Every kernel this CPU has gives the portable dot products, on every tail length.
+    #[test]
+    fn kernels_match_portable() {
+        for len in [1, 7, 8, 15, 16, 17, 33, 64, 100] {
+            let x = data(len, 1);
+            let w = data(ROW_STEP * len, 2);
+            let mut want = [0f32; ROW_STEP];
+            Kernel::Portable.dots(&x, &w, ROW_STEP, &mut want);
+            let mut got = [0f32; ROW_STEP];
+            Kernel::detect().dots(&x, &w, ROW_STEP, &mut got);
+            for (a, b) in got.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                    "len {len}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,156 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! `linear` (the few-row streaming kernel) against `linear_reference` on random shapes, its
+//! fall-back paths (many rows, f64, tracked gradients) and its argument errors.
+
+use candle_core::{DType, Device, Tensor, Var};
+use proptest::prelude::*;
+use video_kernels::{linear, linear_reference, SKINNY_ROWS};
+
+fn randn(shape: &[usize], seed: u64) -> Tensor {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
+    let (a, b) = (
+        a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        b.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+    );
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
+        .fold(0.0, f32::max)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Rows 1 ..= SKINNY_ROWS + 2 (both paths), odd `in` / `out`, leading dims, optional bias.
+    #[test]
+    fn matches_reference(
+        lead in prop::collection::vec(1usize..4, 0..3),
+        rows_last in 1usize..=SKINNY_ROWS + 2,
+        in_dim in 1usize..90,
+        out_dim in 1usize..150,
+        with_bias in any::<bool>(),
+        seed in 0u64..1000,
+    ) {
+        let mut shape = lead.clone();
+        shape.push(rows_last);
+        shape.push(in_dim);
+        let x = randn(&shape, seed);
+        let w = randn(&[out_dim, in_dim], seed + 1);
+        let b = with_bias.then(|| randn(&[out_dim], seed + 2));
+        let got = linear(&x, &w, b.as_ref()).unwrap();
+        let want = linear_reference(&x, &w, b.as_ref()).unwrap();
+        let mut out_shape = shape.clone();
+        *out_shape.last_mut().unwrap() = out_dim;
+        prop_assert_eq!(got.dims(), &out_shape[..]);
+        prop_assert!(max_rel(&got, &want) < 1e-5, "{:?} x {:?}", shape, w.dims());
+    }
+}
+
+/// Decode-sized products (one row, widths of the 25M Llama), a transposed (strided) weight and
+/// a non-contiguous input.
+#[test]
+fn decode_shapes_and_strided_inputs() {
+    for (out_dim, in_dim) in [
+        (1536, 512),
+        (512, 512),
+        (1376, 512),
+        (512, 1376),
+        (16384, 512),
+    ] {
+        let x = randn(&[1, 1, in_dim], 3);
+        let w = randn(&[out_dim, in_dim], 4);
+        let got = linear(&x, &w, None).unwrap();
+        let want = linear_reference(&x, &w, None).unwrap();
+        assert!(max_rel(&got, &want) < 1e-5, "{out_dim}x{in_dim}");
+    }
+    let wt = randn(&[64, 96], 5).t().unwrap(); // [96, 64], strided
+    let xt = randn(&[64, 3], 6).t().unwrap(); // [3, 64], strided
+    let got = linear(&xt, &wt, None).unwrap();
+    let want =
+        linear_reference(&xt.contiguous().unwrap(), &wt.contiguous().unwrap(), None).unwrap();
+    assert!(max_rel(&got, &want) < 1e-5);
+}
+
+/// f64 and tracked gradients take candle's path: gradients flow.
+#[test]
+fn fallbacks_keep_gradients_and_dtypes() {
+    let x = randn(&[2, 8], 7);
+    let w = Var::from_tensor(&randn(&[5, 8], 8)).unwrap();
+    let y = linear(&x, w.as_tensor(), None).unwrap();
+    let g = y.sum_all().unwrap().backward().unwrap();
+    assert!(g.get(w.as_tensor()).is_some(), "no gradient for the weight");
+    let x64 = x.to_dtype(DType::F64).unwrap();
+    let w64 = w.as_tensor().to_dtype(DType::F64).unwrap();
+    assert_eq!(linear(&x64, &w64, None).unwrap().dtype(), DType::F64);
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    let x = randn(&[2, 8], 9);
+    let w = randn(&[5, 7], 10);
+    let e = linear(&x, &w, None).unwrap_err().to_string();
+    assert!(e.contains("[2, 8]") && e.contains("[5, 7]"), "{e}");
+    let w = randn(&[5, 8], 11);
+    let e = linear(&x, &w, Some(&randn(&[4], 12)))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("[5]") && e.contains("[4]"), "{e}");
+    let e = linear(&x, &randn(&[5, 8, 1], 13), None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("[5, 8, 1]"), "{e}");
+    let e = linear(&x.to_dtype(DType::F64).unwrap(), &w, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("F64"), "{e}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// `swiglu` equals silu(gate) · up on random shapes, including strided inputs.
+    #[test]
+    fn swiglu_matches_reference(
+        lead in prop::collection::vec(1usize..5, 0..3),
+        half in 1usize..300,
+        transposed in any::<bool>(),
+        seed in 0u64..1000,
+    ) {
+        let mut shape = lead.clone();
+        shape.push(2 * half);
+        let x = (randn(&shape, seed) * 8.0).unwrap();
+        let x = if transposed && shape.len() >= 2 {
+            // A strided view with the same logical shape.
+            let n = shape.len();
+            let mut t = shape.clone();
+            t.swap(n - 2, n - 1);
+            (randn(&t, seed) * 8.0).unwrap().transpose(n - 2, n - 1).unwrap()
+        } else {
+            x
+        };
+        let got = video_kernels::swiglu(&x).unwrap();
+        let want = video_kernels::swiglu_reference(&x).unwrap();
+        prop_assert_eq!(got.dims(), want.dims());
+        prop_assert!(max_rel(&got, &want) < 2e-6);
+    }
+}
+
+#[test]
+fn swiglu_errors_and_gradients() {
+    let e = video_kernels::swiglu(&randn(&[2, 5], 1))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("[2, 5]") && e.contains("odd"), "{e}");
+    let x = Var::from_tensor(&randn(&[3, 8], 2)).unwrap();
+    let y = video_kernels::swiglu(x.as_tensor()).unwrap();
+    let g = y.sum_all().unwrap().backward().unwrap();
+    assert!(g.get(x.as_tensor()).is_some());
+}
