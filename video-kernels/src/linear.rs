@@ -6,7 +6,8 @@
 //! overhead and the whole cost is reading `W` from memory once. [`linear`] then runs its own
 //! kernel: output rows in parallel chunks, four weight rows per step sharing every load of `x`,
 //! 16-lane (AVX-512F) or 8-lane (AVX2 + FMA) fused multiply-adds, masked tails for any `in`.
-//! Everything else (more rows, other dtypes or devices, or a tracked gradient) is
+//! More rows go straight to the `gemm` crate (the GEMM candle uses) into an output buffer that
+//! is not zero-filled first. Other dtypes or devices, and tracked gradients, run
 //! [`linear_reference`], candle's matmul.
 
 use candle_core::{DType, Device, Tensor, D};
@@ -31,8 +32,9 @@ pub fn linear_reference(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> R
     Ok(y.reshape(out_shape)?)
 }
 
-/// `y = x · weightᵀ (+ bias)`: the streaming kernel for at most [`SKINNY_ROWS`] rows of f32 on
-/// the CPU without gradient tracking, [`linear_reference`] otherwise (see the module docs).
+/// `y = x · weightᵀ (+ bias)`: for f32 on the CPU without gradient tracking, the streaming
+/// kernel for at most [`SKINNY_ROWS`] rows and a direct `gemm` call beyond; [`linear_reference`]
+/// otherwise (see the module docs).
 ///
 /// # Shapes
 /// `x`: `[..., in]`, `weight`: `[out, in]` (PyTorch layout), `bias`: `[out]` → `[..., out]`.
@@ -45,34 +47,108 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     let tracked = x.track_op() || weight.track_op() || bias.is_some_and(|b| b.track_op());
     let f32_cpu = |t: &Tensor| t.dtype() == DType::F32 && matches!(t.device(), Device::Cpu);
     if rows == 0
-        || rows > SKINNY_ROWS
         || tracked
         || !f32_cpu(x)
         || !f32_cpu(weight)
         || !bias.is_none_or(f32_cpu)
         || in_dim == 0
+        || out_dim == 0
     {
         return linear_reference(x, weight, bias);
     }
-    let xs = x.flatten_all()?.to_vec1::<f32>()?;
     let bias = bias.map(|b| b.to_vec1::<f32>()).transpose()?;
-    let y = {
-        let w = weight.contiguous()?;
-        let (storage, layout) = w.storage_and_layout();
-        let candle_core::Storage::Cpu(cpu) = &*storage else {
-            return Err(Error::invalid(
-                "linear weight",
-                "CPU tensor without CPU storage",
-            ));
-        };
-        let ws = cpu.as_slice::<f32>()?;
-        let ws = match layout.contiguous_offsets() {
-            Some((a, b)) => &ws[a..b],
-            None => return Err(Error::invalid("linear weight", "not contiguous after copy")),
-        };
-        skinny(&xs, rows, ws, out_dim, in_dim, bias.as_deref())
-    };
+    let w = weight.contiguous()?;
+    let y = with_f32_slice(&w, "linear weight", |ws| {
+        if rows <= SKINNY_ROWS {
+            let xs = x.flatten_all()?.to_vec1::<f32>()?;
+            Ok(skinny(&xs, rows, ws, out_dim, in_dim, bias.as_deref()))
+        } else {
+            let xc = x.contiguous()?;
+            with_f32_slice(&xc, "linear input", |xs| {
+                gemm_rows(xs, rows, ws, out_dim, in_dim, bias.as_deref())
+            })
+        }
+    })?;
     Ok(Tensor::from_vec(y, out_shape, x.device())?)
+}
+
+/// Calls `f` with the elements of a contiguous f32 CPU tensor.
+fn with_f32_slice<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        return Err(Error::invalid(what, "CPU tensor without CPU storage"));
+    };
+    let all = cpu.as_slice::<f32>()?;
+    match layout.contiguous_offsets() {
+        Some((a, b)) => f(&all[a..b]),
+        None => Err(Error::invalid(what, "not contiguous after copy")),
+    }
+}
+
+/// `y = x · wᵀ (+ bias)` through the `gemm` crate for many rows, into a buffer that is not
+/// zeroed first (candle's matmul zero-fills a fresh output: a memory pass, and page faults on
+/// a fresh mapping). With a bias the rows start as the bias and the product is accumulated
+/// onto them.
+fn gemm_rows(
+    x: &[f32],
+    rows: usize,
+    w: &[f32],
+    out: usize,
+    in_dim: usize,
+    bias: Option<&[f32]>,
+) -> Result<Vec<f32>> {
+    let (Some(nx), Some(nw), Some(ny)) = (
+        rows.checked_mul(in_dim),
+        out.checked_mul(in_dim),
+        rows.checked_mul(out),
+    ) else {
+        return Err(Error::invalid("linear", "size overflows usize"));
+    };
+    if x.len() != nx || w.len() != nw || bias.is_some_and(|b| b.len() != out) {
+        return Err(Error::invalid(
+            "linear",
+            format!(
+                "buffers of {} / {} elements for [{rows}, {in_dim}] · [{out}, {in_dim}]ᵀ",
+                x.len(),
+                w.len()
+            ),
+        ));
+    }
+    let mut y: Vec<f32> = Vec::with_capacity(ny);
+    if let Some(b) = bias {
+        for _ in 0..rows {
+            y.extend_from_slice(b);
+        }
+    }
+    // SAFETY: x is rows × in, w is out × in and y has room for rows × out (checked above);
+    // dst (i, j) = y[i·out + j], lhs (i, p) = x[i·in + p], rhs (p, j) = w[j·in + p] stay in
+    // bounds. Without a bias gemm does not read dst (read_dst = false) and writes every one
+    // of its rows × out elements before `set_len` exposes them; with one, dst is initialised.
+    unsafe {
+        gemm::gemm(
+            rows,
+            out,
+            in_dim,
+            y.as_mut_ptr(),
+            1,
+            out as isize,
+            bias.is_some(),
+            x.as_ptr(),
+            1,
+            in_dim as isize,
+            w.as_ptr(),
+            in_dim as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+        y.set_len(ny);
+    }
+    Ok(y)
 }
 
 /// Checks the shapes; returns `(rows, in, out, output shape)`.
