@@ -246,7 +246,11 @@ mod tests {
         assert_eq!(rows(&k), rows(&want));
         assert_eq!(rows(&v), rows(&want));
         c.advance(1);
-        assert_eq!(c.k[0].as_ref().unwrap().dim(2).unwrap(), 6, "grown to max_len");
+        assert_eq!(
+            c.k[0].as_ref().unwrap().dim(2).unwrap(),
+            6,
+            "grown to max_len"
+        );
         let snapshot = c.try_clone().unwrap();
         c.truncate(2);
         let (k, _) = c.append(0, &x, &x).unwrap();
@@ -263,6 +267,9 @@ mod tests {
         assert_eq!(rows(&k), rows(&x));
         let bad = Tensor::zeros((1, 3, 1, 4), DType::F32, &Device::Cpu).unwrap();
         let e = c.append(0, &bad, &bad).unwrap_err().to_string();
-        assert!(e.contains("[1, 2, 1, 4]") && e.contains("[1, 3, 1, 4]"), "{e}");
+        assert!(
+            e.contains("[1, 2, 1, 4]") && e.contains("[1, 3, 1, 4]"),
+            "{e}"
+        );
     }
 }

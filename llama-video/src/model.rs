@@ -41,6 +41,9 @@ impl RmsNorm {
         let eps = self.eps as f32;
         if x.track_op() || self.weight.track_op() {
             Ok(candle_nn::ops::rms_norm_slow(x, &self.weight, eps)?)
+        } else if x.dtype() == DType::F32 {
+            // Rows in parallel (candle's fused kernel runs on one thread).
+            video_kernels::rms_norm(x, &self.weight, self.eps)
         } else {
             Ok(candle_nn::ops::rms_norm(
                 &x.contiguous()?,
@@ -48,6 +51,20 @@ impl RmsNorm {
                 eps,
             )?)
         }
+    }
+
+    /// `(x + residual, norm(x + residual))` in one pass when nothing is tracked.
+    ///
+    /// # Shapes
+    /// `x`, `residual`: `[..., dim]` → two `[..., dim]`.
+    pub fn add_forward(&self, x: &Tensor, residual: &Tensor) -> Result<(Tensor, Tensor)> {
+        let tracked = x.track_op() || residual.track_op() || self.weight.track_op();
+        if tracked || x.dtype() != DType::F32 {
+            let s = (x + residual)?;
+            let n = self.forward(&s)?;
+            return Ok((s, n));
+        }
+        video_kernels::add_rms_norm(x, residual, &self.weight, self.eps)
     }
 }
 
@@ -130,23 +147,36 @@ impl LlamaAttention {
         let heads = |y: Tensor, n: usize| -> Result<Tensor> {
             Ok(y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
         };
-        let (q, k, v) = match &self.qkv {
+        // (q, k, v) as [B, heads, T, D], and whether q / k are already rotated.
+        let (q, k, v, rotated) = match &self.qkv {
             Projections::Fused(qkv) => {
-                // [B, T, (Hq + 2·Hkv)·D] -> [B, T, Hq + 2·Hkv, D]; each part -> [B, heads, T, D]
-                let y = qkv.forward(x)?.reshape((b, t, nq + 2 * nkv, hd))?;
-                let part = |start: usize, n: usize| -> Result<Tensor> {
-                    Ok(y.narrow(2, start, n)?.transpose(1, 2)?.contiguous()?)
-                };
-                (part(0, nq)?, part(nq, nkv)?, part(nq + nkv, nkv)?)
+                let y = qkv.forward(x)?;
+                let rd = rope.config().rotary_dim;
+                match crate::rope::split_heads_rope(&y, (nq, nkv), hd, rd, cos, sin)? {
+                    Some((q, k, v)) => (q, k, v, true),
+                    None => {
+                        // [B, T, (Hq + 2·Hkv)·D] -> [B, T, Hq + 2·Hkv, D]; each part ->
+                        // [B, heads, T, D]
+                        let y = y.reshape((b, t, nq + 2 * nkv, hd))?;
+                        let part = |start: usize, n: usize| -> Result<Tensor> {
+                            Ok(y.narrow(2, start, n)?.transpose(1, 2)?.contiguous()?)
+                        };
+                        (part(0, nq)?, part(nq, nkv)?, part(nq + nkv, nkv)?, false)
+                    }
+                }
             }
             Projections::Separate(p) => (
                 heads(p[0].forward(x)?, nq)?,
                 heads(p[1].forward(x)?, nkv)?,
                 heads(p[2].forward(x)?, nkv)?,
+                false,
             ),
         };
-        let q = rope.apply(&q, cos, sin)?;
-        let k = rope.apply(&k, cos, sin)?;
+        let (q, k) = if rotated {
+            (q, k)
+        } else {
+            (rope.apply(&q, cos, sin)?, rope.apply(&k, cos, sin)?)
+        };
         let (k, v) = match cache {
             Some((c, layer)) => c.append(layer, &k, &v)?,
             None => (k, v),
@@ -225,8 +255,8 @@ impl LlamaDecoderLayer {
         cache: Option<(&mut KvCache, usize)>,
     ) -> Result<Tensor> {
         let h = self.input_layernorm.forward(x)?;
-        let x = (x + self.self_attn.forward(&h, rope, cos, sin, cache)?)?;
-        let h = self.post_attention_layernorm.forward(&x)?;
+        let a = self.self_attn.forward(&h, rope, cos, sin, cache)?;
+        let (x, h) = self.post_attention_layernorm.add_forward(x, &a)?;
         Ok((&x + self.mlp.forward(&h)?)?)
     }
 }

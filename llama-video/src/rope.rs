@@ -171,6 +171,86 @@ pub fn rope_reference(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> 
     Ok((x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?)
 }
 
+/// Splits a fused q/k/v projection into heads and rotates q and k, in one pass.
+///
+/// `y` is `[B, T, (Hq + 2·Hkv)·D]` (q heads, then k, then v, as `[q_proj; k_proj; v_proj]`),
+/// `cos` / `sin` are `[T, rotary_dim / 2]`. Returns q `[B, Hq, T, D]` and k, v `[B, Hkv, T, D]`,
+/// contiguous, with q and k rotated by rotate-half RoPE on their first `rotary_dim` dims
+/// (exactly [`RotaryEmbedding::apply`]). `None` when this fast path does not apply (not f32 on
+/// the CPU, a tracked gradient): the caller then uses the plain ops.
+///
+/// Why: the plain ops make three strided head copies, then two rope passes with their own
+/// outputs, ~1 ms per layer at a 512-token prefill of the 25M Llama; this reads `y` once and
+/// writes each output once.
+pub(crate) fn split_heads_rope(
+    y: &Tensor,
+    heads: (usize, usize),
+    head_dim: usize,
+    rotary_dim: usize,
+    cos: &Tensor,
+    sin: &Tensor,
+) -> Result<Option<(Tensor, Tensor, Tensor)>> {
+    let (nq, nkv) = heads;
+    let (b, t, w) = y.dims3()?;
+    let half = rotary_dim / 2;
+    let cpu_f32 = |x: &Tensor| x.dtype() == DType::F32 && matches!(x.device(), Device::Cpu);
+    if y.track_op()
+        || !cpu_f32(y)
+        || !cpu_f32(cos)
+        || w != (nq + 2 * nkv) * head_dim
+        || rotary_dim > head_dim
+        || !rotary_dim.is_multiple_of(2)
+        || cos.dims() != [t, half]
+        || sin.dims() != [t, half]
+    {
+        return Ok(None);
+    }
+    let ys = y.flatten_all()?.to_vec1::<f32>()?;
+    let (cs, sn) = (
+        cos.flatten_all()?.to_vec1::<f32>()?,
+        sin.flatten_all()?.to_vec1::<f32>()?,
+    );
+    let d = head_dim;
+    // One task per (batch, head) of the fused output: head `h` of row `(bi, ti)` is
+    // `ys[(bi·T + ti)·w + h·D ..][..D]`, written to row `ti` of that head's `[T, D]` block.
+    let fill = |out: &mut [f32], first_head: usize, n_heads: usize, rotate: bool| {
+        use rayon::prelude::*;
+        out.par_chunks_mut(t * d)
+            .enumerate()
+            .for_each(|(bh, block)| {
+                let (bi, h) = (bh / n_heads, first_head + bh % n_heads);
+                for (ti, orow) in block.chunks_exact_mut(d).enumerate() {
+                    let src = &ys[(bi * t + ti) * w + h * d..][..d];
+                    if !rotate {
+                        orow.copy_from_slice(src);
+                        continue;
+                    }
+                    let (c, s) = (&cs[ti * half..][..half], &sn[ti * half..][..half]);
+                    let (lo, hi) = src[..rotary_dim].split_at(half);
+                    let (olo, rest) = orow.split_at_mut(half);
+                    let (ohi, pass) = rest.split_at_mut(half);
+                    for j in 0..half {
+                        olo[j] = lo[j] * c[j] - hi[j] * s[j];
+                        ohi[j] = hi[j] * c[j] + lo[j] * s[j];
+                    }
+                    pass.copy_from_slice(&src[rotary_dim..]);
+                }
+            });
+    };
+    let mut q = vec![0f32; b * nq * t * d];
+    let mut k = vec![0f32; b * nkv * t * d];
+    let mut v = vec![0f32; b * nkv * t * d];
+    fill(&mut q, 0, nq, true);
+    fill(&mut k, nq, nkv, true);
+    fill(&mut v, nq + nkv, nkv, false);
+    let dev = y.device();
+    Ok(Some((
+        Tensor::from_vec(q, (b, nq, t, d), dev)?,
+        Tensor::from_vec(k, (b, nkv, t, d), dev)?,
+        Tensor::from_vec(v, (b, nkv, t, d), dev)?,
+    )))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
@@ -181,6 +261,43 @@ mod tests {
             theta: 10000.0,
             kind,
             rotary_dim: 16,
+        }
+    }
+
+    /// The one-pass split + rope equals the plain head split followed by `apply`, with GQA,
+    /// a batch of 2 and partial rotary dims.
+    #[test]
+    fn split_heads_rope_equals_plain_ops() {
+        let dev = Device::Cpu;
+        for rd in [16usize, 8] {
+            let r = RotaryEmbedding::new(RopeConfig {
+                theta: 10000.0,
+                kind: RopeKind::Default,
+                rotary_dim: rd,
+            });
+            let (b, t, nq, nkv, d) = (2, 5, 4, 2, 16);
+            let y = Tensor::randn(0f32, 1.0, (b, t, (nq + 2 * nkv) * d), &dev).unwrap();
+            let (c, s) = r.cos_sin(3, t, DType::F32, &dev).unwrap();
+            let (q, k, v) = split_heads_rope(&y, (nq, nkv), d, rd, &c, &s)
+                .unwrap()
+                .expect("fast path");
+            let y4 = y.reshape((b, t, nq + 2 * nkv, d)).unwrap();
+            let part = |start: usize, n: usize| {
+                y4.narrow(2, start, n)
+                    .unwrap()
+                    .transpose(1, 2)
+                    .unwrap()
+                    .contiguous()
+                    .unwrap()
+            };
+            let wq = r.apply(&part(0, nq), &c, &s).unwrap();
+            let wk = r.apply(&part(nq, nkv), &c, &s).unwrap();
+            let wv = part(nq + nkv, nkv);
+            for (got, want) in [(&q, &wq), (&k, &wk), (&v, &wv)] {
+                assert_eq!(got.dims(), want.dims());
+                let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+                assert!(diff.to_scalar::<f32>().unwrap() < 1e-6, "rd {rd}");
+            }
         }
     }
 

@@ -83,7 +83,7 @@ fn half_width(x: &Tensor) -> Result<usize> {
             ))
         }
     };
-    if last % 2 != 0 {
+    if !last.is_multiple_of(2) {
         return Err(Error::invalid(
             "swiglu input",
             format!(

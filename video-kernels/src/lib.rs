@@ -1,6 +1,6 @@
 //! # video-kernels
 //!
-//! Fast attention, 3D convolution, few-row linear layers and SwiGLU for video models, each with a `*_reference` twin built from
+//! Fast attention, 3D convolution, linear layers, RMSNorm and SwiGLU for video models, each with a `*_reference` twin built from
 //! plain candle ops that documents what it computes and is compared with it in tests.
 #![deny(missing_docs)]
 
@@ -10,8 +10,10 @@ mod conv3d;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 mod linear;
+mod norm;
 
 pub use activation::{swiglu, swiglu_reference};
 pub use attention::*;
 pub use conv3d::*;
 pub use linear::{linear, linear_reference, SKINNY_ROWS};
+pub use norm::{add_rms_norm, rms_norm, rms_norm_reference};

@@ -154,3 +154,61 @@ fn swiglu_errors_and_gradients() {
     let g = y.sum_all().unwrap().backward().unwrap();
     assert!(g.get(x.as_tensor()).is_some());
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// `rms_norm` and `add_rms_norm` equal the candle-ops definition on random shapes.
+    #[test]
+    fn rms_norms_match_reference(
+        lead in prop::collection::vec(1usize..6, 0..3),
+        d in 1usize..200,
+        seed in 0u64..1000,
+    ) {
+        let mut shape = lead.clone();
+        shape.push(d);
+        let x = (randn(&shape, seed) * 3.0).unwrap();
+        let r = randn(&shape, seed + 1);
+        let w = randn(&[d], seed + 2);
+        let want = video_kernels::rms_norm_reference(&x, &w, 1e-5).unwrap();
+        prop_assert!(max_rel(&video_kernels::rms_norm(&x, &w, 1e-5).unwrap(), &want) < 1e-5);
+        let (s, n) = video_kernels::add_rms_norm(&x, &r, &w, 1e-6).unwrap();
+        let ws = (&x + &r).unwrap();
+        prop_assert!(max_rel(&s, &ws) == 0.0);
+        let wn = video_kernels::rms_norm_reference(&ws, &w, 1e-6).unwrap();
+        prop_assert!(max_rel(&n, &wn) < 1e-5);
+    }
+}
+
+#[test]
+fn rms_norm_errors_and_gradients() {
+    let x = randn(&[3, 8], 1);
+    let e = video_kernels::rms_norm(&x, &randn(&[7], 2), 1e-5)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("[8]") && e.contains("[7]"), "{e}");
+    let e = video_kernels::add_rms_norm(&x, &randn(&[3, 7], 3), &randn(&[8], 4), 1e-5)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("[3, 8]") && e.contains("[3, 7]"), "{e}");
+    let xv = Var::from_tensor(&x).unwrap();
+    let y = video_kernels::rms_norm(xv.as_tensor(), &randn(&[8], 5), 1e-5).unwrap();
+    let g = y.sum_all().unwrap().backward().unwrap();
+    assert!(g.get(xv.as_tensor()).is_some());
+}
+
+/// The many-row path split into column blocks (widths that are and are not multiples of the
+/// block alignment), with and without a bias.
+#[test]
+fn many_rows_column_blocks() {
+    for (rows, in_dim, out_dim) in [(20, 33, 300), (64, 64, 513), (9, 512, 1536), (17, 7, 2000)] {
+        let x = randn(&[rows, in_dim], 21);
+        let w = randn(&[out_dim, in_dim], 22);
+        let b = randn(&[out_dim], 23);
+        for bias in [None, Some(&b)] {
+            let got = linear(&x, &w, bias).unwrap();
+            let want = linear_reference(&x, &w, bias).unwrap();
+            assert!(max_rel(&got, &want) < 1e-5, "{rows} {in_dim} {out_dim}");
+        }
+    }
+}
