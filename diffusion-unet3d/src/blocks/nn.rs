@@ -339,10 +339,13 @@ impl Linear {
             (x.clone(), self.weight.clone())
         };
         let x2 = x2.reshape((rows, in_dim))?;
-        let mut y = x2.matmul(&w.t()?)?;
-        if let Some(b) = &self.bias {
-            y = y.broadcast_add(&b.to_dtype(y.dtype())?)?;
-        }
+        let bias = match &self.bias {
+            Some(b) => Some(b.to_dtype(x2.dtype())?),
+            None => None,
+        };
+        // video-kernels' linear: column-blocked gemm into an unzeroed output (candle's matmul
+        // when gradients are tracked).
+        let y = video_kernels::linear(&x2, &w, bias.as_ref())?;
         let mut od = dims;
         if let Some(l) = od.last_mut() {
             *l = out_dim;

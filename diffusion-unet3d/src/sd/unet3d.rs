@@ -380,6 +380,17 @@ impl UNet3DConditionModel {
         encoder_hidden_states: &Tensor,
         hooks: &dyn UNetHooks,
     ) -> Result<Tensor> {
+        // On a rayon worker: hundreds of parallel ops, none handed off from an outside thread.
+        video_core::in_pool(|| self.run(sample, timestep, encoder_hidden_states, hooks))
+    }
+
+    fn run(
+        &self,
+        sample: &Tensor,
+        timestep: &Tensor,
+        encoder_hidden_states: &Tensor,
+        hooks: &dyn UNetHooks,
+    ) -> Result<Tensor> {
         let s = check_sample(sample, self.cfg.in_channels)?;
         let t = s.t;
         // 1. time embedding [B, 4·C0], repeated per frame -> [B·T, 4·C0]

@@ -890,6 +890,17 @@ impl UNetMotionModel {
         encoder_hidden_states: &Tensor,
         hooks: &dyn UNetHooks,
     ) -> Result<Tensor> {
+        // On a rayon worker: hundreds of parallel ops, none handed off from an outside thread.
+        video_core::in_pool(|| self.run(sample, timestep, encoder_hidden_states, hooks))
+    }
+
+    fn run(
+        &self,
+        sample: &Tensor,
+        timestep: &Tensor,
+        encoder_hidden_states: &Tensor,
+        hooks: &dyn UNetHooks,
+    ) -> Result<Tensor> {
         let s = check_sample(sample, self.spec.in_channels)?;
         let t = s.t;
         if let Some(m) = &self.spec.motion {

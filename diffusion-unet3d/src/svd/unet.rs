@@ -409,15 +409,18 @@ impl UNetSpatioTemporalConditionModel {
         image_only_indicator: Option<&Tensor>,
         hooks: &dyn UNetHooks,
     ) -> Result<Tensor> {
-        self.run(
-            sample,
-            timestep,
-            encoder_hidden_states,
-            added_time_ids,
-            image_only_indicator,
-            hooks,
-            None,
-        )
+        // On a rayon worker: hundreds of parallel ops, none handed off from an outside thread.
+        video_core::in_pool(|| {
+            self.run(
+                sample,
+                timestep,
+                encoder_hidden_states,
+                added_time_ids,
+                image_only_indicator,
+                hooks,
+                None,
+            )
+        })
     }
 
     /// [`Self::forward`] that also returns the outputs of the top-level modules, named as the
