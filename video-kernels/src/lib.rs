@@ -1,6 +1,6 @@
 //! # video-kernels
 //!
-//! Fast attention, 3D convolution, linear layers, RMSNorm and SwiGLU for video models, each with a `*_reference` twin built from
+//! Fast attention, 3D convolution, linear layers, RMSNorm, SwiGLU / GEGLU / GELU for video models, each with a `*_reference` twin built from
 //! plain candle ops that documents what it computes and is compared with it in tests.
 #![deny(missing_docs)]
 
@@ -12,7 +12,9 @@ pub mod cuda;
 mod linear;
 mod norm;
 
-pub use activation::{swiglu, swiglu_reference};
+pub use activation::{
+    geglu, geglu_reference, gelu_erf, gelu_erf_reference, swiglu, swiglu_reference,
+};
 pub use attention::*;
 pub use conv3d::*;
 pub use linear::{linear, linear_reference, SKINNY_ROWS};

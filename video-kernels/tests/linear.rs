@@ -212,3 +212,29 @@ fn many_rows_column_blocks() {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// `geglu` / `gelu_erf` equal the candle-ops definitions (libm `erff`) on random shapes.
+    #[test]
+    fn geglu_and_gelu_match_reference(
+        lead in prop::collection::vec(1usize..5, 0..3),
+        half in 1usize..300,
+        seed in 0u64..1000,
+    ) {
+        let mut shape = lead.clone();
+        shape.push(2 * half);
+        let x = (randn(&shape, seed) * 6.0).unwrap();
+        let abs_diff = |a: &Tensor, b: &Tensor| -> f32 {
+            (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+        };
+        let g = video_kernels::geglu(&x).unwrap();
+        let gr = video_kernels::geglu_reference(&x).unwrap();
+        prop_assert_eq!(g.dims(), gr.dims());
+        prop_assert!(abs_diff(&g, &gr) < 1e-5);
+        let e = video_kernels::gelu_erf(&x).unwrap();
+        let er = video_kernels::gelu_erf_reference(&x).unwrap();
+        prop_assert!(abs_diff(&e, &er) < 5e-6);
+    }
+}

@@ -262,6 +262,9 @@ impl FeedForward {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.proj_in.forward(x)?;
         let h = match self.act {
+            // One pass over the projection's rows for f32 (candle's strided halves, libm erff
+            // and a separate product otherwise).
+            FeedForwardActivation::Geglu if h.dtype() == DType::F32 => video_kernels::geglu(&h)?,
             FeedForwardActivation::Geglu => {
                 let inner = h.dim(candle_core::D::Minus1)? / 2;
                 let a = h.narrow(candle_core::D::Minus1, 0, inner)?;
@@ -282,7 +285,7 @@ impl FeedForward {
 fn gelu_erf_f32(x: &Tensor) -> Result<Tensor> {
     let dt = x.dtype();
     if dt == DType::F32 {
-        return Ok(x.gelu_erf()?);
+        return video_kernels::gelu_erf(x);
     }
     Ok(x.to_dtype(DType::F32)?.gelu_erf()?.to_dtype(dt)?)
 }

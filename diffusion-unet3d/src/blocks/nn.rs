@@ -62,7 +62,7 @@ impl Activation {
     pub fn forward(self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
             Activation::Silu => candle_nn::ops::silu(x)?,
-            Activation::Gelu => x.gelu_erf()?,
+            Activation::Gelu => video_kernels::gelu_erf(x)?,
             Activation::Relu => x.relu()?,
             Activation::Mish => {
                 // softplus(x) = max(x, 0) + ln(1 + e^{−|x|}), stable for large |x|.
