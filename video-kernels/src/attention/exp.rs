@@ -29,15 +29,19 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     let xc = x.clamp(EXP_LO, EXP_HI);
     // Round to nearest by the 1.5·2²³ trick: branch-free and vectorisable.
     let shifter = 12_582_912.0f32;
-    let n = (xc * std::f32::consts::LOG2_E + shifter) - shifter;
+    let shifted = xc * std::f32::consts::LOG2_E + shifter;
+    let n = shifted - shifter;
     let r = xc - n * LN2_HI - n * LN2_LO;
     let mut p = EXP_POLY[0];
     for &c in &EXP_POLY[1..] {
         p = p * r + c;
     }
     let er = p * r * r + r + 1.0;
-    // 2ⁿ built in the exponent bits; n ∈ [-126, 127] after the clamp.
-    let two_n = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2ⁿ built in the exponent bits; n ∈ [-126, 127] after the clamp. `shifted` is
+    // 1.5·2²³ + n exactly, so n is its bit pattern minus the shifter's: integer ops that
+    // vectorise (`n as i32` is a saturating cast, which compiles to per-lane scalar fixups).
+    let n_int = (shifted.to_bits() as i32).wrapping_sub(shifter.to_bits() as i32);
+    let two_n = f32::from_bits((n_int.wrapping_add(127) as u32) << 23);
     let y = er * two_n;
     if x < EXP_LO {
         0.0
