@@ -337,7 +337,8 @@ impl I3d {
     /// `video`: `[B, 3, T, 224, 224]` in `[-1, 1]`, `T ≥ 9` ([`I3d::MIN_FRAMES`]) →
     /// `[B, 400]` f32. Fewer frames, other sizes or values outside `[-1, 1]` are errors.
     pub fn logits(&self, video: &Tensor) -> Result<Tensor> {
-        Ok(self.forward(video, None)?.0)
+        // On a rayon worker: the network's parallel ops run without thread hand-offs.
+        Ok(video_core::in_pool(|| self.forward(video, None))?.0)
     }
 
     /// [`I3d::logits`], also returning the pooled `[B, 1024]` vector fed to the logits conv

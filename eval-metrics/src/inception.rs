@@ -421,7 +421,8 @@ impl FidInceptionV3 {
     /// `[-1, 0.9921875]` as made by [`fid_preprocess`] → `[N, 2048]` f32. Values outside
     /// `[-1, 1]` (e.g. raw `[0, 255]` pixels) are an error.
     pub fn features(&self, x: &Tensor) -> Result<Tensor> {
-        self.forward_layers(x, None)
+        // On a rayon worker: the network's parallel ops run without thread hand-offs.
+        video_core::in_pool(|| self.forward_layers(x, None))
     }
 
     /// [`FidInceptionV3::features`], also returning the per-channel spatial mean `[N, C]` of

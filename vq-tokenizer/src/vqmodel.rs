@@ -867,8 +867,11 @@ impl VQModel {
     pub fn encode(&self, x: &Tensor) -> Result<Tensor> {
         self.check_image(x)?;
         video_core::check_finite(x, "VQModel input")?;
-        let h = self.encoder.forward(x)?;
-        Ok(self.quant_conv.forward(&h)?)
+        // On a rayon worker: every parallel op of the encoder runs without a thread hand-off.
+        video_core::in_pool(|| {
+            let h = self.encoder.forward(x)?;
+            Ok(self.quant_conv.forward(&h)?)
+        })
     }
 
     /// diffusers' `quantize(h)`: straight-through codes, ids, loss.
@@ -899,9 +902,11 @@ impl VQModel {
     /// # Shapes
     /// `quant [B, vq_embed_dim, h, w]` → `[B, out_channels, h·s, w·s]`.
     pub fn decode_quantized(&self, quant: &Tensor) -> Result<Tensor> {
-        let z = self.post_quant_conv.forward(quant)?;
-        let zq = (self.config.norm_type == "spatial").then_some(quant);
-        self.decoder.forward(&z, zq)
+        video_core::in_pool(|| {
+            let z = self.post_quant_conv.forward(quant)?;
+            let zq = (self.config.norm_type == "spatial").then_some(quant);
+            self.decoder.forward(&z, zq)
+        })
     }
 
     /// Encodes to token ids.
