@@ -13,7 +13,8 @@ mod linear;
 mod norm;
 
 pub use activation::{
-    geglu, geglu_reference, gelu_erf, gelu_erf_reference, swiglu, swiglu_reference,
+    geglu, geglu_reference, gelu_erf, gelu_erf_reference, silu, silu_slice, swiglu,
+    swiglu_reference,
 };
 pub use attention::*;
 pub use conv3d::*;

@@ -238,3 +238,16 @@ proptest! {
         prop_assert!(abs_diff(&e, &er) < 5e-6);
     }
 }
+
+/// `silu` / `silu_slice` against candle's `silu` over a wide range, including the tails.
+#[test]
+fn silu_matches_candle() {
+    let v: Vec<f32> = (0..20_001).map(|i| -100.0 + i as f32 * 0.01).collect();
+    let x = Tensor::new(v.as_slice(), &Device::Cpu).unwrap();
+    let got = video_kernels::silu(&x).unwrap();
+    let want = candle_nn::ops::silu(&x).unwrap();
+    assert!(max_rel(&got, &want) < 1e-6);
+    let mut s = v.clone();
+    video_kernels::silu_slice(&mut s);
+    assert!(max_rel(&Tensor::new(s.as_slice(), &Device::Cpu).unwrap(), &want) < 1e-6);
+}
