@@ -149,7 +149,17 @@ proptest! {
         let v: Vec<f32> = (0..n * d)
             .map(|i| if clumped { ((i / d) % 3) as f32 * 10.0 + r.random_range(0f32..1e-2) } else { r.random_range(-1f32..1.0) })
             .collect();
+        // Draws can repeat a row (f32 noise of 1e-2 on clumped data); with fewer distinct rows
+        // than k no clustering can leave every cluster non-empty, and that is a typed error.
+        let mut rows: Vec<Vec<u32>> = v.chunks(d).map(|r| r.iter().map(|x| x.to_bits()).collect()).collect();
+        rows.sort();
+        rows.dedup();
         let data = Tensor::from_vec(v, (n, d), &Device::Cpu).unwrap();
+        if rows.len() < k {
+            let e = kmeans(&data, k, 10, seed).unwrap_err().to_string();
+            prop_assert!(e.contains("distinct rows"), "{}", e);
+            return Ok(());
+        }
         let km = kmeans(&data, k, 10, seed).unwrap();
         prop_assert_eq!(km.counts.len(), k);
         prop_assert!(km.counts.iter().all(|&c| c >= 1), "{:?}", km.counts);
