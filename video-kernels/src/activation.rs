@@ -35,27 +35,37 @@ pub fn swiglu_reference(x: &Tensor) -> Result<Tensor> {
 /// # Errors
 /// A rank-0 input or an odd last dimension.
 pub fn swiglu(x: &Tensor) -> Result<Tensor> {
-    let i = half_width(x)?;
-    if x.track_op() || x.dtype() != DType::F32 || !matches!(x.device(), Device::Cpu) || i == 0 {
+    if x.track_op() || x.dtype() != DType::F32 || !matches!(x.device(), Device::Cpu) {
         return swiglu_reference(x);
     }
+    glu_rows(x, "swiglu input", silu_mul)
+}
+
+/// For each row `[a, b]` (halves of the last dim) of contiguous-able f32 `x`, `f(a, b, out)`
+/// writes the output row; rows in parallel. The shared body of [`swiglu`] and [`geglu`].
+fn glu_rows(
+    x: &Tensor,
+    what: &str,
+    f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync,
+) -> Result<Tensor> {
+    let i = half_width(x)?;
     let x = x.contiguous()?;
     let mut out_shape = x.dims().to_vec();
     if let Some(l) = out_shape.last_mut() {
         *l = i;
     }
+    if i == 0 {
+        return Ok(Tensor::zeros(out_shape, DType::F32, x.device())?);
+    }
     let out = {
         let (storage, layout) = x.storage_and_layout();
         let candle_core::Storage::Cpu(cpu) = &*storage else {
-            return Err(Error::invalid(
-                "swiglu input",
-                "CPU tensor without CPU storage",
-            ));
+            return Err(Error::invalid(what, "CPU tensor without CPU storage"));
         };
         let all = cpu.as_slice::<f32>()?;
         let src = match layout.contiguous_offsets() {
             Some((a, b)) => &all[a..b],
-            None => return Err(Error::invalid("swiglu input", "not contiguous after copy")),
+            None => return Err(Error::invalid(what, "not contiguous after copy")),
         };
         let rows = src.len() / (2 * i);
         let mut out = vec![0f32; rows * i];
@@ -65,8 +75,8 @@ pub fn swiglu(x: &Tensor) -> Result<Tensor> {
             .zip(src.par_chunks(per_task * 2 * i))
             .for_each(|(o, s)| {
                 for (orow, srow) in o.chunks_exact_mut(i).zip(s.chunks_exact(2 * i)) {
-                    let (g, u) = srow.split_at(i);
-                    silu_mul(g, u, orow);
+                    let (a, b) = srow.split_at(i);
+                    f(a, b, orow);
                 }
             });
         out
@@ -262,42 +272,12 @@ pub fn geglu_reference(x: &Tensor) -> Result<Tensor> {
 /// # Errors
 /// A rank-0 input or an odd last dimension.
 pub fn geglu(x: &Tensor) -> Result<Tensor> {
-    let i = half_width(x)?;
-    if x.track_op() || x.dtype() != DType::F32 || !matches!(x.device(), Device::Cpu) || i == 0 {
+    if x.track_op() || x.dtype() != DType::F32 || !matches!(x.device(), Device::Cpu) {
         return geglu_reference(x);
     }
-    let x = x.contiguous()?;
-    let mut out_shape = x.dims().to_vec();
-    if let Some(l) = out_shape.last_mut() {
-        *l = i;
-    }
-    let out = {
-        let (storage, layout) = x.storage_and_layout();
-        let candle_core::Storage::Cpu(cpu) = &*storage else {
-            return Err(Error::invalid(
-                "geglu input",
-                "CPU tensor without CPU storage",
-            ));
-        };
-        let all = cpu.as_slice::<f32>()?;
-        let src = match layout.contiguous_offsets() {
-            Some((a, b)) => &all[a..b],
-            None => return Err(Error::invalid("geglu input", "not contiguous after copy")),
-        };
-        let rows = src.len() / (2 * i);
-        let mut out = vec![0f32; rows * i];
-        let per_task = (65_536 / i).max(1);
-        out.par_chunks_mut(per_task * i)
-            .zip(src.par_chunks(per_task * 2 * i))
-            .for_each(|(o, s)| {
-                for (orow, srow) in o.chunks_exact_mut(i).zip(s.chunks_exact(2 * i)) {
-                    let (h, gate) = srow.split_at(i);
-                    gelu_into(gate, Some(h), orow);
-                }
-            });
-        out
-    };
-    Ok(Tensor::from_vec(out, out_shape, x.device())?)
+    glu_rows(x, "geglu input", |h, gate, out| {
+        gelu_into(gate, Some(h), out)
+    })
 }
 
 /// `out = gelu(x) (· h)`, dispatched to the widest SIMD this CPU has.

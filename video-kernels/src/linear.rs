@@ -14,6 +14,8 @@ use candle_core::{DType, Device, Tensor, D};
 use rayon::prelude::*;
 use video_core::{Error, Result};
 
+use crate::attention::dot;
+
 /// The most rows of `x` (product of its leading dims) that take the streaming kernel.
 pub const SKINNY_ROWS: usize = 8;
 
@@ -344,24 +346,6 @@ impl Kernel {
             }
         }
     }
-}
-
-/// `Σ a·b` with eight independent accumulators, so that the loop vectorises without fast-math.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 #[cfg(target_arch = "x86_64")]

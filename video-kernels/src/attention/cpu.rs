@@ -301,7 +301,7 @@ impl<'a> Heads<'a> {
 const DIRECT_ROWS: usize = 4;
 
 /// `Σ a·b` with eight independent accumulators, so that the loop vectorises without fast-math.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = ac

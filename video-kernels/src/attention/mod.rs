@@ -60,6 +60,7 @@
 
 mod cpu;
 mod exp;
+pub(crate) use cpu::dot;
 pub(crate) use exp::exp_f32;
 mod op;
 #[cfg(target_arch = "x86_64")]
