@@ -225,10 +225,14 @@ fn subset_mmd2(
         )?,
         _ => subset_sums(x, y, ix, iy, &|g: f64| (g * gamma + c0).powi(deg), threads)?,
     };
-    let v = mmd2_from_sums(sxx, syy, sxy, m, n);
+    finite_mmd2(mmd2_from_sums(sxx, syy, sxy, m, n), "kernel MMD²")
+}
+
+/// `v`, or a non-finite error at `location` (kernel values overflowed).
+fn finite_mmd2(v: f64, location: &str) -> Result<f64> {
     if !v.is_finite() {
         return Err(Error::NonFinite {
-            location: "kernel MMD² (kernel values overflow)".into(),
+            location: format!("{location} (kernel values overflow)"),
             nan: usize::from(v.is_nan()),
             inf: usize::from(v.is_infinite()),
             total: 1,
@@ -598,15 +602,7 @@ fn shared_subsets_mmd2(
     let mut values = Vec::with_capacity(s);
     for (i, [sxx, syy, sxy]) in sums.into_iter().enumerate() {
         let v = mmd2_from_sums(sxx, syy, sxy, idx1[i].len(), idx2[i].len());
-        if !v.is_finite() {
-            return Err(Error::NonFinite {
-                location: format!("kernel MMD² of subset {i} (kernel values overflow)"),
-                nan: usize::from(v.is_nan()),
-                inf: usize::from(v.is_infinite()),
-                total: 1,
-            });
-        }
-        values.push(v);
+        values.push(finite_mmd2(v, &format!("kernel MMD² of subset {i}"))?);
     }
     Ok(Some(values))
 }
