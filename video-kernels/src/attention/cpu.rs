@@ -167,6 +167,86 @@ impl Backend {
         }
     }
 
+    /// `S = A · B` (`m × k` times `k × n`, overwriting, layouts as [`Backend::matmul`]) and
+    /// `row_max[r] = max_c S[r, c]`. AVX-512 folds the maximum into the product's register
+    /// block; `scratch` holds its `16·m` running lanes.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_rowmax(
+        self,
+        (m, n, k): (usize, usize, usize),
+        a: &[f32],
+        a_rs: usize,
+        a_cs: usize,
+        b: &[f32],
+        ldb: usize,
+        c: &mut [f32],
+        ldc: usize,
+        row_max: &mut [f32],
+        scratch: &mut [f32],
+    ) -> CResult<()> {
+        #[cfg(target_arch = "x86_64")]
+        if self == Backend::Avx512 && m > 0 && n > 0 && k > 0 {
+            let a_need = (m - 1) * a_rs + (k - 1) * a_cs + 1;
+            let b_need = (k - 1) * ldb + n;
+            let c_need = (m - 1) * ldc + n;
+            if a_need > a.len()
+                || b_need > b.len()
+                || c_need > c.len()
+                || (m > 1 && ldc < n)
+                || row_max.len() < m
+                || scratch.len() < 16 * m
+            {
+                return Err(internal(format!(
+                    "tile product {m}x{k}x{n} out of range (a {a_need}/{}, b {b_need}/{}, c {c_need}/{})",
+                    a.len(),
+                    b.len(),
+                    c.len()
+                )));
+            }
+            scratch[..16 * m].fill(f32::NEG_INFINITY);
+            // SAFETY: AVX-512F was detected; the ranges were checked just above, `scratch` holds
+            // 16·m values and `c` aliases neither `a` nor `b`.
+            unsafe {
+                super::x86::matmul_rowmax(
+                    m,
+                    n,
+                    k,
+                    a.as_ptr(),
+                    a_rs,
+                    a_cs,
+                    b.as_ptr(),
+                    ldb,
+                    c.as_mut_ptr(),
+                    ldc,
+                    scratch.as_mut_ptr(),
+                )
+            };
+            for (mx, lanes) in row_max.iter_mut().zip(scratch.chunks_exact(16)) {
+                *mx = lanes.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            }
+            return Ok(());
+        }
+        let _ = scratch;
+        self.matmul((m, n, k), a, a_rs, a_cs, b, ldb, c, ldc, false)?;
+        for (r, mx) in row_max.iter_mut().take(m).enumerate() {
+            *mx = self.row_max(&c[r * ldc..r * ldc + n]);
+        }
+        Ok(())
+    }
+
+    /// `row[j] ← 2^(row[j] − m)`; returns the sum of the new values.
+    fn exp2_sub_sum(self, row: &mut [f32], m: f32) -> f32 {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX-512F was detected.
+            Backend::Avx512 => unsafe { super::x86::exp2_sub_sum(row, m) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX2 and FMA were detected.
+            Backend::Avx2 => unsafe { super::x86_avx2::exp2_sub_sum(row, m) },
+            Backend::Portable => exp::exp2_sub_sum(row, m),
+        }
+    }
+
     fn exp_sub_sum(self, row: &mut [f32], m: f32) -> f32 {
         match self {
             #[cfg(target_arch = "x86_64")]
@@ -376,8 +456,9 @@ impl<'a> Problem<'a> {
         }
     }
 
-    /// Adds the mask and the causal `-inf` to the score tile `s` (`rows × TILE_LD`, keys
-    /// `j0 .. j0 + bk` of query rows `i0 ..`).
+    /// Adds `unit ·` the mask and the causal `-inf` to the score tile `s` (`rows × TILE_LD`,
+    /// keys `j0 .. j0 + bk` of query rows `i0 ..`). `unit` is 1 for natural-log scores and
+    /// `log₂ e` for the forward's base-2 scores.
     #[allow(clippy::too_many_arguments)]
     fn apply_bias(
         &self,
@@ -386,15 +467,21 @@ impl<'a> Problem<'a> {
         h: usize,
         i0: usize,
         rows: usize,
-        j0: usize,
-        bk: usize,
+        (j0, bk): (usize, usize),
+        unit: f32,
     ) -> CResult<()> {
         for (r, srow) in s.chunks_exact_mut(TILE_LD).take(rows).enumerate() {
             let srow = &mut srow[..bk];
             if let Some(mask) = self.mask {
                 let mrow = &mask.row(b, h, i0 + r)?[j0..j0 + bk];
-                for (x, &m) in srow.iter_mut().zip(mrow) {
-                    *x += m;
+                if unit == 1.0 {
+                    for (x, &m) in srow.iter_mut().zip(mrow) {
+                        *x += m;
+                    }
+                } else {
+                    for (x, &m) in srow.iter_mut().zip(mrow) {
+                        *x += m * unit;
+                    }
                 }
             }
             if self.causal {
@@ -407,12 +494,19 @@ impl<'a> Problem<'a> {
         Ok(())
     }
 
-    /// `scale · q` rows `i0 .. i0 + rows` of head `(b, h)` and the unscaled slice.
-    fn q_rows(&self, b: usize, h: usize, i0: usize, rows: usize) -> (Vec<f32>, &'a [f32]) {
+    /// `factor · q` rows `i0 .. i0 + rows` of head `(b, h)` and the unscaled slice.
+    fn q_rows(
+        &self,
+        b: usize,
+        h: usize,
+        i0: usize,
+        rows: usize,
+        factor: f32,
+    ) -> (Vec<f32>, &'a [f32]) {
         let d = self.dims.d;
         let o = ((b * self.dims.hq + h) * self.dims.nq + i0) * d;
         let q = &self.q[o..o + rows * d];
-        (q.iter().map(|x| x * self.scale).collect(), q)
+        (q.iter().map(|x| x * factor).collect(), q)
     }
 
     fn kv_tiles(&self, x: &Heads<'_>) -> Vec<Vec<f32>> {
@@ -515,8 +609,12 @@ impl<'a> Problem<'a> {
             .get(kvh)
             .ok_or_else(|| internal("kv head out of range"))?;
         let vh = self.v.get(kvh)?;
-        let (qs, _) = self.q_rows(b, h, i0, rows);
+        // Scores in base 2 (`log₂ e` folded into q): the softmax then needs `2^x`, which skips
+        // the `exp` range reduction's multiply and two-step `ln 2` subtraction.
+        let (qs, _) = self.q_rows(b, h, i0, rows, self.scale * std::f32::consts::LOG2_E);
         let mut s = vec![0f32; rows * TILE_LD];
+        let mut tmax = vec![f32::NEG_INFINITY; rows];
+        let mut scratch = vec![0f32; 16 * rows];
         let mut m = vec![f32::NEG_INFINITY; rows];
         let mut l = vec![0f32; rows];
         out.fill(0.0);
@@ -526,32 +624,52 @@ impl<'a> Problem<'a> {
             let j0 = t * K_BLOCK;
             let bk = K_BLOCK.min(kend - j0);
             let ktile = &kt[t * d * TILE_LD..(t + 1) * d * TILE_LD];
-            be.matmul(
-                (rows, bk, d),
-                &qs,
-                d,
-                1,
-                ktile,
-                TILE_LD,
-                &mut s,
-                TILE_LD,
-                false,
-            )?;
-            self.apply_bias(&mut s, b, h, i0, rows, j0, bk)?;
+            // Without a mask, and on tiles every row sees whole, nothing changes the scores
+            // between the product and the softmax: the product reports each row's maximum.
+            if self.mask.is_none() && self.visible(i0) >= j0 + bk {
+                be.matmul_rowmax(
+                    (rows, bk, d),
+                    &qs,
+                    d,
+                    1,
+                    ktile,
+                    TILE_LD,
+                    &mut s,
+                    TILE_LD,
+                    &mut tmax,
+                    &mut scratch,
+                )?;
+            } else {
+                be.matmul(
+                    (rows, bk, d),
+                    &qs,
+                    d,
+                    1,
+                    ktile,
+                    TILE_LD,
+                    &mut s,
+                    TILE_LD,
+                    false,
+                )?;
+                self.apply_bias(&mut s, b, h, i0, rows, (j0, bk), std::f32::consts::LOG2_E)?;
+                for (mx, srow) in tmax.iter_mut().zip(s.chunks_exact(TILE_LD)) {
+                    *mx = be.row_max(&srow[..bk]);
+                }
+            }
             for (r, (srow, orow)) in s
                 .chunks_exact_mut(TILE_LD)
                 .zip(out.chunks_exact_mut(d))
                 .enumerate()
             {
                 let srow = &mut srow[..bk];
-                let m_new = be.row_max(srow).max(m[r]);
+                let m_new = tmax[r].max(m[r]);
                 if m_new == f32::NEG_INFINITY {
                     // Nothing visible to this row yet: contributes nothing.
                     srow.fill(0.0);
                     continue;
                 }
-                let alpha = (m[r] - m_new).exp();
-                let sum = be.exp_sub_sum(srow, m_new);
+                let alpha = (m[r] - m_new).exp2();
+                let sum = be.exp2_sub_sum(srow, m_new);
                 l[r] = l[r] * alpha + sum;
                 m[r] = m_new;
                 if alpha != 1.0 {
@@ -578,7 +696,8 @@ impl<'a> Problem<'a> {
             if l > 0.0 {
                 let inv = 1.0 / l;
                 orow.iter_mut().for_each(|x| *x *= inv);
-                *lse = m + l.ln();
+                // Back from base 2: ln Σ eˢ = ln 2 · (m₂ + log₂ l).
+                *lse = (m + l.log2()) * std::f32::consts::LN_2;
             } else {
                 orow.fill(0.0);
                 *lse = f32::NEG_INFINITY;
@@ -681,7 +800,7 @@ impl<'a> Problem<'a> {
         let row0 = (b * hq + h) * nq + i0;
         let dout = &ctx.dout[row0 * d..(row0 + rows) * d];
         be.matmul((rows, bk, d), qs, d, 1, ktile, TILE_LD, s, TILE_LD, false)?;
-        self.apply_bias(s, b, h, i0, rows, t * K_BLOCK, bk)?;
+        self.apply_bias(s, b, h, i0, rows, (t * K_BLOCK, bk), 1.0)?;
         be.matmul(
             (rows, bk, d),
             dout,
@@ -740,7 +859,7 @@ impl<'a> Problem<'a> {
                 if self.visible(i0 + rows - 1) <= j0 {
                     continue;
                 }
-                let (qs, q) = self.q_rows(b, h, i0, rows);
+                let (qs, q) = self.q_rows(b, h, i0, rows, self.scale);
                 self.tile_grads(ctx, (b, h, i0, rows), (t, bk), &qs, &mut s, &mut dp)?;
                 let row0 = (b * hq + h) * nq + i0;
                 let dout = &ctx.dout[row0 * d..(row0 + rows) * d];
@@ -766,7 +885,7 @@ impl<'a> Problem<'a> {
         let rows = dq.len() / d;
         let kvh = b * hkv + h / self.dims.group();
         let kh = self.k.get(kvh)?;
-        let (qs, _) = self.q_rows(b, h, i0, rows);
+        let (qs, _) = self.q_rows(b, h, i0, rows, self.scale);
         let mut s = vec![0f32; rows * TILE_LD];
         let mut dp = vec![0f32; rows * TILE_LD];
         dq.fill(0.0);

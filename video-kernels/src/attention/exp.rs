@@ -18,6 +18,17 @@ pub(crate) const EXP_POLY: [f32; 6] = [
     1.666_666_5e-1,
     0.5,
 ];
+/// `2^r ≈ Σ cᵢ rⁱ` on `|r| ≤ ½` (SLEEF's `exp2f` minimax coefficients, about 1 ulp), highest
+/// degree first, ending with the constant 1.
+pub(crate) const EXP2_POLY: [f32; 7] = [
+    1.535_920_9e-4,
+    1.339_262_7e-3,
+    9.618_385e-3,
+    5.550_347_3e-2,
+    2.402_264_5e-1,
+    6.931_471_8e-1,
+    1.0,
+];
 /// Below this `exp` underflows to 0 (normal range only).
 const EXP_LO: f32 = -87.336_55;
 /// Above this `exp` overflows.
@@ -52,6 +63,32 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     }
 }
 
+/// `2^x`; 0 for `-inf`. The portable twin of the AVX-512 `exp2_16`.
+#[inline(always)]
+pub(crate) fn exp2_f32(x: f32) -> f32 {
+    exp_f32(x * std::f32::consts::LN_2)
+}
+
+/// `row[j] ← 2^(row[j] − m)`; returns the sum of the new values.
+#[inline]
+pub(crate) fn exp2_sub_sum(row: &mut [f32], m: f32) -> f32 {
+    for x in row.iter_mut() {
+        *x = exp2_f32(*x - m);
+    }
+    sum8(row)
+}
+
+fn sum8(row: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut chunks = row.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += x;
+        }
+    }
+    acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
+
 /// Largest value of `row` (`-inf` when empty).
 #[inline]
 pub(crate) fn row_max(row: &[f32]) -> f32 {
@@ -65,14 +102,7 @@ pub(crate) fn exp_sub_sum(row: &mut [f32], m: f32) -> f32 {
         *x = exp_f32(*x - m);
     }
     // A separate pass keeps the exp loop free of a loop-carried dependency.
-    let mut acc = [0f32; 8];
-    let mut chunks = row.chunks_exact(8);
-    for c in &mut chunks {
-        for (a, &x) in acc.iter_mut().zip(c) {
-            *a += x;
-        }
-    }
-    acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+    sum8(row)
 }
 
 #[cfg(test)]

@@ -272,7 +272,33 @@ pub(crate) unsafe fn row_max(row: &[f32]) -> f32 {
 /// AVX2 and FMA must be available.
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn exp_sub_sum(row: &mut [f32], m: f32) -> f32 {
+    // SAFETY: forwarded.
+    unsafe { exp_scaled_sum::<false>(row, m) }
+}
+
+/// `row[j] ← 2^(row[j] − m)`; returns the sum of the new values.
+///
+/// # Safety
+/// AVX2 and FMA must be available.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn exp2_sub_sum(row: &mut [f32], m: f32) -> f32 {
+    // SAFETY: forwarded.
+    unsafe { exp_scaled_sum::<true>(row, m) }
+}
+
+/// `exp(row[j] − m)`, or `2^(row[j] − m) = exp((row[j] − m)·ln 2)` with `BASE2`, in place.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp_scaled_sum<const BASE2: bool>(row: &mut [f32], m: f32) -> f32 {
     let mv = _mm256_set1_ps(m);
+    let ln2 = _mm256_set1_ps(std::f32::consts::LN_2);
+    let shifted = |x: __m256| {
+        let t = _mm256_sub_ps(x, mv);
+        if BASE2 {
+            _mm256_mul_ps(t, ln2)
+        } else {
+            t
+        }
+    };
     let mut sum = _mm256_setzero_ps();
     let len = row.len();
     let ptr = row.as_mut_ptr();
@@ -282,7 +308,7 @@ pub(crate) unsafe fn exp_sub_sum(row: &mut [f32], m: f32) -> f32 {
     // lanes full .. len only (`vmaskmovps` is slow on AMD cores, so only the tail uses it).
     unsafe {
         while j < full {
-            let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(ptr.add(j)), mv));
+            let e = exp8(shifted(_mm256_loadu_ps(ptr.add(j))));
             _mm256_storeu_ps(ptr.add(j), e);
             sum = _mm256_add_ps(sum, e);
             j += 8;
@@ -290,7 +316,7 @@ pub(crate) unsafe fn exp_sub_sum(row: &mut [f32], m: f32) -> f32 {
         if full < len {
             let mk = lane_mask(len - full);
             let x = _mm256_maskload_ps(ptr.add(full), mk);
-            let e = _mm256_and_ps(exp8(_mm256_sub_ps(x, mv)), _mm256_castsi256_ps(mk));
+            let e = _mm256_and_ps(exp8(shifted(x)), _mm256_castsi256_ps(mk));
             _mm256_maskstore_ps(ptr.add(full), mk, e);
             sum = _mm256_add_ps(sum, e);
         }
