@@ -136,7 +136,7 @@ struct Case {
 }
 
 /// `kind`: 0 general, 1 depthwise (with channel multiplier), 2 temporal `(k,1,1)`, 3 pointwise.
-fn make_case(kind: usize, seed: u64) -> Case {
+fn make_case(kind: usize, seed: u64, wide: bool) -> Case {
     let mut r = ChaCha8Rng::seed_from_u64(seed);
     let b: usize = r.random_range(1..=2);
     let mut n: [usize; 3] = [
@@ -199,6 +199,17 @@ fn make_case(kind: usize, seed: u64) -> Case {
             } else {
                 pad[d] = (span - n[d]).div_ceil(2);
             }
+        }
+    }
+    if kind == 1 && wide {
+        // The register-blocked depthwise kernel: rows of 1–4 vectors of 16 and several blocks,
+        // unit W stride, padding up to past the kernel span (a cropping input gradient).
+        n[2] = r.random_range(1..=80);
+        stride[2] = 1;
+        pad[2] = r.random_range(0..=3);
+        let span = dil[2] * (k[2] - 1) + 1;
+        if span > n[2] + 2 * pad[2] {
+            pad[2] = (span - n[2]).div_ceil(2);
         }
     }
     Case {
@@ -313,7 +324,13 @@ proptest! {
 
     #[test]
     fn conv3d_matches_reference(kind in 0usize..4, seed in any::<u64>()) {
-        let c = make_case(kind, seed);
+        let c = make_case(kind, seed, false);
+        check_case(&c, seed);
+    }
+
+    #[test]
+    fn depthwise_wide_rows_match_reference(seed in any::<u64>()) {
+        let c = make_case(1, seed, true);
         check_case(&c, seed);
     }
 }

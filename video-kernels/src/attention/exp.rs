@@ -26,7 +26,7 @@ pub(crate) const EXP2_POLY: [f32; 7] = [
     9.618_385e-3,
     5.550_347_3e-2,
     2.402_264_5e-1,
-    6.931_471_8e-1,
+    std::f32::consts::LN_2,
     1.0,
 ];
 /// Below this `exp` underflows to 0 (normal range only).

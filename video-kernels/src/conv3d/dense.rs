@@ -35,11 +35,16 @@ fn frame_runs(g: &Geom, j: usize) -> Vec<(usize, usize, usize)> {
 }
 
 /// Temporal / pointwise forward.
-pub(crate) fn temporal_forward(g: &Geom, x: &[f32], w: &[f32]) -> Result<Vec<f32>> {
+pub(crate) fn temporal_forward(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+) -> Result<Vec<f32>> {
     let s = g.inp[1] * g.inp[2];
     let (t, to, kt) = (g.inp[0], g.out[0], g.k[0]);
     let (cig, cog) = (g.cin_g, g.cout_g);
-    let mut y = vec![0f32; g.out_len()];
+    let mut y = super::geom::output_init(g, bias);
     for b in 0..g.b {
         for gi in 0..g.groups {
             for j in 0..kt {
@@ -251,7 +256,8 @@ impl Implicit {
 
     /// `y [B, G·Cout/g, T', H', W']` from the channels-last input and the rearranged weight
     /// `[G, kT, kH, Cout/g, kW, Cin/g]`.
-    fn forward(&self, xcl: &[f32], wr: &[f32]) -> Result<Vec<f32>> {
+    /// `bias` (`[Cout]`) is added on the way out.
+    fn forward(&self, xcl: &[f32], wr: &[f32], bias: Option<&[f32]>) -> Result<Vec<f32>> {
         let (cig, cog) = (self.cin_g, self.cout_g);
         let kw = self.k[2];
         let pos_stride = self.stride[2] * cig;
@@ -303,20 +309,30 @@ impl Implicit {
             .collect::<Result<_>>()?;
         let [to, ho, wo] = self.out;
         let cout = self.groups * cog;
-        let mut y = vec![0f32; self.b * cout * to * ho * wo];
+        let plane = to * ho * wo;
+        let mut y = vec![0f32; self.b * cout * plane];
+        // Tiles of one (batch, group) are consecutive in `tiles`, in (frame, row block) order.
+        let per_bg = tiles.len() / (self.b * self.groups).max(1);
         // Tiles are stored position-major (`[positions, Cout/g]`): the gemm then reads the input
         // positions in the order its kernel wants them and only packs the small weight block.
-        for (t, yt) in tiles.iter().zip(&outs) {
-            for co in 0..cog {
+        y.par_chunks_mut(plane).enumerate().for_each(|(bc, yp)| {
+            let (b, c) = (bc / cout, bc % cout);
+            let (gi, co) = (c / cog, c % cog);
+            let add = bias.map_or(0.0, |bv| bv[c]);
+            let first = (b * self.groups + gi) * per_bg;
+            for (t, yt) in tiles[first..first + per_bg]
+                .iter()
+                .zip(&outs[first..first + per_bg])
+            {
                 for rr in 0..t.r {
-                    let dst = (((t.b * cout + t.g * cog + co) * to + t.ot) * ho + t.oh0 + rr) * wo;
+                    let dst = (t.ot * ho + t.oh0 + rr) * wo;
                     let srcp = rr * self.p[2];
-                    for (ow, v) in y[dst..dst + wo].iter_mut().enumerate() {
-                        *v = yt[(srcp + ow) * cog + co];
+                    for (ow, v) in yp[dst..dst + wo].iter_mut().enumerate() {
+                        *v = yt[(srcp + ow) * cog + co] + add;
                     }
                 }
             }
-        }
+        });
         Ok(y)
     }
 
@@ -498,10 +514,15 @@ fn padded_input(g: &Geom, x: &[f32]) -> Vec<f32> {
     )
 }
 
-/// General forward (implicit gemm).
-pub(crate) fn general_forward(g: &Geom, x: &[f32], w: &[f32]) -> Result<Vec<f32>> {
+/// General forward (implicit gemm), plus `bias` `[Cout]` when given.
+pub(crate) fn general_forward(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+) -> Result<Vec<f32>> {
     let xcl = padded_input(g, x);
-    forward_problem(g).forward(&xcl, &rearrange_weight(g, w))
+    forward_problem(g).forward(&xcl, &rearrange_weight(g, w), bias)
 }
 
 /// General input gradient: a stride-1 convolution of the upsampled, padded `dy` with the flipped,
@@ -522,7 +543,7 @@ pub(crate) fn general_backward_input(g: &Geom, dy: &[f32], w: &[f32]) -> Result<
         dil: g.dil,
         out: g.inp,
     };
-    ip.forward(&ycl, &transposed_weight(g, w))
+    ip.forward(&ycl, &transposed_weight(g, w), None)
 }
 
 /// General weight gradient.

@@ -218,6 +218,20 @@ impl Geom {
 
 /// Output indices `[lo, hi)` of one dim whose input index `o·s + j·d − p` lies in `[0, n)`, for
 /// tap `j`. Empty ranges come back as `lo == hi`.
+/// The output buffer `[B, Cout, T', H', W']`, each channel's plane filled with its bias (zeros
+/// without one): kernels that accumulate into it then add the bias for free.
+pub(crate) fn output_init(g: &Geom, bias: Option<&[f32]>) -> Vec<f32> {
+    use rayon::prelude::*;
+    let plane = g.out.iter().product::<usize>();
+    let mut y = vec![0f32; g.out_len()];
+    if let Some(b) = bias {
+        y.par_chunks_mut(plane)
+            .enumerate()
+            .for_each(|(bc, p)| p.fill(b[bc % g.cout]));
+    }
+    y
+}
+
 pub(crate) fn valid_range(
     n: usize,
     n_out: usize,

@@ -47,6 +47,8 @@
 
 mod dense;
 mod depthwise;
+#[cfg(target_arch = "x86_64")]
+mod dw_x86;
 mod gemm;
 mod geom;
 mod op;
@@ -199,8 +201,14 @@ pub fn conv3d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &Conv3dOpts) -
     let dtype = x.dtype();
     let xf = x.to_dtype(DType::F32)?.contiguous()?;
     let wf = w.to_dtype(DType::F32)?.contiguous()?;
-    let y = xf.apply_op2(&wf, op::Conv3dOp { geom: g })?;
-    Ok(add_bias(y, bias, g.cout)?.to_dtype(dtype)?)
+    let y = match bias {
+        Some(b) => {
+            let bf = b.to_dtype(DType::F32)?.contiguous()?;
+            xf.apply_op3(&wf, &bf, op::Conv3dBiasOp { geom: g })?
+        }
+        None => xf.apply_op2(&wf, op::Conv3dOp { geom: g })?,
+    };
+    Ok(y.to_dtype(dtype)?)
 }
 
 /// Options of a 2D convolution, PyTorch semantics, each array in `[H, W]` order.

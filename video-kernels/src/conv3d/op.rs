@@ -3,18 +3,43 @@
 use std::borrow::Cow;
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Storage, Tensor};
 
 use super::geom::{Geom, Path};
 use super::{dense, depthwise};
 
-/// Forward kernel dispatch on f32 buffers in `[B, C, T, H, W]` / PyTorch weight layout.
-pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32]) -> video_core::Result<Vec<f32>> {
+/// Forward kernel dispatch on f32 buffers in `[B, C, T, H, W]` / PyTorch weight layout; the
+/// kernels add `bias` `[Cout]` as they write the output (no extra pass, no extra buffer).
+pub(crate) fn forward(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+) -> video_core::Result<Vec<f32>> {
     match g.path() {
-        Path::Depthwise => Ok(depthwise::forward(g, x, w)),
-        Path::Temporal => dense::temporal_forward(g, x, w),
-        Path::General => dense::general_forward(g, x, w),
+        Path::Depthwise => Ok(depthwise::forward(g, x, w, bias)),
+        Path::Temporal => dense::temporal_forward(g, x, w, bias),
+        Path::General => dense::general_forward(g, x, w, bias),
     }
+}
+
+/// `dbias[c] = Σ dy[b, c, …]`, one channel per task, in f64 partial sums.
+fn bias_grad(g: &Geom, dy: &[f32]) -> Vec<f32> {
+    use rayon::prelude::*;
+    let plane = g.out.iter().product::<usize>();
+    (0..g.cout)
+        .into_par_iter()
+        .map(|c| {
+            (0..g.b)
+                .map(|b| {
+                    let p = &dy[(b * g.cout + c) * plane..][..plane];
+                    p.chunks(1024)
+                        .map(|ch| ch.iter().sum::<f32>() as f64)
+                        .sum::<f64>()
+                })
+                .sum::<f64>() as f32
+        })
+        .collect()
 }
 
 /// Input gradient dispatch.
@@ -105,7 +130,7 @@ impl CustomOp2 for Conv3dOp {
         }
         let x = f32_data(s1, l1, "x")?;
         let w = f32_data(s2, l2, "weight")?;
-        let y = forward(g, &x, &w).map_err(wrap)?;
+        let y = forward(g, &x, &w, None).map_err(wrap)?;
         Ok((CpuStorage::F32(y), Shape::from(g.out_dims().to_vec())))
     }
 
@@ -133,5 +158,62 @@ impl CustomOp2 for Conv3dOp {
         let dx = Tensor::from_vec(dx, g.in_dims().to_vec(), x.device())?;
         let dw = Tensor::from_vec(dw, g.w_dims().to_vec(), w.device())?;
         Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// `y = conv3d(x, w) + bias` in f32 on contiguous CPU tensors: the bias is added inside the
+/// kernels and its gradient is a per-channel sum of `dy` (a separate broadcast add costs a full
+/// pass over the output, a second output-sized buffer and a slow multi-axis reduction backward).
+pub(crate) struct Conv3dBiasOp {
+    pub geom: Geom,
+}
+
+impl CustomOp3 for Conv3dBiasOp {
+    fn name(&self) -> &'static str {
+        "video-kernels-conv3d-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = &self.geom;
+        if l1.dims() != g.in_dims() || l2.dims() != g.w_dims() || l3.dims() != [g.cout] {
+            candle_core::bail!(
+                "conv3d kernel: x {:?} / weight {:?} / bias {:?} differ from the validated {:?} / {:?} / [{}]",
+                l1.dims(),
+                l2.dims(),
+                l3.dims(),
+                g.in_dims(),
+                g.w_dims(),
+                g.cout
+            );
+        }
+        let x = f32_data(s1, l1, "x")?;
+        let w = f32_data(s2, l2, "weight")?;
+        let b = f32_data(s3, l3, "bias")?;
+        let y = forward(g, &x, &w, Some(&b)).map_err(wrap)?;
+        Ok((CpuStorage::F32(y), Shape::from(g.out_dims().to_vec())))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        res: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw) = Conv3dOp { geom: self.geom }.bwd(x, w, res, dy)?;
+        let g = &self.geom;
+        let dy = dy.to_dtype(candle_core::DType::F32)?;
+        let db = with_f32(&dy, "dy", |dyv| Ok(bias_grad(g, dyv)))?;
+        let db = Tensor::from_vec(db, g.cout, b.device())?;
+        Ok((dx, dw, Some(db)))
     }
 }
