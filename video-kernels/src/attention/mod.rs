@@ -64,7 +64,7 @@ pub(crate) use cpu::dot;
 pub(crate) use exp::exp_f32;
 mod op;
 #[cfg(target_arch = "x86_64")]
-mod x86;
+pub(crate) mod x86;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx2;
 

@@ -24,7 +24,7 @@ pub(crate) fn available() -> bool {
 
 /// The mask of the first `n` lanes (`n ≥ 16` gives all lanes).
 #[inline(always)]
-fn lane_mask(n: usize) -> __mmask16 {
+pub(crate) fn lane_mask(n: usize) -> __mmask16 {
     if n >= 16 {
         0xFFFF
     } else {

@@ -7,15 +7,7 @@ use std::arch::x86_64::*;
 
 use super::depthwise::{Corr, LANES};
 
-/// The mask of the first `n` lanes (`n ≥ 16` gives all lanes).
-#[inline(always)]
-fn lane_mask(n: usize) -> __mmask16 {
-    if n >= 16 {
-        0xFFFF
-    } else {
-        ((1u32 << n) - 1) as __mmask16
-    }
-}
+use crate::attention::x86::lane_mask;
 
 /// Whether the buffers cover everything [`corr_plane`] reads and writes (`xpad` ends with one
 /// zero row of `wp`, read in place of rows outside the input).
