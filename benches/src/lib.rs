@@ -27,6 +27,7 @@ pub mod cases;
 pub mod cases_diffusion;
 pub mod cases_misc;
 pub mod cases_models;
+pub mod peak;
 
 /// What a case's timed closure does once per call.
 pub type Work = Box<dyn FnMut() -> Result<()>>;

@@ -101,9 +101,13 @@ fn ratio_cell(peer: &[f64], ours: &[f64]) -> String {
     format!("**{:.2}×** ({:.2}–{:.2})", t.median, t.min, t.max)
 }
 
-fn rate(amount: Option<Amount>, s: f64) -> String {
+/// `peak`: the measured FMA peak in GFLOP/s, to give flop rates as a share of it.
+fn rate(amount: Option<Amount>, s: f64, peak: f64) -> String {
     match amount {
-        Some(Amount::Flops(f)) => format!("{:.1} GFLOP/s", f / s / 1e9),
+        Some(Amount::Flops(f)) => {
+            let g = f / s / 1e9;
+            format!("{g:.1} GFLOP/s ({:.0}%)", 100.0 * g / peak)
+        }
         Some(Amount::Bytes(b)) => format!("{:.2} GB/s", b / s / 1e9),
         None => "—".into(),
     }
@@ -221,6 +225,8 @@ fn main() -> ExitCode {
         eprintln!("no case matches {:?}", args.filter);
         return ExitCode::from(2);
     }
+    // Measured before the cases, on the same pool, so that "% of peak" is of this machine now.
+    let (peak, peak_isa) = benches::peak::fma_peak_gflops(args.threads);
     let mut sections: BTreeMap<&'static str, Vec<Row>> = BTreeMap::new();
     let mut torch_env = None;
     if args.peer {
@@ -248,6 +254,13 @@ fn main() -> ExitCode {
         cmd_out("date", &["-u", "+%Y-%m-%d %H:%M"])
     );
     let _ = writeln!(md, "- Machine: {}", machine());
+    let _ = writeln!(
+        md,
+        "- Peak: {peak:.1} GFLOP/s f32, measured: {} threads × 12 independent {peak_isa} FMA \
+         chains (the best of 5 runs of ~50 ms). Flop rates below give their share of it in \
+         parentheses.",
+        args.threads
+    );
     let _ = writeln!(
         md,
         "- Threads: ours {} (`RAYON_NUM_THREADS`, rayon's global pool, used by candle and our kernels); \
@@ -298,7 +311,7 @@ fn main() -> ExitCode {
                 r.case,
                 r.shape,
                 fmt_s(o),
-                rate(r.amount, o)
+                rate(r.amount, o, peak)
             );
             if r.torch.is_empty() {
                 let why = r.torch_note.as_deref().map_or("—", |_| "not run");
@@ -308,7 +321,7 @@ fn main() -> ExitCode {
                     line,
                     " {} ({}) | {} |",
                     fmt_s(med(&r.torch)),
-                    rate(r.amount, med(&r.torch)),
+                    rate(r.amount, med(&r.torch), peak),
                     ratio_cell(&r.torch, &r.ours)
                 );
             }

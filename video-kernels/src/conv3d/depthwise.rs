@@ -565,6 +565,27 @@ pub(crate) fn backward_weight(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     );
     let (c, isa) = (Ctx::new(g), isa());
     let mut dw = vec![0f32; g.w_len()];
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 && use_corr(g, isa) {
+        let corr = Corr::forward(g);
+        dw.par_chunks_mut(taps)
+            .enumerate()
+            .for_each_init(Vec::new, |buf, (co, dwk)| {
+                let ci = co / m;
+                for b in 0..g.b {
+                    let dyp = &dy[(b * g.cout + co) * plane_out..][..plane_out];
+                    let xp = &x[(b * g.cin + ci) * plane_in..][..plane_in];
+                    corr.pad_rows(xp, buf);
+                    if super::dw_x86::covers_wgrad(&corr, buf, dyp, dwk) {
+                        // SAFETY: AVX-512F was detected at run time and `covers_wgrad` held.
+                        unsafe { super::dw_x86::wgrad_plane(&corr, buf, dyp, dwk) };
+                    } else {
+                        dw_plane_mv(isa, &c, dyp, xp, dwk);
+                    }
+                }
+            });
+        return dw;
+    }
     dw.par_chunks_mut(taps).enumerate().for_each(|(co, dwk)| {
         let ci = co / m;
         for b in 0..g.b {

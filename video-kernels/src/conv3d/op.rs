@@ -6,7 +6,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Storage, Tensor};
 
 use super::geom::{Geom, Path};
-use super::{dense, depthwise};
+use super::{dense, depthwise, direct};
 
 /// Forward kernel dispatch on f32 buffers in `[B, C, T, H, W]` / PyTorch weight layout; the
 /// kernels add `bias` `[Cout]` as they write the output (no extra pass, no extra buffer).
@@ -19,6 +19,7 @@ pub(crate) fn forward(
     match g.path() {
         Path::Depthwise => Ok(depthwise::forward(g, x, w, bias)),
         Path::Temporal => dense::temporal_forward(g, x, w, bias),
+        Path::General if direct::applies(g) => Ok(direct::forward(g, x, w, bias)),
         Path::General => dense::general_forward(g, x, w, bias),
     }
 }
