@@ -104,7 +104,8 @@ mod x86 {
             let hi = _mm256_extractf128_ps(a, 1);
             let q = _mm_add_ps(lo, hi);
             s += _mm_cvtss_f32(_mm_add_ps(q, _mm_movehl_ps(q, q)));
-            s += _mm_cvtss_f32(_mm_shuffle_ps(q, q, 0b01)) + _mm_cvtss_f32(_mm_shuffle_ps(q, q, 0b11));
+            s += _mm_cvtss_f32(_mm_shuffle_ps(q, q, 0b01))
+                + _mm_cvtss_f32(_mm_shuffle_ps(q, q, 0b11));
         }
         s
     }

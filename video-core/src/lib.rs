@@ -36,6 +36,7 @@
 
 mod error;
 mod finite;
+mod layout;
 pub mod loading;
 mod pool;
 mod shape;
@@ -43,6 +44,7 @@ mod traits;
 
 pub use error::{Error, Result};
 pub use finite::check_finite;
+pub use layout::contiguous;
 pub use loading::{LoadReport, ModelDir};
 pub use pool::in_pool;
 pub use shape::{TokenGrid, VideoShape};

@@ -117,9 +117,11 @@ impl VideoShape {
     pub fn to_time_sequences(x: &Tensor) -> Result<(Tensor, VideoShape)> {
         let s = Self::of(x)?;
         // (B, C, T, H, W) -> (B, H, W, T, C) -> (B·H·W, T, C)
-        let y = x
-            .permute((0, 3, 4, 2, 1))?
-            .reshape((s.b * s.h * s.w, s.t, s.c))?;
+        let y = crate::contiguous(&x.permute((0, 3, 4, 2, 1))?)?.reshape((
+            s.b * s.h * s.w,
+            s.t,
+            s.c,
+        ))?;
         Ok((y, s))
     }
 
@@ -144,10 +146,10 @@ impl VideoShape {
             }
         };
         // (B·H·W, T, C) -> (B, H, W, T, C) -> (B, C, T, H, W)
-        Ok(seq
-            .reshape((shape.b, shape.h, shape.w, shape.t, c))?
-            .permute((0, 4, 3, 1, 2))?
-            .contiguous()?)
+        crate::contiguous(
+            &seq.reshape((shape.b, shape.h, shape.w, shape.t, c))?
+                .permute((0, 4, 3, 1, 2))?,
+        )
     }
 
     /// Converts `[B, C, T, H, W]` to the `[B, T, C, H, W]` layout of Stable Video Diffusion.

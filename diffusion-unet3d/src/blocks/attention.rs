@@ -134,10 +134,10 @@ impl Attention {
         let residual = x;
         let xn = match &self.group_norm {
             // GroupNorm over channels: [B, N, C] -> [B, C, N] -> norm -> [B, N, C]
-            Some(g) => g
-                .forward(&x.transpose(1, 2)?.contiguous()?)?
-                .transpose(1, 2)?
-                .contiguous()?,
+            Some(g) => video_kernels::contiguous(
+                &g.forward(&video_kernels::contiguous(&x.transpose(1, 2)?)?)?
+                    .transpose(1, 2)?,
+            )?,
             None => x.clone(),
         };
         let ctx = context.unwrap_or(&xn);
@@ -152,14 +152,14 @@ impl Attention {
         // [B, L, h·d] -> [B, h, L, d]
         let split = |t: Tensor| -> Result<Tensor> {
             let l = t.dims()[1];
-            Ok(t.reshape((b, l, h, d))?.transpose(1, 2)?.contiguous()?)
+            video_kernels::contiguous(&t.reshape((b, l, h, d))?.transpose(1, 2)?)
         };
         let q = split(self.to_q.forward(&xn)?)?;
         let k = split(self.to_k.forward(ctx)?)?;
         let v = split(self.to_v.forward(ctx)?)?;
         let o = attention(&q, &k, &v, &AttentionOpts::default())?;
         // [B, h, N, d] -> [B, N, h·d]
-        let o = o.transpose(1, 2)?.reshape((b, n, h * d))?;
+        let o = video_kernels::contiguous(&o.transpose(1, 2)?)?.reshape((b, n, h * d))?;
         let mut o = self.to_out.forward(&o)?;
         if self.residual_connection {
             o = (o + residual)?;
@@ -178,10 +178,10 @@ impl Attention {
     pub fn forward_spatial(&self, x: &Tensor) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         // [B, C, H, W] -> [B, HW, C]
-        let seq = x.reshape((b, c, h * w))?.transpose(1, 2)?.contiguous()?;
+        let seq = video_kernels::contiguous(&x.reshape((b, c, h * w))?.transpose(1, 2)?)?;
         let o = self.forward(&seq, None)?;
         // [B, HW, C] -> [B, C, H, W]
-        Ok(o.transpose(1, 2)?.reshape((b, c, h, w))?)
+        Ok(video_kernels::contiguous(&o.transpose(1, 2)?)?.reshape((b, c, h, w))?)
     }
 }
 

@@ -331,8 +331,9 @@ impl Upsample2D {
 pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     // [N, C, H, 1, W, 1] -> [N, C, H, 2, W, 2] -> [N, C, 2H, 2W]
-    Ok(x.reshape((n, c, h, 1, w, 1))?
-        .broadcast_as((n, c, h, 2, w, 2))?
-        .contiguous()?
-        .reshape((n, c, 2 * h, 2 * w))?)
+    Ok(video_kernels::contiguous(
+        &x.reshape((n, c, h, 1, w, 1))?
+            .broadcast_as((n, c, h, 2, w, 2))?,
+    )?
+    .reshape((n, c, 2 * h, 2 * w))?)
 }

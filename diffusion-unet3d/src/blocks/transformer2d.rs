@@ -136,7 +136,7 @@ impl Transformer2DModel {
         let inner = self.inner_dim;
         // [B, C, H, W] -> [B, HW, C]
         let to_seq = |t: &Tensor, ch: usize| -> Result<Tensor> {
-            Ok(t.permute((0, 2, 3, 1))?.reshape((b, h * w, ch))?)
+            Ok(video_kernels::contiguous(&t.permute((0, 2, 3, 1))?)?.reshape((b, h * w, ch))?)
         };
         let mut s = match &self.proj_in {
             Proj::Conv(p) => to_seq(&p.forward(&n)?, inner)?,
@@ -147,9 +147,7 @@ impl Transformer2DModel {
         }
         // [B, HW, C] -> [B, C, H, W]
         let to_map = |t: &Tensor, ch: usize| -> Result<Tensor> {
-            Ok(t.reshape((b, h, w, ch))?
-                .permute((0, 3, 1, 2))?
-                .contiguous()?)
+            video_kernels::contiguous(&t.reshape((b, h, w, ch))?.permute((0, 3, 1, 2))?)
         };
         let out = match &self.proj_out {
             Proj::Conv(p) => p.forward(&to_map(&s, inner)?)?,

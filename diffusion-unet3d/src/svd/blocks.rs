@@ -359,9 +359,7 @@ impl TemporalBasicTransformerBlock {
         let f = num_frames;
         let b = bf / f;
         // [B·F, N, C] -> [B, F, N, C] -> [B, N, F, C] -> [B·N, F, C]
-        let x = x
-            .reshape((b, f, n, c))?
-            .permute((0, 2, 1, 3))?
+        let x = video_kernels::contiguous(&x.reshape((b, f, n, c))?.permute((0, 2, 1, 3))?)?
             .reshape((b * n, f, c))?;
         let residual = &x;
         let mut h = self.ff_in.forward(&self.norm_in.forward(&x)?)?;
@@ -376,9 +374,10 @@ impl TemporalBasicTransformerBlock {
         let h = if self.is_res { (ff + h)? } else { ff };
         let c2 = h.dims()[2];
         // [B·N, F, C] -> [B, N, F, C] -> [B, F, N, C] -> [B·F, N, C]
-        Ok(h.reshape((b, n, f, c2))?
-            .permute((0, 2, 1, 3))?
-            .reshape((bf, n, c2))?)
+        Ok(
+            video_kernels::contiguous(&h.reshape((b, n, f, c2))?.permute((0, 2, 1, 3))?)?
+                .reshape((bf, n, c2))?,
+        )
     }
 }
 
@@ -524,7 +523,7 @@ impl TransformerSpatioTemporalModel {
         let residual = x;
         let hn = self.norm.forward(x)?;
         // [B·F, C, H, W] -> [B·F, HW, C]
-        let hn = hn.permute((0, 2, 3, 1))?.reshape((bf, n, c))?;
+        let hn = video_kernels::contiguous(&hn.permute((0, 2, 3, 1))?)?.reshape((bf, n, c))?;
         let mut hs = self.proj_in.forward(&hn)?;
         // Frame positions 0..F per video: [B·F] -> sinusoidal [B·F, C] -> MLP -> [B·F, 1, C]
         let pos = self.time_proj.positions(f, x.device())?.repeat((b, 1))?;
@@ -574,10 +573,7 @@ impl TransformerSpatioTemporalModel {
         }
         let out = self.proj_out.forward(&hs)?;
         // [B·F, HW, C] -> [B·F, C, H, W]
-        let out = out
-            .reshape((bf, h, w, c))?
-            .permute((0, 3, 1, 2))?
-            .contiguous()?;
+        let out = video_kernels::contiguous(&out.reshape((bf, h, w, c))?.permute((0, 3, 1, 2))?)?;
         Ok((out + residual)?)
     }
 }

@@ -121,3 +121,38 @@ pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> V
     });
     y
 }
+
+/// The input gradient as a direct forward, when it is one: with unit stride and
+/// `pad ≤ (k − 1)·dil` in every dim, `dx` is the convolution of `dy` padded by
+/// `(k − 1)·dil − pad` with the flipped weight transposed to `[Cin, Cout, kT, kH, kW]`.
+/// `None` where that does not hold (the caller then uses the gemm path).
+pub(crate) fn backward_input(g: &Geom, dy: &[f32], w: &[f32]) -> Option<Vec<f32>> {
+    if g.stride != [1, 1, 1] || (0..3).any(|d| g.pad[d] > (g.k[d] - 1) * g.dil[d]) {
+        return None;
+    }
+    let gt = Geom {
+        cin: g.cout,
+        cout: g.cin,
+        cin_g: g.cout,
+        cout_g: g.cin,
+        inp: g.out,
+        out: g.inp,
+        pad: [0, 1, 2].map(|d| (g.k[d] - 1) * g.dil[d] - g.pad[d]),
+        ..*g
+    };
+    if !applies(&gt) {
+        return None;
+    }
+    let taps = g.taps();
+    let mut wt = vec![0f32; w.len()];
+    for co in 0..g.cout {
+        for ci in 0..g.cin {
+            let src = &w[(co * g.cin + ci) * taps..][..taps];
+            let dst = &mut wt[(ci * g.cout + co) * taps..][..taps];
+            for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                *d = *s;
+            }
+        }
+    }
+    Some(forward(&gt, dy, &wt, None))
+}

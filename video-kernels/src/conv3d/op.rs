@@ -48,7 +48,10 @@ pub(crate) fn backward_input(g: &Geom, dy: &[f32], w: &[f32]) -> video_core::Res
     match g.path() {
         Path::Depthwise => Ok(depthwise::backward_input(g, dy, w)),
         Path::Temporal => dense::temporal_backward_input(g, dy, w),
-        Path::General => dense::general_backward_input(g, dy, w),
+        Path::General => match direct::backward_input(g, dy, w) {
+            Some(dx) => Ok(dx),
+            None => dense::general_backward_input(g, dy, w),
+        },
     }
 }
 

@@ -1,0 +1,81 @@
+//! `contiguous` equals candle's `Tensor::contiguous` on permuted, narrowed and broadcast views.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use candle_core::{DType, Device, Tensor};
+use proptest::prelude::*;
+use video_core::contiguous;
+
+fn check(t: &Tensor) {
+    let want = t.contiguous().unwrap();
+    let got = contiguous(t).unwrap();
+    assert!(got.is_contiguous());
+    assert_eq!(got.dims(), want.dims());
+    let (g, w) = (
+        got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        want.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+    );
+    assert_eq!(g, w, "layout {:?}", t.layout());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn permuted_views_match_candle(
+        dims in prop::collection::vec(1usize..16, 2..=5),
+        perm_seed in any::<u64>(),
+        narrow in any::<bool>(),
+    ) {
+        let n: usize = dims.iter().product();
+        let x = Tensor::arange(0f32, n as f32, &Device::Cpu).unwrap().reshape(dims.clone()).unwrap();
+        // A permutation from the seed (Fisher-Yates with a tiny LCG).
+        let mut perm: Vec<usize> = (0..dims.len()).collect();
+        let mut s = perm_seed;
+        for i in (1..perm.len()).rev() {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            perm.swap(i, (s >> 33) as usize % (i + 1));
+        }
+        let mut t = x.permute(perm).unwrap();
+        if narrow && t.dims()[0] > 2 {
+            let len = t.dims()[0] - 2;
+            t = t.narrow(0, 1, len).unwrap();
+        }
+        check(&t);
+    }
+}
+
+#[test]
+fn large_permutes_and_broadcasts_match_candle() {
+    let dev = Device::Cpu;
+    let x = Tensor::randn(0f32, 1.0, (2, 64, 8, 16, 16), &dev).unwrap();
+    check(&x.permute((0, 3, 4, 2, 1)).unwrap());
+    check(&x.permute((0, 2, 3, 4, 1)).unwrap());
+    check(&x.transpose(1, 2).unwrap());
+    let row = Tensor::randn(0f32, 1.0, (1, 64, 1), &dev).unwrap();
+    check(&row.broadcast_as((3, 64, 700)).unwrap());
+    // Already contiguous and other dtypes take candle's path.
+    check(&x);
+    let h = x.to_dtype(DType::F16).unwrap().transpose(1, 2).unwrap();
+    assert_eq!(contiguous(&h).unwrap().dtype(), DType::F16);
+}
+
+#[test]
+fn gradients_flow_through() {
+    let dev = Device::Cpu;
+    let x = candle_core::Var::randn(0f32, 1.0, (4, 32, 8, 16), &dev).unwrap();
+    let y = contiguous(&x.as_tensor().permute((0, 2, 3, 1)).unwrap()).unwrap();
+    let w = Tensor::randn(0f32, 1.0, y.dims(), &dev).unwrap();
+    let g = (&y * &w).unwrap().sum_all().unwrap().backward().unwrap();
+    let gx = g
+        .get(x.as_tensor())
+        .expect("no gradient through contiguous");
+    let want = w.permute((0, 3, 1, 2)).unwrap().contiguous().unwrap();
+    let d = (gx - want)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert_eq!(d, 0.0);
+}
