@@ -9,8 +9,7 @@ const CHAINS: usize = 12;
 /// Fused multiply-adds per accumulator per timed call.
 const STEPS: usize = 1 << 16;
 
-/// The f32 FMA throughput (GFLOP/s, 2 flops per lane) of `threads` threads of rayon's global
-/// pool, each running `CHAINS` independent chains of the widest vector FMA this CPU has
+/// The f32 FMA throughput (GFLOP/s, 2 flops per lane) of `threads` OS threads, each running `CHAINS` independent chains of the widest vector FMA this CPU has
 /// (AVX-512, else AVX2 + FMA, else scalar `mul_add`), the best of a few ~50 ms runs. Returns the
 /// rate and the instruction set it used.
 pub fn fma_peak_gflops(threads: usize) -> (f64, &'static str) {
@@ -19,9 +18,10 @@ pub fn fma_peak_gflops(threads: usize) -> (f64, &'static str) {
     for _ in 0..5 {
         let calls = 256;
         let t0 = Instant::now();
-        rayon::scope(|s| {
+        // Plain OS threads, one per core: rayon's scope may run two spawned jobs on one worker.
+        std::thread::scope(|s| {
             for _ in 0..threads {
-                s.spawn(move |_| {
+                s.spawn(move || {
                     for _ in 0..calls {
                         std::hint::black_box(chains(std::hint::black_box(1.0)));
                     }

@@ -256,7 +256,7 @@ fn main() -> ExitCode {
     let _ = writeln!(md, "- Machine: {}", machine());
     let _ = writeln!(
         md,
-        "- Peak: {peak:.1} GFLOP/s f32, measured: {} threads × 12 independent {peak_isa} FMA \
+        "- Peak: {peak:.1} GFLOP/s f32, measured: {} OS threads × 12 independent {peak_isa} FMA \
          chains (the best of 5 runs of ~50 ms). Flop rates below give their share of it in \
          parentheses.",
         args.threads
