@@ -57,7 +57,6 @@ pub(crate) fn tile(c: &Tile, xpad: &[f32], x0: usize, w: &[f32], init: &[f32; R]
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn tile_avx512(c: &Tile, x: *const f32, w: *const f32, init: &[f32; R], out: *mut f32) {
-    let taps = c.offs.len();
     let start = init.map(|v| _mm512_set1_ps(v));
     let mut q0 = 0;
     // SAFETY: see `tile`; every pointer below is `x + c·chan + off + q` with `q < ldq`, a weight
@@ -86,7 +85,6 @@ unsafe fn tile_avx512(c: &Tile, x: *const f32, w: *const f32, init: &[f32; R], o
                     wp = wp.add(R);
                 }
             }
-            let _ = taps;
             for (r, a) in acc.iter().enumerate() {
                 let o = out.add(r * c.ldq + q0);
                 for (v, &av) in a.iter().enumerate() {
