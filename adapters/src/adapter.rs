@@ -5,8 +5,8 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Init, Linear, Module, VarBuilder};
 use serde::Deserialize;
-use video_core::{Error, Result, VideoShape};
-use video_kernels::{attention, conv3d, AttentionOpts, Conv3dOpts};
+use vidgen_video_core::{Error, Result, VideoShape};
+use vidgen_video_kernels::{attention, conv3d, AttentionOpts, Conv3dOpts};
 
 /// Sizes shared by the adapters of one [`crate::AdapterSet`].
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -4,8 +4,8 @@
 use candle_core::{DType, Tensor};
 use candle_nn::{LayerNorm, Linear, Module, VarBuilder};
 use serde::Deserialize;
-use video_core::{Error, Result};
-use video_kernels::{attention, AttentionOpts};
+use vidgen_video_core::{Error, Result};
+use vidgen_video_kernels::{attention, AttentionOpts};
 
 fn d_heads() -> usize {
     8
@@ -75,7 +75,7 @@ fn lin(l: &Linear, x: &Tensor) -> Result<Tensor> {
     Ok(l.forward(x)?)
 }
 
-/// Multi-head attention `[B, Lq, C] × [B, Lk, C] → [B, Lq, C]` on [`video_kernels::attention`].
+/// Multi-head attention `[B, Lq, C] × [B, Lk, C] → [B, Lq, C]` on [`vidgen_video_kernels::attention`].
 #[derive(Debug, Clone)]
 struct Mha {
     to_q: Linear,

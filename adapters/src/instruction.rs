@@ -4,7 +4,7 @@
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{Linear, Module, VarBuilder};
 use serde::Deserialize;
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 /// Sizes of a [`MultimodalInstruction`].
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -165,7 +165,7 @@ impl ExampleBank {
                 format!("empty bank {:?}", bank.dims()),
             ));
         }
-        video_core::check_finite(bank, "bank")?;
+        vidgen_video_core::check_finite(bank, "bank")?;
         Ok(Self {
             normed: l2_normalise(bank)?.contiguous()?,
             chunk: Self::DEFAULT_CHUNK,
@@ -207,7 +207,7 @@ impl ExampleBank {
             &[_, qd] if qd == d => queries,
             other => return Err(Error::shape("queries", &[1, d], other)),
         };
-        video_core::check_finite(q, "queries")?;
+        vidgen_video_core::check_finite(q, "queries")?;
         let qn = l2_normalise(&q.to_device(self.device())?)?;
         let nq = qn.dims()[0];
         let k = k.min(self.len());

@@ -9,7 +9,7 @@
 //!   [`LongTermTemporalAdapter`] (temporal self-attention); all `[B, C, T, H, W]` residual
 //!   bottlenecks with zero-initialised up-projections (a new adapter is the identity).
 //! - [`set`]: [`AdapterSet`], adapters keyed by UNet hook site; it implements
-//!   [`diffusion_unet3d::hooks::UNetHooks`], so `unet.forward_with_hooks(.., &set)` runs them.
+//!   [`vidgen_diffusion_unet3d::hooks::UNetHooks`], so `unet.forward_with_hooks(.., &set)` runs them.
 //!   [`AdapterSet::aid_svd`] builds AID's layout for an SVD UNet config in one call;
 //!   [`SiteRecorder`] finds the sites of any other UNet (`UNet3DConditionModel`,
 //!   `UNetMotionModel`) from one forward pass.
@@ -24,15 +24,15 @@
 //! ```
 //! use candle_core::{DType, Device, Tensor};
 //! use candle_nn::{VarBuilder, VarMap};
-//! use adapters::SpatialAdapter;
-//! # fn main() -> video_core::Result<()> {
+//! use vidgen_adapters::SpatialAdapter;
+//! # fn main() -> vidgen_video_core::Result<()> {
 //! let adapters = VarMap::new(); // give only this map's vars to the optimiser
 //! let vb = VarBuilder::from_varmap(&adapters, DType::F32, &Device::Cpu);
 //! let a = SpatialAdapter::new(32, 8, vb.pp("spatial"))?;
 //! let x = Tensor::ones((1, 32, 2, 4, 4), DType::F32, &Device::Cpu)?;
 //! let y = a.forward(&x)?; // zero-initialised up-projection: y == x
 //! assert_eq!(y.dims(), x.dims());
-//! assert_eq!(adapters::count_params(&adapters), 32 * 8 + 8 + 8 * 32 + 32);
+//! assert_eq!(vidgen_adapters::count_params(&adapters), 32 * 8 + 8 + 8 * 32 + 32);
 //! # Ok(()) }
 //! ```
 //!

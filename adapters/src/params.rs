@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{VarBuilder, VarMap};
-use diffusion_unet3d::svd::{UNetSpatioTemporalConditionModel, UNetSpatioTemporalConfig};
-use video_core::{Error, Result};
+use vidgen_diffusion_unet3d::svd::{UNetSpatioTemporalConditionModel, UNetSpatioTemporalConfig};
+use vidgen_video_core::{Error, Result};
 
 use crate::adapter::AdapterConfig;
 use crate::set::AdapterSet;

@@ -1,14 +1,14 @@
 //! [`AdapterSet`]: adapters keyed by UNet hook site, implementing
-//! [`diffusion_unet3d::hooks::UNetHooks`] so that `forward_with_hooks` runs them.
+//! [`vidgen_diffusion_unet3d::hooks::UNetHooks`] so that `forward_with_hooks` runs them.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
-use diffusion_unet3d::hooks::{HookPoint, HookSite, UNetHooks};
-use diffusion_unet3d::svd::UNetSpatioTemporalConfig;
-use video_core::{Error, Result};
+use vidgen_diffusion_unet3d::hooks::{HookPoint, HookSite, UNetHooks};
+use vidgen_diffusion_unet3d::svd::UNetSpatioTemporalConfig;
+use vidgen_video_core::{Error, Result};
 
 use crate::adapter::{
     adapter_param_counts, AdapterConfig, LongTermTemporalAdapter, ShortTermTemporalAdapter,
@@ -107,9 +107,9 @@ pub fn svd_attention_sites(cfg: &UNetSpatioTemporalConfig) -> Result<Vec<Attenti
 /// from SVD's, are adapted without a per-model site list.
 ///
 /// ```
-/// use adapters::SiteRecorder;
-/// use diffusion_unet3d::hooks::{HookPoint, HookSite, UNetHooks};
-/// # fn main() -> video_core::Result<()> {
+/// use vidgen_adapters::SiteRecorder;
+/// use vidgen_diffusion_unet3d::hooks::{HookPoint, HookSite, UNetHooks};
+/// # fn main() -> vidgen_video_core::Result<()> {
 /// let rec = SiteRecorder::new();
 /// let h = candle_core::Tensor::zeros((1, 8, 2, 3, 3), candle_core::DType::F32, &candle_core::Device::Cpu)?;
 /// rec.apply(&HookSite { block: "mid_block.attentions.0", point: HookPoint::AfterTemporalLayers, num_frames: 2 }, &h)?;
@@ -184,9 +184,9 @@ impl UNetHooks for SiteRecorder {
 /// ```
 /// use candle_core::{DType, Device, Tensor};
 /// use candle_nn::{VarBuilder, VarMap};
-/// use adapters::{AdapterConfig, AdapterSet};
-/// use diffusion_unet3d::hooks::{HookPoint, HookSite, UNetHooks};
-/// # fn main() -> video_core::Result<()> {
+/// use vidgen_adapters::{AdapterConfig, AdapterSet};
+/// use vidgen_diffusion_unet3d::hooks::{HookPoint, HookSite, UNetHooks};
+/// # fn main() -> vidgen_video_core::Result<()> {
 /// let vm = VarMap::new();
 /// let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
 /// let set = AdapterSet::aid_for_sites(&[("blk".into(), 32)], &AdapterConfig::default(), vb)?;

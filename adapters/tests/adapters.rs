@@ -1,14 +1,14 @@
 //! The adapters on their own: identity at init, shapes, errors, gradients, learning.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use adapters::{
-    adapter_param_counts, count_params, Adapter, AdapterConfig, LongTermTemporalAdapter,
-    ShortTermTemporalAdapter, SpatialAdapter,
-};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Optimizer, VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use vidgen_adapters::{
+    adapter_param_counts, count_params, Adapter, AdapterConfig, LongTermTemporalAdapter,
+    ShortTermTemporalAdapter, SpatialAdapter,
+};
 
 fn rand_video(dims: (usize, usize, usize, usize, usize), seed: u64) -> Tensor {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -166,8 +166,8 @@ fn half_precision_inputs_keep_their_dtype() {
 
 #[test]
 fn adapter_set_routes_by_site_and_checks_frames() {
-    use adapters::AdapterSet;
-    use diffusion_unet3d::hooks::{HookPoint, HookSite, UNetHooks};
+    use vidgen_adapters::AdapterSet;
+    use vidgen_diffusion_unet3d::hooks::{HookPoint, HookSite, UNetHooks};
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
     let set =

@@ -3,12 +3,12 @@
 //! gradients reaching the adapters through the frozen base.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use adapters::{count_params, frozen_builder, AdapterConfig, AdapterSet, SiteRecorder};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use diffusion_unet3d::hooks::{HookPoint, UNetHooks};
-use diffusion_unet3d::sd::{UNet3DConditionModel, UNetMotionModel};
 use video_testkit::{fixtures, take};
+use vidgen_adapters::{count_params, frozen_builder, AdapterConfig, AdapterSet, SiteRecorder};
+use vidgen_diffusion_unet3d::hooks::{HookPoint, UNetHooks};
+use vidgen_diffusion_unet3d::sd::{UNet3DConditionModel, UNetMotionModel};
 
 fn bits(t: &Tensor) -> Vec<u32> {
     t.flatten_all()

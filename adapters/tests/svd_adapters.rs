@@ -1,16 +1,16 @@
 //! AID adapters inside the fixture SVD UNet: zero-init identity, frozen base, training.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use adapters::{
-    count_by_construction, count_params, frozen_builder, svd_aid_param_report, svd_attention_sites,
-    svd_xt_unet_config, AdapterConfig, AdapterSet,
-};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{Optimizer, VarBuilder, VarMap};
-use diffusion_unet3d::svd::{UNetSpatioTemporalConditionModel, UNetSpatioTemporalConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use video_testkit::{fixtures, take, Fixture};
+use vidgen_adapters::{
+    count_by_construction, count_params, frozen_builder, svd_aid_param_report, svd_attention_sites,
+    svd_xt_unet_config, AdapterConfig, AdapterSet,
+};
+use vidgen_diffusion_unet3d::svd::{UNetSpatioTemporalConditionModel, UNetSpatioTemporalConfig};
 
 struct Inputs {
     sample: Tensor,

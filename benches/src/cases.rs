@@ -1,7 +1,7 @@
 //! The cases, one function per crate. Shapes and seeds mirror `../shared/peers/README.md`.
 
 use candle_core::{Device, Tensor};
-use video_kernels::{
+use vidgen_video_kernels::{
     attention, attention_reference, conv3d, conv3d_reference, AttentionOpts, Conv3dOpts,
 };
 
@@ -129,7 +129,7 @@ enum Impl {
     Reference,
 }
 
-fn attn_fwd(d: &Device, n: usize, causal: bool, which: Impl) -> video_core::Result<Work> {
+fn attn_fwd(d: &Device, n: usize, causal: bool, which: Impl) -> vidgen_video_core::Result<Work> {
     let shape = [1, 8, n, 64];
     let q = randn(&shape, 1, 1.0, d)?;
     let k = randn(&shape, 2, 1.0, d)?;
@@ -159,7 +159,7 @@ fn attn_fwd(d: &Device, n: usize, causal: bool, which: Impl) -> video_core::Resu
     })
 }
 
-fn attn_bwd(d: &Device, which: Impl) -> video_core::Result<Work> {
+fn attn_bwd(d: &Device, which: Impl) -> vidgen_video_core::Result<Work> {
     let shape = [1, 8, 1024, 64];
     let q = randn_var(&shape, 1, 1.0, d)?;
     let k = randn_var(&shape, 2, 1.0, d)?;
@@ -191,7 +191,7 @@ enum ConvKind {
 fn conv_setup(
     d: &Device,
     kind: ConvKind,
-) -> video_core::Result<(Tensor, Tensor, Tensor, Conv3dOpts)> {
+) -> vidgen_video_core::Result<(Tensor, Tensor, Tensor, Conv3dOpts)> {
     let (c, wshape, padding, groups): (usize, [usize; 5], [usize; 3], usize) = match kind {
         ConvKind::Depthwise => (320, [320, 1, 3, 3, 3], [1, 1, 1], 320),
         ConvKind::Temporal => (320, [320, 320, 3, 1, 1], [1, 0, 0], 1),
@@ -209,7 +209,7 @@ fn conv_setup(
     Ok((x, w, b, opts))
 }
 
-fn conv_fwd(d: &Device, kind: ConvKind, reference: bool) -> video_core::Result<Work> {
+fn conv_fwd(d: &Device, kind: ConvKind, reference: bool) -> vidgen_video_core::Result<Work> {
     let (x, w, b, opts) = conv_setup(d, kind)?;
     Ok(Box::new(move || {
         let y = if reference {
@@ -221,7 +221,7 @@ fn conv_fwd(d: &Device, kind: ConvKind, reference: bool) -> video_core::Result<W
     }))
 }
 
-fn conv_bwd(d: &Device, kind: ConvKind, reference: bool) -> video_core::Result<Work> {
+fn conv_bwd(d: &Device, kind: ConvKind, reference: bool) -> vidgen_video_core::Result<Work> {
     let (x, w, b, opts) = conv_setup(d, kind)?;
     let (x, w, b) = (
         candle_core::Var::from_tensor(&x)?,

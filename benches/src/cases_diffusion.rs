@@ -6,12 +6,12 @@
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
-use diffusion_unet3d::sd::{UNet3DConditionModel, UNet3DConfig};
-use diffusion_unet3d::svd::{
+use vidgen_diffusion_unet3d::sd::{UNet3DConditionModel, UNet3DConfig};
+use vidgen_diffusion_unet3d::svd::{
     AutoencoderKLTemporalDecoder, TemporalVaeConfig, UNetSpatioTemporalConditionModel,
     UNetSpatioTemporalConfig,
 };
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 use crate::{consume, randn, random_model, Amount, Case, Work};
 

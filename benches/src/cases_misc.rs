@@ -4,14 +4,14 @@
 //! without them).
 
 use candle_core::{Device, Tensor};
-use diffusion_unet3d::svd::{UNetSpatioTemporalConditionModel, UNetSpatioTemporalConfig};
-use motion_codec::{
+use vidgen_diffusion_unet3d::svd::{UNetSpatioTemporalConditionModel, UNetSpatioTemporalConfig};
+use vidgen_motion_codec::{
     estimate_motion, preprocess, BlockMatchConfig, BlockVector, FrameType, FrameVectors,
     LavitConfig, LumaFrame, MotionTokenizer, MotionTokenizerConfig, SearchMethod,
 };
-use samplers::diffusers::{DdimConfig, EulerDiscreteConfig, StepMemory};
-use samplers::{DdimScheduler, EdmSampler, EulerDiscreteScheduler, Scheduler, Solver};
-use video_core::{Conditioning, Denoiser, Error, Result};
+use vidgen_samplers::diffusers::{DdimConfig, EulerDiscreteConfig, StepMemory};
+use vidgen_samplers::{DdimScheduler, EdmSampler, EulerDiscreteScheduler, Scheduler, Solver};
+use vidgen_video_core::{Conditioning, Denoiser, Error, Result};
 
 use crate::{consume, randn, random_model, Amount, Case, Work};
 
@@ -246,7 +246,7 @@ fn svd_small_adapted(d: &Device, with: bool) -> Result<Work> {
             .map_err(|e| Error::config("bench config", e.to_string()))?;
     let m = random_model(d, |vb| UNetSpatioTemporalConditionModel::new(&c, vb))?;
     let set = random_model(d, |vb| {
-        adapters::AdapterSet::aid_svd(&c, &adapters::AdapterConfig::default(), vb)
+        vidgen_adapters::AdapterSet::aid_svd(&c, &vidgen_adapters::AdapterConfig::default(), vb)
     })?;
     let x = randn(&[1, 8, 8, 32, 32], 10, 1.0, d)?;
     let t = Tensor::new(&[0.25f32 * 5f32.ln()], d)?;

@@ -2,15 +2,15 @@
 //! distance and KID, llama-video's prefill and decode. Shapes mirror `../shared/peers/README.md`.
 
 use candle_core::{DType, Device, Tensor};
-use eval_metrics::weights::{weights_dir, FID_INCEPTION_FILE, I3D_FILE};
-use eval_metrics::{
+use vidgen_eval_metrics::weights::{weights_dir, FID_INCEPTION_FILE, I3D_FILE};
+use vidgen_eval_metrics::{
     frechet_distance_with, kernel_distance, psnr, ssim, DataRange, FidInceptionV3, FrechetOptions,
     GaussianStats, I3d, KidOptions, SqrtMethod, SsimFlavour,
 };
-use llama_video::{LlamaConfig, LlamaForCausalLM, LogitsToKeep};
-use video_core::{Error, Result};
-use vq_tokenizer::nearest_composed;
-use vq_tokenizer::search::PreparedCodebook;
+use vidgen_llama_video::{LlamaConfig, LlamaForCausalLM, LogitsToKeep};
+use vidgen_video_core::{Error, Result};
+use vidgen_vq_tokenizer::nearest_composed;
+use vidgen_vq_tokenizer::search::PreparedCodebook;
 
 use crate::{consume, randn, random_model, Amount, Case, Work};
 
@@ -57,11 +57,11 @@ pub fn vq_tokenizer() -> Vec<Case> {
 }
 
 fn vqmodel(d: &Device, decode: bool) -> Result<Work> {
-    use video_core::Codec;
+    use vidgen_video_core::Codec;
     let dir =
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/vqmodel/base/model");
-    let (model, _) = vq_tokenizer::VQModel::from_pretrained(&dir, DType::F32, d)?;
-    let tok = vq_tokenizer::FrameTokenizer::new(model, 16)?;
+    let (model, _) = vidgen_vq_tokenizer::VQModel::from_pretrained(&dir, DType::F32, d)?;
+    let tok = vidgen_vq_tokenizer::FrameTokenizer::new(model, 16)?;
     let video = (randn(&[1, 3, 16, 64, 64], 13, 0.5, d)?).clamp(-1f32, 1f32)?;
     let grid = tok.encode(&video)?;
     Ok(if decode {

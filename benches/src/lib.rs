@@ -21,7 +21,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
-use video_core::Result;
+use vidgen_video_core::Result;
 
 pub mod cases;
 pub mod cases_diffusion;
@@ -136,7 +136,7 @@ pub fn random_model<T>(
     let tensors = vars
         .data()
         .lock()
-        .map_err(|_| video_core::Error::invalid("VarMap", "lock poisoned"))?
+        .map_err(|_| vidgen_video_core::Error::invalid("VarMap", "lock poisoned"))?
         .iter()
         .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
         .collect();

@@ -10,9 +10,9 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use diffusion_unet3d::svd::{AutoencoderKLTemporalDecoder, TemporalVaeConfig};
+use vidgen_diffusion_unet3d::svd::{AutoencoderKLTemporalDecoder, TemporalVaeConfig};
 
-fn main() -> video_core::Result<()> {
+fn main() -> vidgen_video_core::Result<()> {
     let mode = std::env::args().nth(1).unwrap_or_else(|| "single".into());
     let chunk: usize = std::env::args()
         .nth(2)

@@ -34,7 +34,7 @@ pub trait UNetHooks: Send + Sync {
     ///
     /// # Shapes
     /// `h [B, C, T, H, W]` (`C` the transformer's inner dim) → the same shape.
-    fn apply(&self, site: &HookSite<'_>, h: &Tensor) -> video_core::Result<Tensor>;
+    fn apply(&self, site: &HookSite<'_>, h: &Tensor) -> vidgen_video_core::Result<Tensor>;
 
     /// True when [`UNetHooks::apply`] is the identity everywhere, so the model may skip calling
     /// it (and the `[B·T, H·W, C]` ↔ `[B, C, T, H, W]` conversions around it). Defaults to false.
@@ -48,7 +48,7 @@ pub trait UNetHooks: Send + Sync {
 pub struct NoHooks;
 
 impl UNetHooks for NoHooks {
-    fn apply(&self, _site: &HookSite<'_>, h: &Tensor) -> video_core::Result<Tensor> {
+    fn apply(&self, _site: &HookSite<'_>, h: &Tensor) -> vidgen_video_core::Result<Tensor> {
         Ok(h.clone())
     }
 

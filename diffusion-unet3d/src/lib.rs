@@ -13,8 +13,8 @@
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};
-//! use diffusion_unet3d::blocks::Timesteps;
-//! # fn main() -> video_core::Result<()> {
+//! use vidgen_diffusion_unet3d::blocks::Timesteps;
+//! # fn main() -> vidgen_video_core::Result<()> {
 //! let t = Tensor::new(&[0f32, 10.0], &Device::Cpu)?;
 //! let emb = Timesteps::new(8, true, 0.0).forward(&t)?; // [2, 8]: [cos, sin]
 //! assert_eq!(emb.dims(), &[2, 8]);

@@ -3,9 +3,9 @@
 //! both loading paths; the 2-D UNet per frame; inflation and widening identities; errors.
 
 use candle_core::{DType, Device, Tensor};
-use diffusion_unet3d::sd::{InflateConfig, UNetMotionModel};
-use video_core::{Error, VideoShape};
 use video_testkit::{fixtures, take};
+use vidgen_diffusion_unet3d::sd::{InflateConfig, UNetMotionModel};
+use vidgen_video_core::{Error, VideoShape};
 
 const ATOL: f64 = 5e-5;
 const RTOL: f64 = 1e-4;

@@ -3,11 +3,11 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use diffusion_unet3d::sd::{
+use proptest::prelude::*;
+use vidgen_diffusion_unet3d::sd::{
     TemporalConvLayer, TransformerTemporalConfig, TransformerTemporalModel,
 };
-use proptest::prelude::*;
-use video_core::VideoShape;
+use vidgen_video_core::VideoShape;
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(32))]

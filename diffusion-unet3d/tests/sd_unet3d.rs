@@ -3,9 +3,9 @@
 //! channel widening and bad-input errors.
 
 use candle_core::{DType, Device, Tensor};
-use diffusion_unet3d::sd::UNet3DConditionModel;
-use video_core::Error;
 use video_testkit::{fixtures, take};
+use vidgen_diffusion_unet3d::sd::UNet3DConditionModel;
+use vidgen_video_core::Error;
 
 #[test]
 fn unet3d_parity_every_fixture() {
@@ -115,12 +115,12 @@ fn unet3d_bad_inputs_are_typed_errors() {
 /// leave the output unchanged, a modifying hook changes it.
 #[test]
 fn unet3d_hooks_are_called_at_every_site() {
-    use diffusion_unet3d::hooks::{HookPoint, HookSite, UNetHooks};
     use std::sync::Mutex;
+    use vidgen_diffusion_unet3d::hooks::{HookPoint, HookSite, UNetHooks};
 
     struct Recorder(Mutex<Vec<(String, HookPoint, usize)>>, f64);
     impl UNetHooks for Recorder {
-        fn apply(&self, site: &HookSite<'_>, h: &Tensor) -> video_core::Result<Tensor> {
+        fn apply(&self, site: &HookSite<'_>, h: &Tensor) -> vidgen_video_core::Result<Tensor> {
             self.0
                 .lock()
                 .unwrap()

@@ -3,9 +3,9 @@
 //! video encode / decode, and bad-input errors.
 
 use candle_core::{DType, Device, Tensor};
-use diffusion_unet3d::sd::AutoencoderKL;
-use video_core::{Codec, Error, ModelDir, VideoShape};
 use video_testkit::{fixtures, take};
+use vidgen_diffusion_unet3d::sd::AutoencoderKL;
+use vidgen_video_core::{Codec, Error, ModelDir, VideoShape};
 
 const ATOL: f64 = 5e-5;
 const RTOL: f64 = 1e-4;

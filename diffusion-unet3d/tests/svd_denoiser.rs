@@ -1,11 +1,11 @@
-//! The SVD UNet as a `video_core::Denoiser` through samplers' `SvdPrecond`.
+//! The SVD UNet as a `vidgen_video_core::Denoiser` through samplers' `SvdPrecond`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use candle_core::{DType, Device, Tensor};
-use diffusion_unet3d::svd::UNetSpatioTemporalConditionModel;
-use samplers::SvdPrecond;
-use video_core::{Conditioning, Denoiser, VideoShape};
 use video_testkit::{fixtures, take};
+use vidgen_diffusion_unet3d::svd::UNetSpatioTemporalConditionModel;
+use vidgen_samplers::SvdPrecond;
+use vidgen_video_core::{Conditioning, Denoiser, VideoShape};
 
 #[test]
 fn svd_precond_wraps_forward_raw() {

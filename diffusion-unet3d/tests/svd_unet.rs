@@ -3,10 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use candle_core::{DType, Device, Tensor};
-use diffusion_unet3d::hooks::{HookPoint, HookSite, NoHooks, UNetHooks};
-use diffusion_unet3d::svd::UNetSpatioTemporalConditionModel;
-use video_core::{Error, ModelDir};
 use video_testkit::{fixtures, take, Fixture};
+use vidgen_diffusion_unet3d::hooks::{HookPoint, HookSite, NoHooks, UNetHooks};
+use vidgen_diffusion_unet3d::svd::UNetSpatioTemporalConditionModel;
+use vidgen_video_core::{Error, ModelDir};
 
 fn load(fx: &Fixture, dtype: DType) -> UNetSpatioTemporalConditionModel {
     let (mut m, report) = UNetSpatioTemporalConditionModel::from_pretrained(
@@ -87,7 +87,7 @@ fn parity_every_fixture() {
 fn strict_load_reports_no_missing_or_unused_keys() {
     for fx in fixtures("svd_unet") {
         let md = ModelDir::open(fx.dir.join("model")).unwrap();
-        let cfg = diffusion_unet3d::svd::UNetSpatioTemporalConfig::from_file(
+        let cfg = vidgen_diffusion_unet3d::svd::UNetSpatioTemporalConfig::from_file(
             fx.dir.join("model/config.json"),
         )
         .unwrap();
@@ -108,7 +108,7 @@ fn strict_load_reports_no_missing_or_unused_keys() {
 struct Identity(std::sync::atomic::AtomicUsize);
 
 impl UNetHooks for Identity {
-    fn apply(&self, site: &HookSite<'_>, h: &Tensor) -> video_core::Result<Tensor> {
+    fn apply(&self, site: &HookSite<'_>, h: &Tensor) -> vidgen_video_core::Result<Tensor> {
         assert_eq!(h.rank(), 5);
         assert_eq!(h.dims()[2], site.num_frames);
         assert!(site.block.contains("attentions."));
@@ -121,7 +121,7 @@ impl UNetHooks for Identity {
 struct AddAt(&'static str);
 
 impl UNetHooks for AddAt {
-    fn apply(&self, site: &HookSite<'_>, h: &Tensor) -> video_core::Result<Tensor> {
+    fn apply(&self, site: &HookSite<'_>, h: &Tensor) -> vidgen_video_core::Result<Tensor> {
         if site.block == self.0 && site.point == HookPoint::AfterTemporalLayers {
             return Ok((h + 0.5)?);
         }
@@ -196,7 +196,7 @@ fn half_precision_stays_close_and_finite() {
     for (dt, bound) in [(DType::BF16, 8e-2f32), (DType::F16, 1e-2)] {
         let m = load(&fx, dt);
         let got = m_out(&m, &x, dt);
-        video_core::check_finite(&got, "half-precision unet output").unwrap();
+        vidgen_video_core::check_finite(&got, "half-precision unet output").unwrap();
         let err = (got.to_dtype(DType::F32).unwrap() - &want)
             .unwrap()
             .abs()

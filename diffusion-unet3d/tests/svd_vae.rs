@@ -3,9 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use candle_core::{DType, Device, Tensor};
-use diffusion_unet3d::svd::AutoencoderKLTemporalDecoder;
-use video_core::{Codec, VideoShape};
 use video_testkit::{fixtures, take, Fixture};
+use vidgen_diffusion_unet3d::svd::AutoencoderKLTemporalDecoder;
+use vidgen_video_core::{Codec, VideoShape};
 
 fn load(fx: &Fixture) -> AutoencoderKLTemporalDecoder {
     let (m, report) = AutoencoderKLTemporalDecoder::from_pretrained(

@@ -19,8 +19,10 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use eval_metrics::weights::{convert_to_safetensors, weights_dir, FID_INCEPTION_FILE, I3D_FILE};
-use eval_metrics::{FidInceptionV3, I3d};
+use vidgen_eval_metrics::weights::{
+    convert_to_safetensors, weights_dir, FID_INCEPTION_FILE, I3D_FILE,
+};
+use vidgen_eval_metrics::{FidInceptionV3, I3d};
 
 fn run(cmd: &mut Command) -> Result<(), String> {
     let st = cmd

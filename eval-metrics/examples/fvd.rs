@@ -8,8 +8,8 @@
 
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
-    let result =
-        eval_metrics::cli::Args::parse(&argv).and_then(|a| eval_metrics::cli::run(&a, true));
+    let result = vidgen_eval_metrics::cli::Args::parse(&argv)
+        .and_then(|a| vidgen_eval_metrics::cli::run(&a, true));
     match result {
         Ok(lines) => lines.iter().for_each(|l| println!("{l}")),
         Err(e) => {

@@ -10,7 +10,7 @@ fn main() {
         eprintln!("usage: merge_stats OUT.safetensors IN.safetensors...");
         std::process::exit(2);
     }
-    let result = eval_metrics::cli::merge_stats_files(&argv[1..]).and_then(|s| {
+    let result = vidgen_eval_metrics::cli::merge_stats_files(&argv[1..]).and_then(|s| {
         s.save_safetensors(&argv[0])?;
         Ok(s.count())
     });

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 use crate::frame::DataRange;
 use crate::i3d::{i3d_preprocess, I3d};
@@ -86,7 +86,7 @@ pub fn list_videos(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
-fn frame_to_nchw(f: &video_io::Frame) -> Result<Tensor> {
+fn frame_to_nchw(f: &vidgen_video_io::Frame) -> Result<Tensor> {
     let (w, h) = (f.width() as usize, f.height() as usize);
     let v: Vec<f32> = f.data().iter().map(|&b| f32::from(b)).collect();
     Ok(Tensor::from_vec(v, (h, w, 3), &Device::Cpu)?
@@ -97,11 +97,11 @@ fn frame_to_nchw(f: &video_io::Frame) -> Result<Tensor> {
 /// Reads one video as `[1, 3, frames, H, W]` pixel values 0..255 (its first `frames` frames).
 pub fn read_clip(path: &Path, frames: usize) -> Result<Tensor> {
     let video = if path.is_dir() {
-        video_io::read_png_folder(path, 25.0)?
+        vidgen_video_io::read_png_folder(path, 25.0)?
     } else if ext_is(path, &["gif"]) {
-        video_io::read_gif(path)?
+        vidgen_video_io::read_gif(path)?
     } else {
-        video_io::read_video(path, Some(frames))?
+        vidgen_video_io::read_video(path, Some(frames))?
     };
     if video.len() < frames {
         return Err(Error::invalid(
@@ -158,7 +158,7 @@ pub fn image_folder_features(
         let pre: Vec<Tensor> = chunk
             .iter()
             .map(|p| {
-                let f = video_io::read_png(p)?;
+                let f = vidgen_video_io::read_png(p)?;
                 fid_preprocess(&frame_to_nchw(&f)?, DataRange::U8)
             })
             .collect::<Result<_>>()?;

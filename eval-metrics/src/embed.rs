@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Tensor, D};
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 use crate::frame::{video, DataRange};
 use crate::stats::check_finite_slice;

@@ -2,7 +2,7 @@
 //! colourfulness (Hasler–Süsstrunk) and colour distribution consistency (CDC).
 
 use candle_core::{DType, Tensor};
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 use crate::stats::check_finite_slice;
 

@@ -1,7 +1,7 @@
 //! Fréchet distance between Gaussians (FID, FVD): `|μa − μb|² + tr Σa + tr Σb − 2 tr √(Σa Σb)`.
 
 use candle_core::Tensor;
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 use crate::linalg;
 use crate::stats::{features_f64, GaussianStats};

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Tensor, D};
-use video_core::{Error, Result};
-use video_kernels::{conv3d, Conv3dOpts};
+use vidgen_video_core::{Error, Result};
+use vidgen_video_kernels::{conv3d, Conv3dOpts};
 
 use crate::frame::DataRange;
 use crate::inception::to_pixels;
@@ -338,7 +338,7 @@ impl I3d {
     /// `[B, 400]` f32. Fewer frames, other sizes or values outside `[-1, 1]` are errors.
     pub fn logits(&self, video: &Tensor) -> Result<Tensor> {
         // On a rayon worker: the network's parallel ops run without thread hand-offs.
-        Ok(video_core::in_pool(|| self.forward(video, None))?.0)
+        Ok(vidgen_video_core::in_pool(|| self.forward(video, None))?.0)
     }
 
     /// [`I3d::logits`], also returning the pooled `[B, 1024]` vector fed to the logits conv

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, D};
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 use crate::frame::DataRange;
 use crate::resize;
@@ -64,12 +64,12 @@ impl ConvBn {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let opts = video_kernels::Conv2dOpts {
+        let opts = vidgen_video_kernels::Conv2dOpts {
             stride: [self.stride; 2],
             padding: [self.pad.0, self.pad.1],
             ..Default::default()
         };
-        let y = video_kernels::conv2d(x, &self.w, None, &opts)?;
+        let y = vidgen_video_kernels::conv2d(x, &self.w, None, &opts)?;
         Ok(y.broadcast_add(&self.b)?.relu()?)
     }
 }
@@ -422,7 +422,7 @@ impl FidInceptionV3 {
     /// `[-1, 1]` (e.g. raw `[0, 255]` pixels) are an error.
     pub fn features(&self, x: &Tensor) -> Result<Tensor> {
         // On a rayon worker: the network's parallel ops run without thread hand-offs.
-        video_core::in_pool(|| self.forward_layers(x, None))
+        vidgen_video_core::in_pool(|| self.forward_layers(x, None))
     }
 
     /// [`FidInceptionV3::features`], also returning the per-channel spatial mean `[N, C]` of

@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 use crate::stats::check_finite_slice;
 

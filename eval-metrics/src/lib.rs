@@ -27,9 +27,9 @@
 //!
 //! ```
 //! use candle_core::{Device, Tensor};
-//! use eval_metrics::{frechet_distance, FeatureStats};
+//! use vidgen_eval_metrics::{frechet_distance, FeatureStats};
 //!
-//! # fn main() -> video_core::Result<()> {
+//! # fn main() -> vidgen_video_core::Result<()> {
 //! let dev = Device::Cpu;
 //! // Two shards of "real" features and one set of "generated" ones, [N, D].
 //! let a1 = Tensor::randn(0f64, 1.0, (64, 8), &dev)?;

@@ -7,7 +7,7 @@
 
 use faer::linalg::matmul::triangular::BlockStructure;
 use faer::{Accum, MatMut, MatRef, Par, Side};
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 /// The parallelism of every faer call: all rayon threads.
 pub(crate) fn par() -> Par {

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::io::{Cursor, Read};
 
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 /// Why an `.npy` / `.npz` could not be read (the caller attaches the path).
 #[derive(Debug, Clone)]

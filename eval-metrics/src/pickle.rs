@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 /// One unpickled value.
 #[derive(Debug, Clone, PartialEq)]

@@ -3,7 +3,7 @@
 use candle_core::Tensor;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 use crate::stats::features_f64;
 

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use candle_core::{DType, Tensor};
 use safetensors::tensor::{Dtype as StDtype, TensorView};
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 use crate::linalg;
 use crate::npy;

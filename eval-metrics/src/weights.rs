@@ -20,7 +20,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 use crate::pickle::{self, Value};
 

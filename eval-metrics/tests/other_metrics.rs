@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
-use eval_metrics::*;
-use video_core::Error;
+use vidgen_eval_metrics::*;
+use vidgen_video_core::Error;
 
 fn t(v: &[f64], shape: &[usize]) -> Tensor {
     Tensor::from_vec(v.to_vec(), shape, &Device::Cpu).unwrap()
@@ -115,7 +115,7 @@ fn clip_score_and_frame_consistency() {
     // Through an embedder: the per-frame channel means as a 3-d embedding.
     struct MeanEmbed;
     impl ImageEmbedder for MeanEmbed {
-        fn embed(&self, frames: &Tensor) -> video_core::Result<Tensor> {
+        fn embed(&self, frames: &Tensor) -> vidgen_video_core::Result<Tensor> {
             Ok(frames.mean(3)?.mean(2)?)
         }
     }
@@ -174,7 +174,7 @@ fn lpips_heads_from_package_keys() {
 
     struct Identity;
     impl LpipsBackbone for Identity {
-        fn features(&self, x: &Tensor) -> video_core::Result<Vec<Tensor>> {
+        fn features(&self, x: &Tensor) -> vidgen_video_core::Result<Vec<Tensor>> {
             Ok(vec![x.clone()])
         }
     }

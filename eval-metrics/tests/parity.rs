@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
-use eval_metrics::*;
 use video_testkit::{fixtures, take, Fixture, Parity};
+use vidgen_eval_metrics::*;
 
 fn scalar(v: f64) -> Tensor {
     Tensor::new(&[v], &Device::Cpu).unwrap()

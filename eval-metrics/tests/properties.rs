@@ -3,9 +3,9 @@
 //! sets ≈ 0, PSNR / SSIM of identical inputs) and typed errors on bad input.
 
 use candle_core::{Device, Tensor};
-use eval_metrics::*;
 use proptest::prelude::*;
-use video_core::Error;
+use vidgen_eval_metrics::*;
+use vidgen_video_core::Error;
 
 fn mat(v: &[f64], n: usize, d: usize) -> Tensor {
     Tensor::from_vec(v.to_vec(), (n, d), &Device::Cpu).unwrap()
@@ -176,11 +176,11 @@ fn npz_statistics_and_malformed_input() {
     let npz = zip_npz(&[
         (
             "mu.npy",
-            eval_metrics::npy::write_npy(s.mu(), &[4]).unwrap(),
+            vidgen_eval_metrics::npy::write_npy(s.mu(), &[4]).unwrap(),
         ),
         (
             "sigma.npy",
-            eval_metrics::npy::write_npy(s.sigma(), &[4, 4]).unwrap(),
+            vidgen_eval_metrics::npy::write_npy(s.sigma(), &[4, 4]).unwrap(),
         ),
     ]);
     let p = dir.path().join("stats.npz");
@@ -194,7 +194,7 @@ fn npz_statistics_and_malformed_input() {
             "no sigma",
             zip_npz(&[(
                 "mu.npy",
-                eval_metrics::npy::write_npy(s.mu(), &[4]).unwrap(),
+                vidgen_eval_metrics::npy::write_npy(s.mu(), &[4]).unwrap(),
             )]),
         ),
         (
@@ -202,11 +202,11 @@ fn npz_statistics_and_malformed_input() {
             zip_npz(&[
                 (
                     "mu.npy",
-                    eval_metrics::npy::write_npy(s.mu(), &[4]).unwrap(),
+                    vidgen_eval_metrics::npy::write_npy(s.mu(), &[4]).unwrap(),
                 ),
                 (
                     "sigma.npy",
-                    eval_metrics::npy::write_npy(&s.sigma()[..12], &[3, 4]).unwrap(),
+                    vidgen_eval_metrics::npy::write_npy(&s.sigma()[..12], &[3, 4]).unwrap(),
                 ),
             ]),
         ),
@@ -215,11 +215,11 @@ fn npz_statistics_and_malformed_input() {
             zip_npz(&[
                 (
                     "mu.npy",
-                    eval_metrics::npy::write_npy(s.mu(), &[4]).unwrap()[..70].to_vec(),
+                    vidgen_eval_metrics::npy::write_npy(s.mu(), &[4]).unwrap()[..70].to_vec(),
                 ),
                 (
                     "sigma.npy",
-                    eval_metrics::npy::write_npy(s.sigma(), &[4, 4]).unwrap(),
+                    vidgen_eval_metrics::npy::write_npy(s.sigma(), &[4, 4]).unwrap(),
                 ),
             ]),
         ),
@@ -239,11 +239,11 @@ proptest! {
     /// The .npy parser never panics on arbitrary bytes, including corrupted valid files.
     #[test]
     fn npy_parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200), flip in 0usize..200, val in any::<u8>()) {
-        let _ = eval_metrics::npy::parse_npy(&bytes);
-        let mut good = eval_metrics::npy::write_npy(&[1.0, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
+        let _ = vidgen_eval_metrics::npy::parse_npy(&bytes);
+        let mut good = vidgen_eval_metrics::npy::write_npy(&[1.0, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
         let i = flip % good.len();
         good[i] = val;
-        let _ = eval_metrics::npy::parse_npy(&good);
+        let _ = vidgen_eval_metrics::npy::parse_npy(&good);
     }
 }
 
@@ -261,7 +261,7 @@ fn npy_fortran_order_and_f32() {
     for v in [1f32, 4., 2., 5., 3., 6.] {
         b.extend_from_slice(&v.to_le_bytes());
     }
-    let a = eval_metrics::npy::parse_npy(&b).unwrap();
+    let a = vidgen_eval_metrics::npy::parse_npy(&b).unwrap();
     assert_eq!(a.shape, vec![2, 3]);
     assert_eq!(a.data, vec![1., 2., 3., 4., 5., 6.]);
 }

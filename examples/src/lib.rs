@@ -18,7 +18,7 @@
 //! ```
 //! use examples::vidicl::world::{MiniConfig, MiniWorld};
 //!
-//! # fn main() -> video_core::Result<()> {
+//! # fn main() -> vidgen_video_core::Result<()> {
 //! let world = MiniWorld::new(MiniConfig::default())?;
 //! // Episode 0 of stream 7 with a demo moving the same way as the query's ground truth.
 //! let e = world.episode(7, 0, |d, _| Some(d))?;

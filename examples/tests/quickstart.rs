@@ -53,7 +53,7 @@ fn strips_are_written() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("strip.gif");
     examples::vidicl::eval::write_strip(&path, &pipe.world, &samples[0], 4).unwrap();
-    let v = video_io::read_gif(&path).unwrap();
+    let v = vidgen_video_io::read_gif(&path).unwrap();
     assert_eq!(v.len(), 3); // the demo's 3 frames; shorter panels hold their last frame
     assert!(v.width() > 4 * 16 * 4);
 }

@@ -1,7 +1,7 @@
 //! A preallocated key/value cache for incremental decoding.
 
 use candle_core::{DType, Device, Tensor};
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 use crate::config::LlamaConfig;
 

@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 /// The rotary-embedding parameters as they appear in `rope_parameters` / `rope_scaling`.
 ///
@@ -204,7 +204,7 @@ impl LlamaConfig {
     /// Reads and validates a `config.json`; errors name the field and the file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let cfg: LlamaConfig = video_core::loading::read_config(path)?;
+        let cfg: LlamaConfig = vidgen_video_core::loading::read_config(path)?;
         cfg.validate().map_err(|e| match e {
             Error::BadConfig { field, reason, .. } => Error::BadConfig {
                 field,

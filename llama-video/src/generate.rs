@@ -4,7 +4,7 @@
 use candle_core::{DType, Tensor};
 use candle_nn::Optimizer;
 use rand::Rng;
-use video_core::{Error, Result, TokenGrid};
+use vidgen_video_core::{Error, Result, TokenGrid};
 
 use crate::model::{LlamaForCausalLM, LogitsToKeep};
 use crate::prompt::{TextProjection, VideoPrompt};
@@ -15,7 +15,7 @@ use crate::train::{next_token_loss, TrainBatch};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum UncondPrefix {
     /// The projected prefix replaced by zeros of the same length (positions unchanged; the
-    /// convention of `video_core::Conditioning::without`). Default.
+    /// convention of `vidgen_video_core::Conditioning::without`). Default.
     #[default]
     Zeros,
     /// No prefix at all: the video tokens start at position 0.

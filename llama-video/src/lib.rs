@@ -1,13 +1,13 @@
 //! # llama-video
 //!
 //! A Llama decoder over discrete video tokens, for Vid-ICL-style in-context video generation.
-//! Use this crate if you have frame tokens (a [`video_core::TokenGrid`] from a VQ tokenizer)
+//! Use this crate if you have frame tokens (a [`vidgen_video_core::TokenGrid`] from a VQ tokenizer)
 //! and want to train or run a decoder-only transformer on them, or if you want to load a
 //! transformers `LlamaForCausalLM` directory into candle and get the same logits.
 //!
 //! - [`LlamaForCausalLM`]: RMSNorm, rotary embeddings (`default`, `linear`, `dynamic`,
 //!   `llama3`, partial rotary), SwiGLU, grouped-query attention through
-//!   [`video_kernels::attention`], attention / MLP biases, tied embeddings. Loads
+//!   [`vidgen_video_kernels::attention`], attention / MLP biases, tied embeddings. Loads
 //!   `save_pretrained` directories unchanged ([`LlamaForCausalLM::load`]) and matches
 //!   transformers' logits on the `llama` fixtures.
 //! - [`KvCache`]: preallocated per-layer key / value buffers with a maximum length; prefill then
@@ -29,11 +29,11 @@
 //! ```
 //! use candle_core::{DType, Device};
 //! use candle_nn::{VarBuilder, VarMap};
-//! use llama_video::{LlamaConfig, LlamaForCausalLM, SamplingConfig, VideoLm, VideoPrompt};
+//! use vidgen_llama_video::{LlamaConfig, LlamaForCausalLM, SamplingConfig, VideoLm, VideoPrompt};
 //! use rand::SeedableRng;
-//! use video_core::TokenGrid;
+//! use vidgen_video_core::TokenGrid;
 //!
-//! # fn main() -> video_core::Result<()> {
+//! # fn main() -> vidgen_video_core::Result<()> {
 //! // A tiny random model: 64 tokens, width 32, 2 layers, 4 query / 2 kv heads.
 //! let cfg = LlamaConfig::tiny(64, 32, 2, 4, 2);
 //! let vars = VarMap::new();

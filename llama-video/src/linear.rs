@@ -3,7 +3,7 @@
 
 use candle_core::{Tensor, D};
 use candle_nn::VarBuilder;
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 /// `y = x · weightᵀ (+ bias)`, keys `weight` `[out, in]` and `bias` `[out]`.
 #[derive(Debug, Clone)]
@@ -99,7 +99,7 @@ impl Linear {
         }
         // One to a few rows (decoding) stream the weight through video-kernels' own kernel,
         // anything else is candle's matmul; both compute [..., in] · [in, out] (+ bias).
-        let y = video_kernels::linear(x, &self.weight, self.bias.as_ref())?;
+        let y = vidgen_video_kernels::linear(x, &self.weight, self.bias.as_ref())?;
         debug_assert_eq!(y.dim(D::Minus1)?, out_dim);
         Ok(y)
     }

@@ -2,14 +2,14 @@
 //!
 //! Reference: `transformers/models/llama/modeling_llama.py`. Struct fields carry the checkpoint
 //! names (`model.layers.N.self_attn.q_proj`, `mlp.gate_proj`, `input_layernorm`, ...), so a
-//! `save_pretrained` directory loads unchanged through [`video_core::ModelDir`].
+//! `save_pretrained` directory loads unchanged through [`vidgen_video_core::ModelDir`].
 
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use video_core::{Error, LoadReport, ModelDir, Result};
-use video_kernels::{attention, AttentionOpts};
+use vidgen_video_core::{Error, LoadReport, ModelDir, Result};
+use vidgen_video_kernels::{attention, AttentionOpts};
 
 use crate::cache::KvCache;
 use crate::config::LlamaConfig;
@@ -43,7 +43,7 @@ impl RmsNorm {
             Ok(candle_nn::ops::rms_norm_slow(x, &self.weight, eps)?)
         } else if x.dtype() == DType::F32 {
             // Rows in parallel (candle's fused kernel runs on one thread).
-            video_kernels::rms_norm(x, &self.weight, self.eps)
+            vidgen_video_kernels::rms_norm(x, &self.weight, self.eps)
         } else {
             Ok(candle_nn::ops::rms_norm(
                 &x.contiguous()?,
@@ -64,7 +64,7 @@ impl RmsNorm {
             let n = self.forward(&s)?;
             return Ok((s, n));
         }
-        video_kernels::add_rms_norm(x, residual, &self.weight, self.eps)
+        vidgen_video_kernels::add_rms_norm(x, residual, &self.weight, self.eps)
     }
 }
 
@@ -216,7 +216,7 @@ impl LlamaMlp {
         let h = match &self.gate_up {
             // One product for both, then silu(gate) · up in one pass over its rows (candle's
             // element-wise ops on the two strided halves would cost more than the fusion saves).
-            Projections::Fused(gu) => video_kernels::swiglu(&gu.forward(x)?)?,
+            Projections::Fused(gu) => vidgen_video_kernels::swiglu(&gu.forward(x)?)?,
             Projections::Separate(p) => (p[0].forward(x)?.silu()? * p[1].forward(x)?)?,
         };
         self.down_proj.forward(&h)
@@ -547,7 +547,7 @@ impl LlamaForCausalLM {
         keep: LogitsToKeep,
     ) -> Result<Tensor> {
         // On a pool worker: a decode step is ~50 small parallel operations (see `in_pool`).
-        video_core::in_pool(|| {
+        vidgen_video_core::in_pool(|| {
             let h = self.model.forward_embeds(embeds, cache, None)?;
             self.head(&h, keep)
         })

@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use video_core::{Error, Result, TokenGrid};
+use vidgen_video_core::{Error, Result, TokenGrid};
 
 use crate::linear::Linear;
 

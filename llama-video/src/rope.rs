@@ -13,7 +13,7 @@
 //! The attention scaling factor of these four types is 1.
 
 use candle_core::{DType, Device, Tensor, D};
-use video_core::Result;
+use vidgen_video_core::Result;
 
 use crate::config::{RopeConfig, RopeKind};
 

@@ -9,7 +9,7 @@ use std::ops::Range;
 
 use candle_core::{DType, Tensor};
 use rand::Rng;
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 /// How [`sample`] picks a token. `Default` is greedy decoding with every option off.
 #[derive(Debug, Clone, PartialEq)]

@@ -2,7 +2,7 @@
 //! cross-entropy.
 
 use candle_core::{DType, Device, Tensor, D};
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 use crate::model::{LlamaForCausalLM, LogitsToKeep};
 use crate::prompt::VideoPrompt;

@@ -4,11 +4,11 @@
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
-use llama_video::*;
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use video_core::{Error, TokenGrid};
+use vidgen_llama_video::*;
+use vidgen_video_core::{Error, TokenGrid};
 
 /// A random model whose weights depend only on `seed` (candle's CPU RNG cannot be seeded):
 /// ≥2-D weights uniform with variance 1/fan_in, 1-D weights 1 ± 0.1, as the fixtures.

@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use llama_video::{LlamaForCausalLM, LogitsToKeep};
 use video_testkit::{fixtures, take};
+use vidgen_llama_video::{LlamaForCausalLM, LogitsToKeep};
 
 const ATOL: f64 = 2e-5;
 const RTOL: f64 = 1e-4;

@@ -2,7 +2,7 @@
 //! diamond search with zero / median / neighbour predictors, optional half-pixel refinement.
 
 use rayon::prelude::*;
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 use crate::field::{LumaFrame, MotionField};
 

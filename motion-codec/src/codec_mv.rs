@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 use crate::field::{FrameType, LumaFrame, MotionField};
 use crate::lavit::{BlockVector, FrameVectors};
@@ -215,7 +215,7 @@ pub fn read_codec_motion(
 /// # Errors
 /// Odd frame sizes, unwritable paths, [`Error::FeatureDisabled`] without the `ffmpeg` feature.
 pub fn encode_mpeg4(
-    video: &video_io::Video,
+    video: &vidgen_video_io::Video,
     path: impl AsRef<Path>,
     fps: f64,
     qscale: u32,
@@ -224,7 +224,7 @@ pub fn encode_mpeg4(
     if !(fps.is_finite() && fps > 0.0) {
         return Err(Error::invalid("fps", format!("{fps}: must be > 0")));
     }
-    if !video_io::FFMPEG_ENABLED {
+    if !vidgen_video_io::FFMPEG_ENABLED {
         return Err(disabled("MPEG-4 re-encoding"));
     }
     let v = if (video.fps() - fps).abs() > 1e-6 {
@@ -232,11 +232,11 @@ pub fn encode_mpeg4(
     } else {
         video.clone()
     };
-    video_io::write_video(
+    vidgen_video_io::write_video(
         path,
         &v,
-        &video_io::EncodeOptions {
-            codec: video_io::VideoCodec::Mpeg4,
+        &vidgen_video_io::EncodeOptions {
+            codec: vidgen_video_io::VideoCodec::Mpeg4,
             quality: qscale,
             gop,
         },
@@ -305,9 +305,9 @@ mod imp {
     }
 
     pub(super) fn read(path: &Path, bs: usize, max_frames: Option<usize>) -> Result<CodecMotion> {
-        let mut reader = video_io::VideoReader::open_with(
+        let mut reader = vidgen_video_io::VideoReader::open_with(
             path,
-            &video_io::DecodeOptions {
+            &vidgen_video_io::DecodeOptions {
                 threads: 1,
                 export_motion_vectors: true,
             },

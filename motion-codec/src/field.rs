@@ -1,7 +1,7 @@
 //! Luma planes and motion fields: the data types every part of this crate passes around.
 
 use candle_core::{Device, Tensor};
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 /// One 8-bit luma (grey) plane, row-major `[H, W]`.
 ///
@@ -46,7 +46,7 @@ impl LumaFrame {
     }
 
     /// The luma of an RGB frame, BT.601 full range: `Y = (77 R + 150 G + 29 B + 128) >> 8`.
-    pub fn from_rgb(frame: &video_io::Frame) -> Self {
+    pub fn from_rgb(frame: &vidgen_video_io::Frame) -> Self {
         let data = frame
             .data()
             .chunks_exact(3)
@@ -60,17 +60,17 @@ impl LumaFrame {
     }
 
     /// The luma planes of every frame of a video.
-    pub fn from_video(video: &video_io::Video) -> Vec<Self> {
+    pub fn from_video(video: &vidgen_video_io::Video) -> Vec<Self> {
         video.frames().iter().map(Self::from_rgb).collect()
     }
 
     /// An RGB frame with this luma on all three channels (for viewing and PSNR on RGB tools).
     ///
     /// # Errors
-    /// Only when the size exceeds what [`video_io::Frame`] accepts.
-    pub fn to_rgb(&self) -> Result<video_io::Frame> {
+    /// Only when the size exceeds what [`vidgen_video_io::Frame`] accepts.
+    pub fn to_rgb(&self) -> Result<vidgen_video_io::Frame> {
         let data = self.data.iter().flat_map(|&y| [y, y, y]).collect();
-        video_io::Frame::new(self.width as u32, self.height as u32, data)
+        vidgen_video_io::Frame::new(self.width as u32, self.height as u32, data)
     }
 
     /// Width in pixels.

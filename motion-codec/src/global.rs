@@ -1,8 +1,8 @@
 //! Global motion: one summary of a motion field (which way did the camera or the object move,
 //! and how far), from robust statistics over the block vectors.
 
-use video_core::{Error, Result};
-pub use video_io::synth::Direction;
+use vidgen_video_core::{Error, Result};
+pub use vidgen_video_io::synth::Direction;
 
 use crate::block::{estimate_motion, BlockMatchConfig};
 use crate::field::{LumaFrame, MotionField};
@@ -337,7 +337,7 @@ pub fn estimate_global_motion(
 /// # Errors
 /// [`Error::InvalidArgument`] for fewer than two frames or frames smaller than one block.
 pub fn video_global_motion(
-    video: &video_io::Video,
+    video: &vidgen_video_io::Video,
     cfg: &GlobalMotionConfig,
 ) -> Result<(GlobalMotion, Vec<GlobalMotion>)> {
     let bs = cfg.block_match.block_size.max(1);

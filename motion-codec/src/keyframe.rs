@@ -1,6 +1,6 @@
 //! Keyframe / shot detection from luma histograms or frame differences.
 
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 use crate::field::{FrameType, LumaFrame};
 

@@ -17,7 +17,7 @@
 //! result divided by 10.
 
 use candle_core::{Device, Tensor};
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 use crate::field::{FrameType, MotionField};
 

@@ -21,14 +21,14 @@
 //! - [`detect_keyframes`]: shot cuts by histogram or SAD difference (or codec I-frames).
 //! - [`preprocess`]: Video-LaVIT's motion preprocessing into `[2, T, 20, 36]`, 24-frame clips.
 //! - [`MotionTokenizer`]: the spatio-temporal transformer + 1024 × 32 VQ tokenizer,
-//!   implementing [`video_core::Codec`].
+//!   implementing [`vidgen_video_core::Codec`].
 //! - [`read_codec_motion`], [`encode_mpeg4`]: FFmpeg side-data vectors with I / P / B frame
 //!   types, and MPEG-4 Part 2 re-encoding at 6 fps (`ffmpeg` feature).
 //!
 //! ```
-//! use motion_codec::{estimate_global_motion, Direction, GlobalMotionConfig, LumaFrame, MotionKind};
+//! use vidgen_motion_codec::{estimate_global_motion, Direction, GlobalMotionConfig, LumaFrame, MotionKind};
 //!
-//! # fn main() -> video_core::Result<()> {
+//! # fn main() -> vidgen_video_core::Result<()> {
 //! // A smooth textured 64×64 picture, and the same picture moved 3 px right and 2 px down.
 //! let tex = |x: f32, y: f32| {
 //!     128.0 + 60.0 * (0.31 * x).sin() * (0.23 * y).cos() + 40.0 * (0.17 * (x + 2.0 * y)).sin()

@@ -1,7 +1,7 @@
 //! Motion-compensated reconstruction: predict a frame from a reference (a keyframe) and a
 //! motion field, by block copy or by a bilinear warp; PSNR to measure the prediction.
 
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 use crate::field::{LumaFrame, MotionField};
 

@@ -4,8 +4,8 @@
 //! frames (the 16×16 frames of the Vid-ICL miniature) and on flat-coloured objects, where it
 //! is the automatic evaluator of "which way did the picture move".
 
-use video_core::{Error, Result};
-use video_io::Frame;
+use vidgen_video_core::{Error, Result};
+use vidgen_video_io::Frame;
 
 use crate::global::{direction_of, Direction};
 

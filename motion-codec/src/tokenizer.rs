@@ -30,9 +30,9 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
-use video_core::{Codec, CodecStrides, Error, Result, TokenGrid};
-use video_kernels::{attention, AttentionOpts, Conv3d, Conv3dOpts};
-use vq_tokenizer::{QuantizerConfig, VectorQuantizer};
+use vidgen_video_core::{Codec, CodecStrides, Error, Result, TokenGrid};
+use vidgen_video_kernels::{attention, AttentionOpts, Conv3d, Conv3dOpts};
+use vidgen_vq_tokenizer::{QuantizerConfig, VectorQuantizer};
 
 /// Sizes of a [`MotionTokenizer`]; the defaults give Video-LaVIT's token layout.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -448,7 +448,7 @@ impl MotionTokenizer {
     /// # Errors
     /// A bad config field.
     pub fn random(cfg: &MotionTokenizerConfig, seed: u64, device: &Device) -> Result<Self> {
-        let rng = Rc::new(RefCell::new(video_io::synth::seeded_rng(seed)));
+        let rng = Rc::new(RefCell::new(vidgen_video_io::synth::seeded_rng(seed)));
         Self::build(cfg, None, Some(rng), device.clone())
     }
 

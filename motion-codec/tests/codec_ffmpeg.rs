@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use candle_core::Device;
-use motion_codec::*;
-use video_io::{Frame, Video};
+use vidgen_motion_codec::*;
+use vidgen_video_io::{Frame, Video};
 
 fn tex(x: f32, y: f32) -> u8 {
     let v = 128.0
@@ -144,9 +144,9 @@ fn real_clip_vectors_reconstruction_and_lavit_clip() {
 fn real_clip_reencoded_to_mpeg4_at_6fps() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bbb_6fps.mp4");
-    let video = video_io::read_video(asset(), None).unwrap();
+    let video = vidgen_video_io::read_video(asset(), None).unwrap();
     encode_mpeg4(&video, &path, 6.0, 4, 12).unwrap();
-    let info = video_io::probe(&path).unwrap();
+    let info = vidgen_video_io::probe(&path).unwrap();
     assert_eq!(info.codec, "mpeg4");
     assert!((info.fps - 6.0).abs() < 1e-6);
     let m = read_codec_motion(&path, 16, None).unwrap();
@@ -172,13 +172,13 @@ fn corrupt_truncated_empty_and_missing_files_are_typed_errors() {
     for p in [&trunc, &garbage, &empty] {
         let e = read_codec_motion(p, 16, None).unwrap_err();
         assert!(
-            matches!(e, video_core::Error::Malformed { .. }),
+            matches!(e, vidgen_video_core::Error::Malformed { .. }),
             "{}: {e}",
             p.display()
         );
     }
     let e = read_codec_motion(dir.path().join("missing.mp4"), 16, None).unwrap_err();
-    assert!(matches!(e, video_core::Error::Io { .. }), "{e}");
+    assert!(matches!(e, vidgen_video_core::Error::Io { .. }), "{e}");
     // Zero frames requested is fine to ask, but a zero-frame result is an error.
     assert!(read_codec_motion(asset(), 16, Some(0)).is_err());
 }

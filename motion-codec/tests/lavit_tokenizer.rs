@@ -2,8 +2,8 @@
 //! LaVIT preprocessing, the motion tokenizer, the side-data parser.
 
 use candle_core::{Device, Tensor};
-use motion_codec::*;
-use video_core::Codec;
+use vidgen_motion_codec::*;
+use vidgen_video_core::Codec;
 
 fn bv(x: i32, y: i32, dx: f32, dy: f32) -> BlockVector {
     BlockVector {
@@ -183,7 +183,7 @@ fn tokenizer_gives_135_tokens_and_round_trips_through_safetensors() {
     };
     assert!(matches!(
         MotionTokenizer::random(&bad, 0, &dev),
-        Err(video_core::Error::BadConfig { .. })
+        Err(vidgen_video_core::Error::BadConfig { .. })
     ));
 }
 
@@ -212,12 +212,12 @@ fn side_data_parser() {
 
 #[test]
 fn codec_functions_without_ffmpeg_say_so() {
-    if video_io::FFMPEG_ENABLED {
+    if vidgen_video_io::FFMPEG_ENABLED {
         return;
     }
     let err = read_codec_motion("x.mp4", 16, None).unwrap_err();
     assert!(
-        matches!(err, video_core::Error::FeatureDisabled { .. }),
+        matches!(err, vidgen_video_core::Error::FeatureDisabled { .. }),
         "{err}"
     );
 }

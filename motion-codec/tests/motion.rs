@@ -1,9 +1,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Block matching, global motion, reconstruction, keyframes, errors.
 
-use motion_codec::*;
 use proptest::prelude::*;
-use video_io::synth::{seeded_rng, Action, MovingShapes, WorldConfig};
+use vidgen_motion_codec::*;
+use vidgen_video_io::synth::{seeded_rng, Action, MovingShapes, WorldConfig};
 
 /// A smooth, non-periodic texture defined on the whole plane (so shifted crops are exact).
 fn tex(x: f32, y: f32, seed: u32) -> u8 {
@@ -211,7 +211,7 @@ fn bad_inputs_are_typed_errors() {
     let a = frame(100, 64, 0, 0, 1);
     let err = estimate_motion(&a, &a, &BlockMatchConfig::default()).unwrap_err();
     assert!(
-        matches!(err, video_core::Error::InvalidArgument { .. }),
+        matches!(err, vidgen_video_core::Error::InvalidArgument { .. }),
         "{err}"
     );
     assert!(err.to_string().contains("multiple of the block size"));
@@ -219,7 +219,7 @@ fn bad_inputs_are_typed_errors() {
     let c = frame(64, 48, 0, 0, 1);
     assert!(matches!(
         estimate_motion(&b, &c, &BlockMatchConfig::default()),
-        Err(video_core::Error::ShapeMismatch { .. })
+        Err(vidgen_video_core::Error::ShapeMismatch { .. })
     ));
     let zero = BlockMatchConfig {
         block_size: 0,
@@ -227,7 +227,7 @@ fn bad_inputs_are_typed_errors() {
     };
     assert!(matches!(
         estimate_motion(&b, &b, &zero),
-        Err(video_core::Error::BadConfig { .. })
+        Err(vidgen_video_core::Error::BadConfig { .. })
     ));
     assert!(estimate_sequence(&[], &BlockMatchConfig::default()).is_err());
     assert!(estimate_sequence(std::slice::from_ref(&b), &BlockMatchConfig::default()).is_err());
@@ -235,8 +235,11 @@ fn bad_inputs_are_typed_errors() {
     assert!(LumaFrame::new(0, 4, vec![]).is_err());
     assert!(LumaFrame::new(4, 4, vec![0; 15]).is_err());
     assert!(preprocess(&[], &LavitConfig::default()).is_err());
-    let one =
-        video_io::Video::new(vec![video_io::Frame::filled(32, 32, [0; 3]).unwrap()], 8.0).unwrap();
+    let one = vidgen_video_io::Video::new(
+        vec![vidgen_video_io::Frame::filled(32, 32, [0; 3]).unwrap()],
+        8.0,
+    )
+    .unwrap();
     assert!(video_global_motion(&one, &GlobalMotionConfig::default()).is_err());
     // A field that does not cover the frame.
     let f = MotionField::zeros(2, 2, 16);

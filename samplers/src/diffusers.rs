@@ -10,8 +10,8 @@
 //!
 //! ```
 //! # use candle_core::{Device, Tensor};
-//! # use samplers::diffusers::{Scheduler, SchedulerConfig, StepMemory};
-//! # fn main() -> video_core::Result<()> {
+//! # use vidgen_samplers::diffusers::{Scheduler, SchedulerConfig, StepMemory};
+//! # fn main() -> vidgen_video_core::Result<()> {
 //! let cfg = SchedulerConfig::from_json_str(
 //!     r#"{"_class_name": "EulerDiscreteScheduler", "beta_schedule": "scaled_linear",
 //!         "beta_start": 0.00085, "beta_end": 0.012, "timestep_spacing": "leading", "steps_offset": 1}"#,
@@ -37,7 +37,7 @@ use std::path::Path;
 use candle_core::{DType, Tensor};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 use crate::precond::PredictionType;
 use crate::schedule::{

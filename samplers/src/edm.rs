@@ -5,7 +5,7 @@
 use candle_core::Tensor;
 use indicatif::ProgressBar;
 use rand::Rng;
-use video_core::{check_finite, Conditioning, Denoiser, Error, Result};
+use vidgen_video_core::{check_finite, Conditioning, Denoiser, Error, Result};
 
 use crate::diffusers::{Churn, Scheduler, StepMemory};
 use crate::precond::Network;

@@ -1,7 +1,7 @@
 //! # samplers
 //!
 //! Noise schedules, solvers, guidance and training targets for diffusion models, written against
-//! [`video_core::Denoiser`] so they work with any network. Use this crate if you sample or train a
+//! [`vidgen_video_core::Denoiser`] so they work with any network. Use this crate if you sample or train a
 //! diffusion model in vidgen: SVD / AID (EDM preconditioning, Euler, per-frame or dual guidance),
 //! SD-based video UNets (DDIM, Euler discrete, DDPM, text + video guidance), long videos clip by
 //! clip (VIDiff), or if you need diffusers-exact scheduler numerics.
@@ -25,17 +25,17 @@
 //! ```
 //! use candle_core::{Device, Tensor};
 //! use rand::{rngs::StdRng, SeedableRng};
-//! use samplers::{randn, sample, EdmSampler, Solver};
-//! use video_core::{Conditioning, Denoiser};
+//! use vidgen_samplers::{randn, sample, EdmSampler, Solver};
+//! use vidgen_video_core::{Conditioning, Denoiser};
 //!
 //! struct Oracle(Tensor);
 //! impl Denoiser for Oracle {
-//!     fn denoise(&self, _x: &Tensor, _sigma: &Tensor, _c: &Conditioning) -> video_core::Result<Tensor> {
+//!     fn denoise(&self, _x: &Tensor, _sigma: &Tensor, _c: &Conditioning) -> vidgen_video_core::Result<Tensor> {
 //!         Ok(self.0.clone())
 //!     }
 //! }
 //!
-//! # fn main() -> video_core::Result<()> {
+//! # fn main() -> vidgen_video_core::Result<()> {
 //! let dev = Device::Cpu;
 //! let mut rng = StdRng::seed_from_u64(0);
 //! let x0 = randn(&mut rng, &[1, 4, 3, 8, 8], &dev)?; // [B, C, T, H, W]

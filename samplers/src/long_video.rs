@@ -22,7 +22,7 @@ use std::ops::Range;
 use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
 use rand::Rng;
-use video_core::{Error, Result, VideoShape};
+use vidgen_video_core::{Error, Result, VideoShape};
 
 use crate::util::randn;
 

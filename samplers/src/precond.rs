@@ -1,5 +1,5 @@
 //! Preconditioning: wrappers that turn a raw network (ε-, v- or F-prediction) into a
-//! [`video_core::Denoiser`] in the EDM form `D(x; σ) = c_skip(σ)·x + c_out(σ)·F(c_in(σ)·x; c_noise(σ))`.
+//! [`vidgen_video_core::Denoiser`] in the EDM form `D(x; σ) = c_skip(σ)·x + c_out(σ)·F(c_in(σ)·x; c_noise(σ))`.
 //!
 //! | wrapper | c_in | c_skip | c_out | c_noise |
 //! |---|---|---|---|---|
@@ -15,7 +15,7 @@
 
 use candle_core::Tensor;
 use serde::Deserialize;
-use video_core::{Conditioning, Denoiser, Error, Result};
+use vidgen_video_core::{Conditioning, Denoiser, Error, Result};
 
 use crate::schedule::{sigma_to_t, VpSchedule};
 use crate::util::{per_sample, sigma_values};

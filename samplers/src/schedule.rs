@@ -7,7 +7,7 @@
 //! a few float32 ulps instead of 1e-6.
 
 use serde::Deserialize;
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 /// The discrete β schedule of a VP (DDPM-family) model, as diffusers' `beta_schedule`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -4,7 +4,7 @@
 use candle_core::{DType, Device, Tensor};
 use rand::Rng;
 use rand_distr::StandardNormal;
-use video_core::{Conditioning, Denoiser, Error, Result};
+use vidgen_video_core::{Conditioning, Denoiser, Error, Result};
 
 use crate::precond::PredictionType;
 use crate::schedule::VpSchedule;

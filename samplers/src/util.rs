@@ -4,7 +4,7 @@
 use candle_core::{DType, Device, Tensor};
 use rand::Rng;
 use rand_distr::StandardNormal;
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 /// `x · c` elementwise, `c` rounded to float32 first (torch's `tensor_f32 * scalar`).
 pub(crate) fn mul(x: &Tensor, c: f32) -> Result<Tensor> {

@@ -12,13 +12,13 @@ use std::collections::HashMap;
 use candle_core::{DType, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use samplers::diffusers::{EdmEulerConfig, SchedulerConfig, StepMemory};
-use samplers::{
+use video_testkit::{fixtures, take, Fixture};
+use vidgen_samplers::diffusers::{EdmEulerConfig, SchedulerConfig, StepMemory};
+use vidgen_samplers::{
     DiscretePrecond, EdmEulerScheduler, EdmPrecond, EdmSampler, PredictionType, Scheduler, Solver,
     SvdPrecond, VpSchedule,
 };
-use video_core::{Conditioning, Denoiser, Result};
-use video_testkit::{fixtures, take, Fixture};
+use vidgen_video_core::{Conditioning, Denoiser, Result};
 
 const RTOL: f64 = 1e-5;
 const ATOL: f64 = 1e-5;
@@ -66,19 +66,19 @@ fn check(p: &mut video_testkit::Parity, id: &str, what: &str, got: &Tensor, want
 fn train_tables(cfg: &SchedulerConfig) -> Option<VpSchedule> {
     match cfg {
         SchedulerConfig::EulerDiscrete(c) => Some(
-            samplers::EulerDiscreteScheduler::new(c.clone())
+            vidgen_samplers::EulerDiscreteScheduler::new(c.clone())
                 .unwrap()
                 .schedule()
                 .clone(),
         ),
         SchedulerConfig::Ddim(c) => Some(
-            samplers::DdimScheduler::new(c.clone())
+            vidgen_samplers::DdimScheduler::new(c.clone())
                 .unwrap()
                 .schedule()
                 .clone(),
         ),
         SchedulerConfig::Ddpm(c) => Some(
-            samplers::DdpmScheduler::new(c.clone())
+            vidgen_samplers::DdpmScheduler::new(c.clone())
                 .unwrap()
                 .schedule()
                 .clone(),
@@ -283,7 +283,7 @@ fn scheduler_loop_helper_matches() {
         sched.set_timesteps(n).unwrap();
         let x_t = take(&traj, "initial_sample", &fx.id());
         let mut rng = ChaCha8Rng::seed_from_u64(0);
-        let out = samplers::sample_scheduler(
+        let out = vidgen_samplers::sample_scheduler(
             sched.as_ref(),
             &toy_net,
             x_t,
@@ -328,7 +328,7 @@ fn denoiser_path_matches_diffusers() {
                 Box::new(SvdPrecond::new(toy_net))
             }
             SchedulerConfig::EulerDiscrete(c) => {
-                let s = samplers::EulerDiscreteScheduler::new(c.clone()).unwrap();
+                let s = vidgen_samplers::EulerDiscreteScheduler::new(c.clone()).unwrap();
                 Box::new(DiscretePrecond::new(toy_net, s.schedule(), c.prediction_type).unwrap())
             }
             _ => continue,
@@ -336,7 +336,7 @@ fn denoiser_path_matches_diffusers() {
         let sampler = EdmSampler::from_sigmas(sigmas, Solver::Euler).unwrap();
         let x_t = take(&traj, "initial_sample", &fx.id());
         let mut rng = ChaCha8Rng::seed_from_u64(0);
-        let out = samplers::sample(
+        let out = vidgen_samplers::sample(
             den.as_ref(),
             x_t,
             &Conditioning::none(),

@@ -12,16 +12,16 @@ use candle_core::{DType, Device, Tensor};
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use samplers::diffusers::{
+use vidgen_samplers::diffusers::{
     DdimConfig, EulerDiscreteConfig, HeunDiscreteConfig, SchedulerConfig, StepMemory,
 };
-use samplers::long_video::{ClipNoise, NoiseSharing};
-use samplers::{
+use vidgen_samplers::long_video::{ClipNoise, NoiseSharing};
+use vidgen_samplers::{
     karras_sigmas, plan_clips, randn, sample, translate_long_video, Cfg, DdimScheduler,
     DualGuidance, EdmSampler, EdmTraining, EulerDiscreteScheduler, HeunDiscreteScheduler,
     PerFrameGuidance, PredictionType, Scheduler, Solver,
 };
-use video_core::{Conditioning, Denoiser, Result, VideoShape};
+use vidgen_video_core::{Conditioning, Denoiser, Result, VideoShape};
 
 fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
     a.to_dtype(DType::F32)
@@ -329,10 +329,11 @@ fn deterministic_schedulers_recover_x0() {
             assert!(max_abs(&x, &x0) < 1e-4, "ddim {steps} {pred:?}");
             // DDPM: with the oracle ε its x₀ estimate is exact, and the last step (ᾱ_prev = 1)
             // returns it; the ancestral noise is supplied (zeros) at every t > 0.
-            let mut pc: samplers::diffusers::DdpmConfig = serde_json::from_str("{}").unwrap();
+            let mut pc: vidgen_samplers::diffusers::DdpmConfig =
+                serde_json::from_str("{}").unwrap();
             pc.prediction_type = pred;
             pc.clip_sample = false;
-            let mut p = samplers::DdpmScheduler::new(pc).unwrap();
+            let mut p = vidgen_samplers::DdpmScheduler::new(pc).unwrap();
             p.set_timesteps(steps).unwrap();
             let a = p.schedule().alphas_cumprod.clone();
             let t0 = p.timesteps()[0] as usize;
@@ -394,7 +395,7 @@ fn run_sigma_oracle(s: &dyn Scheduler, x0: &Tensor, eps: &Tensor, pred: Predicti
 
 #[test]
 fn bad_inputs_are_typed_errors() {
-    use video_core::Error;
+    use vidgen_video_core::Error;
     let is_invalid =
         |e: Error| matches!(e, Error::InvalidArgument { .. } | Error::BadConfig { .. });
     assert!(is_invalid(karras_sigmas(0, 0.002, 80.0, 7.0).unwrap_err()));
@@ -540,7 +541,7 @@ fn edm_training() {
 
 #[test]
 fn vp_targets_are_consistent() {
-    use samplers::{add_noise, training_target, BetaSchedule, VpSchedule};
+    use vidgen_samplers::{add_noise, training_target, BetaSchedule, VpSchedule};
     let sched = VpSchedule::new(BetaSchedule::ScaledLinear, 0.00085, 0.012, 1000, false).unwrap();
     let x0 = seeded(1, &[2, 3, 1, 4, 4]);
     let eps = seeded(2, &[2, 3, 1, 4, 4]);
@@ -581,7 +582,7 @@ impl Denoiser for FixedX0 {
 /// `√(σ̂² − σ²)·S_noise·noise`, then takes the Euler step from σ̂; outside it is the plain step.
 #[test]
 fn churn_adds_the_documented_noise_then_steps_from_sigma_hat() {
-    use samplers::diffusers::Churn;
+    use vidgen_samplers::diffusers::Churn;
     let shape = [1, 2, 3, 4, 4];
     let x = seeded(1, &shape).affine(20.0, 0.0).unwrap();
     let x0 = seeded(2, &shape);

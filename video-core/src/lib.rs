@@ -20,9 +20,9 @@
 //!
 //! ```
 //! use candle_core::{Device, Tensor};
-//! use video_core::VideoShape;
+//! use vidgen_video_core::VideoShape;
 //!
-//! # fn main() -> video_core::Result<()> {
+//! # fn main() -> vidgen_video_core::Result<()> {
 //! let video = Tensor::zeros((2, 3, 4, 8, 8), candle_core::DType::F32, &Device::Cpu)?;
 //! let (frames, shape) = VideoShape::fold(&video)?; // [B·T, C, H, W] = [8, 3, 8, 8]
 //! assert_eq!(frames.dims(), &[8, 3, 8, 8]);

@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use proptest::prelude::*;
-use video_core::contiguous;
+use vidgen_video_core::contiguous;
 
 fn check(t: &Tensor) {
     let want = t.contiguous().unwrap();

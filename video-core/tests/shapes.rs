@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use proptest::prelude::*;
-use video_core::{Conditioning, Drop, Error, TokenGrid, VideoShape};
+use vidgen_video_core::{Conditioning, Drop, Error, TokenGrid, VideoShape};
 
 fn video(b: usize, c: usize, t: usize, h: usize, w: usize) -> Tensor {
     let n = b * c * t * h * w;

@@ -1,7 +1,7 @@
 //! RGB frames, videos, and their conversion to and from `[B, C, T, H, W]` tensors.
 
 use candle_core::{DType, Device, Tensor};
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 /// Largest width or height accepted for a frame: keeps `width * height * 3` far from overflow
 /// and rejects nonsense sizes from malformed files before anything is allocated.

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 use crate::frames::{Frame, Video};
 

@@ -21,10 +21,10 @@
 //!
 //! ```
 //! use candle_core::Device;
-//! use video_io::synth::{seeded_rng, MovingShapes, WorldConfig};
-//! use video_io::{tensor_to_videos, PixelRange, ResizeFilter};
+//! use vidgen_video_io::synth::{seeded_rng, MovingShapes, WorldConfig};
+//! use vidgen_video_io::{tensor_to_videos, PixelRange, ResizeFilter};
 //!
-//! # fn main() -> video_core::Result<()> {
+//! # fn main() -> vidgen_video_core::Result<()> {
 //! let world = MovingShapes::new(WorldConfig::new(64, 64, 8))?;
 //! let clip = world.clip(&mut seeded_rng(0))?;
 //! println!("{}: {} px/frame", clip.label.action.name(), clip.label.action.speed());
@@ -35,8 +35,8 @@
 //! let back = tensor_to_videos(&x, PixelRange::MinusOneToOne, small.fps())?;
 //! assert_eq!(back[0], small); // exact for u8 content
 //!
-//! let gif = video_io::encode_gif(&clip.video)?; // palette-safe: exact round trip
-//! assert_eq!(video_io::decode_gif(&gif, "clip.gif".as_ref())?.frames(), clip.video.frames());
+//! let gif = vidgen_video_io::encode_gif(&clip.video)?; // palette-safe: exact round trip
+//! assert_eq!(vidgen_video_io::decode_gif(&gif, "clip.gif".as_ref())?.frames(), clip.video.frames());
 //! # Ok(()) }
 //! ```
 //!

@@ -7,11 +7,11 @@
 //! [`DecodeOptions::export_motion_vectors`] and pull raw FFmpeg frames (which carry the
 //! `AV_FRAME_DATA_MOTION_VECTORS` side data) with `VideoReader::next_raw` (`ffmpeg` feature).
 //!
-//! Without the feature every entry point here returns [`video_core::Error::FeatureDisabled`].
+//! Without the feature every entry point here returns [`vidgen_video_core::Error::FeatureDisabled`].
 
 use std::path::{Path, PathBuf};
 
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 use crate::frames::{Frame, Video};
 
@@ -95,8 +95,8 @@ impl Default for EncodeOptions {
 /// A streaming decoder over one video file: an iterator of RGB frames.
 ///
 /// ```no_run
-/// # fn main() -> video_core::Result<()> {
-/// let mut reader = video_io::VideoReader::open("clip.mp4")?;
+/// # fn main() -> vidgen_video_core::Result<()> {
+/// let mut reader = vidgen_video_io::VideoReader::open("clip.mp4")?;
 /// println!("{:?}", reader.info());
 /// let width = reader.info().width;
 /// reader.seek(1.5)?; // the next frame is the first shown at or after 1.5 s

@@ -7,7 +7,7 @@
 //! the intermediate (horizontal pass) is kept in `f32` rather than rounded to 8 bits.
 
 use candle_core::{DType, Tensor};
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 use crate::frames::{check_size, Frame};
 

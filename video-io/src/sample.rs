@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use video_core::Result;
+use vidgen_video_core::Result;
 
 use crate::frames::Video;
 
@@ -43,7 +43,7 @@ pub fn bunny_file() -> Result<PathBuf> {
     }
     let tmp = std::env::temp_dir().join(format!("video-io-{}-{BUNNY_FILE}", std::process::id()));
     if !tmp.is_file() {
-        std::fs::write(&tmp, BUNNY_MP4).map_err(|source| video_core::Error::Io {
+        std::fs::write(&tmp, BUNNY_MP4).map_err(|source| vidgen_video_core::Error::Io {
             path: tmp.clone(),
             source,
         })?;

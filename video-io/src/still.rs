@@ -7,7 +7,7 @@ use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 
 use image::ImageEncoder;
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 use crate::frames::{check_size, Frame, Video, MAX_SIDE};
 

@@ -18,7 +18,7 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 use crate::frames::{check_size, Frame, Video};
 
@@ -597,9 +597,9 @@ impl WorldConfig {
 /// The generator. Cheap to build; holds only its [`WorldConfig`].
 ///
 /// ```
-/// use video_io::synth::{seeded_rng, MovingShapes, WorldConfig};
+/// use vidgen_video_io::synth::{seeded_rng, MovingShapes, WorldConfig};
 ///
-/// # fn main() -> video_core::Result<()> {
+/// # fn main() -> vidgen_video_core::Result<()> {
 /// let world = MovingShapes::new(WorldConfig::small())?;
 /// let mut rng = seeded_rng(7);
 /// let (demo, query) = world.pair(&mut rng)?; // same action, different looks

@@ -2,10 +2,10 @@
 //! FFmpeg decode / encode (run with `--features ffmpeg`).
 #![cfg(feature = "ffmpeg")]
 
-use video_core::Error;
-use video_io::sample::{bunny_file, BUNNY_FPS, BUNNY_FRAMES, BUNNY_HEIGHT, BUNNY_WIDTH};
-use video_io::synth::{seeded_rng, Action, Direction, MovingShapes, WorldConfig};
-use video_io::{
+use vidgen_video_core::Error;
+use vidgen_video_io::sample::{bunny_file, BUNNY_FPS, BUNNY_FRAMES, BUNNY_HEIGHT, BUNNY_WIDTH};
+use vidgen_video_io::synth::{seeded_rng, Action, Direction, MovingShapes, WorldConfig};
+use vidgen_video_io::{
     count_frames, probe, read_video, write_mp4, write_video, EncodeOptions, Video, VideoCodec,
     VideoReader,
 };
@@ -34,7 +34,7 @@ fn sample_clip_has_the_documented_size_and_length() {
     assert!((info.duration.unwrap() - 2.0).abs() < 1e-6);
     assert_eq!(info.codec, "h264");
     assert_eq!(count_frames(&path).unwrap(), BUNNY_FRAMES as u64);
-    let v = video_io::sample::bunny().unwrap();
+    let v = vidgen_video_io::sample::bunny().unwrap();
     assert_eq!(v.len(), BUNNY_FRAMES);
     assert_eq!(
         (v.width(), v.height(), v.fps()),
@@ -186,7 +186,7 @@ fn bad_video_files_are_typed_errors() {
 
 #[test]
 fn raw_frames_carry_motion_vectors_when_asked() {
-    let opts = video_io::DecodeOptions {
+    let opts = vidgen_video_io::DecodeOptions {
         threads: 1,
         export_motion_vectors: true,
     };
@@ -194,7 +194,7 @@ fn raw_frames_carry_motion_vectors_when_asked() {
     let mut with_mvs = 0;
     while let Some((raw, _t)) = r.next_raw().unwrap() {
         if raw
-            .side_data(video_io::ffmpeg_next::frame::side_data::Type::MotionVectors)
+            .side_data(vidgen_video_io::ffmpeg_next::frame::side_data::Type::MotionVectors)
             .is_some()
         {
             with_mvs += 1;

@@ -5,9 +5,9 @@ use std::path::Path;
 
 use candle_core::Device;
 use proptest::prelude::*;
-use video_core::Error;
-use video_io::synth::{seeded_rng, MovingShapes, WorldConfig};
-use video_io::{
+use vidgen_video_core::Error;
+use vidgen_video_io::synth::{seeded_rng, MovingShapes, WorldConfig};
+use vidgen_video_io::{
     decode_gif, decode_png, encode_gif, encode_png, read_gif, read_png, read_png_folder,
     tensor_to_videos, videos_to_tensor, write_gif, write_png_folder, Frame, GridStyle, PixelRange,
     Video,
@@ -69,7 +69,7 @@ fn comparison_strip_and_sheet_files() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b, c) = (synth_video(4), synth_video(5), synth_video(6));
     let style = GridStyle::default();
-    video_io::grid::write_side_by_side_gif(dir.path().join("cmp.gif"), &[&a, &b, &c], style)
+    vidgen_video_io::grid::write_side_by_side_gif(dir.path().join("cmp.gif"), &[&a, &b, &c], style)
         .unwrap();
     let strip = read_gif(dir.path().join("cmp.gif")).unwrap();
     assert_eq!(
@@ -80,7 +80,7 @@ fn comparison_strip_and_sheet_files() {
     let f = &strip.frames()[3];
     assert_eq!(f.crop(50, 0, 48, 32).unwrap(), b.frames()[3]);
     assert_eq!(f.get(48, 5), Some([255, 255, 255]));
-    video_io::grid::write_contact_sheet_png(dir.path().join("sheet.png"), &[&a, &b], style)
+    vidgen_video_io::grid::write_contact_sheet_png(dir.path().join("sheet.png"), &[&a, &b], style)
         .unwrap();
     let sheet = read_png(dir.path().join("sheet.png")).unwrap();
     assert_eq!(
@@ -171,12 +171,12 @@ fn wrong_format_truncation_and_zero_frames_are_malformed() {
 #[test]
 fn frames_of_different_sizes_in_a_folder_are_a_shape_error() {
     let dir = tempfile::tempdir().unwrap();
-    video_io::write_png(
+    vidgen_video_io::write_png(
         dir.path().join("a.png"),
         &Frame::filled(4, 4, [1, 2, 3]).unwrap(),
     )
     .unwrap();
-    video_io::write_png(
+    vidgen_video_io::write_png(
         dir.path().join("b.png"),
         &Frame::filled(5, 3, [1, 2, 3]).unwrap(),
     )
@@ -216,7 +216,8 @@ fn odd_sizes_round_trip_through_png_and_gif() {
 fn mp4_encode_rejects_odd_sizes_even_without_ffmpeg() {
     let v = Video::new(vec![Frame::filled(7, 4, [0, 0, 0]).unwrap()], 10.0).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let err = video_io::write_mp4(dir.path().join("x.mp4"), &v, &Default::default()).unwrap_err();
+    let err =
+        vidgen_video_io::write_mp4(dir.path().join("x.mp4"), &v, &Default::default()).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
 }
 
@@ -227,19 +228,19 @@ fn video_files_need_the_ffmpeg_feature() {
     let p = dir.path().join("x.mp4");
     std::fs::write(&p, b"....").unwrap();
     assert!(matches!(
-        video_io::VideoReader::open(&p),
+        vidgen_video_io::VideoReader::open(&p),
         Err(Error::FeatureDisabled { .. })
     ));
     assert!(matches!(
-        video_io::probe(&p),
+        vidgen_video_io::probe(&p),
         Err(Error::FeatureDisabled { .. })
     ));
     let v = Video::new(vec![Frame::filled(8, 4, [0, 0, 0]).unwrap()], 10.0).unwrap();
-    let err = video_io::write_mp4(&p, &v, &Default::default()).unwrap_err();
+    let err = vidgen_video_io::write_mp4(&p, &v, &Default::default()).unwrap_err();
     assert!(matches!(err, Error::FeatureDisabled { .. }));
     // A missing file is still reported as missing.
     assert!(matches!(
-        video_io::VideoReader::open(dir.path().join("no.mp4")),
+        vidgen_video_io::VideoReader::open(dir.path().join("no.mp4")),
         Err(Error::Io { .. })
     ));
 }

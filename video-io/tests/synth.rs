@@ -4,10 +4,10 @@
 use std::collections::HashSet;
 
 use proptest::prelude::*;
-use video_io::synth::{
+use vidgen_video_io::synth::{
     seeded_rng, Action, ActionKind, Clip, Colour, Direction, MovingShapes, Shape, WorldConfig,
 };
-use video_io::Frame;
+use vidgen_video_io::Frame;
 
 fn world(w: u32, h: u32, t: usize) -> MovingShapes {
     MovingShapes::new(WorldConfig::new(w, h, t)).unwrap()
@@ -282,7 +282,7 @@ fn restricted_configs_and_bad_configs() {
     ] {
         let err = MovingShapes::new(bad.clone()).unwrap_err();
         assert!(
-            matches!(err, video_core::Error::BadConfig { .. }),
+            matches!(err, vidgen_video_core::Error::BadConfig { .. }),
             "{bad:?} -> {err}"
         );
     }

@@ -20,4 +20,4 @@ pub use attention::*;
 pub use conv3d::*;
 pub use linear::{linear, linear_reference, SKINNY_ROWS};
 pub use norm::{add_rms_norm, rms_norm, rms_norm_reference};
-pub use video_core::contiguous;
+pub use vidgen_video_core::contiguous;

@@ -12,7 +12,7 @@
 
 use candle_core::{DType, Device, Tensor, D};
 use rayon::prelude::*;
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 use crate::attention::dot;
 

@@ -8,7 +8,7 @@
 
 use candle_core::{DType, Device, Tensor, D};
 use rayon::prelude::*;
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 /// `x / sqrt(mean(x², last dim) + eps) · weight` with candle ops (differentiable; the
 /// definition the fast paths are tested against).

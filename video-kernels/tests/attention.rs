@@ -6,10 +6,10 @@ use candle_core::{DType, Device, Tensor, Var};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use video_kernels::{attention, attention_reference, AttentionOpts};
 use video_testkit::{assert_close, fixtures, take};
+use vidgen_video_kernels::{attention, attention_reference, AttentionOpts};
 
-type AttnFn = fn(&Tensor, &Tensor, &Tensor, &AttentionOpts) -> video_core::Result<Tensor>;
+type AttnFn = fn(&Tensor, &Tensor, &Tensor, &AttentionOpts) -> vidgen_video_core::Result<Tensor>;
 
 /// Output and the gradients of `Σ out ∘ dout` w.r.t. q, k, v.
 fn run_with_grads(

@@ -9,8 +9,8 @@ use candle_nn::{VarBuilder, VarMap};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use video_kernels::{conv3d, conv3d_reference, Conv3d, Conv3dConfig, Conv3dOpts};
 use video_testkit::{assert_close, fixtures, take};
+use vidgen_video_kernels::{conv3d, conv3d_reference, Conv3d, Conv3dConfig, Conv3dOpts};
 
 fn max_abs(t: &Tensor) -> f64 {
     t.to_dtype(DType::F64)
@@ -44,7 +44,7 @@ fn arr3(f: &video_testkit::Fixture, key: &str, default: usize) -> [usize; 3] {
 type Grads = (Tensor, Tensor, Tensor, Option<Tensor>);
 
 fn run_with_grads(
-    op: fn(&Tensor, &Tensor, Option<&Tensor>, &Conv3dOpts) -> video_core::Result<Tensor>,
+    op: fn(&Tensor, &Tensor, Option<&Tensor>, &Conv3dOpts) -> vidgen_video_core::Result<Tensor>,
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,

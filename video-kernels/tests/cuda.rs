@@ -8,11 +8,11 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use half::{bf16, f16};
-use video_kernels::cuda::{
+use vidgen_video_kernels::cuda::{
     compile_cubin, compile_ptx, nvrtc_available, AttnShape, CudaAttnOpts, CudaElem, CudaKernels,
     CudaMask, DwConvShape, TconvShape, ATTENTION_HEAD_DIMS, SOURCES,
 };
-use video_kernels::{attention_reference, conv3d_reference, AttentionOpts, Conv3dOpts};
+use vidgen_video_kernels::{attention_reference, conv3d_reference, AttentionOpts, Conv3dOpts};
 
 #[test]
 fn nvrtc_compiles_every_kernel_for_sm80_and_sm90() {

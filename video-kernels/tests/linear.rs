@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use proptest::prelude::*;
-use video_kernels::{linear, linear_reference, SKINNY_ROWS};
+use vidgen_video_kernels::{linear, linear_reference, SKINNY_ROWS};
 
 fn randn(shape: &[usize], seed: u64) -> Tensor {
     use rand::{Rng, SeedableRng};
@@ -136,8 +136,8 @@ proptest! {
         } else {
             x
         };
-        let got = video_kernels::swiglu(&x).unwrap();
-        let want = video_kernels::swiglu_reference(&x).unwrap();
+        let got = vidgen_video_kernels::swiglu(&x).unwrap();
+        let want = vidgen_video_kernels::swiglu_reference(&x).unwrap();
         prop_assert_eq!(got.dims(), want.dims());
         prop_assert!(max_rel(&got, &want) < 2e-6);
     }
@@ -145,12 +145,12 @@ proptest! {
 
 #[test]
 fn swiglu_errors_and_gradients() {
-    let e = video_kernels::swiglu(&randn(&[2, 5], 1))
+    let e = vidgen_video_kernels::swiglu(&randn(&[2, 5], 1))
         .unwrap_err()
         .to_string();
     assert!(e.contains("[2, 5]") && e.contains("odd"), "{e}");
     let x = Var::from_tensor(&randn(&[3, 8], 2)).unwrap();
-    let y = video_kernels::swiglu(x.as_tensor()).unwrap();
+    let y = vidgen_video_kernels::swiglu(x.as_tensor()).unwrap();
     let g = y.sum_all().unwrap().backward().unwrap();
     assert!(g.get(x.as_tensor()).is_some());
 }
@@ -170,12 +170,12 @@ proptest! {
         let x = (randn(&shape, seed) * 3.0).unwrap();
         let r = randn(&shape, seed + 1);
         let w = randn(&[d], seed + 2);
-        let want = video_kernels::rms_norm_reference(&x, &w, 1e-5).unwrap();
-        prop_assert!(max_rel(&video_kernels::rms_norm(&x, &w, 1e-5).unwrap(), &want) < 1e-5);
-        let (s, n) = video_kernels::add_rms_norm(&x, &r, &w, 1e-6).unwrap();
+        let want = vidgen_video_kernels::rms_norm_reference(&x, &w, 1e-5).unwrap();
+        prop_assert!(max_rel(&vidgen_video_kernels::rms_norm(&x, &w, 1e-5).unwrap(), &want) < 1e-5);
+        let (s, n) = vidgen_video_kernels::add_rms_norm(&x, &r, &w, 1e-6).unwrap();
         let ws = (&x + &r).unwrap();
         prop_assert!(max_rel(&s, &ws) == 0.0);
-        let wn = video_kernels::rms_norm_reference(&ws, &w, 1e-6).unwrap();
+        let wn = vidgen_video_kernels::rms_norm_reference(&ws, &w, 1e-6).unwrap();
         prop_assert!(max_rel(&n, &wn) < 1e-5);
     }
 }
@@ -183,16 +183,16 @@ proptest! {
 #[test]
 fn rms_norm_errors_and_gradients() {
     let x = randn(&[3, 8], 1);
-    let e = video_kernels::rms_norm(&x, &randn(&[7], 2), 1e-5)
+    let e = vidgen_video_kernels::rms_norm(&x, &randn(&[7], 2), 1e-5)
         .unwrap_err()
         .to_string();
     assert!(e.contains("[8]") && e.contains("[7]"), "{e}");
-    let e = video_kernels::add_rms_norm(&x, &randn(&[3, 7], 3), &randn(&[8], 4), 1e-5)
+    let e = vidgen_video_kernels::add_rms_norm(&x, &randn(&[3, 7], 3), &randn(&[8], 4), 1e-5)
         .unwrap_err()
         .to_string();
     assert!(e.contains("[3, 8]") && e.contains("[3, 7]"), "{e}");
     let xv = Var::from_tensor(&x).unwrap();
-    let y = video_kernels::rms_norm(xv.as_tensor(), &randn(&[8], 5), 1e-5).unwrap();
+    let y = vidgen_video_kernels::rms_norm(xv.as_tensor(), &randn(&[8], 5), 1e-5).unwrap();
     let g = y.sum_all().unwrap().backward().unwrap();
     assert!(g.get(xv.as_tensor()).is_some());
 }
@@ -229,12 +229,12 @@ proptest! {
         let abs_diff = |a: &Tensor, b: &Tensor| -> f32 {
             (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
         };
-        let g = video_kernels::geglu(&x).unwrap();
-        let gr = video_kernels::geglu_reference(&x).unwrap();
+        let g = vidgen_video_kernels::geglu(&x).unwrap();
+        let gr = vidgen_video_kernels::geglu_reference(&x).unwrap();
         prop_assert_eq!(g.dims(), gr.dims());
         prop_assert!(abs_diff(&g, &gr) < 1e-5);
-        let e = video_kernels::gelu_erf(&x).unwrap();
-        let er = video_kernels::gelu_erf_reference(&x).unwrap();
+        let e = vidgen_video_kernels::gelu_erf(&x).unwrap();
+        let er = vidgen_video_kernels::gelu_erf_reference(&x).unwrap();
         prop_assert!(abs_diff(&e, &er) < 5e-6);
     }
 }
@@ -244,10 +244,10 @@ proptest! {
 fn silu_matches_candle() {
     let v: Vec<f32> = (0..20_001).map(|i| -100.0 + i as f32 * 0.01).collect();
     let x = Tensor::new(v.as_slice(), &Device::Cpu).unwrap();
-    let got = video_kernels::silu(&x).unwrap();
+    let got = vidgen_video_kernels::silu(&x).unwrap();
     let want = candle_nn::ops::silu(&x).unwrap();
     assert!(max_rel(&got, &want) < 1e-6);
     let mut s = v.clone();
-    video_kernels::silu_slice(&mut s);
+    vidgen_video_kernels::silu_slice(&mut s);
     assert!(max_rel(&Tensor::new(s.as_slice(), &Device::Cpu).unwrap(), &want) < 1e-6);
 }

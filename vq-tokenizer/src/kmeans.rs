@@ -3,7 +3,7 @@
 use candle_core::{DType, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use video_core::{check_finite, Error, Result};
+use vidgen_video_core::{check_finite, Error, Result};
 
 use crate::search::PreparedCodebook;
 

@@ -2,7 +2,7 @@
 //!
 //! Discrete visual tokens. Use this crate if you need to turn images or video frames into
 //! codebook ids and back: a standalone [`VectorQuantizer`] for your own VQ-VAE / motion
-//! tokenizer, or a diffusers `VQModel` (VQGAN) checkpoint as a video [`video_core::Codec`].
+//! tokenizer, or a diffusers `VQModel` (VQGAN) checkpoint as a video [`vidgen_video_core::Codec`].
 //!
 //! - [`VectorQuantizer`]: nearest code by `‖z‖² − 2 z·E + ‖E‖²` in a fused, tiled search that
 //!   never materialises the `N × K` distance matrix ([`search`]; memory bounded for 2^14 – 2^18
@@ -12,7 +12,7 @@
 //!   ([`CodebookUsage`]: histogram, perplexity, dead fraction) and id → vector lookup.
 //! - [`VQModel`]: diffusers' `VQModel` loaded from a `save_pretrained` directory unchanged
 //!   (encoder, `quant_conv`, `quantize`, `post_quant_conv`, decoder; GroupNorm or SpatialNorm).
-//! - [`FrameTokenizer`]: video `[B, C, T, H, W]` in `[-1, 1]` ↔ [`video_core::TokenGrid`]
+//! - [`FrameTokenizer`]: video `[B, C, T, H, W]` in `[-1, 1]` ↔ [`vidgen_video_core::TokenGrid`]
 //!   `[B, T, h, w]`, frames batched in chunks.
 //!
 //! Round trip on a tiny random model:
@@ -20,15 +20,15 @@
 //! ```
 //! use candle_core::{DType, Device, Tensor};
 //! use candle_nn::{VarBuilder, VarMap};
-//! use video_core::Codec;
-//! use vq_tokenizer::{FrameTokenizer, VQModel, VQModelConfig};
+//! use vidgen_video_core::Codec;
+//! use vidgen_vq_tokenizer::{FrameTokenizer, VQModel, VQModelConfig};
 //!
-//! # fn main() -> video_core::Result<()> {
+//! # fn main() -> vidgen_video_core::Result<()> {
 //! let cfg: VQModelConfig = serde_json::from_str(
 //!     r#"{"block_out_channels": [8, 16], "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D"],
 //!        "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D"], "norm_num_groups": 4,
 //!        "latent_channels": 4, "num_vq_embeddings": 32}"#,
-//! ).map_err(|e| video_core::Error::config("config", e.to_string()))?;
+//! ).map_err(|e| vidgen_video_core::Error::config("config", e.to_string()))?;
 //! let dev = Device::Cpu;
 //! let vm = VarMap::new();
 //! let model = VQModel::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev))?;

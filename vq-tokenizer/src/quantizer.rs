@@ -4,7 +4,7 @@ use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use video_core::{check_finite, Error, Result};
+use vidgen_video_core::{check_finite, Error, Result};
 
 use crate::search::PreparedCodebook;
 use crate::stats::CodebookUsage;

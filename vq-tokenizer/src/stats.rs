@@ -1,6 +1,6 @@
 //! Codebook usage statistics: histogram, perplexity, dead codes.
 
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 /// How a set of token ids uses a codebook of `K` codes.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,7 +1,7 @@
-//! Frame tokenizer: a [`VQModel`] applied frame by frame, as a [`video_core::Codec`].
+//! Frame tokenizer: a [`VQModel`] applied frame by frame, as a [`vidgen_video_core::Codec`].
 
 use candle_core::Tensor;
-use video_core::{Codec, CodecStrides, Error, Result, TokenGrid, VideoShape};
+use vidgen_video_core::{Codec, CodecStrides, Error, Result, TokenGrid, VideoShape};
 
 use crate::vqmodel::VQModel;
 

@@ -17,8 +17,8 @@ use std::path::Path;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{group_norm, linear, GroupNorm, Linear, VarBuilder};
 use serde::Deserialize;
-use video_core::{Error, LoadReport, ModelDir, Result};
-use video_kernels::{attention, AttentionOpts};
+use vidgen_video_core::{Error, LoadReport, ModelDir, Result};
+use vidgen_video_kernels::{attention, AttentionOpts};
 
 use crate::quantizer::{Quantized, QuantizerConfig, VectorQuantizer};
 
@@ -123,7 +123,7 @@ pub struct VQModelConfig {
 impl VQModelConfig {
     /// Reads and validates `config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        let cfg: Self = video_core::loading::read_config(path.as_ref())?;
+        let cfg: Self = vidgen_video_core::loading::read_config(path.as_ref())?;
         cfg.validate().map_err(|e| match e {
             Error::BadConfig { field, reason, .. } => Error::BadConfig {
                 field,
@@ -320,7 +320,7 @@ fn conv(
     Ok(Conv2d {
         weight,
         bias,
-        opts: video_kernels::Conv2dOpts {
+        opts: vidgen_video_kernels::Conv2dOpts {
             stride: [stride; 2],
             padding: [pad; 2],
             ..Default::default()
@@ -334,14 +334,16 @@ fn conv(
 struct Conv2d {
     weight: Tensor,
     bias: Tensor,
-    opts: video_kernels::Conv2dOpts,
+    opts: vidgen_video_kernels::Conv2dOpts,
 }
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        video_kernels::conv2d(x, &self.weight, Some(&self.bias), &self.opts).map_err(|e| match e {
-            Error::Candle(c) => c,
-            other => candle_core::Error::wrap(other),
+        vidgen_video_kernels::conv2d(x, &self.weight, Some(&self.bias), &self.opts).map_err(|e| {
+            match e {
+                Error::Candle(c) => c,
+                other => candle_core::Error::wrap(other),
+            }
         })
     }
 }
@@ -866,9 +868,9 @@ impl VQModel {
     /// Wrong rank or channels, `H`/`W` not multiples of the stride, non-finite input.
     pub fn encode(&self, x: &Tensor) -> Result<Tensor> {
         self.check_image(x)?;
-        video_core::check_finite(x, "VQModel input")?;
+        vidgen_video_core::check_finite(x, "VQModel input")?;
         // On a rayon worker: every parallel op of the encoder runs without a thread hand-off.
-        video_core::in_pool(|| {
+        vidgen_video_core::in_pool(|| {
             let h = self.encoder.forward(x)?;
             Ok(self.quant_conv.forward(&h)?)
         })
@@ -902,7 +904,7 @@ impl VQModel {
     /// # Shapes
     /// `quant [B, vq_embed_dim, h, w]` → `[B, out_channels, h·s, w·s]`.
     pub fn decode_quantized(&self, quant: &Tensor) -> Result<Tensor> {
-        video_core::in_pool(|| {
+        vidgen_video_core::in_pool(|| {
             let z = self.post_quant_conv.forward(quant)?;
             let zq = (self.config.norm_type == "spatial").then_some(quant);
             self.decoder.forward(&z, zq)

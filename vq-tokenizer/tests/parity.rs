@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 use video_testkit::{fixtures, take};
-use vq_tokenizer::VQModel;
+use vidgen_vq_tokenizer::VQModel;
 
 /// `max_abs ≤ 5e-5` and `≤ 1e-4·max|ref|` (fixtures/README.md, UNets / VAEs / vqmodel).
 fn atol(want: &Tensor) -> f64 {

@@ -9,8 +9,8 @@
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use proptest::prelude::*;
-use video_core::{Codec, Error, TokenGrid};
-use vq_tokenizer::{
+use vidgen_video_core::{Codec, Error, TokenGrid};
+use vidgen_vq_tokenizer::{
     kmeans, nearest_composed, EmaConfig, FrameTokenizer, QuantizerConfig, VQModel, VQModelConfig,
     VectorQuantizer,
 };

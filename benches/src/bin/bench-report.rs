@@ -113,7 +113,7 @@ fn rate(amount: Option<Amount>, s: f64, peak: f64) -> String {
     }
 }
 
-fn run_case(case: &Case, args: &Args, device: &Device) -> video_core::Result<Row> {
+fn run_case(case: &Case, args: &Args, device: &Device) -> vidgen_video_core::Result<Row> {
     let mut ours = (case.ours)(device)?;
     let t0 = std::time::Instant::now();
     ours()?;

@@ -3,8 +3,8 @@
 
 use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
-use video_core::{Error, Result};
-use video_kernels::{attention, AttentionOpts};
+use vidgen_video_core::{Error, Result};
+use vidgen_video_kernels::{attention, AttentionOpts};
 
 use super::nn::{GroupNorm, LayerNorm, Linear};
 
@@ -62,7 +62,7 @@ impl AttentionConfig {
 
 /// diffusers' `Attention` with the default (SDPA) processor: keys `to_q`, `to_k`, `to_v`,
 /// `to_out.0` and optionally `group_norm`. Scale `1/√dim_head`; scores and softmax in f32
-/// through [`video_kernels::attention`] (`[B, heads, seq, head_dim]`).
+/// through [`vidgen_video_kernels::attention`] (`[B, heads, seq, head_dim]`).
 #[derive(Debug, Clone)]
 pub struct Attention {
     group_norm: Option<GroupNorm>,
@@ -134,8 +134,8 @@ impl Attention {
         let residual = x;
         let xn = match &self.group_norm {
             // GroupNorm over channels: [B, N, C] -> [B, C, N] -> norm -> [B, N, C]
-            Some(g) => video_kernels::contiguous(
-                &g.forward(&video_kernels::contiguous(&x.transpose(1, 2)?)?)?
+            Some(g) => vidgen_video_kernels::contiguous(
+                &g.forward(&vidgen_video_kernels::contiguous(&x.transpose(1, 2)?)?)?
                     .transpose(1, 2)?,
             )?,
             None => x.clone(),
@@ -152,14 +152,14 @@ impl Attention {
         // [B, L, h·d] -> [B, h, L, d]
         let split = |t: Tensor| -> Result<Tensor> {
             let l = t.dims()[1];
-            video_kernels::contiguous(&t.reshape((b, l, h, d))?.transpose(1, 2)?)
+            vidgen_video_kernels::contiguous(&t.reshape((b, l, h, d))?.transpose(1, 2)?)
         };
         let q = split(self.to_q.forward(&xn)?)?;
         let k = split(self.to_k.forward(ctx)?)?;
         let v = split(self.to_v.forward(ctx)?)?;
         let o = attention(&q, &k, &v, &AttentionOpts::default())?;
         // [B, h, N, d] -> [B, N, h·d]
-        let o = video_kernels::contiguous(&o.transpose(1, 2)?)?.reshape((b, n, h * d))?;
+        let o = vidgen_video_kernels::contiguous(&o.transpose(1, 2)?)?.reshape((b, n, h * d))?;
         let mut o = self.to_out.forward(&o)?;
         if self.residual_connection {
             o = (o + residual)?;
@@ -178,10 +178,10 @@ impl Attention {
     pub fn forward_spatial(&self, x: &Tensor) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         // [B, C, H, W] -> [B, HW, C]
-        let seq = video_kernels::contiguous(&x.reshape((b, c, h * w))?.transpose(1, 2)?)?;
+        let seq = vidgen_video_kernels::contiguous(&x.reshape((b, c, h * w))?.transpose(1, 2)?)?;
         let o = self.forward(&seq, None)?;
         // [B, HW, C] -> [B, C, H, W]
-        Ok(video_kernels::contiguous(&o.transpose(1, 2)?)?.reshape((b, c, h, w))?)
+        Ok(vidgen_video_kernels::contiguous(&o.transpose(1, 2)?)?.reshape((b, c, h, w))?)
     }
 }
 
@@ -264,7 +264,9 @@ impl FeedForward {
         let h = match self.act {
             // One pass over the projection's rows for f32 (candle's strided halves, libm erff
             // and a separate product otherwise).
-            FeedForwardActivation::Geglu if h.dtype() == DType::F32 => video_kernels::geglu(&h)?,
+            FeedForwardActivation::Geglu if h.dtype() == DType::F32 => {
+                vidgen_video_kernels::geglu(&h)?
+            }
             FeedForwardActivation::Geglu => {
                 let inner = h.dim(candle_core::D::Minus1)? / 2;
                 let a = h.narrow(candle_core::D::Minus1, 0, inner)?;
@@ -285,7 +287,7 @@ impl FeedForward {
 fn gelu_erf_f32(x: &Tensor) -> Result<Tensor> {
     let dt = x.dtype();
     if dt == DType::F32 {
-        return video_kernels::gelu_erf(x);
+        return vidgen_video_kernels::gelu_erf(x);
     }
     Ok(x.to_dtype(DType::F32)?.gelu_erf()?.to_dtype(dt)?)
 }

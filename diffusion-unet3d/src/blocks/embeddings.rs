@@ -2,7 +2,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 use super::nn::{Activation, Linear};
 

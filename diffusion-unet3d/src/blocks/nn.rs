@@ -8,7 +8,7 @@
 use candle_core::{DType, Module, Tensor, D};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 /// Whether `dt` is a half-precision float that we upcast for accumulation.
 fn is_half(dt: DType) -> bool {
@@ -61,8 +61,8 @@ impl Activation {
     /// Applies the activation elementwise (any shape).
     pub fn forward(self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
-            Activation::Silu => video_kernels::silu(x)?,
-            Activation::Gelu => video_kernels::gelu_erf(x)?,
+            Activation::Silu => vidgen_video_kernels::silu(x)?,
+            Activation::Gelu => vidgen_video_kernels::gelu_erf(x)?,
             Activation::Relu => x.relu()?,
             Activation::Mish => {
                 // softplus(x) = max(x, 0) + ln(1 + e^{−|x|}), stable for large |x|.
@@ -181,7 +181,7 @@ impl GroupNorm {
                         *ov = xv * a + sh;
                     }
                     if silu {
-                        video_kernels::silu_slice(oc);
+                        vidgen_video_kernels::silu_slice(oc);
                     }
                 }
             });
@@ -354,7 +354,7 @@ impl Linear {
         };
         // video-kernels' linear: column-blocked gemm into an unzeroed output (candle's matmul
         // when gradients are tracked).
-        let y = video_kernels::linear(&x2, &w, bias.as_ref())?;
+        let y = vidgen_video_kernels::linear(&x2, &w, bias.as_ref())?;
         let mut od = dims;
         if let Some(l) = od.last_mut() {
             *l = out_dim;
@@ -434,7 +434,7 @@ impl Conv2d {
                 format!("expected [B, {}, H, W], found {dims:?}", self.in_channels()),
             ));
         }
-        let opts = video_kernels::Conv2dOpts {
+        let opts = vidgen_video_kernels::Conv2dOpts {
             stride: [self.stride; 2],
             padding: [self.padding; 2],
             ..Default::default()
@@ -443,10 +443,15 @@ impl Conv2d {
         // half inputs) are computed in f32 and returned in the input's dtype.
         let dt = x.dtype();
         if self.weight.dtype() == dt && self.bias.as_ref().is_none_or(|b| b.dtype() == dt) {
-            return video_kernels::conv2d(x, &self.weight, self.bias.as_ref(), &opts);
+            return vidgen_video_kernels::conv2d(x, &self.weight, self.bias.as_ref(), &opts);
         }
         let bias = self.bias.as_ref().map(to_f32).transpose()?;
-        let y = video_kernels::conv2d(&to_f32(x)?, &to_f32(&self.weight)?, bias.as_ref(), &opts)?;
+        let y = vidgen_video_kernels::conv2d(
+            &to_f32(x)?,
+            &to_f32(&self.weight)?,
+            bias.as_ref(),
+            &opts,
+        )?;
         Ok(y.to_dtype(dt)?)
     }
 }
@@ -466,10 +471,10 @@ pub(crate) fn into_candle(e: Error) -> candle_core::Error {
 }
 
 /// A 3D convolution with kernel `(kT, 1, 1)` and temporal padding `kT / 2` (SVD's temporal
-/// convs), through [`video_kernels::conv3d`]; loads `weight [Cout, Cin, kT, 1, 1]` and `bias`.
+/// convs), through [`vidgen_video_kernels::conv3d`]; loads `weight [Cout, Cin, kT, 1, 1]` and `bias`.
 #[derive(Debug, Clone)]
 pub struct TemporalConv {
-    inner: video_kernels::Conv3d,
+    inner: vidgen_video_kernels::Conv3d,
 }
 
 impl TemporalConv {
@@ -478,12 +483,12 @@ impl TemporalConv {
     /// # Errors
     /// Zero sizes; missing / mis-shaped tensors.
     pub fn new(cin: usize, cout: usize, kt: usize, vb: VarBuilder) -> Result<Self> {
-        let cfg = video_kernels::Conv3dConfig {
+        let cfg = vidgen_video_kernels::Conv3dConfig {
             padding: [kt / 2, 0, 0],
             ..Default::default()
         };
         Ok(Self {
-            inner: video_kernels::Conv3d::new(cin, cout, [kt, 1, 1], &cfg, vb)?,
+            inner: vidgen_video_kernels::Conv3d::new(cin, cout, [kt, 1, 1], &cfg, vb)?,
         })
     }
 

@@ -2,7 +2,7 @@
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 use super::nn::{Activation, Conv2d, GroupNorm, Linear};
 
@@ -331,7 +331,7 @@ impl Upsample2D {
 pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     // [N, C, H, 1, W, 1] -> [N, C, H, 2, W, 2] -> [N, C, 2H, 2W]
-    Ok(video_kernels::contiguous(
+    Ok(vidgen_video_kernels::contiguous(
         &x.reshape((n, c, h, 1, w, 1))?
             .broadcast_as((n, c, h, 2, w, 2))?,
     )?

@@ -2,7 +2,7 @@
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
-use video_core::Result;
+use vidgen_video_core::Result;
 
 use super::attention::{BasicTransformerBlock, BasicTransformerBlockConfig, FeedForwardActivation};
 use super::nn::{Conv2d, GroupNorm, Linear};
@@ -136,7 +136,13 @@ impl Transformer2DModel {
         let inner = self.inner_dim;
         // [B, C, H, W] -> [B, HW, C]
         let to_seq = |t: &Tensor, ch: usize| -> Result<Tensor> {
-            Ok(video_kernels::contiguous(&t.permute((0, 2, 3, 1))?)?.reshape((b, h * w, ch))?)
+            Ok(
+                vidgen_video_kernels::contiguous(&t.permute((0, 2, 3, 1))?)?.reshape((
+                    b,
+                    h * w,
+                    ch,
+                ))?,
+            )
         };
         let mut s = match &self.proj_in {
             Proj::Conv(p) => to_seq(&p.forward(&n)?, inner)?,
@@ -147,7 +153,7 @@ impl Transformer2DModel {
         }
         // [B, HW, C] -> [B, C, H, W]
         let to_map = |t: &Tensor, ch: usize| -> Result<Tensor> {
-            video_kernels::contiguous(&t.reshape((b, h, w, ch))?.permute((0, 3, 1, 2))?)
+            vidgen_video_kernels::contiguous(&t.reshape((b, h, w, ch))?.permute((0, 3, 1, 2))?)
         };
         let out = match &self.proj_out {
             Proj::Conv(p) => p.forward(&to_map(&s, inner)?)?,

@@ -2,7 +2,7 @@
 
 use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
-use video_core::{Error, Result, VideoShape};
+use vidgen_video_core::{Error, Result, VideoShape};
 
 use crate::blocks::Conv2d;
 use crate::hooks::{HookPoint, HookSite, UNetHooks};

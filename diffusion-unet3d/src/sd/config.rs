@@ -2,7 +2,7 @@
 //! files as written (unknown keys ignored, defaults as in diffusers 0.42).
 
 use serde::Deserialize;
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 /// A config value that diffusers accepts either as one integer for every block or as one per
 /// block (`attention_head_dim: 8` or `[5, 10, 20, 20]`).

@@ -3,7 +3,7 @@
 //! 2-D checkpoint alone), and SD's VAE [`AutoencoderKL`] applied per frame.
 //!
 //! All video tensors are `[B, C, T, H, W]`. Inside the UNets the per-frame (2-D) layers see the
-//! frame batch `[B·T, C, H, W]` made by [`video_core::VideoShape::fold`], and the temporal layers
+//! frame batch `[B·T, C, H, W]` made by [`vidgen_video_core::VideoShape::fold`], and the temporal layers
 //! see `[B, C, T, H, W]`, with attention over `[B·H·W, T, C]`.
 
 mod common;

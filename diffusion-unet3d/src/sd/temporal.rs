@@ -8,8 +8,8 @@
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
-use video_core::{Error, Result, VideoShape};
-use video_kernels::{Conv3d, Conv3dOpts};
+use vidgen_video_core::{Error, Result, VideoShape};
+use vidgen_video_kernels::{Conv3d, Conv3dOpts};
 
 use crate::blocks::{
     BasicTransformerBlock, BasicTransformerBlockConfig, FeedForwardActivation, GroupNorm, Linear,
@@ -46,7 +46,7 @@ impl NormActConv {
                 cin,
                 cout,
                 [3, 1, 1],
-                &video_kernels::Conv3dConfig {
+                &vidgen_video_kernels::Conv3dConfig {
                     padding: [1, 0, 0],
                     ..Default::default()
                 },
@@ -70,7 +70,7 @@ fn temporal_opts() -> Conv3dOpts {
 
 /// ModelScope's temporal convolution block (diffusers `TemporalConvLayer`): four stages of
 /// `GroupNorm → SiLU → Conv3d` with kernel `(3, 1, 1)` (padding `(1, 0, 0)`, through
-/// [`video_kernels::conv3d`]) and a residual: `x + conv4(conv3(conv2(conv1(x))))`. The last
+/// [`vidgen_video_kernels::conv3d`]) and a residual: `x + conv4(conv3(conv2(conv1(x))))`. The last
 /// convolution is zero-initialised, so a freshly built layer is the identity. Dropout is
 /// inference-off. Keys: `conv1.0` (norm), `conv1.2`, `conv{2,3,4}.0`, `conv{2,3,4}.3`.
 #[derive(Debug, Clone)]

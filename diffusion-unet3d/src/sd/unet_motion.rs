@@ -10,7 +10,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use video_core::{Error, LoadReport, ModelDir, Result, VideoShape};
+use vidgen_video_core::{Error, LoadReport, ModelDir, Result, VideoShape};
 
 use super::common::{self, check_sample, frame_context, hook, on_video, timesteps};
 use super::config::{MotionAdapterConfig, UNet2DConditionConfig, UNetMotionConfig};
@@ -891,7 +891,7 @@ impl UNetMotionModel {
         hooks: &dyn UNetHooks,
     ) -> Result<Tensor> {
         // On a rayon worker: hundreds of parallel ops, none handed off from an outside thread.
-        video_core::in_pool(|| self.run(sample, timestep, encoder_hidden_states, hooks))
+        vidgen_video_core::in_pool(|| self.run(sample, timestep, encoder_hidden_states, hooks))
     }
 
     fn run(

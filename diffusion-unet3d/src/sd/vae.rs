@@ -10,7 +10,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
-use video_core::{Codec, CodecStrides, Error, LoadReport, ModelDir, Result, VideoShape};
+use vidgen_video_core::{Codec, CodecStrides, Error, LoadReport, ModelDir, Result, VideoShape};
 
 use crate::blocks::{
     Activation, Attention, AttentionConfig, Conv2d, Downsample2D, GroupNorm, ResnetBlock2D,

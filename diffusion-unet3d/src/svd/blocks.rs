@@ -3,12 +3,12 @@
 //! (diffusers `models/resnet.py`, `models/attention.py`, `models/transformers/transformer_temporal.py`).
 //!
 //! Frame batches are `[B·F, C, H, W]` (frame `f` of video `b` at `b·F + f`, the order of both
-//! diffusers' `flatten(0, 1)` and [`video_core::VideoShape::fold`]); temporal layers see
+//! diffusers' `flatten(0, 1)` and [`vidgen_video_core::VideoShape::fold`]); temporal layers see
 //! `[B, C, F, H, W]`.
 
 use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
-use video_core::{Error, Result, VideoShape};
+use vidgen_video_core::{Error, Result, VideoShape};
 
 use crate::blocks::{
     Activation, Attention, AttentionConfig, BasicTransformerBlock, BasicTransformerBlockConfig,
@@ -18,7 +18,7 @@ use crate::blocks::{
 use crate::hooks::{HookPoint, HookSite, UNetHooks};
 
 /// diffusers' `TemporalResnetBlock`: a ResNet block whose convs are `(3, 1, 1)` 3D convolutions
-/// over time (through [`video_kernels::conv3d`]) and whose time embedding is per frame.
+/// over time (through [`vidgen_video_kernels::conv3d`]) and whose time embedding is per frame.
 #[derive(Debug, Clone)]
 pub struct TemporalResnetBlock {
     norm1: GroupNorm,
@@ -359,7 +359,7 @@ impl TemporalBasicTransformerBlock {
         let f = num_frames;
         let b = bf / f;
         // [B·F, N, C] -> [B, F, N, C] -> [B, N, F, C] -> [B·N, F, C]
-        let x = video_kernels::contiguous(&x.reshape((b, f, n, c))?.permute((0, 2, 1, 3))?)?
+        let x = vidgen_video_kernels::contiguous(&x.reshape((b, f, n, c))?.permute((0, 2, 1, 3))?)?
             .reshape((b * n, f, c))?;
         let residual = &x;
         let mut h = self.ff_in.forward(&self.norm_in.forward(&x)?)?;
@@ -375,7 +375,7 @@ impl TemporalBasicTransformerBlock {
         let c2 = h.dims()[2];
         // [B·N, F, C] -> [B, N, F, C] -> [B, F, N, C] -> [B·F, N, C]
         Ok(
-            video_kernels::contiguous(&h.reshape((b, n, f, c2))?.permute((0, 2, 1, 3))?)?
+            vidgen_video_kernels::contiguous(&h.reshape((b, n, f, c2))?.permute((0, 2, 1, 3))?)?
                 .reshape((bf, n, c2))?,
         )
     }
@@ -523,7 +523,8 @@ impl TransformerSpatioTemporalModel {
         let residual = x;
         let hn = self.norm.forward(x)?;
         // [B·F, C, H, W] -> [B·F, HW, C]
-        let hn = video_kernels::contiguous(&hn.permute((0, 2, 3, 1))?)?.reshape((bf, n, c))?;
+        let hn =
+            vidgen_video_kernels::contiguous(&hn.permute((0, 2, 3, 1))?)?.reshape((bf, n, c))?;
         let mut hs = self.proj_in.forward(&hn)?;
         // Frame positions 0..F per video: [B·F] -> sinusoidal [B·F, C] -> MLP -> [B·F, 1, C]
         let pos = self.time_proj.positions(f, x.device())?.repeat((b, 1))?;
@@ -573,7 +574,8 @@ impl TransformerSpatioTemporalModel {
         }
         let out = self.proj_out.forward(&hs)?;
         // [B·F, HW, C] -> [B·F, C, H, W]
-        let out = video_kernels::contiguous(&out.reshape((bf, h, w, c))?.permute((0, 3, 1, 2))?)?;
+        let out =
+            vidgen_video_kernels::contiguous(&out.reshape((bf, h, w, c))?.permute((0, 3, 1, 2))?)?;
         Ok((out + residual)?)
     }
 }

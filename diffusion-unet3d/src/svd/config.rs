@@ -2,7 +2,7 @@
 //! `AutoencoderKLTemporalDecoder`.
 
 use serde::Deserialize;
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 /// A config value that diffusers accepts as one number for every block or one per block.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -133,7 +133,7 @@ impl UNetSpatioTemporalConfig {
     /// # Errors
     /// Unreadable file, bad fields (named).
     pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self> {
-        let cfg: Self = video_core::loading::read_config(path)?;
+        let cfg: Self = vidgen_video_core::loading::read_config(path)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -299,7 +299,7 @@ impl TemporalVaeConfig {
     /// # Errors
     /// Unreadable file, bad fields (named).
     pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self> {
-        let cfg: Self = video_core::loading::read_config(path)?;
+        let cfg: Self = vidgen_video_core::loading::read_config(path)?;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use video_core::{Conditioning, Error, LoadReport, ModelDir, Result, VideoShape};
+use vidgen_video_core::{Conditioning, Error, LoadReport, ModelDir, Result, VideoShape};
 
 use super::blocks::{
     Site, SpatioTemporalResBlock, SpatioTemporalResOpts, TransformerSpatioTemporalModel,
@@ -410,7 +410,7 @@ impl UNetSpatioTemporalConditionModel {
         hooks: &dyn UNetHooks,
     ) -> Result<Tensor> {
         // On a rayon worker: hundreds of parallel ops, none handed off from an outside thread.
-        video_core::in_pool(|| {
+        vidgen_video_core::in_pool(|| {
             self.run(
                 sample,
                 timestep,

@@ -29,7 +29,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use video_core::{Codec, CodecStrides, Error, LoadReport, ModelDir, Result, VideoShape};
+use vidgen_video_core::{Codec, CodecStrides, Error, LoadReport, ModelDir, Result, VideoShape};
 
 use super::blocks::{MergeStrategy, SpatioTemporalResBlock, SpatioTemporalResOpts};
 use super::config::TemporalVaeConfig;
@@ -300,7 +300,7 @@ impl AutoencoderKLTemporalDecoder {
     /// # Shapes
     /// `z [B·F, latent, h, w]` (unscaled) → `[B·F, out_channels, h·s, w·s]`.
     pub fn decode(&self, z: &Tensor, num_frames: usize) -> Result<Tensor> {
-        video_core::in_pool(|| self.decoder.forward(z, num_frames))
+        vidgen_video_core::in_pool(|| self.decoder.forward(z, num_frames))
     }
 
     /// [`Self::decode`] that also returns the decoder's intermediate outputs, named as the
@@ -352,7 +352,7 @@ impl AutoencoderKLTemporalDecoder {
             let n = chunk.min(s.t - t0);
             // [B, C, n, h, w] -> [B·n, C, h, w]
             let (frames, _) = VideoShape::fold(&z.narrow(2, t0, n)?)?;
-            let out = video_core::in_pool(|| self.decoder.forward(&frames, n))?;
+            let out = vidgen_video_core::in_pool(|| self.decoder.forward(&frames, n))?;
             sink(t0, VideoShape::unfold(&out, n)?)?;
             t0 += n;
         }

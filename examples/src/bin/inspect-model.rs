@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use video_core::ModelDir;
+use vidgen_video_core::ModelDir;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,7 +26,7 @@ fn main() -> ExitCode {
     status
 }
 
-fn inspect(path: PathBuf) -> video_core::Result<()> {
+fn inspect(path: PathBuf) -> vidgen_video_core::Result<()> {
     let dir = if path.is_file() {
         let root = path.parent().map(PathBuf::from).unwrap_or_default();
         ModelDir::from_files(root, std::slice::from_ref(&path))?
@@ -39,7 +39,7 @@ fn inspect(path: PathBuf) -> video_core::Result<()> {
     }
     let config = dir.root().join("config.json");
     if config.exists() {
-        let v: serde_json::Value = video_core::loading::read_config(&config)?;
+        let v: serde_json::Value = vidgen_video_core::loading::read_config(&config)?;
         let class = v
             .get("_class_name")
             .or_else(|| v.get("architectures").and_then(|a| a.get(0)))

@@ -22,7 +22,7 @@ use std::time::Instant;
 use examples::vidicl::eval::{format_table, write_strip, Condition, Pipeline};
 use examples::vidicl::motion::{default_estimator, DirectionEstimator, MotionCodecGlobal};
 use indicatif::{ProgressBar, ProgressStyle};
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 fn main() -> ExitCode {
     // Tiny matrices: worker threads cost more than they give (and on a busy machine much

@@ -21,7 +21,7 @@ use examples::vidicl::train::{
 };
 use examples::vidicl::world::{MiniConfig, MiniWorld};
 use indicatif::{ProgressBar, ProgressStyle};
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 fn main() -> ExitCode {
     // Tiny matrices: worker threads cost more than they give (5× slower on a busy 2-core
@@ -149,7 +149,7 @@ fn run() -> Result<()> {
         .chain(losses.iter().enumerate().map(|(i, l)| format!("{i},{l}\n")))
         .collect();
     write("loss.csv", csv)?;
-    video_io::write_png(out.join("loss.png"), &plot_losses(&losses, 640, 320, 0.98)?)?;
+    vidgen_video_io::write_png(out.join("loss.png"), &plot_losses(&losses, 640, 320, 0.98)?)?;
 
     // A quick check with the saved files, through the same loader the quickstart uses.
     let pipe = Pipeline::load(&out)?;
@@ -168,7 +168,7 @@ fn run() -> Result<()> {
 
 mod erased {
     //! `serde_json::to_string_pretty` behind a trait object, for the two small files above.
-    use video_core::{Error, Result};
+    use vidgen_video_core::{Error, Result};
 
     pub trait Json {
         fn json(&self) -> Result<String>;

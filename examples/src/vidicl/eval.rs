@@ -5,12 +5,12 @@ use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{DType, Device};
-use eval_metrics::{psnr, ssim, DataRange, SsimFlavour};
-use llama_video::{LlamaForCausalLM, SamplingConfig, VideoLm};
 use rand::Rng;
-use video_core::{Error, Result};
-use video_io::synth::{seeded_rng, Direction};
-use video_io::{grid::GridStyle, side_by_side, videos_to_tensor, Frame, PixelRange, Video};
+use vidgen_eval_metrics::{psnr, ssim, DataRange, SsimFlavour};
+use vidgen_llama_video::{LlamaForCausalLM, SamplingConfig, VideoLm};
+use vidgen_video_core::{Error, Result};
+use vidgen_video_io::synth::{seeded_rng, Direction};
+use vidgen_video_io::{grid::GridStyle, side_by_side, videos_to_tensor, Frame, PixelRange, Video};
 
 use super::io_err;
 use super::motion::DirectionEstimator;
@@ -157,7 +157,7 @@ impl Pipeline {
     /// `train-vidicl-mini` writes).
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
-        let mini: MiniConfig = video_core::loading::read_config(dir.join("mini.json"))?;
+        let mini: MiniConfig = vidgen_video_core::loading::read_config(dir.join("mini.json"))?;
         let world = MiniWorld::new(mini)?;
         let tokenizer = PatchTokenizer::load(dir.join("tokenizer"))?;
         let (model, report) =
@@ -454,7 +454,7 @@ pub fn write_strip(
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
     }
-    video_io::write_gif(path, &strip)
+    vidgen_video_io::write_gif(path, &strip)
 }
 
 #[cfg(test)]

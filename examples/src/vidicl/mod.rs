@@ -2,11 +2,11 @@
 //! synthetic world, and the evaluation that measures whether generated continuations follow
 //! the demo's direction of motion.
 //!
-//! - [`world`]: sprites from `video_io::synth`, moved one token cell per frame on a flat
+//! - [`world`]: sprites from `vidgen_video_io::synth`, moved one token cell per frame on a flat
 //!   background; demo / query episodes (the query object is at rest in the given frames, so
 //!   the direction can only come from the demo).
-//! - [`patch_vq`]: the tokenizer (`vq_tokenizer::VectorQuantizer` + k-means).
-//! - [`train`]: tokenizer fitting, decoder training (`llama_video::VideoLm::train_step`),
+//! - [`patch_vq`]: the tokenizer (`vidgen_vq_tokenizer::VectorQuantizer` + k-means).
+//! - [`train`]: tokenizer fitting, decoder training (`vidgen_llama_video::VideoLm::train_step`),
 //!   checkpoint writing, the loss-curve plot.
 //! - [`motion`]: the direction estimator used to score generations.
 //! - [`eval`]: conditions (a)–(d), Wilson intervals, PSNR / SSIM, the report table and GIF
@@ -14,7 +14,7 @@
 
 use std::path::Path;
 
-use video_core::Error;
+use vidgen_video_core::Error;
 
 pub mod eval;
 pub mod motion;

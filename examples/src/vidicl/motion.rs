@@ -4,7 +4,7 @@
 //! [`DirectionEstimator`]. Two are provided:
 //!
 //! - [`GlobalShift`] (the default): `motion-codec`'s exhaustive whole-frame shift search
-//!   ([`motion_codec::frame_shift`]). On the miniature's 16×16 frames it recovers the ground
+//!   ([`vidgen_motion_codec::frame_shift`]). On the miniature's 16×16 frames it recovers the ground
 //!   truth's direction in 100% of episodes (tested), so the accuracy it reports is the
 //!   model's, not the scorer's.
 //! - [`MotionCodecGlobal`]: `motion-codec`'s block-matching global-motion estimator (flat
@@ -12,9 +12,9 @@
 //!   frames with 8 px blocks it recovers the ground truth's direction in about 90% of
 //!   episodes, which caps what it can report. The quickstart prints it as a cross-check.
 
-use video_core::Result;
-use video_io::synth::Direction;
-use video_io::Frame;
+use vidgen_video_core::Result;
+use vidgen_video_io::synth::Direction;
+use vidgen_video_io::Frame;
 
 /// Estimates the dominant 8-way direction of motion across a run of frames.
 pub trait DirectionEstimator {
@@ -32,7 +32,7 @@ pub fn default_estimator() -> Box<dyn DirectionEstimator + Send + Sync> {
     Box::new(GlobalShift::default())
 }
 
-/// `motion_codec::estimate_global_motion` on every consecutive pair (luma, `block`-px blocks,
+/// `vidgen_motion_codec::estimate_global_motion` on every consecutive pair (luma, `block`-px blocks,
 /// exhaustive search over ±`range` px); the pairs' dominant displacements are summed and the
 /// sum rounded to the nearest of the 8 directions. The miniature's frames are 16 px, so the
 /// blocks are 8 px rather than the codec's 16 (measured on 200 ground-truth continuations:
@@ -40,13 +40,13 @@ pub fn default_estimator() -> Box<dyn DirectionEstimator + Send + Sync> {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MotionCodecGlobal {
     /// The global-motion settings.
-    pub config: motion_codec::GlobalMotionConfig,
+    pub config: vidgen_motion_codec::GlobalMotionConfig,
 }
 
 impl Default for MotionCodecGlobal {
     /// 8×8 blocks, full search ±6 px, otherwise `GlobalMotionConfig::default()`.
     fn default() -> Self {
-        let mut config = motion_codec::GlobalMotionConfig::default();
+        let mut config = vidgen_motion_codec::GlobalMotionConfig::default();
         config.block_match.block_size = 8;
         config.block_match.search_range = 6;
         MotionCodecGlobal { config }
@@ -61,19 +61,19 @@ impl DirectionEstimator for MotionCodecGlobal {
     fn direction(&self, frames: &[&Frame]) -> Result<Option<Direction>> {
         let (mut dx, mut dy) = (0f32, 0f32);
         for pair in frames.windows(2) {
-            let a = motion_codec::LumaFrame::from_rgb(pair[0]);
-            let b = motion_codec::LumaFrame::from_rgb(pair[1]);
-            let g = motion_codec::estimate_global_motion(&a, &b, &self.config)?;
+            let a = vidgen_motion_codec::LumaFrame::from_rgb(pair[0]);
+            let b = vidgen_motion_codec::LumaFrame::from_rgb(pair[1]);
+            let g = vidgen_motion_codec::estimate_global_motion(&a, &b, &self.config)?;
             if g.direction.is_some() {
                 dx += g.dx;
                 dy += g.dy;
             }
         }
-        Ok(motion_codec::direction_of(dx, dy))
+        Ok(vidgen_motion_codec::direction_of(dx, dy))
     }
 }
 
-/// `motion_codec::frame_shift` on every consecutive pair: the integer shift `(sx, sy)` with
+/// `vidgen_motion_codec::frame_shift` on every consecutive pair: the integer shift `(sx, sy)` with
 /// `|sx|, |sy| ≤ max_shift` that minimises the mean absolute RGB difference between the second
 /// frame and the shifted first frame over their overlap; the shifts are summed and the sum's
 /// angle is rounded to the nearest of the 8 directions. A pair whose best shift is not clearly
@@ -81,14 +81,14 @@ impl DirectionEstimator for MotionCodecGlobal {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GlobalShift {
     /// The whole-frame shift search.
-    pub config: motion_codec::FrameShiftConfig,
+    pub config: vidgen_motion_codec::FrameShiftConfig,
 }
 
 impl Default for GlobalShift {
     /// `FrameShiftConfig::default()`: ±6 px, gain 0.5.
     fn default() -> Self {
         GlobalShift {
-            config: motion_codec::FrameShiftConfig::default(),
+            config: vidgen_motion_codec::FrameShiftConfig::default(),
         }
     }
 }
@@ -99,7 +99,7 @@ impl DirectionEstimator for GlobalShift {
     }
 
     fn direction(&self, frames: &[&Frame]) -> Result<Option<Direction>> {
-        motion_codec::sequence_direction(frames, &self.config)
+        vidgen_motion_codec::sequence_direction(frames, &self.config)
     }
 }
 

@@ -6,11 +6,11 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
-use video_core::{Error, ModelDir, Result, TokenGrid};
-use video_io::{Frame, Video};
+use vidgen_video_core::{Error, ModelDir, Result, TokenGrid};
+use vidgen_video_io::{Frame, Video};
 
 use super::io_err;
-use vq_tokenizer::{kmeans, KMeans, QuantizerConfig, VectorQuantizer};
+use vidgen_vq_tokenizer::{kmeans, KMeans, QuantizerConfig, VectorQuantizer};
 
 /// The codebook key in `model.safetensors` (diffusers `VQModel`'s name for it).
 pub const CODEBOOK_KEY: &str = "quantize.embedding.weight";

@@ -5,15 +5,15 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
-use llama_video::{LlamaConfig, LlamaForCausalLM, LossOn, TrainBatch, VideoLm, VideoPrompt};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
-use video_core::{Error, Result};
-use video_io::synth::seeded_rng;
-use video_io::{Frame, Video};
-use vq_tokenizer::KMeans;
+use vidgen_llama_video::{LlamaConfig, LlamaForCausalLM, LossOn, TrainBatch, VideoLm, VideoPrompt};
+use vidgen_video_core::{Error, Result};
+use vidgen_video_io::synth::seeded_rng;
+use vidgen_video_io::{Frame, Video};
+use vidgen_vq_tokenizer::KMeans;
 
 use super::io_err;
 use super::patch_vq::PatchTokenizer;

@@ -3,11 +3,11 @@
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use video_core::{Error, Result};
-use video_io::synth::{
+use vidgen_video_core::{Error, Result};
+use vidgen_video_io::synth::{
     seeded_rng, Action, ActionKind, Colour, Direction, MovingShapes, Shape, WorldConfig,
 };
-use video_io::{Frame, Video};
+use vidgen_video_io::{Frame, Video};
 
 /// Geometry of the miniature (saved next to the weights as `mini.json`).
 ///

@@ -15,10 +15,10 @@ fuzz_target!(|data: &[u8]| {
     if std::fs::write(&path, data).is_err() {
         return;
     }
-    if let Ok(m) = motion_codec::read_codec_motion(&path, 16, Some(8)) {
-        let _ = motion_codec::preprocess(&m.vectors, &motion_codec::LavitConfig::default());
+    if let Ok(m) = vidgen_motion_codec::read_codec_motion(&path, 16, Some(8)) {
+        let _ = vidgen_motion_codec::preprocess(&m.vectors, &vidgen_motion_codec::LavitConfig::default());
         for f in &m.fields {
-            let _ = motion_codec::summarize_field(f, None, &Default::default());
+            let _ = vidgen_motion_codec::summarize_field(f, None, &Default::default());
         }
     }
     let _ = std::fs::remove_file(&path);

@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = video_io::decode_gif(data, std::path::Path::new("fuzz.gif"));
+    let _ = vidgen_video_io::decode_gif(data, std::path::Path::new("fuzz.gif"));
 });

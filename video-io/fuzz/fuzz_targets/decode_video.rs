@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     if std::fs::write(&path, data).is_err() {
         return;
     }
-    if let Ok(mut r) = video_io::VideoReader::open(&path) {
+    if let Ok(mut r) = vidgen_video_io::VideoReader::open(&path) {
         let _ = r.info();
         for _ in 0..4 {
             match r.next_frame() {
@@ -28,6 +28,6 @@ fuzz_target!(|data: &[u8]| {
             let _ = r.next_frame();
         }
     }
-    let _ = video_io::count_frames(&path);
+    let _ = vidgen_video_io::count_frames(&path);
     let _ = std::fs::remove_file(&path);
 });

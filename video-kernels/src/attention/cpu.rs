@@ -274,7 +274,11 @@ pub(crate) struct MaskData {
 impl MaskData {
     /// `mask` of rank ≤ 4 with `shape` its dims left-padded to rank 4 (already checked to
     /// broadcast to `[B, Hq, Nq, Nk]`).
-    pub(crate) fn new(mask: &Tensor, shape: [usize; 4], dims: &Dims) -> video_core::Result<Self> {
+    pub(crate) fn new(
+        mask: &Tensor,
+        shape: [usize; 4],
+        dims: &Dims,
+    ) -> vidgen_video_core::Result<Self> {
         let [bm, hm, qm, _] = shape;
         let nk = dims.nk;
         let data = mask

@@ -69,7 +69,7 @@ pub(crate) mod x86;
 mod x86_avx2;
 
 use candle_core::{DType, Device, Tensor, D};
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 /// Options of [`attention`] and [`attention_reference`].
 ///
@@ -311,13 +311,13 @@ fn causal_bias(nq: usize, nk: usize, device: &Device) -> Result<Tensor> {
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
-/// use video_kernels::{attention, AttentionOpts};
+/// use vidgen_video_kernels::{attention, AttentionOpts};
 /// let dev = Device::Cpu;
 /// let q = Tensor::randn(0f32, 1.0, (1, 4, 10, 16), &dev)?;
 /// let kv = Tensor::randn(0f32, 1.0, (1, 2, 12, 16), &dev)?;
 /// let out = attention(&q, &kv, &kv, &AttentionOpts::causal())?;
 /// assert_eq!(out.dims(), &[1, 4, 10, 16]);
-/// # Ok::<(), video_core::Error>(())
+/// # Ok::<(), vidgen_video_core::Error>(())
 /// ```
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOpts) -> Result<Tensor> {
     let (dims, mask_shape) = check(q, k, v, opts)?;

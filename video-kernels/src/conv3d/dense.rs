@@ -13,7 +13,7 @@
 //!   `dy_tile · X_tapᵀ` per tile, summed over tiles.
 
 use rayon::prelude::*;
-use video_core::Result;
+use vidgen_video_core::Result;
 
 use super::gemm::{gemm, Threads, View};
 use super::geom::{valid_range, Geom};

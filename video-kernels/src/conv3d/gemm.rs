@@ -1,6 +1,6 @@
 //! The one place this module calls `unsafe` code: a bounds-checked wrapper over `gemm::gemm`.
 
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 /// A strided matrix view into a slice: element `(i, j)` is `data[off + i·rs + j·cs]`.
 #[derive(Clone, Copy)]

@@ -1,6 +1,6 @@
 //! Shape checking and the derived geometry of one conv3d call.
 
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 use super::Conv3dOpts;
 

@@ -56,7 +56,7 @@ mod geom;
 mod op;
 
 use candle_core::{DType, Module, Tensor};
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 use geom::Geom;
 
@@ -185,8 +185,8 @@ fn add_bias(y: Tensor, bias: Option<&Tensor>, cout: usize) -> Result<Tensor> {
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
-/// use video_kernels::{conv3d, Conv3dOpts};
-/// # fn main() -> video_core::Result<()> {
+/// use vidgen_video_kernels::{conv3d, Conv3dOpts};
+/// # fn main() -> vidgen_video_core::Result<()> {
 /// let x = Tensor::randn(0f32, 1., (1, 4, 5, 8, 8), &Device::Cpu)?;
 /// let w = Tensor::randn(0f32, 0.1, (4, 1, 3, 3, 3), &Device::Cpu)?; // depthwise
 /// let opts = Conv3dOpts { padding: [1, 1, 1], groups: 4, ..Default::default() };
@@ -267,8 +267,8 @@ impl Conv2dOpts {
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
-/// use video_kernels::{conv2d, Conv2dOpts};
-/// # fn main() -> video_core::Result<()> {
+/// use vidgen_video_kernels::{conv2d, Conv2dOpts};
+/// # fn main() -> vidgen_video_core::Result<()> {
 /// let x = Tensor::randn(0f32, 1., (2, 3, 9, 7), &Device::Cpu)?;
 /// let w = Tensor::randn(0f32, 0.1, (8, 3, 3, 3), &Device::Cpu)?;
 /// let opts = Conv2dOpts { stride: [2, 2], padding: [1, 1], ..Default::default() };

@@ -15,7 +15,7 @@ pub(crate) fn forward(
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
-) -> video_core::Result<Vec<f32>> {
+) -> vidgen_video_core::Result<Vec<f32>> {
     match g.path() {
         Path::Depthwise => Ok(depthwise::forward(g, x, w, bias)),
         Path::Temporal => dense::temporal_forward(g, x, w, bias),
@@ -44,7 +44,11 @@ fn bias_grad(g: &Geom, dy: &[f32]) -> Vec<f32> {
 }
 
 /// Input gradient dispatch.
-pub(crate) fn backward_input(g: &Geom, dy: &[f32], w: &[f32]) -> video_core::Result<Vec<f32>> {
+pub(crate) fn backward_input(
+    g: &Geom,
+    dy: &[f32],
+    w: &[f32],
+) -> vidgen_video_core::Result<Vec<f32>> {
     match g.path() {
         Path::Depthwise => Ok(depthwise::backward_input(g, dy, w)),
         Path::Temporal => dense::temporal_backward_input(g, dy, w),
@@ -56,7 +60,11 @@ pub(crate) fn backward_input(g: &Geom, dy: &[f32], w: &[f32]) -> video_core::Res
 }
 
 /// Weight gradient dispatch.
-pub(crate) fn backward_weight(g: &Geom, x: &[f32], dy: &[f32]) -> video_core::Result<Vec<f32>> {
+pub(crate) fn backward_weight(
+    g: &Geom,
+    x: &[f32],
+    dy: &[f32],
+) -> vidgen_video_core::Result<Vec<f32>> {
     match g.path() {
         Path::Depthwise => Ok(depthwise::backward_weight(g, x, dy)),
         Path::Temporal => dense::temporal_backward_weight(g, x, dy),
@@ -98,9 +106,9 @@ fn with_f32<R>(
     }
 }
 
-fn wrap(e: video_core::Error) -> candle_core::Error {
+fn wrap(e: vidgen_video_core::Error) -> candle_core::Error {
     match e {
-        video_core::Error::Candle(c) => c,
+        vidgen_video_core::Error::Candle(c) => c,
         other => candle_core::Error::wrap(other),
     }
 }

@@ -35,7 +35,7 @@ use cudarc::driver::{
     LaunchConfig, PushKernelArg, ValidAsZeroBits,
 };
 use cudarc::nvrtc::{CompileOptions, Ptx};
-use video_core::{Error, Result};
+use vidgen_video_core::{Error, Result};
 
 const COMMON: &str = include_str!("common.cuh");
 const ATTENTION: &str = include_str!("attention.cu");
