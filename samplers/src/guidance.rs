@@ -11,7 +11,7 @@
 //! axis ([`Conditioning::cat_batch`]) and run as one network call.
 
 use candle_core::Tensor;
-use vidgen_video_core::{Conditioning, Denoiser, Drop, Error, Result};
+use vidgen_video_core::{Conditioning, Denoiser, CondDrop, Error, Result};
 
 use crate::schedule::torch_linspace_f32;
 use crate::util::f32_of;
@@ -51,8 +51,8 @@ fn passes<D: Denoiser + ?Sized>(
     (0..k).map(|i| Ok(out.narrow(0, i * b, b)?)).collect()
 }
 
-fn union(a: Drop, b: Drop) -> Drop {
-    Drop {
+fn union(a: CondDrop, b: CondDrop) -> CondDrop {
+    CondDrop {
         context: a.context || b.context,
         concat: a.concat || b.concat,
         added: a.added || b.added,
@@ -70,7 +70,7 @@ pub struct Cfg<D> {
     /// Guidance scale `s` (1 = no guidance).
     pub scale: f64,
     /// What the unconditional pass drops (default: the cross-attention context).
-    pub drop: Drop,
+    pub drop: CondDrop,
     /// Batch the two passes into one call.
     pub batched: bool,
 }
@@ -81,7 +81,7 @@ impl<D> Cfg<D> {
         Self {
             inner,
             scale,
-            drop: Drop {
+            drop: CondDrop {
                 context: true,
                 ..Default::default()
             },
@@ -122,9 +122,9 @@ pub struct DualGuidance<D> {
     /// Text / instruction guidance scale.
     pub text_scale: f64,
     /// What "no frames" drops (default: the channel-concatenated latents).
-    pub frame_drop: Drop,
+    pub frame_drop: CondDrop,
     /// What "no text" drops (default: the cross-attention context).
-    pub text_drop: Drop,
+    pub text_drop: CondDrop,
     /// Batch the three passes into one call.
     pub batched: bool,
 }
@@ -136,11 +136,11 @@ impl<D> DualGuidance<D> {
             inner,
             frame_scale,
             text_scale,
-            frame_drop: Drop {
+            frame_drop: CondDrop {
                 concat: true,
                 ..Default::default()
             },
-            text_drop: Drop {
+            text_drop: CondDrop {
                 context: true,
                 ..Default::default()
             },
@@ -186,7 +186,7 @@ pub struct PerFrameGuidance<D> {
     /// Scale at the last frame (SVD: 3.0).
     pub max_scale: f64,
     /// What the unconditional pass drops.
-    pub drop: Drop,
+    pub drop: CondDrop,
     /// Batch both passes into one call.
     pub batched: bool,
 }
@@ -198,7 +198,7 @@ impl<D> PerFrameGuidance<D> {
             inner,
             min_scale,
             max_scale,
-            drop: Drop {
+            drop: CondDrop {
                 context: true,
                 concat: true,
                 added: false,

@@ -48,4 +48,4 @@ pub use layout::contiguous;
 pub use loading::{LoadReport, ModelDir};
 pub use pool::in_pool;
 pub use shape::{TokenGrid, VideoShape};
-pub use traits::{Codec, CodecStrides, Conditioning, Denoiser, Drop};
+pub use traits::{CodecStrides, Codec, CondDrop, Conditioning, Denoiser};

@@ -90,7 +90,7 @@ pub struct Conditioning {
 
 /// Which parts of a [`Conditioning`] to drop when building an unconditional variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Drop {
+pub struct CondDrop {
     /// Zero the cross-attention context (text / instruction guidance).
     pub context: bool,
     /// Zero the channel-concatenated latents (frame / image guidance).
@@ -124,7 +124,7 @@ impl Conditioning {
     }
 
     /// A copy with the parts named in `drop` replaced by zeros of the same shape.
-    pub fn without(&self, drop: Drop) -> Result<Self> {
+    pub fn without(&self, drop: CondDrop) -> Result<Self> {
         let zero = |t: &Option<Tensor>, yes: bool| -> Result<Option<Tensor>> {
             Ok(match t {
                 Some(t) if yes => Some(t.zeros_like()?),

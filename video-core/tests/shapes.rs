@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use proptest::prelude::*;
-use vidgen_video_core::{Conditioning, Drop, Error, TokenGrid, VideoShape};
+use vidgen_video_core::{Conditioning, CondDrop, Error, TokenGrid, VideoShape};
 
 fn video(b: usize, c: usize, t: usize, h: usize, w: usize) -> Tensor {
     let n = b * c * t * h * w;
@@ -89,7 +89,7 @@ fn conditioning_without_and_cat() {
             Tensor::ones((1, 3), DType::F32, &dev).unwrap(),
         );
     let u = c
-        .without(Drop {
+        .without(CondDrop {
             context: true,
             ..Default::default()
         })
