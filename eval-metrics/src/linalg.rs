@@ -8,6 +8,7 @@
 use faer::linalg::matmul::triangular::BlockStructure;
 use faer::{Accum, MatMut, MatRef, Par, Side};
 use vidgen_video_core::{Error, Result};
+use vidgen_video_kernels::gemm::{Threads, View};
 
 /// The parallelism of every faer call: all rayon threads.
 pub(crate) fn par() -> Par {
@@ -199,44 +200,26 @@ macro_rules! gemm_impl {
                 }
                 return Ok(());
             }
-            let par = if threads {
-                gemm::Parallelism::Rayon(0)
-            } else {
-                gemm::Parallelism::None
-            };
             // The rhs element (p, j) is b[j·k + p] transposed, b[p·n + j] otherwise.
-            let (rhs_cs, rhs_rs) = if b_transposed {
-                (k as isize, 1)
+            let rhs = if b_transposed {
+                View::col_major(k)
             } else {
-                (1, n as isize)
+                View::row_major(n)
             };
-            // SAFETY: the checks above keep every touched index inside its slice (dst: at most
-            // (m−1)·ldd + n − 1, a: (m−1)·k + k − 1, b: (n−1)·k + k − 1 transposed, else
-            // (k−1)·n + n − 1); n ≤ ldd makes distinct (i, j) distinct dst elements; dst is an
-            // exclusive borrow, a and b shared ones.
-            unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    k,
-                    dst.as_mut_ptr(),
-                    1,
-                    ldd as isize,
-                    false,
-                    a.as_ptr(),
-                    1,
-                    k as isize,
-                    b.as_ptr(),
-                    rhs_cs,
-                    rhs_rs,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    par,
-                );
-            }
+            let threads = if threads { Threads::All } else { Threads::One };
+            vidgen_video_kernels::gemm::gemm(
+                m,
+                n,
+                k,
+                dst,
+                View::row_major(ldd),
+                a,
+                View::row_major(k),
+                b,
+                rhs,
+                false,
+                threads,
+            )?;
             Ok(())
         }
     };

@@ -9,6 +9,7 @@ mod attention;
 mod conv3d;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod gemm;
 mod linear;
 mod norm;
 

@@ -15,6 +15,7 @@ use rayon::prelude::*;
 use vidgen_video_core::{Error, Result};
 
 use crate::attention::dot;
+use crate::gemm::{gemm, gemm_uninit, Threads, View};
 
 /// The most rows of `x` (product of its leading dims) that take the streaming kernel.
 pub const SKINNY_ROWS: usize = 8;
@@ -116,64 +117,52 @@ fn gemm_rows(
             ),
         ));
     }
-    let mut y: Vec<f32> = Vec::with_capacity(ny);
-    if let Some(b) = bias {
-        for _ in 0..rows {
-            y.extend_from_slice(b);
-        }
-    }
     // Column blocks of the output (row blocks of w), one single-threaded product per thread:
     // every thread packs only its part of w, and measured at the Llama's shapes this is
     // 5–15% faster than the gemm crate's own threading of the whole product.
     let threads = rayon::current_num_threads().max(1);
     let parts = threads.min(out / MIN_PART_COLS).max(1);
     let part = out.div_ceil(parts).next_multiple_of(16).min(out);
-    let dst = SendPtr(y.as_mut_ptr());
-    let run = |j0: usize, par: gemm::Parallelism| {
-        let cols = part.min(out - j0);
-        let dst = &dst;
-        // SAFETY: x is rows × in, w is out × in and y has room for rows × out (checked
-        // above); this call writes dst (i, j0 + j) = y[i·out + j0 + j] for j < cols ≤ out − j0
-        // and reads lhs (i, p) = x[i·in + p] and rhs (p, j) = w[(j0 + j)·in + p], all in
-        // bounds. Calls for different j0 write disjoint columns. Without a bias gemm does not
-        // read dst (read_dst = false) and writes every element before `set_len` exposes it;
-        // with one, dst is initialised.
-        unsafe {
-            gemm::gemm(
-                rows,
-                cols,
-                in_dim,
-                dst.0.add(j0),
-                1,
-                out as isize,
-                bias.is_some(),
-                x.as_ptr(),
-                1,
-                in_dim as isize,
-                w.as_ptr().add(j0 * in_dim),
-                in_dim as isize,
-                1,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                par,
-            );
-        }
-    };
-    if parts == 1 {
-        run(0, gemm::Parallelism::Rayon(0));
+    let threads = if parts == 1 {
+        Threads::All
     } else {
-        (0..out)
-            .step_by(part)
-            .collect::<Vec<_>>()
-            .into_par_iter()
-            .for_each(|j0| run(j0, gemm::Parallelism::None));
+        Threads::ColumnBlocks(part)
+    };
+    // y (rows × out, row-major) = x (rows × in) · wᵀ, wᵀ read as a column-major view of w.
+    let (yv, xv, wv) = (
+        View::row_major(out),
+        View::row_major(in_dim),
+        View::col_major(in_dim),
+    );
+    match bias {
+        Some(b) => {
+            let mut y = Vec::with_capacity(ny);
+            for _ in 0..rows {
+                y.extend_from_slice(b);
+            }
+            gemm(rows, out, in_dim, &mut y, yv, x, xv, w, wv, true, threads)?;
+            Ok(y)
+        }
+        None => {
+            let mut y: Vec<f32> = Vec::with_capacity(ny);
+            gemm_uninit(
+                rows,
+                out,
+                in_dim,
+                &mut y.spare_capacity_mut()[..ny],
+                yv,
+                x,
+                xv,
+                w,
+                wv,
+                threads,
+            )?;
+            // SAFETY: `gemm_uninit` returned Ok, so it initialised every element of the
+            // `rows × out` row-major view, which is exactly the first `ny` elements.
+            unsafe { y.set_len(ny) };
+            Ok(y)
+        }
     }
-    // SAFETY: every element of the rows × out output was written above.
-    unsafe { y.set_len(ny) };
-    Ok(y)
 }
 
 /// Checks the shapes; returns `(rows, in, out, output shape)`.
@@ -230,13 +219,6 @@ fn check(
 
 /// The narrowest column block [`linear`]'s many-row path gives one thread.
 const MIN_PART_COLS: usize = 128;
-
-/// A raw output pointer shared by tasks that write disjoint parts of it.
-struct SendPtr(*mut f32);
-// SAFETY: only used to hand disjoint column blocks of one buffer to rayon tasks.
-unsafe impl Send for SendPtr {}
-// SAFETY: as above.
-unsafe impl Sync for SendPtr {}
 
 /// Weight rows per step of the kernels (each load of `x` feeds this many accumulators).
 const ROW_STEP: usize = 4;

@@ -31,7 +31,8 @@ pub(crate) enum Backend {
     /// Hand-written AVX2 + FMA micro-kernels (x86-64 without AVX-512).
     #[cfg(target_arch = "x86_64")]
     Avx2,
-    /// The `gemm` crate (its own runtime SIMD dispatch) and auto-vectorised loops.
+    /// The `gemm` crate (its own runtime SIMD dispatch, through [`crate::gemm`]) and
+    /// auto-vectorised loops.
     Portable,
 }
 
@@ -126,31 +127,23 @@ impl Backend {
                     accumulate,
                 )
             },
-            // SAFETY: the ranges were checked above; `gemm` reads `a`, `b` and writes `c` only
-            // at the strided positions of the `m × k`, `k × n`, `m × n` matrices.
-            Backend::Portable => unsafe {
-                gemm::gemm(
+            Backend::Portable => {
+                use crate::gemm::{gemm, Threads, View};
+                gemm(
                     m,
                     n,
                     k,
-                    c.as_mut_ptr(),
-                    1,
-                    ldc as isize,
+                    c,
+                    View::row_major(ldc),
+                    a,
+                    View::new(0, a_rs, a_cs),
+                    b,
+                    View::row_major(ldb),
                     accumulate,
-                    a.as_ptr(),
-                    a_cs as isize,
-                    a_rs as isize,
-                    b.as_ptr(),
-                    1,
-                    ldb as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
+                    Threads::One,
                 )
-            },
+                .map_err(internal)?
+            }
         }
         Ok(())
     }

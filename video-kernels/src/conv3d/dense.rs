@@ -15,7 +15,7 @@
 use rayon::prelude::*;
 use vidgen_video_core::Result;
 
-use super::gemm::{gemm, Threads, View};
+use crate::gemm::{gemm, Threads, View};
 use super::geom::{valid_range, Geom};
 
 /// Positions per gemm in the general path (a few hundred keeps the output tile in L2).
@@ -60,7 +60,7 @@ pub(crate) fn temporal_forward(
                         x,
                         View::new(((b * g.cin + gi * cig) * t + i0) * s, t * s, 1),
                         true,
-                        Threads::All,
+                        Threads::Auto,
                     )?;
                 }
             }
@@ -90,7 +90,7 @@ pub(crate) fn temporal_backward_input(g: &Geom, dy: &[f32], w: &[f32]) -> Result
                         dy,
                         View::new(((b * g.cout + gi * cog) * to + o0) * s, to * s, 1),
                         true,
-                        Threads::All,
+                        Threads::Auto,
                     )?;
                 }
             }
@@ -120,7 +120,7 @@ pub(crate) fn temporal_backward_weight(g: &Geom, x: &[f32], dy: &[f32]) -> Resul
                         x,
                         View::new(((b * g.cin + gi * cig) * t + i0) * s, 1, t * s),
                         true,
-                        Threads::All,
+                        Threads::Auto,
                     )?;
                 }
             }

@@ -51,7 +51,6 @@ mod direct;
 mod direct_x86;
 #[cfg(target_arch = "x86_64")]
 mod dw_x86;
-mod gemm;
 mod geom;
 mod op;
 
