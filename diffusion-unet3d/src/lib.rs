@@ -3,17 +3,16 @@
 //! Spatio-temporal diffusion denoisers and their VAEs, loading diffusers directories unchanged.
 //! Use this crate to run (or fine-tune) Stable Video Diffusion's
 //! [`svd::UNetSpatioTemporalConditionModel`] and [`svd::AutoencoderKLTemporalDecoder`] on candle,
-//! or to build other diffusers-style video models from the shared [`blocks`].
+//! or the inflated SD UNets; the layers and diffusers blocks they are built from live in
+//! `vidgen-video-nn`.
 //!
-//! - [`blocks`]: diffusers building blocks (timestep embeddings, ResNet blocks, attention,
-//!   transformer blocks, resamplers) with diffusers' key names and f32 accumulation.
 //! - [`svd`]: the SVD UNet (input / output `[B, F, C, H, W]` as the reference) and the temporal
 //!   VAE with chunked and streaming decode.
 //! - [`hooks`]: hook points inside the SVD UNet for adapters.
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};
-//! use vidgen_diffusion_unet3d::blocks::Timesteps;
+//! use vidgen_video_nn::Timesteps;
 //! # fn main() -> vidgen_video_core::Result<()> {
 //! let t = Tensor::new(&[0f32, 10.0], &Device::Cpu)?;
 //! let emb = Timesteps::new(8, true, 0.0).forward(&t)?; // [2, 8]: [cos, sin]
@@ -24,7 +23,6 @@
 //! This crate has no cargo features.
 #![deny(missing_docs)]
 
-pub mod blocks;
 pub mod hooks;
 pub mod sd;
 pub mod svd;

@@ -4,7 +4,7 @@ use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 use vidgen_video_core::{Error, Result, VideoShape};
 
-use crate::blocks::Conv2d;
+use vidgen_video_nn::Conv2d;
 use crate::hooks::{HookPoint, HookSite, UNetHooks};
 
 /// Timesteps as `[B]` f32: a scalar `[]`, a `[1]` broadcast to `B`, or one per video `[B]`;

@@ -11,7 +11,7 @@ use candle_nn::VarBuilder;
 use vidgen_video_core::{Error, Result, VideoShape};
 use vidgen_video_kernels::{Conv3d, Conv3dOpts};
 
-use crate::blocks::{
+use vidgen_video_nn::{
     BasicTransformerBlock, BasicTransformerBlockConfig, FeedForwardActivation, GroupNorm, Linear,
 };
 

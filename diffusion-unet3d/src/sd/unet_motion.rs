@@ -15,7 +15,7 @@ use vidgen_video_core::{Error, LoadReport, ModelDir, Result, VideoShape};
 use super::common::{self, check_sample, frame_context, hook, on_video, timesteps};
 use super::config::{MotionAdapterConfig, UNet2DConditionConfig, UNetMotionConfig};
 use super::temporal::{TransformerTemporalConfig, TransformerTemporalModel};
-use crate::blocks::{
+use vidgen_video_nn::{
     Activation, Conv2d, Downsample2D, GroupNorm, ResnetBlock2D, ResnetBlock2DConfig,
     TimestepEmbedding, Timesteps, Transformer2DConfig, Transformer2DModel, Upsample2D,
 };

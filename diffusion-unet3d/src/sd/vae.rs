@@ -12,10 +12,9 @@ use candle_nn::VarBuilder;
 use serde::Deserialize;
 use vidgen_video_core::{Codec, CodecStrides, Error, LoadReport, ModelDir, Result, VideoShape};
 
-use crate::blocks::{
-    Activation, Attention, AttentionConfig, Conv2d, Downsample2D, GroupNorm, ResnetBlock2D,
-    ResnetBlock2DConfig, Upsample2D,
-};
+use vidgen_video_nn::vae::attention_levels;
+pub use vidgen_video_nn::{Decoder, DecoderConfig, Encoder, EncoderConfig, VaeMidBlock};
+use vidgen_video_nn::{Activation, Conv2d};
 
 fn d_three() -> usize {
     3
@@ -115,39 +114,9 @@ impl AutoencoderKLConfig {
                 ),
             ));
         }
-        for (i, t) in self.down_block_types.iter().enumerate() {
-            if t != "DownEncoderBlock2D" {
-                return Err(Error::Unsupported {
-                    field: format!("down_block_types[{i}]"),
-                    value: t.clone(),
-                    supported: "DownEncoderBlock2D".into(),
-                });
-            }
-        }
-        for (i, t) in self.up_block_types.iter().enumerate() {
-            if t != "UpDecoderBlock2D" {
-                return Err(Error::Unsupported {
-                    field: format!("up_block_types[{i}]"),
-                    value: t.clone(),
-                    supported: "UpDecoderBlock2D".into(),
-                });
-            }
-        }
-        if self.in_channels == 0 || self.out_channels == 0 || self.latent_channels == 0 {
-            return Err(Error::config(
-                "in_channels/out_channels/latent_channels",
-                "must be >= 1",
-            ));
-        }
-        if self.layers_per_block == 0 {
-            return Err(Error::config("layers_per_block", "must be >= 1"));
-        }
-        if self.scaling_factor == 0.0 || !self.scaling_factor.is_finite() {
-            return Err(Error::config(
-                "scaling_factor",
-                "must be finite and non-zero",
-            ));
-        }
+        // AutoencoderKL accepts the attention variants too (`AttnDownEncoderBlock2D`, …).
+        attention_levels(&self.down_block_types, "down_block_types")?;
+        attention_levels(&self.up_block_types, "up_block_types")?;
         let g = self.norm_num_groups;
         if g == 0 || self.block_out_channels.iter().any(|c| c % g != 0) {
             return Err(Error::config(
@@ -168,6 +137,7 @@ impl AutoencoderKLConfig {
             in_channels: self.in_channels,
             latent_channels: self.latent_channels,
             block_out_channels: self.block_out_channels.clone(),
+            attention: attention_levels(&self.down_block_types, "down_block_types")?,
             layers_per_block: self.layers_per_block,
             norm_num_groups: self.norm_num_groups,
             act: Activation::parse(&self.act_fn)?,
@@ -182,340 +152,18 @@ impl AutoencoderKLConfig {
             latent_channels: self.latent_channels,
             out_channels: self.out_channels,
             block_out_channels: self.block_out_channels.clone(),
+            attention: attention_levels(&self.up_block_types, "up_block_types")?,
             layers_per_block: self.layers_per_block,
             norm_num_groups: self.norm_num_groups,
             act: Activation::parse(&self.act_fn)?,
             mid_block_add_attention: self.mid_block_add_attention,
+            spatial_norm: None,
         })
     }
 
     /// Pixels per latent cell along H and W: `2^(blocks − 1)` (8 for SD).
     pub fn spatial_stride(&self) -> usize {
         1 << self.block_out_channels.len().saturating_sub(1)
-    }
-}
-
-/// diffusers' `UNetMidBlock2D` as the VAEs use it (no time embedding, one layer):
-/// `resnets.0 → attentions.0 → resnets.1` (attention: group norm, one head, residual).
-#[derive(Debug, Clone)]
-pub struct VaeMidBlock {
-    resnets: Vec<ResnetBlock2D>,
-    attention: Option<Attention>,
-}
-
-impl VaeMidBlock {
-    /// Builds the block (`eps = 1e-6` as in the VAEs).
-    ///
-    /// # Errors
-    /// Missing / mis-shaped tensors.
-    pub fn new(
-        channels: usize,
-        groups: usize,
-        act: Activation,
-        add_attention: bool,
-        vb: VarBuilder,
-    ) -> Result<Self> {
-        let eps = 1e-6;
-        let cfg = resnet_cfg(channels, channels, groups, eps, act);
-        let resnets = vec![
-            ResnetBlock2D::new(&cfg, vb.pp("resnets.0"))?,
-            ResnetBlock2D::new(&cfg, vb.pp("resnets.1"))?,
-        ];
-        let attention = if add_attention {
-            // One head of the full width, biased projections, group norm and residual inside
-            // (diffusers builds it with `attention_head_dim = channels`).
-            let mut a = AttentionConfig::new(channels, None, 1, channels);
-            a.bias = true;
-            a.norm_num_groups = Some(groups);
-            a.eps = eps;
-            a.residual_connection = true;
-            Some(Attention::new(&a, vb.pp("attentions.0"))?)
-        } else {
-            None
-        };
-        Ok(Self { resnets, attention })
-    }
-
-    /// # Shapes
-    /// `[N, C, H, W]` → `[N, C, H, W]`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut h = self.resnets[0].forward(x, None)?;
-        if let Some(a) = &self.attention {
-            h = a.forward_spatial(&h)?;
-        }
-        self.resnets[1].forward(&h, None)
-    }
-}
-
-fn resnet_cfg(
-    cin: usize,
-    cout: usize,
-    groups: usize,
-    eps: f64,
-    act: Activation,
-) -> ResnetBlock2DConfig {
-    let mut c = ResnetBlock2DConfig::new(cin, cout)
-        .temb(None)
-        .groups(groups)
-        .eps(eps);
-    c.act = act;
-    c
-}
-
-/// Construction arguments of an [`Encoder`] (diffusers `Encoder` with `DownEncoderBlock2D`s).
-#[derive(Debug, Clone, PartialEq)]
-pub struct EncoderConfig {
-    /// Image channels.
-    pub in_channels: usize,
-    /// Latent channels (the output has `2·latent_channels` with `double_z`).
-    pub latent_channels: usize,
-    /// Channels per resolution.
-    pub block_out_channels: Vec<usize>,
-    /// ResNets per block.
-    pub layers_per_block: usize,
-    /// GroupNorm groups.
-    pub norm_num_groups: usize,
-    /// Activation.
-    pub act: Activation,
-    /// Output mean and log-variance (true for KL autoencoders).
-    pub double_z: bool,
-    /// Whether the mid block has its attention layer.
-    pub mid_block_add_attention: bool,
-}
-
-#[derive(Debug, Clone)]
-struct DownEncoderBlock {
-    resnets: Vec<ResnetBlock2D>,
-    downsampler: Option<Downsample2D>,
-}
-
-/// The VAE encoder: `conv_in → down_blocks → mid_block → norm → SiLU → conv_out`.
-/// Keys as diffusers (`conv_in`, `down_blocks.N.resnets.M`, `down_blocks.N.downsamplers.0.conv`,
-/// `mid_block.*`, `conv_norm_out`, `conv_out`).
-#[derive(Debug, Clone)]
-pub struct Encoder {
-    conv_in: Conv2d,
-    down_blocks: Vec<DownEncoderBlock>,
-    mid_block: VaeMidBlock,
-    conv_norm_out: GroupNorm,
-    conv_out: Conv2d,
-    act: Activation,
-    in_channels: usize,
-}
-
-impl Encoder {
-    /// Builds the encoder from `vb` (the VAE's `encoder.` prefix).
-    ///
-    /// # Errors
-    /// Empty channel lists, groups not dividing channels; missing / mis-shaped tensors.
-    pub fn new(cfg: &EncoderConfig, vb: VarBuilder) -> Result<Self> {
-        let ch = &cfg.block_out_channels;
-        let (Some(&first), Some(&last)) = (ch.first(), ch.last()) else {
-            return Err(Error::config("block_out_channels", "must not be empty"));
-        };
-        let g = cfg.norm_num_groups;
-        let eps = 1e-6;
-        let conv_in = Conv2d::new(cfg.in_channels, first, 3, 1, 1, true, vb.pp("conv_in"))?;
-        let mut down_blocks = Vec::with_capacity(ch.len());
-        let mut out_c = first;
-        for (i, &c) in ch.iter().enumerate() {
-            let in_c = out_c;
-            out_c = c;
-            let vbb = vb.pp(format!("down_blocks.{i}"));
-            let mut resnets = Vec::with_capacity(cfg.layers_per_block);
-            for j in 0..cfg.layers_per_block {
-                let cin = if j == 0 { in_c } else { out_c };
-                resnets.push(ResnetBlock2D::new(
-                    &resnet_cfg(cin, out_c, g, eps, cfg.act),
-                    vbb.pp(format!("resnets.{j}")),
-                )?);
-            }
-            let downsampler = if i + 1 < ch.len() {
-                Some(Downsample2D::new(
-                    out_c,
-                    true,
-                    out_c,
-                    0,
-                    vbb.pp("downsamplers.0"),
-                )?)
-            } else {
-                None
-            };
-            down_blocks.push(DownEncoderBlock {
-                resnets,
-                downsampler,
-            });
-        }
-        let mid_block = VaeMidBlock::new(
-            last,
-            g,
-            cfg.act,
-            cfg.mid_block_add_attention,
-            vb.pp("mid_block"),
-        )?;
-        let out = if cfg.double_z {
-            2 * cfg.latent_channels
-        } else {
-            cfg.latent_channels
-        };
-        Ok(Self {
-            conv_in,
-            down_blocks,
-            mid_block,
-            conv_norm_out: GroupNorm::new(g, last, eps, vb.pp("conv_norm_out"))?,
-            conv_out: Conv2d::new(last, out, 3, 1, 1, true, vb.pp("conv_out"))?,
-            act: cfg.act,
-            in_channels: cfg.in_channels,
-        })
-    }
-
-    /// Encodes images.
-    ///
-    /// # Shapes
-    /// `[N, C_in, H, W]` → `[N, 2·latent, H/s, W/s]` with `s = 2^(blocks−1)` (H, W rounded up).
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        check_images("encoder input", x, self.in_channels)?;
-        let mut h = self.conv_in.forward(x)?;
-        for b in &self.down_blocks {
-            for r in &b.resnets {
-                h = r.forward(&h, None)?;
-            }
-            if let Some(d) = &b.downsampler {
-                h = d.forward(&h)?;
-            }
-        }
-        h = self.mid_block.forward(&h)?;
-        h = norm_act(&self.conv_norm_out, self.act, &h)?;
-        self.conv_out.forward(&h)
-    }
-}
-
-fn norm_act(n: &GroupNorm, act: Activation, x: &Tensor) -> Result<Tensor> {
-    if act == Activation::Silu {
-        n.forward_silu(x)
-    } else {
-        act.forward(&n.forward(x)?)
-    }
-}
-
-fn check_images(what: &str, x: &Tensor, channels: usize) -> Result<()> {
-    match x.dims() {
-        &[_, c, h, w] if c == channels && h > 0 && w > 0 => Ok(()),
-        d => Err(Error::invalid(
-            what,
-            format!("expected [N, {channels}, H, W] images, got shape {d:?}"),
-        )),
-    }
-}
-
-/// Construction arguments of a [`Decoder`] (diffusers `Decoder` with `UpDecoderBlock2D`s).
-#[derive(Debug, Clone, PartialEq)]
-pub struct DecoderConfig {
-    /// Latent channels.
-    pub latent_channels: usize,
-    /// Image channels.
-    pub out_channels: usize,
-    /// Channels per resolution, in encoder order (the decoder walks them reversed).
-    pub block_out_channels: Vec<usize>,
-    /// ResNets per encoder block (decoder blocks have one more).
-    pub layers_per_block: usize,
-    /// GroupNorm groups.
-    pub norm_num_groups: usize,
-    /// Activation.
-    pub act: Activation,
-    /// Whether the mid block has its attention layer.
-    pub mid_block_add_attention: bool,
-}
-
-#[derive(Debug, Clone)]
-struct UpDecoderBlock {
-    resnets: Vec<ResnetBlock2D>,
-    upsampler: Option<Upsample2D>,
-}
-
-/// The VAE decoder: `conv_in → mid_block → up_blocks → norm → SiLU → conv_out`.
-#[derive(Debug, Clone)]
-pub struct Decoder {
-    conv_in: Conv2d,
-    mid_block: VaeMidBlock,
-    up_blocks: Vec<UpDecoderBlock>,
-    conv_norm_out: GroupNorm,
-    conv_out: Conv2d,
-    act: Activation,
-    latent_channels: usize,
-}
-
-impl Decoder {
-    /// Builds the decoder from `vb` (the VAE's `decoder.` prefix).
-    ///
-    /// # Errors
-    /// Empty channel lists, groups not dividing channels; missing / mis-shaped tensors.
-    pub fn new(cfg: &DecoderConfig, vb: VarBuilder) -> Result<Self> {
-        let ch = &cfg.block_out_channels;
-        let (Some(&first), Some(&last)) = (ch.first(), ch.last()) else {
-            return Err(Error::config("block_out_channels", "must not be empty"));
-        };
-        let g = cfg.norm_num_groups;
-        let eps = 1e-6;
-        let conv_in = Conv2d::new(cfg.latent_channels, last, 3, 1, 1, true, vb.pp("conv_in"))?;
-        let mid_block = VaeMidBlock::new(
-            last,
-            g,
-            cfg.act,
-            cfg.mid_block_add_attention,
-            vb.pp("mid_block"),
-        )?;
-        let rev: Vec<usize> = ch.iter().rev().copied().collect();
-        let mut up_blocks = Vec::with_capacity(rev.len());
-        let mut out_c = last;
-        for (i, &c) in rev.iter().enumerate() {
-            let prev = out_c;
-            out_c = c;
-            let vbb = vb.pp(format!("up_blocks.{i}"));
-            let mut resnets = Vec::with_capacity(cfg.layers_per_block + 1);
-            for j in 0..=cfg.layers_per_block {
-                let cin = if j == 0 { prev } else { out_c };
-                resnets.push(ResnetBlock2D::new(
-                    &resnet_cfg(cin, out_c, g, eps, cfg.act),
-                    vbb.pp(format!("resnets.{j}")),
-                )?);
-            }
-            let upsampler = if i + 1 < rev.len() {
-                Some(Upsample2D::new(out_c, true, out_c, vbb.pp("upsamplers.0"))?)
-            } else {
-                None
-            };
-            up_blocks.push(UpDecoderBlock { resnets, upsampler });
-        }
-        Ok(Self {
-            conv_in,
-            mid_block,
-            up_blocks,
-            conv_norm_out: GroupNorm::new(g, first, eps, vb.pp("conv_norm_out"))?,
-            conv_out: Conv2d::new(first, cfg.out_channels, 3, 1, 1, true, vb.pp("conv_out"))?,
-            act: cfg.act,
-            latent_channels: cfg.latent_channels,
-        })
-    }
-
-    /// Decodes latents.
-    ///
-    /// # Shapes
-    /// `[N, latent, h, w]` → `[N, C_out, h·s, w·s]` with `s = 2^(blocks−1)`.
-    pub fn forward(&self, z: &Tensor) -> Result<Tensor> {
-        check_images("decoder input", z, self.latent_channels)?;
-        let mut h = self.conv_in.forward(z)?;
-        h = self.mid_block.forward(&h)?;
-        for b in &self.up_blocks {
-            for r in &b.resnets {
-                h = r.forward(&h, None)?;
-            }
-            if let Some(u) = &b.upsampler {
-                h = u.forward(&h, None)?;
-            }
-        }
-        h = norm_act(&self.conv_norm_out, self.act, &h)?;
-        self.conv_out.forward(&h)
     }
 }
 
@@ -694,7 +342,18 @@ impl AutoencoderKL {
     /// # Shapes
     /// `[N, latent, h, w]` → `[N, C_out, h·s, w·s]`.
     pub fn decode_frames(&self, z: &Tensor) -> Result<Tensor> {
-        check_images("latents", z, self.cfg.latent_channels)?;
+        match z.dims() {
+            &[_, c, h, w] if c == self.cfg.latent_channels && h > 0 && w > 0 => {}
+            d => {
+                return Err(Error::invalid(
+                    "latents",
+                    format!(
+                        "expected [N, {}, h, w] latents, got shape {d:?}",
+                        self.cfg.latent_channels
+                    ),
+                ))
+            }
+        }
         let z = match &self.post_quant_conv {
             Some(p) => p.forward(z)?,
             None => z.clone(),

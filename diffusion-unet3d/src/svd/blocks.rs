@@ -10,7 +10,7 @@ use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 use vidgen_video_core::{Error, Result, VideoShape};
 
-use crate::blocks::{
+use vidgen_video_nn::{
     Activation, Attention, AttentionConfig, BasicTransformerBlock, BasicTransformerBlockConfig,
     FeedForward, FeedForwardActivation, GroupNorm, LayerNorm, Linear, ResnetBlock2D,
     ResnetBlock2DConfig, TemporalConv, TimestepEmbedding, Timesteps,

@@ -11,7 +11,7 @@ use super::blocks::{
     Site, SpatioTemporalResBlock, SpatioTemporalResOpts, TransformerSpatioTemporalModel,
 };
 use super::config::UNetSpatioTemporalConfig;
-use crate::blocks::{
+use vidgen_video_nn::{
     Activation, Conv2d, Downsample2D, GroupNorm, TimestepEmbedding, Timesteps, Upsample2D,
 };
 use crate::hooks::{NoHooks, UNetHooks};

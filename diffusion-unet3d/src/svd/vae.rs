@@ -33,7 +33,7 @@ use vidgen_video_core::{Codec, CodecStrides, Error, LoadReport, ModelDir, Result
 
 use super::blocks::{MergeStrategy, SpatioTemporalResBlock, SpatioTemporalResOpts};
 use super::config::TemporalVaeConfig;
-use crate::blocks::{Attention, AttentionConfig, Conv2d, GroupNorm, TemporalConv, Upsample2D};
+use vidgen_video_nn::{Attention, AttentionConfig, Conv2d, GroupNorm, TemporalConv, Upsample2D};
 use crate::sd::vae::{DiagonalGaussian, Encoder, EncoderConfig};
 
 fn decoder_opts() -> SpatioTemporalResOpts {
@@ -222,9 +222,10 @@ impl AutoencoderKLTemporalDecoder {
             in_channels: cfg.in_channels,
             latent_channels: cfg.latent_channels,
             block_out_channels: cfg.block_out_channels.clone(),
+            attention: Vec::new(),
             layers_per_block: cfg.layers_per_block,
             norm_num_groups: 32,
-            act: crate::blocks::Activation::Silu,
+            act: vidgen_video_nn::Activation::Silu,
             double_z: true,
             mid_block_add_attention: true,
         };

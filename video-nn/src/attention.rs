@@ -6,7 +6,8 @@ use candle_nn::VarBuilder;
 use vidgen_video_core::{Error, Result};
 use vidgen_video_kernels::{attention, AttentionOpts};
 
-use super::nn::{GroupNorm, LayerNorm, Linear};
+use crate::nn::{GroupNorm, LayerNorm, Linear};
+use crate::resnet::SpatialNorm;
 
 /// Construction arguments of [`Attention`], named as diffusers' `Attention.__init__`.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +35,9 @@ pub struct AttentionConfig {
     pub residual_connection: bool,
     /// Output divided by this (`rescale_output_factor`).
     pub rescale_output_factor: f64,
+    /// A [`SpatialNorm`] (key `spatial_norm`) conditioned on `zq` with this many channels,
+    /// applied to the input first (`spatial_norm_dim`, MoVQ decoders).
+    pub spatial_norm_dim: Option<usize>,
 }
 
 impl AttentionConfig {
@@ -56,6 +60,7 @@ impl AttentionConfig {
             eps: 1e-5,
             residual_connection: false,
             rescale_output_factor: 1.0,
+            spatial_norm_dim: None,
         }
     }
 }
@@ -65,6 +70,7 @@ impl AttentionConfig {
 /// through [`vidgen_video_kernels::attention`] (`[B, heads, seq, head_dim]`).
 #[derive(Debug, Clone)]
 pub struct Attention {
+    spatial_norm: Option<SpatialNorm>,
     group_norm: Option<GroupNorm>,
     to_q: Linear,
     to_k: Linear,
@@ -102,7 +108,12 @@ impl Attention {
             )?),
             None => None,
         };
+        let spatial_norm = match cfg.spatial_norm_dim {
+            Some(zc) => Some(SpatialNorm::new(cfg.query_dim, zc, vb.pp("spatial_norm"))?),
+            None => None,
+        };
         Ok(Self {
+            spatial_norm,
             group_norm,
             to_q: Linear::new(cfg.query_dim, inner, cfg.bias, vb.pp("to_q"))?,
             to_k: Linear::new(kv_dim, inner, cfg.bias, vb.pp("to_k"))?,
@@ -130,8 +141,18 @@ impl Attention {
     /// # Shapes
     /// `x [B, N, query_dim]`, `context [B, M, cross_attention_dim]` → `[B, N, out_dim]`.
     pub fn forward(&self, x: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+        self.forward_residual(x, x, context)
+    }
+
+    /// [`Attention::forward`] with the residual taken from `residual` (the input before a
+    /// spatial norm).
+    fn forward_residual(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+        context: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (b, n, _) = x.dims3()?;
-        let residual = x;
         let xn = match &self.group_norm {
             // GroupNorm over channels: [B, N, C] -> [B, C, N] -> norm -> [B, N, C]
             Some(g) => vidgen_video_kernels::contiguous(
@@ -176,10 +197,34 @@ impl Attention {
     /// # Shapes
     /// `[B, C, H, W]` → `[B, C, H, W]`.
     pub fn forward_spatial(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_spatial_cond(x, None)
+    }
+
+    /// [`Attention::forward_spatial`] with the spatial norm's conditioning `zq` (required when
+    /// the layer has a `spatial_norm`, ignored otherwise).
+    ///
+    /// # Shapes
+    /// `x [B, C, H, W]`, `zq [B, C', h, w]` → `[B, C, H, W]`.
+    ///
+    /// # Errors
+    /// A spatial-norm layer called without `zq`.
+    pub fn forward_spatial_cond(&self, x: &Tensor, zq: Option<&Tensor>) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         // [B, C, H, W] -> [B, HW, C]
-        let seq = vidgen_video_kernels::contiguous(&x.reshape((b, c, h * w))?.transpose(1, 2)?)?;
-        let o = self.forward(&seq, None)?;
+        let to_seq = |t: &Tensor| -> Result<Tensor> {
+            vidgen_video_kernels::contiguous(&t.reshape((b, c, h * w))?.transpose(1, 2)?)
+        };
+        let seq = to_seq(x)?;
+        let o = match (&self.spatial_norm, zq) {
+            (None, _) => self.forward(&seq, None)?,
+            (Some(sn), Some(zq)) => self.forward_residual(&to_seq(&sn.forward(x, zq)?)?, &seq, None)?,
+            (Some(_), None) => {
+                return Err(Error::invalid(
+                    "zq",
+                    "an attention layer with a spatial norm needs the quantised latents",
+                ))
+            }
+        };
         // [B, HW, C] -> [B, C, H, W]
         Ok(vidgen_video_kernels::contiguous(&o.transpose(1, 2)?)?.reshape((b, c, h, w))?)
     }

@@ -35,10 +35,15 @@ pub enum Activation {
     Relu,
     /// `x·tanh(softplus(x))` (`"mish"`).
     Mish,
+    /// `x·σ(1.702·x)` (`"quick_gelu"`, CLIP's OpenAI checkpoints).
+    QuickGelu,
+    /// The tanh approximation of GELU (`"gelu_new"`, `"gelu_pytorch_tanh"`, `"gelu_fast"`,
+    /// diffusers' `"gelu-approximate"`).
+    GeluTanh,
 }
 
 impl Activation {
-    /// Parses a diffusers `act_fn` / `resnet_act_fn` name.
+    /// Parses a diffusers `act_fn` / `resnet_act_fn` or a transformers `hidden_act` name.
     ///
     /// # Errors
     /// [`Error::Unsupported`] naming the value.
@@ -48,11 +53,17 @@ impl Activation {
             "gelu" => Activation::Gelu,
             "relu" => Activation::Relu,
             "mish" => Activation::Mish,
+            "quick_gelu" => Activation::QuickGelu,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" | "gelu-approximate" => {
+                Activation::GeluTanh
+            }
             other => {
                 return Err(Error::Unsupported {
                     field: "act_fn".into(),
                     value: other.into(),
-                    supported: "silu, swish, gelu, relu, mish".into(),
+                    supported: "silu, swish, gelu, relu, mish, quick_gelu, gelu_new, \
+                                gelu_pytorch_tanh, gelu_fast, gelu-approximate"
+                        .into(),
                 })
             }
         })
@@ -69,8 +80,35 @@ impl Activation {
                 let sp = (x.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
                 (x * sp.tanh()?)?
             }
+            Activation::QuickGelu => {
+                let dt = x.dtype();
+                let xf = to_f32(x)?;
+                (&xf * candle_nn::ops::sigmoid(&(&xf * 1.702)?)?)?.to_dtype(dt)?
+            }
+            Activation::GeluTanh => {
+                let dt = x.dtype();
+                to_f32(x)?.gelu()?.to_dtype(dt)?
+            }
         })
     }
+}
+
+/// GEGLU: `a · gelu(g)` for `x = [a, g]` split in halves over the last dim (diffusers'
+/// `GEGLU` after its projection), through [`vidgen_video_kernels::geglu`].
+///
+/// # Shapes
+/// `[…, 2·d]` → `[…, d]`.
+pub fn geglu(x: &Tensor) -> Result<Tensor> {
+    vidgen_video_kernels::geglu(x)
+}
+
+/// SwiGLU: `silu(g) · u` for `x = [g, u]` split in halves over the last dim (Llama's fused
+/// gate / up projection), through [`vidgen_video_kernels::swiglu`].
+///
+/// # Shapes
+/// `[…, 2·d]` → `[…, d]`.
+pub fn swiglu(x: &Tensor) -> Result<Tensor> {
+    vidgen_video_kernels::swiglu(x)
 }
 
 /// `torch.nn.GroupNorm` (affine): statistics per (sample, group) over the group's channels and
@@ -363,18 +401,46 @@ impl Linear {
     }
 }
 
-/// `torch.nn.Conv2d` with square kernels and symmetric padding: `weight [Cout, Cin, k, k]`,
-/// optional `bias [Cout]`; computed in f32 for half inputs.
+/// Options of a [`Conv2d`] (PyTorch `nn.Conv2d` arguments other than the sizes), per axis
+/// `[H, W]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dConfig {
+    /// Step between output positions (≥ 1).
+    pub stride: [usize; 2],
+    /// Zeros added on both sides.
+    pub padding: [usize; 2],
+    /// Spacing between kernel taps (≥ 1).
+    pub dilation: [usize; 2],
+    /// Channel groups (dividing both channel counts).
+    pub groups: usize,
+    /// Whether the layer has a bias (`bias=True`, PyTorch's default).
+    pub bias: bool,
+}
+
+impl Default for Conv2dConfig {
+    fn default() -> Self {
+        Self {
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+            groups: 1,
+            bias: true,
+        }
+    }
+}
+
+/// `torch.nn.Conv2d`: `weight [Cout, Cin/groups, kH, kW]`, optional `bias [Cout]`, on
+/// [`vidgen_video_kernels::conv2d`] (f32 accumulation for any dtype).
 #[derive(Debug, Clone)]
 pub struct Conv2d {
     weight: Tensor,
     bias: Option<Tensor>,
-    stride: usize,
-    padding: usize,
+    opts: vidgen_video_kernels::Conv2dOpts,
 }
 
 impl Conv2d {
-    /// Loads a `k×k` convolution from `vb`.
+    /// Loads a square `k×k` convolution with symmetric stride and padding (the diffusers
+    /// pattern); [`Conv2d::with_config`] takes every PyTorch option.
     ///
     /// # Errors
     /// Zero sizes; missing / mis-shaped tensors.
@@ -387,19 +453,55 @@ impl Conv2d {
         bias: bool,
         vb: VarBuilder,
     ) -> Result<Self> {
-        if cin == 0 || cout == 0 || k == 0 || stride == 0 {
+        let cfg = Conv2dConfig {
+            stride: [stride; 2],
+            padding: [padding; 2],
+            bias,
+            ..Default::default()
+        };
+        Self::with_config(cin, cout, [k, k], &cfg, vb)
+    }
+
+    /// Loads a convolution with kernel `[kH, kW]` and the options of `cfg`. Random init is
+    /// PyTorch's: weight and bias uniform in `±1/√fan_in`.
+    ///
+    /// # Errors
+    /// Zero sizes, stride or dilation; groups not dividing the channels; missing / mis-shaped
+    /// tensors.
+    pub fn with_config(
+        cin: usize,
+        cout: usize,
+        kernel: [usize; 2],
+        cfg: &Conv2dConfig,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        if cin == 0 || cout == 0 || kernel.contains(&0) {
             return Err(Error::config(
                 "conv2d",
-                format!("channels {cin}→{cout}, kernel {k}, stride {stride} must be ≥ 1"),
+                format!("channels {cin}→{cout} and kernel {kernel:?} must be ≥ 1"),
             ));
         }
-        let bound = 1.0 / ((cin * k * k) as f64).sqrt();
+        if cfg.stride.contains(&0) || cfg.dilation.contains(&0) {
+            return Err(Error::config(
+                "conv2d stride / dilation",
+                format!("{:?} / {:?} must be ≥ 1", cfg.stride, cfg.dilation),
+            ));
+        }
+        let g = cfg.groups;
+        if g == 0 || !cin.is_multiple_of(g) || !cout.is_multiple_of(g) {
+            return Err(Error::config(
+                "conv2d groups",
+                format!("{g} must be ≥ 1 and divide {cin} and {cout}"),
+            ));
+        }
+        let fan_in = (cin / g) * kernel[0] * kernel[1];
+        let bound = 1.0 / (fan_in as f64).sqrt();
         let init = candle_nn::Init::Uniform {
             lo: -bound,
             up: bound,
         };
-        let weight = vb.get_with_hints((cout, cin, k, k), "weight", init)?;
-        let bias = if bias {
+        let weight = vb.get_with_hints((cout, cin / g, kernel[0], kernel[1]), "weight", init)?;
+        let bias = if cfg.bias {
             Some(vb.get_with_hints(cout, "bias", init)?)
         } else {
             None
@@ -407,9 +509,48 @@ impl Conv2d {
         Ok(Self {
             weight,
             bias,
-            stride,
-            padding,
+            opts: vidgen_video_kernels::Conv2dOpts {
+                stride: cfg.stride,
+                padding: cfg.padding,
+                dilation: cfg.dilation,
+                groups: g,
+            },
         })
+    }
+
+    /// A layer from existing tensors (`weight [Cout, Cin/groups, kH, kW]`, `bias [Cout]`), e.g.
+    /// a convolution with a folded batch norm.
+    ///
+    /// # Errors
+    /// A weight that is not rank 4, or a bias that is not `[Cout]`.
+    pub fn from_parts(
+        weight: Tensor,
+        bias: Option<Tensor>,
+        opts: vidgen_video_kernels::Conv2dOpts,
+    ) -> Result<Self> {
+        let wd = weight.dims().to_vec();
+        if wd.len() != 4 {
+            return Err(Error::invalid(
+                "conv2d weight",
+                format!("expected [Cout, Cin/groups, kH, kW], found {wd:?}"),
+            ));
+        }
+        if let Some(b) = &bias {
+            if b.dims() != [wd[0]] {
+                return Err(Error::shape("conv2d bias", &[wd[0]], b.dims()));
+            }
+        }
+        Ok(Self { weight, bias, opts })
+    }
+
+    /// The weight `[Cout, Cin/groups, kH, kW]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The bias `[Cout]`, if any.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
     }
 
     /// Output channels.
@@ -419,13 +560,13 @@ impl Conv2d {
 
     /// Input channels.
     pub fn in_channels(&self) -> usize {
-        self.weight.dims()[1]
+        self.weight.dims()[1] * self.opts.groups
     }
 
     /// Applies the convolution.
     ///
     /// # Shapes
-    /// `[B, Cin, H, W]` → `[B, Cout, H', W']`, `H' = (H + 2p − k) / s + 1`.
+    /// `[B, Cin, H, W]` → `[B, Cout, H', W']`, `H' = ⌊(H + 2p − d(k − 1) − 1) / s⌋ + 1` per axis.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims();
         if dims.len() != 4 || dims[1] != self.in_channels() {
@@ -434,23 +575,18 @@ impl Conv2d {
                 format!("expected [B, {}, H, W], found {dims:?}", self.in_channels()),
             ));
         }
-        let opts = vidgen_video_kernels::Conv2dOpts {
-            stride: [self.stride; 2],
-            padding: [self.padding; 2],
-            ..Default::default()
-        };
         // video-kernels' conv2d accumulates in f32 for any dtype; mixed dtypes (an f32 model on
         // half inputs) are computed in f32 and returned in the input's dtype.
         let dt = x.dtype();
         if self.weight.dtype() == dt && self.bias.as_ref().is_none_or(|b| b.dtype() == dt) {
-            return vidgen_video_kernels::conv2d(x, &self.weight, self.bias.as_ref(), &opts);
+            return vidgen_video_kernels::conv2d(x, &self.weight, self.bias.as_ref(), &self.opts);
         }
         let bias = self.bias.as_ref().map(to_f32).transpose()?;
         let y = vidgen_video_kernels::conv2d(
             &to_f32(x)?,
             &to_f32(&self.weight)?,
             bias.as_ref(),
-            &opts,
+            &self.opts,
         )?;
         Ok(y.to_dtype(dt)?)
     }
@@ -458,23 +594,147 @@ impl Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        Conv2d::forward(self, xs).map_err(into_candle)
+        Conv2d::forward(self, xs).map_err(crate::into_candle)
     }
 }
 
-/// Maps a vidgen error into a candle error (for `Module` impls).
-pub(crate) fn into_candle(e: Error) -> candle_core::Error {
-    match e {
-        Error::Candle(c) => c,
-        other => candle_core::Error::wrap(other),
+/// Options of a [`Conv3d`] (PyTorch `nn.Conv3d`), per axis `[T, H, W]`.
+pub type Conv3dConfig = vidgen_video_kernels::Conv3dConfig;
+
+/// `torch.nn.Conv3d`: `weight [Cout, Cin/groups, kT, kH, kW]`, optional `bias [Cout]`, on
+/// [`vidgen_video_kernels::conv3d`] (general, temporal `(k, 1, 1)` and depthwise kernels, bias
+/// fused, f32 accumulation).
+#[derive(Debug, Clone)]
+pub struct Conv3d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    opts: vidgen_video_kernels::Conv3dOpts,
+}
+
+impl Conv3d {
+    /// Loads (or randomly initialises) the layer from `vb`: weight and bias uniform in
+    /// `±1/√fan_in` as PyTorch. The bias is read when `cfg.bias` is set or the checkpoint has
+    /// one.
+    ///
+    /// # Errors
+    /// Zero channels / kernel / stride / dilation, groups not dividing both channel counts;
+    /// a missing or mis-shaped `weight` / `bias`.
+    pub fn new(
+        in_channels: usize,
+        out_channels: usize,
+        kernel: [usize; 3],
+        cfg: &Conv3dConfig,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        if in_channels == 0 || out_channels == 0 || kernel.contains(&0) {
+            return Err(Error::config(
+                "conv3d",
+                format!(
+                    "channels {in_channels}→{out_channels} and kernel {kernel:?} must be ≥ 1"
+                ),
+            ));
+        }
+        if cfg.stride.contains(&0) || cfg.dilation.contains(&0) {
+            return Err(Error::config(
+                "conv3d stride / dilation",
+                format!("{:?} / {:?} must be ≥ 1", cfg.stride, cfg.dilation),
+            ));
+        }
+        let g = cfg.groups;
+        if g == 0 || !in_channels.is_multiple_of(g) || !out_channels.is_multiple_of(g) {
+            return Err(Error::config(
+                "conv3d groups",
+                format!("{g} must be ≥ 1 and divide {in_channels} and {out_channels}"),
+            ));
+        }
+        let cin_g = in_channels / g;
+        let fan_in = (cin_g * kernel.iter().product::<usize>()) as f64;
+        let bound = 1.0 / fan_in.sqrt();
+        let init = candle_nn::Init::Uniform {
+            lo: -bound,
+            up: bound,
+        };
+        let weight = vb.get_with_hints(
+            (out_channels, cin_g, kernel[0], kernel[1], kernel[2]),
+            "weight",
+            init,
+        )?;
+        let bias = if cfg.bias || vb.contains_tensor("bias") {
+            Some(vb.get_with_hints(out_channels, "bias", init)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            weight,
+            bias,
+            opts: cfg.opts(),
+        })
+    }
+
+    /// A layer from existing tensors (`weight [Cout, Cin/groups, kT, kH, kW]`, `bias [Cout]`).
+    ///
+    /// # Errors
+    /// A weight that is not rank 5 or whose `Cout` groups do not divide, a bias not `[Cout]`.
+    pub fn from_parts(
+        weight: Tensor,
+        bias: Option<Tensor>,
+        opts: vidgen_video_kernels::Conv3dOpts,
+    ) -> Result<Self> {
+        let wd = weight.dims();
+        if wd.len() != 5 || opts.groups == 0 || !wd[0].is_multiple_of(opts.groups) {
+            return Err(Error::invalid(
+                "conv3d weight",
+                format!(
+                    "expected [Cout, Cin/groups, kT, kH, kW] with groups = {} dividing Cout, \
+                     found {wd:?}",
+                    opts.groups
+                ),
+            ));
+        }
+        if let Some(b) = &bias {
+            if b.dims() != [wd[0]] {
+                return Err(Error::shape("conv3d bias", &[wd[0]], b.dims()));
+            }
+        }
+        Ok(Self { weight, bias, opts })
+    }
+
+    /// The weight `[Cout, Cin/groups, kT, kH, kW]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The bias `[Cout]`, if any.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    /// The convolution options.
+    pub fn opts(&self) -> &vidgen_video_kernels::Conv3dOpts {
+        &self.opts
+    }
+
+    /// Applies the convolution.
+    ///
+    /// # Shapes
+    /// `[B, Cin, T, H, W]` → `[B, Cout, T', H', W']`, each output dim
+    /// `⌊(n + 2p − d(k − 1) − 1) / s⌋ + 1`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        vidgen_video_kernels::conv3d(x, &self.weight, self.bias.as_ref(), &self.opts)
+    }
+}
+
+impl Module for Conv3d {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        Conv3d::forward(self, xs).map_err(crate::into_candle)
     }
 }
 
 /// A 3D convolution with kernel `(kT, 1, 1)` and temporal padding `kT / 2` (SVD's temporal
-/// convs), through [`vidgen_video_kernels::conv3d`]; loads `weight [Cout, Cin, kT, 1, 1]` and `bias`.
+/// convs); loads `weight [Cout, Cin, kT, 1, 1]` and `bias`.
 #[derive(Debug, Clone)]
 pub struct TemporalConv {
-    inner: vidgen_video_kernels::Conv3d,
+    inner: Conv3d,
 }
 
 impl TemporalConv {
@@ -483,12 +743,12 @@ impl TemporalConv {
     /// # Errors
     /// Zero sizes; missing / mis-shaped tensors.
     pub fn new(cin: usize, cout: usize, kt: usize, vb: VarBuilder) -> Result<Self> {
-        let cfg = vidgen_video_kernels::Conv3dConfig {
+        let cfg = Conv3dConfig {
             padding: [kt / 2, 0, 0],
             ..Default::default()
         };
         Ok(Self {
-            inner: vidgen_video_kernels::Conv3d::new(cin, cout, [kt, 1, 1], &cfg, vb)?,
+            inner: Conv3d::new(cin, cout, [kt, 1, 1], &cfg, vb)?,
         })
     }
 
@@ -498,5 +758,141 @@ impl TemporalConv {
     /// `[B, Cin, T, H, W]` → `[B, Cout, T, H, W]` (odd `kT`).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.inner.forward(x)
+    }
+}
+
+/// RMSNorm over the last dim (Llama's `LlamaRMSNorm`, T5's `T5LayerNorm`):
+/// `x / √(mean(x²) + eps) · weight`, statistics in f32, on [`vidgen_video_kernels::rms_norm`].
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    /// Loads `weight [dim]` (random init: ones).
+    ///
+    /// # Errors
+    /// Missing / mis-shaped tensor.
+    pub fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints(dim, "weight", candle_nn::Init::Const(1.0))?;
+        Ok(Self { weight, eps })
+    }
+
+    /// A layer from an existing weight `[dim]`.
+    pub fn from_weight(weight: Tensor, eps: f64) -> Self {
+        Self { weight, eps }
+    }
+
+    /// The weight `[dim]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The epsilon.
+    pub fn eps(&self) -> f64 {
+        self.eps
+    }
+
+    /// Normalises over the last dim.
+    ///
+    /// # Shapes
+    /// `[…, dim]` → same shape and dtype.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dim = self.weight.dims1()?;
+        if x.dims().last() != Some(&dim) {
+            return Err(Error::invalid(
+                "rms_norm input",
+                format!("expected last dim {dim}, found {:?}", x.dims()),
+            ));
+        }
+        vidgen_video_kernels::rms_norm(x, &self.weight, self.eps)
+    }
+
+    /// `(x + residual, rms_norm(x + residual))` in one pass (a pre-norm block's residual add
+    /// fused with the next norm).
+    ///
+    /// # Shapes
+    /// `x`, `residual`: `[…, dim]` → two tensors of the same shape.
+    pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<(Tensor, Tensor)> {
+        vidgen_video_kernels::add_rms_norm(x, residual, &self.weight, self.eps)
+    }
+}
+
+/// `torch.nn.Embedding`: a lookup table `weight [num_embeddings, dim]` (random init
+/// `N(0, 1)` as PyTorch).
+#[derive(Debug, Clone)]
+pub struct Embedding {
+    weight: Tensor,
+}
+
+impl Embedding {
+    /// Loads `weight [n, dim]`.
+    ///
+    /// # Errors
+    /// Missing / mis-shaped tensor.
+    pub fn new(n: usize, dim: usize, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints(
+            (n, dim),
+            "weight",
+            candle_nn::Init::Randn {
+                mean: 0.0,
+                stdev: 1.0,
+            },
+        )?;
+        Ok(Self { weight })
+    }
+
+    /// A table from an existing weight `[n, dim]`.
+    ///
+    /// # Errors
+    /// A weight that is not rank 2.
+    pub fn from_weight(weight: Tensor) -> Result<Self> {
+        weight.dims2()?;
+        Ok(Self { weight })
+    }
+
+    /// The table `[n, dim]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.weight.dims()[0]
+    }
+
+    /// Whether the table has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Looks ids up.
+    ///
+    /// # Shapes
+    /// `ids [...]` (u32 / i64 / u8) → `[..., dim]`.
+    ///
+    /// # Errors
+    /// An id outside `0..n` ([`Error::InvalidArgument`] naming the id), a float id tensor.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        if ids.dtype().is_float() {
+            return Err(Error::invalid(
+                "embedding ids",
+                format!("expected an integer tensor, found {:?}", ids.dtype()),
+            ));
+        }
+        let n = self.len();
+        let flat = ids.flatten_all()?;
+        let max = flat.to_dtype(DType::I64)?.to_vec1::<i64>()?;
+        if let Some(&bad) = max.iter().find(|&&v| v < 0 || v as usize >= n) {
+            return Err(Error::invalid(
+                "embedding ids",
+                format!("id {bad} is outside the table of {n} rows"),
+            ));
+        }
+        let rows = self.weight.index_select(&flat, 0)?;
+        let mut shape = ids.dims().to_vec();
+        shape.push(self.weight.dims()[1]);
+        Ok(rows.reshape(shape)?)
     }
 }

@@ -4,7 +4,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use vidgen_video_core::{Error, Result};
 
-use super::nn::{Activation, Linear};
+use crate::nn::{Activation, Linear};
 
 /// diffusers' `get_timestep_embedding`, computed in f32 with torch's operation order:
 ///

@@ -4,8 +4,8 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 use vidgen_video_core::Result;
 
-use super::attention::{BasicTransformerBlock, BasicTransformerBlockConfig, FeedForwardActivation};
-use super::nn::{Conv2d, GroupNorm, Linear};
+use crate::attention::{BasicTransformerBlock, BasicTransformerBlockConfig, FeedForwardActivation};
+use crate::nn::{Conv2d, GroupNorm, Linear};
 
 /// Construction arguments of a [`Transformer2DModel`], named as diffusers' config.
 #[derive(Debug, Clone, PartialEq)]

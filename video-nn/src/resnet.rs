@@ -4,7 +4,7 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 use vidgen_video_core::{Error, Result};
 
-use super::nn::{Activation, Conv2d, GroupNorm, Linear};
+use crate::nn::{Activation, Conv2d, GroupNorm, Linear};
 
 /// How the time embedding enters a [`ResnetBlock2D`] (`time_embedding_norm`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -336,4 +336,108 @@ pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
             .broadcast_as((n, c, h, 2, w, 2))?,
     )?
     .reshape((n, c, 2 * h, 2 * w))?)
+}
+
+/// diffusers' `SpatialNorm` (MoVQ): `GroupNorm(32, eps 1e-6)(f) · conv_y(zq↑) + conv_b(zq↑)`,
+/// with `zq` resized to `f`'s size by nearest interpolation. Keys `norm_layer`, `conv_y`,
+/// `conv_b`.
+#[derive(Debug, Clone)]
+pub struct SpatialNorm {
+    norm_layer: GroupNorm,
+    conv_y: Conv2d,
+    conv_b: Conv2d,
+}
+
+impl SpatialNorm {
+    /// `SpatialNorm(f_channels, zq_channels)`.
+    ///
+    /// # Errors
+    /// `f_channels` not a multiple of 32; missing / mis-shaped tensors.
+    pub fn new(f_channels: usize, zq_channels: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            norm_layer: GroupNorm::new(32, f_channels, 1e-6, vb.pp("norm_layer"))?,
+            conv_y: Conv2d::new(zq_channels, f_channels, 1, 1, 0, true, vb.pp("conv_y"))?,
+            conv_b: Conv2d::new(zq_channels, f_channels, 1, 1, 0, true, vb.pp("conv_b"))?,
+        })
+    }
+
+    /// # Shapes
+    /// `f [B, C, H, W]`, `zq [B, C', h, w]` → `[B, C, H, W]`.
+    pub fn forward(&self, f: &Tensor, zq: &Tensor) -> Result<Tensor> {
+        let (_, _, h, w) = f.dims4()?;
+        let zq = zq.upsample_nearest2d(h, w)?;
+        let nf = self.norm_layer.forward(f)?;
+        Ok((nf.broadcast_mul(&self.conv_y.forward(&zq)?)? + self.conv_b.forward(&zq)?)?)
+    }
+}
+
+/// diffusers' `ResnetBlockCondNorm2D` with `time_embedding_norm = "spatial"` (MoVQ decoders):
+/// a [`ResnetBlock2D`] whose norms are [`SpatialNorm`]s conditioned on `zq`, with no time
+/// projection: `(shortcut(x) + conv2(act(norm2(conv1(act(norm1(x, zq))), zq)))) / scale`.
+///
+/// Keys: `norm1`, `conv1`, `norm2`, `conv2`, `conv_shortcut`.
+#[derive(Debug, Clone)]
+pub struct ResnetBlockCondNorm2D {
+    norm1: SpatialNorm,
+    conv1: Conv2d,
+    norm2: SpatialNorm,
+    conv2: Conv2d,
+    conv_shortcut: Option<Conv2d>,
+    act: Activation,
+    output_scale_factor: f64,
+}
+
+impl ResnetBlockCondNorm2D {
+    /// Builds the block: `in → out` channels, `zq_channels` conditioning channels.
+    ///
+    /// # Errors
+    /// Channels not multiples of 32; missing / mis-shaped tensors.
+    pub fn new(
+        in_channels: usize,
+        out_channels: usize,
+        zq_channels: usize,
+        act: Activation,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        Ok(Self {
+            norm1: SpatialNorm::new(in_channels, zq_channels, vb.pp("norm1"))?,
+            conv1: Conv2d::new(in_channels, out_channels, 3, 1, 1, true, vb.pp("conv1"))?,
+            norm2: SpatialNorm::new(out_channels, zq_channels, vb.pp("norm2"))?,
+            conv2: Conv2d::new(out_channels, out_channels, 3, 1, 1, true, vb.pp("conv2"))?,
+            conv_shortcut: if in_channels != out_channels {
+                Some(Conv2d::new(
+                    in_channels,
+                    out_channels,
+                    1,
+                    1,
+                    0,
+                    true,
+                    vb.pp("conv_shortcut"),
+                )?)
+            } else {
+                None
+            },
+            act,
+            output_scale_factor: 1.0,
+        })
+    }
+
+    /// # Shapes
+    /// `x [N, Cin, H, W]`, `zq [N, C', h, w]` → `[N, Cout, H, W]`.
+    pub fn forward(&self, x: &Tensor, zq: &Tensor) -> Result<Tensor> {
+        let h = self.act.forward(&self.norm1.forward(x, zq)?)?;
+        let h = self.conv1.forward(&h)?;
+        let h = self.act.forward(&self.norm2.forward(&h, zq)?)?;
+        let h = self.conv2.forward(&h)?;
+        let x = match &self.conv_shortcut {
+            Some(c) => c.forward(x)?,
+            None => x.clone(),
+        };
+        let y = (x + h)?;
+        Ok(if self.output_scale_factor == 1.0 {
+            y
+        } else {
+            (y / self.output_scale_factor)?
+        })
+    }
 }
