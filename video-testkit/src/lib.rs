@@ -1,27 +1,86 @@
 //! # video-testkit (dev-only)
 //!
-//! Helpers shared by vidgen's tests: discover parity fixtures of a kind, read their
-//! `meta.json`, load their tensors, and compare with tolerances, printing the first differing
-//! values and one `parity <kind>/<name> max_abs=<e> max_rel=<r>` line per fixture.
+//! Helpers shared by vidgen's tests:
+//!
+//! - [`fixtures`]: every parity fixture folder of a kind, with its `meta.json`; a kind that is
+//!   missing or empty under the fixtures root fails the test, naming the path, so a parity
+//!   suite can never pass with nothing compared.
+//! - [`assert_close`] / [`Parity`]: tolerance checks that print the first differing values, and
+//!   one `parity <kind>/<name> max_abs=<e> max_rel=<r>` line per fixture, also appended to the
+//!   file named by `VIDGEN_PARITY_LOG` (for `.ci/parity-check`, which counts them).
+//! - [`weights_file`]: downloaded real weights for real-weight tests: skipped with a note when
+//!   absent, a failure when `VIDGEN_REQUIRE_WEIGHTS=1`.
+//! - [`seeded_var_builder`] / [`SeededVarMap`]: random weights for any model, the same for the
+//!   same seed, whatever the order the model asks for its tensors.
+//! - [`assert_config_never_panics`] / [`assert_parser_never_panics`]: seeded proptest runs of
+//!   arbitrary bytes, arbitrary JSON and mutations of a sample through a parser;
+//!   [`proptest_config`]: a fixed-seed proptest configuration for every property test.
 //!
 //! Fixtures live in `<repo>/fixtures/<kind>/<name>/`. When the environment variable
 //! `VIDGEN_FIXTURES` names a folder, fixtures are read from `$VIDGEN_FIXTURES/<kind>/<name>/`
-//! instead, so new fixtures of the same kinds are tested without code changes.
+//! instead (a relative path is taken from the workspace root, so `VIDGEN_FIXTURES=../shared/fixtures`
+//! means the same for every test binary), and new fixtures of the same kinds are tested without
+//! code changes.
 //!
 //! Test helpers panic with a descriptive message on failure, which is what a test wants; this
 //! crate is never a dependency of library code.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+mod never_panics;
+mod seeded;
+mod weights;
+
 use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 
-/// The folder holding fixture kinds: `$VIDGEN_FIXTURES` if set, else `<repo>/fixtures`.
+pub use never_panics::{assert_config_never_panics, assert_parser_never_panics, PARSER_CASES};
+pub use seeded::{seeded_var_builder, SeededVarMap};
+pub use weights::{require_weights, weights_dir, weights_file, weights_file_in};
+
+/// The seed of [`proptest_config`] unless `PROPTEST_RNG_SEED` is set.
+pub const PROPTEST_SEED: u64 = 0x5eed_7e57;
+
+/// A proptest configuration for CI: `cases` cases, a fixed seed (so a failure reproduces: the
+/// value of `PROPTEST_RNG_SEED` when set, else [`PROPTEST_SEED`]) and no failure-persistence
+/// files. Use as `#![proptest_config(video_testkit::proptest_config(256))]`.
+pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    let seed = std::env::var("PROPTEST_RNG_SEED")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(PROPTEST_SEED);
+    proptest::test_runner::Config {
+        cases,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(seed),
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
+}
+
+/// The folder holding fixture kinds: `$VIDGEN_FIXTURES` if set (relative paths taken from the
+/// workspace root), else `<repo>/fixtures`.
 pub fn fixtures_root() -> PathBuf {
-    match std::env::var_os("VIDGEN_FIXTURES") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
+    resolve_fixtures_root(std::env::var_os("VIDGEN_FIXTURES"))
+}
+
+/// [`fixtures_root`] for a given value of `VIDGEN_FIXTURES` (`None` or empty: unset).
+pub fn resolve_fixtures_root(var: Option<OsString>) -> PathBuf {
+    match var {
+        Some(p) if !p.is_empty() => from_repo_root(Path::new(&p)),
         _ => repo_root().join("fixtures"),
+    }
+}
+
+/// `p` if absolute, else `p` relative to the workspace root (test binaries run in their crate's
+/// folder, so a path given on the command line at the workspace root must not depend on it).
+pub fn from_repo_root(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        repo_root().join(p)
     }
 }
 
@@ -46,23 +105,40 @@ pub struct Fixture {
     pub meta: serde_json::Value,
 }
 
-/// Every fixture folder of `kind`, sorted by name. Empty (with a note on stderr) when the kind
-/// has none under the current root, so a suite run on a partial `VIDGEN_FIXTURES` tree skips.
+/// Every fixture folder of `kind` under [`fixtures_root`], sorted by name.
+///
+/// # Panics
+/// When `<root>/<kind>` is missing, unreadable or holds no fixture folder (naming the path and
+/// `VIDGEN_FIXTURES`), or a folder's `meta.json` is not valid JSON: a parity test must compare
+/// something.
 pub fn fixtures(kind: &str) -> Vec<Fixture> {
-    let root = fixtures_root().join(kind);
-    let Ok(rd) = std::fs::read_dir(&root) else {
-        eprintln!("no `{kind}` fixtures under {}: skipped", root.display());
-        return Vec::new();
+    fixtures_in(&fixtures_root(), kind)
+}
+
+/// Every fixture folder of `kind` under `root`, sorted by name; panics as [`fixtures`].
+pub fn fixtures_in(root: &Path, kind: &str) -> Vec<Fixture> {
+    let dir = root.join(kind);
+    let env_note = match std::env::var_os("VIDGEN_FIXTURES") {
+        Some(v) if !v.is_empty() => format!("VIDGEN_FIXTURES={}", v.to_string_lossy()),
+        _ => "VIDGEN_FIXTURES unset: the vendored fixtures".to_string(),
     };
+    let rd = std::fs::read_dir(&dir).unwrap_or_else(|e| {
+        panic!(
+            "no `{kind}` fixtures: cannot read {} ({e}; {env_note})",
+            dir.display()
+        )
+    });
     let mut out: Vec<Fixture> = rd
-        .filter_map(|e| e.ok())
+        .map(|e| e.unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display())))
         .filter(|e| e.path().is_dir())
         .map(|e| {
             let dir = e.path();
-            let meta = std::fs::read_to_string(dir.join("meta.json"))
-                .ok()
-                .and_then(|s| serde_json::from_str(&s).ok())
-                .unwrap_or(serde_json::Value::Null);
+            let meta_path = dir.join("meta.json");
+            let meta = match std::fs::read_to_string(&meta_path) {
+                Ok(s) => serde_json::from_str(&s)
+                    .unwrap_or_else(|e| panic!("{}: not valid JSON: {e}", meta_path.display())),
+                Err(_) => serde_json::Value::Null,
+            };
             Fixture {
                 kind: kind.to_string(),
                 name: e.file_name().to_string_lossy().into_owned(),
@@ -71,6 +147,11 @@ pub fn fixtures(kind: &str) -> Vec<Fixture> {
             }
         })
         .collect();
+    assert!(
+        !out.is_empty(),
+        "no `{kind}` fixtures: {} holds no fixture folder ({env_note})",
+        dir.display()
+    );
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }
@@ -251,16 +332,41 @@ impl Parity {
         self.compared += 1;
     }
 
-    /// Prints `parity <kind>/<name> max_abs=<e> max_rel=<r>` and returns the worst figures.
+    /// Prints `parity <kind>/<name> max_abs=<e> max_rel=<r>` and returns the worst figures;
+    /// also appends the line to the file named by `VIDGEN_PARITY_LOG` when that is set (a
+    /// relative path is taken from the workspace root).
+    ///
+    /// # Panics
+    /// When nothing was compared, or the log cannot be written.
     pub fn finish(self) -> Closeness {
-        println!(
+        assert!(self.compared > 0, "{}: nothing was compared", self.id);
+        let line = format!(
             "parity {} max_abs={:.3e} max_rel={:.3e}",
             self.id, self.max_abs, self.max_rel
         );
-        assert!(self.compared > 0, "{}: nothing was compared", self.id);
+        println!("{line}");
+        if let Some(log) = std::env::var_os("VIDGEN_PARITY_LOG").filter(|v| !v.is_empty()) {
+            append_line(&from_repo_root(Path::new(&log)), &line);
+        }
         Closeness {
             max_abs: self.max_abs,
             max_rel: self.max_rel,
         }
     }
+}
+
+/// Appends `line` and a newline to `path` with one `write_all` on a file opened for appending,
+/// so that lines from parallel test threads and processes never interleave.
+pub fn append_line(path: &Path, line: &str) {
+    let mut buf = String::with_capacity(line.len() + 1);
+    buf.push_str(line);
+    buf.push('\n');
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("VIDGEN_PARITY_LOG: cannot open {}: {e}", path.display()));
+    f.write_all(buf.as_bytes())
+        .and_then(|()| f.flush())
+        .unwrap_or_else(|e| panic!("VIDGEN_PARITY_LOG: cannot write {}: {e}", path.display()));
 }
