@@ -12,7 +12,7 @@ use candle_core::{DType, Device, Tensor, D};
 use rayon::prelude::*;
 use vidgen_video_core::{Error, Result};
 
-use crate::attention::exp_f32;
+use crate::simd::exp_f32;
 
 /// `silu(x[..., :I]) · x[..., I:]` with candle ops (the definition [`swiglu`] is tested
 /// against; differentiable).
@@ -111,11 +111,11 @@ fn half_width(x: &Tensor) -> Result<usize> {
 fn silu_mul(g: &[f32], u: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx512f") {
+        if crate::simd::has_avx512f() {
             // SAFETY: the feature was detected.
             return unsafe { silu_mul_avx512(g, u, out) };
         }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if crate::simd::has_avx2_fma() {
             // SAFETY: the features were detected.
             return unsafe { silu_mul_avx2(g, u, out) };
         }
@@ -151,11 +151,11 @@ unsafe fn silu_mul_avx2(g: &[f32], u: &[f32], out: &mut [f32]) {
 pub fn silu_slice(xs: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx512f") {
+        if crate::simd::has_avx512f() {
             // SAFETY: the feature was detected.
             return unsafe { silu_inplace_avx512(xs) };
         }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if crate::simd::has_avx2_fma() {
             // SAFETY: the features were detected.
             return unsafe { silu_inplace_avx2(xs) };
         }
@@ -284,11 +284,11 @@ pub fn geglu(x: &Tensor) -> Result<Tensor> {
 fn gelu_into(x: &[f32], h: Option<&[f32]>, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx512f") {
+        if crate::simd::has_avx512f() {
             // SAFETY: the feature was detected.
             return unsafe { gelu_avx512(x, h, out) };
         }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if crate::simd::has_avx2_fma() {
             // SAFETY: the features were detected.
             return unsafe { gelu_avx2(x, h, out) };
         }

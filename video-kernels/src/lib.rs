@@ -12,6 +12,7 @@ pub mod cuda;
 pub mod gemm;
 mod linear;
 mod norm;
+pub mod simd;
 
 pub use activation::{
     geglu, geglu_reference, gelu_erf, gelu_erf_reference, silu, silu_slice, swiglu,

@@ -7,7 +7,8 @@
 use candle_core::{DType, Error as CError, Result as CResult, Tensor};
 use rayon::prelude::*;
 
-use super::{exp, Dims};
+use super::{softmax, Dims};
+use crate::simd::{self, dot, Level};
 
 /// Queries per task (a multiple of the 6-row register block of the micro-kernel).
 pub(crate) const Q_BLOCK: usize = 48;
@@ -39,16 +40,13 @@ pub(crate) enum Backend {
 impl Backend {
     /// The fastest backend this CPU supports.
     pub(crate) fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if super::x86::available() {
-                return Backend::Avx512;
-            }
-            if super::x86_avx2::available() {
-                return Backend::Avx2;
-            }
+        match simd::level() {
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 => Backend::Avx512,
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2Fma => Backend::Avx2,
+            _ => Backend::Portable,
         }
-        Backend::Portable
     }
 
     /// `C (+)= A · B` (`m × k` times `k × n`), `A[r, p] = a[r·a_rs + p·a_cs]`,
@@ -96,7 +94,7 @@ impl Backend {
             // SAFETY: AVX-512F was detected; the ranges were checked just above and `c` is a
             // distinct `&mut` slice, so it aliases neither `a` nor `b`.
             Backend::Avx512 => unsafe {
-                super::x86::matmul(
+                super::avx512::matmul(
                     m,
                     n,
                     k,
@@ -113,7 +111,7 @@ impl Backend {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: AVX2 and FMA were detected; ranges checked above, `c` distinct from `a`, `b`.
             Backend::Avx2 => unsafe {
-                super::x86_avx2::matmul(
+                super::avx2::matmul(
                     m,
                     n,
                     k,
@@ -152,11 +150,11 @@ impl Backend {
         match self {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: AVX-512F was detected.
-            Backend::Avx512 => unsafe { super::x86::row_max(row) },
+            Backend::Avx512 => unsafe { super::avx512::row_max(row) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: AVX2 and FMA were detected.
-            Backend::Avx2 => unsafe { super::x86_avx2::row_max(row) },
-            Backend::Portable => exp::row_max(row),
+            Backend::Avx2 => unsafe { super::avx2::row_max(row) },
+            Backend::Portable => softmax::row_max(row),
         }
     }
 
@@ -200,7 +198,7 @@ impl Backend {
             // SAFETY: AVX-512F was detected; the ranges were checked just above, `scratch` holds
             // 16·m values and `c` aliases neither `a` nor `b`.
             unsafe {
-                super::x86::matmul_rowmax(
+                super::avx512::matmul_rowmax(
                     m,
                     n,
                     k,
@@ -232,11 +230,11 @@ impl Backend {
         match self {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: AVX-512F was detected.
-            Backend::Avx512 => unsafe { super::x86::exp2_sub_sum(row, m) },
+            Backend::Avx512 => unsafe { super::avx512::exp2_sub_sum(row, m) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: AVX2 and FMA were detected.
-            Backend::Avx2 => unsafe { super::x86_avx2::exp2_sub_sum(row, m) },
-            Backend::Portable => exp::exp2_sub_sum(row, m),
+            Backend::Avx2 => unsafe { super::avx2::exp2_sub_sum(row, m) },
+            Backend::Portable => softmax::exp2_sub_sum(row, m),
         }
     }
 
@@ -244,11 +242,11 @@ impl Backend {
         match self {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: AVX-512F was detected.
-            Backend::Avx512 => unsafe { super::x86::exp_sub_sum(row, m) },
+            Backend::Avx512 => unsafe { super::avx512::exp_sub_sum(row, m) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: AVX2 and FMA were detected.
-            Backend::Avx2 => unsafe { super::x86_avx2::exp_sub_sum(row, m) },
-            Backend::Portable => exp::exp_sub_sum(row, m),
+            Backend::Avx2 => unsafe { super::avx2::exp_sub_sum(row, m) },
+            Backend::Portable => softmax::exp_sub_sum(row, m),
         }
     }
 }
@@ -376,24 +374,6 @@ impl<'a> Heads<'a> {
 /// place (decoding: one new query against a long cache, where transposing every key would cost
 /// more than the products).
 const DIRECT_ROWS: usize = 4;
-
-/// `Σ a·b` with eight independent accumulators, so that the loop vectorises without fast-math.
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
 
 /// Re-lays `x` (`[n, d]`, one kv head) as tiles of `K_BLOCK` rows transposed: tile `t` holds
 /// `xᵀ[:, t·K_BLOCK ..]` as a `d × K_BLOCK` block with row stride [`TILE_LD`] (zero padded), so
@@ -986,7 +966,7 @@ mod tests {
         let portable = run(Backend::Portable);
         let mut backends = vec![Backend::detect()];
         #[cfg(target_arch = "x86_64")]
-        if super::super::x86_avx2::available() {
+        if crate::simd::has_avx2_fma() {
             backends.push(Backend::Avx2);
         }
         for be in backends {

@@ -58,15 +58,13 @@
 //!
 //! Inputs on other devices than the CPU run [`attention_reference`].
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod cpu;
-mod exp;
-pub(crate) use cpu::dot;
-pub(crate) use exp::exp_f32;
 mod op;
-#[cfg(target_arch = "x86_64")]
-pub(crate) mod x86;
-#[cfg(target_arch = "x86_64")]
-mod x86_avx2;
+mod softmax;
 
 use candle_core::{DType, Device, Tensor, D};
 use vidgen_video_core::{Error, Result};

@@ -15,8 +15,8 @@
 use rayon::prelude::*;
 use vidgen_video_core::Result;
 
-use crate::gemm::{gemm, Threads, View};
 use super::geom::{valid_range, Geom};
+use crate::gemm::{gemm, Threads, View};
 
 /// Positions per gemm in the general path (a few hundred keeps the output tile in L2).
 const TARGET_N: usize = 512;

@@ -48,9 +48,6 @@
 mod dense;
 mod depthwise;
 mod direct;
-mod direct_x86;
-#[cfg(target_arch = "x86_64")]
-mod dw_x86;
 mod geom;
 mod op;
 

@@ -1,13 +1,12 @@
-//! AVX-512 twin of `depthwise::corr_plane`: the same register-blocked correlation, written with
+//! AVX-512 twin of [`super::corr_plane`]: the same register-blocked correlation, written with
 //! intrinsics because LLVM's auto-vectoriser splits the `[[f32; 16]; NV]` accumulators of the
 //! generic version into mixed scalar / 128-bit / 512-bit pieces (a third of its speed).
 #![allow(clippy::incompatible_msrv)]
 
 use std::arch::x86_64::*;
 
-use super::depthwise::{Corr, LANES};
-
-use crate::attention::x86::lane_mask;
+use super::{Corr, LANES};
+use crate::simd::avx512::lane_mask;
 
 /// Whether the buffers cover everything [`corr_plane`] reads and writes (`xpad` ends with one
 /// zero row of `wp`, read in place of rows outside the input).
@@ -20,7 +19,7 @@ pub(crate) fn covers(c: &Corr, xpad: &[f32], wk: &[f32], out: &[f32]) -> bool {
 }
 
 /// `out` ← (or, with `init = None`, +=) the correlation `c` of `xpad` with `wk`, as
-/// `depthwise::corr_plane`, `R` output rows × `NV` vectors at a time: the `R·NV` accumulators are
+/// `super::corr_plane`, `R` output rows × `NV` vectors at a time: the `R·NV` accumulators are
 /// independent chains of fused multiply-adds (two vectors of one row alone would wait on the
 /// FMA latency), and rows outside the input read the trailing zero row instead of branching.
 ///

@@ -1,9 +1,10 @@
-//! Portable vectorisable `exp` and the row helpers of the online softmax.
+//! Portable vectorisable `exp` and `2^x`.
 //!
 //! `exp(x) = 2ⁿ · e^r` with `n = round(x / ln 2)` and `r = x − n·ln 2` (Cody–Waite: `ln 2` split in
 //! a high part exact in f32 and a low correction), `e^r` by the Cephes `expf` polynomial (about
 //! 1 ulp on `|r| ≤ ln2/2`). Everything is plain f32 arithmetic and bit casts without branches, so
-//! loops over slices auto-vectorise. The AVX-512 twin lives in `x86.rs`.
+//! loops over slices auto-vectorise. The 16- and 8-lane twins are `avx512::exp16` and
+//! `avx2::exp8`.
 
 /// High part of `ln 2` (exact in f32).
 pub(crate) const LN2_HI: f32 = 0.693_359_4;
@@ -30,13 +31,14 @@ pub(crate) const EXP2_POLY: [f32; 7] = [
     1.0,
 ];
 /// Below this `exp` underflows to 0 (normal range only).
-const EXP_LO: f32 = -87.336_55;
+pub(crate) const EXP_LO: f32 = -87.336_55;
 /// Above this `exp` overflows.
-const EXP_HI: f32 = 88.376_26;
+pub(crate) const EXP_HI: f32 = 88.376_26;
 
-/// `e^x` for finite or infinite `x`; 0 below the normal range, `+inf` above it.
+/// `e^x` for finite or infinite `x` (about 1 ulp); 0 below the normal range, `+inf` above it.
+/// Branch-free, so that loops over slices calling it auto-vectorise.
 #[inline(always)]
-pub(crate) fn exp_f32(x: f32) -> f32 {
+pub fn exp_f32(x: f32) -> f32 {
     let xc = x.clamp(EXP_LO, EXP_HI);
     // Round to nearest by the 1.5·2²³ trick: branch-free and vectorisable.
     let shifter = 12_582_912.0f32;
@@ -63,46 +65,10 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     }
 }
 
-/// `2^x`; 0 for `-inf`. The portable twin of the AVX-512 `exp2_16`.
+/// `2^x`; 0 for `-inf`. The portable twin of `avx512::exp2_16`.
 #[inline(always)]
 pub(crate) fn exp2_f32(x: f32) -> f32 {
     exp_f32(x * std::f32::consts::LN_2)
-}
-
-/// `row[j] ← 2^(row[j] − m)`; returns the sum of the new values.
-#[inline]
-pub(crate) fn exp2_sub_sum(row: &mut [f32], m: f32) -> f32 {
-    for x in row.iter_mut() {
-        *x = exp2_f32(*x - m);
-    }
-    sum8(row)
-}
-
-fn sum8(row: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let mut chunks = row.chunks_exact(8);
-    for c in &mut chunks {
-        for (a, &x) in acc.iter_mut().zip(c) {
-            *a += x;
-        }
-    }
-    acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
-}
-
-/// Largest value of `row` (`-inf` when empty).
-#[inline]
-pub(crate) fn row_max(row: &[f32]) -> f32 {
-    row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x))
-}
-
-/// `row[j] ← exp(row[j] − m)`; returns the sum of the new values.
-#[inline]
-pub(crate) fn exp_sub_sum(row: &mut [f32], m: f32) -> f32 {
-    for x in row.iter_mut() {
-        *x = exp_f32(*x - m);
-    }
-    // A separate pass keeps the exp loop free of a loop-carried dependency.
-    sum8(row)
 }
 
 #[cfg(test)]
@@ -125,29 +91,5 @@ mod tests {
         assert_eq!(exp_f32(-200.0), 0.0);
         assert_eq!(exp_f32(0.0), 1.0);
         assert_eq!(exp_f32(f32::INFINITY), f32::INFINITY);
-    }
-
-    #[test]
-    fn row_helpers() {
-        let mut row = vec![
-            0.0f32,
-            1.0,
-            f32::NEG_INFINITY,
-            -1.0,
-            2.0,
-            0.5,
-            0.25,
-            3.0,
-            -3.0,
-        ];
-        let m = row_max(&row);
-        assert_eq!(m, 3.0);
-        let s = exp_sub_sum(&mut row, m);
-        let want: f64 = [0.0f64, 1.0, -1.0, 2.0, 0.5, 0.25, 3.0, -3.0]
-            .iter()
-            .map(|x| (x - 3.0).exp())
-            .sum();
-        assert!((s as f64 - want).abs() < 1e-6);
-        assert_eq!(row[2], 0.0);
     }
 }

@@ -1,4 +1,4 @@
-//! AVX-512 microkernel of [`super::direct`]: `R` output channels × `NV` vectors of 16 positions
+//! AVX-512 microkernel of [`super`] (the direct forward): `R` output channels × `NV` vectors of 16 positions
 //! accumulated in 24 registers over every input channel and tap.
 #![allow(clippy::incompatible_msrv)]
 
@@ -28,7 +28,7 @@ pub(crate) struct Tile<'a> {
 /// + q]` for `q < ldq`: one frame of `R` output channels on the padded grid.
 ///
 /// # Panics
-/// Never on well-formed calls from [`super::direct::forward`]; a buffer too short for what the
+/// Never on well-formed calls from [`super::forward`]; a buffer too short for what the
 /// kernel would read or write is a bug there and is caught by the checks below (a panic, not an
 /// out-of-bounds access).
 pub(crate) fn tile(c: &Tile, xpad: &[f32], x0: usize, w: &[f32], init: &[f32; R], out: &mut [f32]) {
@@ -39,7 +39,7 @@ pub(crate) fn tile(c: &Tile, xpad: &[f32], x0: usize, w: &[f32], init: &[f32; R]
     assert!(w.len() >= c.cin * taps * R && out.len() >= R * c.ldq);
     #[cfg(target_arch = "x86_64")]
     {
-        assert!(is_x86_feature_detected!("avx512f"));
+        assert!(crate::simd::has_avx512f());
         // SAFETY: AVX-512F is present, and the asserts above bound every read
         // (`x0 + c·chan + off + q < xpad.len()` for `q < ldq`, weights `< cin·taps·R`) and
         // write (`r·ldq + q < R·ldq`).

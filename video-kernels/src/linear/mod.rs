@@ -14,8 +14,13 @@ use candle_core::{DType, Device, Tensor, D};
 use rayon::prelude::*;
 use vidgen_video_core::{Error, Result};
 
-use crate::attention::dot;
 use crate::gemm::{gemm, gemm_uninit, Threads, View};
+use crate::simd::{self, dot, Level};
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 /// The most rows of `x` (product of its leading dims) that take the streaming kernel.
 pub const SKINNY_ROWS: usize = 8;
@@ -294,16 +299,13 @@ enum Kernel {
 
 impl Kernel {
     fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                return Kernel::Avx512;
-            }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                return Kernel::Avx2;
-            }
+        match simd::level() {
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 => Kernel::Avx512,
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2Fma => Kernel::Avx2,
+            _ => Kernel::Portable,
         }
-        Kernel::Portable
     }
 
     /// `acc[s] = x · w[s·len ..][..len]` for `s < step` (`len = x.len()`, `w` holds `step` rows).
@@ -315,89 +317,17 @@ impl Kernel {
             // caller: a short slice panics here instead of reading out of bounds).
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 if step == ROW_STEP => unsafe {
-                x86::dots4_avx512(x, &w[..ROW_STEP * len], acc)
+                avx512::dots4(x, &w[..ROW_STEP * len], acc)
             },
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 if step == ROW_STEP => unsafe {
-                x86::dots4_avx2(x, &w[..ROW_STEP * len], acc)
+                avx2::dots4(x, &w[..ROW_STEP * len], acc)
             },
             _ => {
                 for (s, a) in acc.iter_mut().take(step).enumerate() {
                     *a = dot(x, &w[s * len..(s + 1) * len]);
                 }
             }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::incompatible_msrv)]
-mod x86 {
-    use std::arch::x86_64::*;
-
-    use super::ROW_STEP;
-
-    /// Four dot products of `x` with the four consecutive rows of `w` (`w.len() == 4·x.len()`).
-    ///
-    /// # Safety
-    /// AVX-512F must be available.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn dots4_avx512(x: &[f32], w: &[f32], acc: &mut [f32; ROW_STEP]) {
-        let len = x.len();
-        assert!(w.len() == ROW_STEP * len);
-        let mut a = [_mm512_setzero_ps(); ROW_STEP];
-        let mut i = 0;
-        // SAFETY: full loads read i..i+16 ≤ len of every row; the masked tail reads lanes below
-        // len only (the assert above bounds `w`).
-        unsafe {
-            let (xp, wp) = (x.as_ptr(), w.as_ptr());
-            while i + 16 <= len {
-                let xv = _mm512_loadu_ps(xp.add(i));
-                for (s, av) in a.iter_mut().enumerate() {
-                    *av = _mm512_fmadd_ps(_mm512_loadu_ps(wp.add(s * len + i)), xv, *av);
-                }
-                i += 16;
-            }
-            if i < len {
-                let m: __mmask16 = ((1u32 << (len - i)) - 1) as __mmask16;
-                let xv = _mm512_maskz_loadu_ps(m, xp.add(i));
-                for (s, av) in a.iter_mut().enumerate() {
-                    *av = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, wp.add(s * len + i)), xv, *av);
-                }
-            }
-        }
-        for (o, av) in acc.iter_mut().zip(a) {
-            *o = _mm512_reduce_add_ps(av);
-        }
-    }
-
-    /// As [`dots4_avx512`] with 8-lane AVX2 + FMA (scalar tail).
-    ///
-    /// # Safety
-    /// AVX2 and FMA must be available.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dots4_avx2(x: &[f32], w: &[f32], acc: &mut [f32; ROW_STEP]) {
-        let len = x.len();
-        assert!(w.len() == ROW_STEP * len);
-        let mut a = [_mm256_setzero_ps(); ROW_STEP];
-        let mut i = 0;
-        // SAFETY: loads read i..i+8 ≤ len of every row (the assert above bounds `w`).
-        unsafe {
-            let (xp, wp) = (x.as_ptr(), w.as_ptr());
-            while i + 8 <= len {
-                let xv = _mm256_loadu_ps(xp.add(i));
-                for (s, av) in a.iter_mut().enumerate() {
-                    *av = _mm256_fmadd_ps(_mm256_loadu_ps(wp.add(s * len + i)), xv, *av);
-                }
-                i += 8;
-            }
-        }
-        for (s, (o, av)) in acc.iter_mut().zip(a).enumerate() {
-            let mut lanes = [0f32; 8];
-            // SAFETY: `lanes` is 8 f32.
-            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), av) };
-            let tail: f32 = (i..len).map(|j| x[j] * w[s * len + j]).sum();
-            *o = lanes.iter().sum::<f32>() + tail;
         }
     }
 }

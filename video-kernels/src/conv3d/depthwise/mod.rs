@@ -9,6 +9,9 @@ use rayon::prelude::*;
 
 use super::geom::{valid_range, Geom};
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
 /// Per-dim valid output ranges for every tap index of that dim.
 fn ranges(g: &Geom, d: usize) -> Vec<(usize, usize)> {
     (0..g.k[d])
@@ -52,19 +55,13 @@ enum Isa {
 }
 
 fn isa() -> Isa {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-        {
-            return Isa::Avx512;
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return Isa::Avx2Fma;
-        }
+    match crate::simd::level() {
+        #[cfg(target_arch = "x86_64")]
+        crate::simd::Level::Avx512 => Isa::Avx512,
+        #[cfg(target_arch = "x86_64")]
+        crate::simd::Level::Avx2Fma => Isa::Avx2Fma,
+        _ => Isa::Baseline,
     }
-    Isa::Baseline
 }
 
 /// Defines `$name(isa, args…)`, which runs the `#[inline(always)]` generic `$generic::<FMA>`
@@ -87,7 +84,7 @@ macro_rules! multiversion {
             match isa {
                 Isa::Baseline => $generic::<false>($($arg),*),
                 // SAFETY: `Isa::Avx2Fma` / `Isa::Avx512` are only chosen after
-                // `is_x86_feature_detected!` confirmed their features on this CPU, which is the
+                // `crate::simd::level()` confirmed their features on this CPU, which is the
                 // one requirement of a `#[target_feature]` function.
                 #[cfg(target_arch = "x86_64")]
                 Isa::Avx2Fma => unsafe { $avx($($arg),*) },
@@ -271,8 +268,8 @@ multiversion!(corr_plane_mv_generic, corr_plane_avx2, corr_plane_any, (c: &Corr,
 /// [`corr_plane`] on the hand-written AVX-512 kernel where available.
 fn corr_plane_mv(isa: Isa, c: &Corr, xpad: &[f32], wk: &[f32], out: &mut [f32], init: Option<f32>) {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512 && super::dw_x86::covers(c, xpad, wk, out) {
-        use super::dw_x86::corr_plane as k;
+    if isa == Isa::Avx512 && avx512::covers(c, xpad, wk, out) {
+        use avx512::corr_plane as k;
         // SAFETY: `Isa::Avx512` was detected at run time and `covers` checked the ranges.
         unsafe {
             match c.nv {
@@ -576,9 +573,9 @@ pub(crate) fn backward_weight(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
                     let dyp = &dy[(b * g.cout + co) * plane_out..][..plane_out];
                     let xp = &x[(b * g.cin + ci) * plane_in..][..plane_in];
                     corr.pad_rows(xp, buf);
-                    if super::dw_x86::covers_wgrad(&corr, buf, dyp, dwk) {
+                    if avx512::covers_wgrad(&corr, buf, dyp, dwk) {
                         // SAFETY: AVX-512F was detected at run time and `covers_wgrad` held.
-                        unsafe { super::dw_x86::wgrad_plane(&corr, buf, dyp, dwk) };
+                        unsafe { avx512::wgrad_plane(&corr, buf, dyp, dwk) };
                     } else {
                         dw_plane_mv(isa, &c, dyp, xp, dwk);
                     }

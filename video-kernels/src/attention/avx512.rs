@@ -1,8 +1,8 @@
 //! AVX-512 micro-kernels of the attention tiles: a register-blocked matrix product and the
-//! vector `exp` / row maximum of the online softmax.
+//! softmax rows (`exp`, row maximum) on 16-lane vectors.
 //!
 //! Every function here is `unsafe` for two reasons only: the CPU must have AVX-512F (checked once
-//! by [`available`]) and the pointers must cover the ranges described on each function (checked
+//! by [`crate::simd::has_avx512f`]) and the pointers must cover the ranges described on each function (checked
 //! by the safe wrappers in `cpu.rs` before any call). Ragged edges use AVX-512 masked loads and
 //! stores, which never touch memory outside the mask.
 //!
@@ -12,25 +12,10 @@
 
 use std::arch::x86_64::*;
 
-use super::exp::{EXP2_POLY, EXP_POLY, LN2_HI, LN2_LO};
+use crate::simd::avx512::{exp16, exp2_16, lane_mask};
 
 /// Rows of the register block: `ROWS × NV` accumulators of 16 lanes (24 of 32 registers).
 const ROWS: usize = 6;
-
-/// Whether this CPU has AVX-512F (the micro-kernels need nothing else).
-pub(crate) fn available() -> bool {
-    is_x86_feature_detected!("avx512f")
-}
-
-/// The mask of the first `n` lanes (`n ≥ 16` gives all lanes).
-#[inline(always)]
-pub(crate) fn lane_mask(n: usize) -> __mmask16 {
-    if n >= 16 {
-        0xFFFF
-    } else {
-        ((1u32 << n) - 1) as __mmask16
-    }
-}
 
 /// `C[r, c] (+)= Σ_p A[r, p] · B[p, c]` for `r < m`, `c < n`, `p < k`.
 ///
@@ -245,44 +230,6 @@ unsafe fn block<const R: usize, const NV: usize, const MAX: bool>(
     }
 }
 
-/// 16 lanes of `e^x` (`x` may be `-inf`: the result is then 0). Same method as `exp::exp_f32`;
-/// `scalef` applies `2ⁿ` with correct underflow to 0 and overflow to `+inf`.
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn exp16(x: __m512) -> __m512 {
-    let x = _mm512_max_ps(x, _mm512_set1_ps(-104.0));
-    let x = _mm512_min_ps(x, _mm512_set1_ps(104.0));
-    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-        _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
-    );
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
-    let mut p = _mm512_set1_ps(EXP_POLY[0]);
-    for &cf in &EXP_POLY[1..] {
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(cf));
-    }
-    let r2 = _mm512_mul_ps(r, r);
-    let er = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), _mm512_set1_ps(1.0));
-    _mm512_scalef_ps(er, n)
-}
-
-/// 16 lanes of `2^x` for `x ≤ 0` or `-inf` (the softmax's shifted scores in base 2): `n` the
-/// nearest integer, `2^(x−n)` by a degree-6 polynomial on `[−½, ½]`, `scalef` applies `2ⁿ`.
-/// Clamping at −150 sends `-inf` (and anything that small) to exactly 0. Three fewer operations
-/// than [`exp16`]: no `log₂ e` multiply, no two-step `ln 2` reduction, no upper clamp.
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn exp2_16(x: __m512) -> __m512 {
-    let x = _mm512_max_ps(x, _mm512_set1_ps(-150.0));
-    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
-    let r = _mm512_sub_ps(x, n);
-    let mut p = _mm512_set1_ps(EXP2_POLY[0]);
-    for &cf in &EXP2_POLY[1..] {
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(cf));
-    }
-    _mm512_scalef_ps(p, n)
-}
-
 /// `row[j] ← 2^(row[j] − m)` (`m` at least the row's maximum); returns the sum of the new values.
 ///
 /// # Safety
@@ -365,7 +312,7 @@ mod tests {
 
     #[test]
     fn exp2_is_accurate_and_sends_minus_inf_to_zero() {
-        if !available() {
+        if !crate::simd::has_avx512f() {
             eprintln!("SKIPPED: no AVX-512F");
             return;
         }
@@ -394,7 +341,7 @@ mod tests {
 
     #[test]
     fn matmul_rowmax_reports_each_rows_maximum() {
-        if !available() {
+        if !crate::simd::has_avx512f() {
             eprintln!("SKIPPED: no AVX-512F");
             return;
         }

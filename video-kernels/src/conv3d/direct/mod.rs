@@ -13,14 +13,16 @@
 
 use rayon::prelude::*;
 
-use super::direct_x86::{tile, Tile, NV, R};
 use super::geom::Geom;
+
+mod avx512;
+use avx512::{tile, Tile, NV, R};
 
 /// Whether the direct kernel takes this call.
 pub(crate) fn applies(g: &Geom) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        g.groups == 1 && g.stride[1] == 1 && g.stride[2] == 1 && is_x86_feature_detected!("avx512f")
+        g.groups == 1 && g.stride[1] == 1 && g.stride[2] == 1 && crate::simd::has_avx512f()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

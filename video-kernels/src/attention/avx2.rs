@@ -1,43 +1,22 @@
 //! AVX2 + FMA micro-kernels of the attention tiles, for x86-64 CPUs without AVX-512 (AMD Zen 1–3,
-//! Intel client cores): the same register-blocked product and softmax row helpers as `x86.rs`,
+//! Intel client cores): the same register-blocked product and softmax row helpers as `avx512.rs`,
 //! on 8-lane vectors.
 //!
 //! The register block is 6 rows × 2 vectors (12 accumulators + 2 loads of `B` + 1 broadcast:
 //! 15 of the 16 `ymm` registers). Ragged edges use `vmaskmovps` loads and stores, which never
 //! touch memory outside the mask. Every function is `unsafe` only because the CPU must have AVX2
-//! and FMA (checked once by [`available`]) and because the pointers must cover the ranges the
+//! and FMA (checked once by [`crate::simd::has_avx2_fma`]) and because the pointers must cover the ranges the
 //! safe wrappers in `cpu.rs` check before each call.
 
 use std::arch::x86_64::*;
 
-use super::exp::{EXP_POLY, LN2_HI, LN2_LO};
+use crate::simd::avx2::{exp8, hsum, lane_mask};
 
 /// Rows of the register block.
 const ROWS: usize = 6;
 
-/// Below this `exp` underflows to 0 (as `exp::exp_f32`).
-const EXP_LO: f32 = -87.336_55;
-/// Above this `exp` overflows (as `exp::exp_f32`).
-const EXP_HI: f32 = 88.376_26;
-
-/// Whether this CPU has AVX2 and FMA.
-pub(crate) fn available() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-}
-
-/// The `vmaskmovps` mask of the first `n` lanes (`n ≥ 8` gives all lanes).
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-fn lane_mask(n: usize) -> __m256i {
-    let n = n.min(8) as i32;
-    _mm256_cmpgt_epi32(
-        _mm256_set1_epi32(n),
-        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-    )
-}
-
 /// `C[r, c] (+)= Σ_p A[r, p] · B[p, c]` for `r < m`, `c < n`, `p < k`, with the same strides and
-/// contract as `x86::matmul`.
+/// contract as `avx512::matmul`.
 ///
 /// # Safety
 /// AVX2 and FMA must be available, and for every `r < m`, `p < k`, `col < n` the addresses
@@ -201,50 +180,6 @@ unsafe fn block<const R: usize, const NV: usize, const MASKED: bool>(
     }
 }
 
-/// 8 lanes of `e^x`, the same method and range handling as `exp::exp_f32` (0 below the normal
-/// range and for `-inf`, `+inf` above it, NaN propagated).
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-fn exp8(x: __m256) -> __m256 {
-    // max(LO, x) then min(HI, ·) return x itself when x is NaN.
-    let xc = _mm256_min_ps(
-        _mm256_set1_ps(EXP_HI),
-        _mm256_max_ps(_mm256_set1_ps(EXP_LO), x),
-    );
-    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
-        xc,
-        _mm256_set1_ps(std::f32::consts::LOG2_E),
-    ));
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), xc);
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
-    let mut p = _mm256_set1_ps(EXP_POLY[0]);
-    for &cf in &EXP_POLY[1..] {
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(cf));
-    }
-    let r2 = _mm256_mul_ps(r, r);
-    let er = _mm256_add_ps(_mm256_fmadd_ps(p, r2, r), _mm256_set1_ps(1.0));
-    // 2ⁿ in the exponent bits; n ∈ [-126, 127] after the clamp.
-    let two_n = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
-        _mm256_cvtps_epi32(n),
-        _mm256_set1_epi32(127),
-    )));
-    let y = _mm256_mul_ps(er, two_n);
-    let under = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(EXP_LO));
-    let over = _mm256_cmp_ps::<_CMP_GT_OQ>(x, _mm256_set1_ps(EXP_HI));
-    let y = _mm256_andnot_ps(under, y);
-    _mm256_blendv_ps(y, _mm256_set1_ps(f32::INFINITY), over)
-}
-
-/// Horizontal sum of 8 lanes.
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-fn hsum(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s));
-    _mm_cvtss_f32(s)
-}
-
 /// Largest value of `row` (`-inf` when empty).
 ///
 /// # Safety
@@ -331,7 +266,7 @@ mod tests {
 
     #[test]
     fn exp_and_rows_match_the_portable_versions() {
-        if !available() {
+        if !crate::simd::has_avx2_fma() {
             eprintln!("SKIPPED: no AVX2 + FMA on this CPU");
             return;
         }
@@ -344,8 +279,8 @@ mod tests {
             let mut b = a.clone();
             // SAFETY: AVX2 + FMA checked above.
             let (ma, sa) = unsafe { (row_max(&a), exp_sub_sum(&mut a, 0.5)) };
-            let mb = super::super::exp::row_max(&b);
-            let sb = super::super::exp::exp_sub_sum(&mut b, 0.5);
+            let mb = super::super::softmax::row_max(&b);
+            let sb = super::super::softmax::exp_sub_sum(&mut b, 0.5);
             assert_eq!(ma, mb, "len {len}");
             for (x, y) in a.iter().zip(&b) {
                 assert!(
@@ -368,7 +303,7 @@ mod tests {
 
     #[test]
     fn matmul_matches_naive_on_ragged_shapes() {
-        if !available() {
+        if !crate::simd::has_avx2_fma() {
             eprintln!("SKIPPED: no AVX2 + FMA on this CPU");
             return;
         }
