@@ -198,7 +198,7 @@ impl PixelRange {
             PixelRange::MinusOneToOne => (x + 1.0) * 127.5,
             PixelRange::ZeroToOne => x * 255.0,
         };
-        // NaN maps to 0 through the saturating cast.
+        // Callers have rejected non-finite input (`tensor_to_videos`).
         v.round().clamp(0.0, 255.0) as u8
     }
 }
@@ -419,6 +419,12 @@ pub fn videos_to_tensor(videos: &[Video], range: PixelRange, device: &Device) ->
 ///
 /// # Shapes
 /// `[B, C, T, H, W]` → `B` videos of `T` frames of `H × W`.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] / [`Error::ShapeMismatch`] for another rank, channel count or an
+/// empty batch; [`Error::NonFinite`] (location `tensor_to_videos input`, with the counts) when
+/// the tensor holds a NaN or an infinity, which would otherwise become silent black or
+/// saturated pixels.
 pub fn tensor_to_videos(video: &Tensor, range: PixelRange, fps: f64) -> Result<Vec<Video>> {
     let dims = video.dims();
     let [b, c, t, h, w] = dims else {
@@ -442,6 +448,7 @@ pub fn tensor_to_videos(video: &Tensor, range: PixelRange, fps: f64) -> Result<V
         ));
     };
     check_size(fw, fh)?;
+    vidgen_video_core::check_finite(video, "tensor_to_videos input")?;
     let data = video
         .to_dtype(DType::F32)?
         .flatten_all()?

@@ -12,7 +12,8 @@
 //! - Resizing with bilinear / bicubic / area filters, antialiased when downscaling like PIL and
 //!   torchvision's `antialias=True` ([`resize_frame`], [`Video::resize`], [`resize_tensor`]);
 //!   centre crops; temporal resampling to a target fps ([`Video::resample_fps`]).
-//! - PNG frames and frame folders, animated GIF (exact for frames of ≤ 256 colours), and
+//! - PNG frames and frame folders (read in natural order, `2.png` before `10.png`:
+//!   [`natural_cmp`], [`sorted_frame_paths`]), animated GIF (exact for frames of ≤ 256 colours), and
 //!   grids / strips of videos ([`side_by_side`], [`contact_sheet`]).
 //! - [`synth`]: the seeded moving-shapes generator.
 //! - [`VideoReader`] (streaming, seekable decode), [`probe`], [`count_frames`], [`write_mp4`]:
@@ -51,6 +52,7 @@
 mod frames;
 pub mod grid;
 mod media;
+mod order;
 mod resize;
 pub mod sample;
 mod still;
@@ -62,6 +64,7 @@ pub use media::{
     count_frames, probe, read_video, write_mp4, write_video, DecodeOptions, DecodedFrame,
     EncodeOptions, VideoCodec, VideoInfo, VideoReader, FFMPEG_ENABLED,
 };
+pub use order::{natural_cmp, natural_path_cmp, sorted_frame_paths};
 pub use resize::{resize_frame, resize_tensor, ResizeFilter};
 pub use still::{
     decode_gif, decode_png, encode_gif, encode_png, gif_delay_cs, read_gif, read_png,

@@ -170,7 +170,16 @@ impl VideoReader {
 
     /// Moves to `seconds` from the start: the next frame returned is the first whose
     /// presentation time is at or after it (the decoder restarts at the keyframe before and
-    /// discards the frames in between). Seeking past the end makes the iterator end.
+    /// discards the frames in between). Where the demuxer cannot seek, or lands after the
+    /// target (MPEG-TS and other formats without an index), the reader decodes from the start
+    /// instead: slower, never wrong.
+    ///
+    /// Seeking past the end makes the iterator end, however far (times whose timestamp does
+    /// not fit FFmpeg's 64-bit counters included); a later seek back works as usual.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a negative or non-finite `seconds`; [`Error::Malformed`]
+    /// when the file cannot be reopened for the fallback.
     pub fn seek(&mut self, seconds: f64) -> Result<()> {
         if !(seconds.is_finite() && seconds >= 0.0) {
             return Err(Error::invalid(
@@ -199,8 +208,13 @@ impl VideoReader {
     }
 
     /// Reads the remaining frames (at most `max_frames` when given) into one [`Video`] at the
-    /// stream's fps. Errors with [`Error::Malformed`] when no frame can be decoded.
+    /// stream's fps.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for `max_frames == Some(0)` (a [`Video`] has at least one
+    /// frame; nothing is read); [`Error::Malformed`] when no frame can be decoded.
     pub fn read_to_video(&mut self, max_frames: Option<usize>) -> Result<Video> {
+        check_max_frames(max_frames)?;
         let mut frames = Vec::new();
         while max_frames.is_none_or(|m| frames.len() < m) {
             match self.next_frame()? {
@@ -236,8 +250,26 @@ pub fn probe(path: impl AsRef<Path>) -> Result<VideoInfo> {
 
 /// Decodes the video at `path` (its first `max_frames` frames when given) into memory. For long
 /// videos prefer iterating a [`VideoReader`].
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for `max_frames == Some(0)`, checked before the file is opened:
+/// asking for zero frames is a caller's mistake, not a property of the file (motion-codec's
+/// `read_codec_motion` answers the same). Otherwise as [`VideoReader::open`] and
+/// [`VideoReader::read_to_video`].
 pub fn read_video(path: impl AsRef<Path>, max_frames: Option<usize>) -> Result<Video> {
+    check_max_frames(max_frames)?;
     VideoReader::open(path)?.read_to_video(max_frames)
+}
+
+/// `Some(0)` frames cannot make a [`Video`]: refuse it as an argument, whatever the file.
+fn check_max_frames(max_frames: Option<usize>) -> Result<()> {
+    if max_frames == Some(0) {
+        return Err(Error::invalid(
+            "max_frames",
+            "Some(0): a video has at least one frame; pass None for all frames",
+        ));
+    }
+    Ok(())
 }
 
 /// The exact number of video packets (= frames, for every common codec) in `path`, found by
@@ -370,6 +402,13 @@ mod imp {
         ts as f64 * tb.numerator() as f64 / tb.denominator().max(1) as f64
     }
 
+    /// `x` (an integral f64) as an i64 when it is within range; `None` for NaN or overflow
+    /// (`as` would saturate silently).
+    fn fits_i64(x: f64) -> Option<i64> {
+        // -2^63 and 2^63 are exact in f64; i64 holds [-2^63, 2^63).
+        (x >= i64::MIN as f64 && x < i64::MAX as f64).then_some(x as i64)
+    }
+
     fn ratio(r: ff::Rational) -> Option<f64> {
         (r.numerator() > 0 && r.denominator() > 0)
             .then(|| r.numerator() as f64 / r.denominator() as f64)
@@ -387,6 +426,10 @@ mod imp {
         info: VideoInfo,
         /// Frames before this pts (stream time base) are dropped: set by `seek`.
         skip_before: Option<i64>,
+        /// The last seek, `(target pts, seconds)`, until its first decoded frame shows that the
+        /// demuxer landed at or before the target (see `rewind`).
+        pending_seek: Option<(i64, f64)>,
+        options: DecodeOptions,
         eof_sent: bool,
         done: bool,
     }
@@ -479,6 +522,8 @@ mod imp {
                 scaler: None,
                 info,
                 skip_before: None,
+                pending_seek: None,
+                options: options.clone(),
                 eof_sent: false,
                 done: false,
             })
@@ -490,24 +535,75 @@ mod imp {
 
         pub(super) fn seek(&mut self, seconds: f64) -> Result<()> {
             let tb = self.time_base;
-            let target = self.start_pts
-                + (seconds * tb.denominator() as f64 / tb.numerator().max(1) as f64).round() as i64;
+            let ticks = (seconds * tb.denominator() as f64 / tb.numerator().max(1) as f64).round();
+            // `seconds` is finite and >= 0 (checked by the caller). A time whose pts, or whose
+            // AV_TIME_BASE form, does not fit an i64 lies past the end of any stream: end the
+            // iterator instead of wrapping around to a time near the start.
+            let target = fits_i64(ticks).and_then(|t| self.start_pts.checked_add(t));
+            let ts_us =
+                target.and_then(|t| fits_i64((secs(t, tb) * ff::ffi::AV_TIME_BASE as f64).round()));
+            let (Some(target), Some(ts_us)) = (target, ts_us) else {
+                self.end();
+                return Ok(());
+            };
             // Stream -1 seeks in AV_TIME_BASE units; max_ts = ts asks for a keyframe at or before.
-            let ts_us = (secs(target, tb) * ff::ffi::AV_TIME_BASE as f64).round() as i64;
-            self.input
-                .seek(ts_us, ..ts_us)
-                .map_err(|e| malformed(&self.path, format!("cannot seek to {seconds} s: {e}")))?;
+            if self.input.seek(ts_us, ..ts_us).is_err() {
+                return if self.past_end(seconds) {
+                    self.end();
+                    Ok(())
+                } else {
+                    self.rewind(target)
+                };
+            }
             self.decoder.flush();
             self.skip_before = Some(target);
+            self.pending_seek = Some((target, seconds));
             self.eof_sent = false;
             self.done = false;
             Ok(())
         }
 
+        /// Ends the iterator (a seek past the end).
+        fn end(&mut self) {
+            self.decoder.flush();
+            self.skip_before = None;
+            self.pending_seek = None;
+            self.eof_sent = true;
+            self.done = true;
+        }
+
+        /// Whether `seconds` is at or after the stated duration (unknown: not past the end).
+        fn past_end(&self, seconds: f64) -> bool {
+            self.info.duration.is_some_and(|d| seconds >= d)
+        }
+
+        /// Restarts from the first packet, dropping frames before `target`: the fallback when
+        /// the demuxer cannot seek, or landed after the target. Demuxers without an index
+        /// (MPEG-TS) seek by a binary search on packet dts that can land past the keyframe,
+        /// after which the decoder yields nothing; decoding from the start is always right.
+        fn rewind(&mut self, target: i64) -> Result<()> {
+            let mut fresh = Reader::open(&self.path, &self.options)?;
+            fresh.skip_before = Some(target);
+            *self = fresh;
+            Ok(())
+        }
+
+        /// At the end of the stream after a seek that produced no frame at all: rewinds and
+        /// returns `true` when the seek time is within the stream (the demuxer overshot).
+        fn rewind_if_overshot(&mut self) -> Result<bool> {
+            match self.pending_seek.take() {
+                Some((target, seconds)) if !self.past_end(seconds) => {
+                    self.rewind(target)?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        }
+
         fn time_of(&self, f: &ff::frame::Video) -> Option<f64> {
             f.timestamp()
                 .or(f.pts())
-                .map(|ts| secs(ts - self.start_pts, self.time_base))
+                .map(|ts| secs(ts.saturating_sub(self.start_pts), self.time_base))
         }
 
         pub(super) fn next_raw(&mut self) -> Result<Option<(ff::frame::Video, Option<f64>)>> {
@@ -520,6 +616,15 @@ mod imp {
                 match self.decoder.receive_frame(&mut frame) {
                     Ok(()) => {
                         let ts = frame.timestamp().or(frame.pts());
+                        if let Some((target, _)) = self.pending_seek.take() {
+                            // The first frame after a seek must be at or before the target
+                            // (the keyframe the decoder restarted at); a later one means the
+                            // demuxer overshot and frames in between would be lost.
+                            if ts.is_some_and(|ts| ts > target) {
+                                self.rewind(target)?;
+                                continue;
+                            }
+                        }
                         if let (Some(skip), Some(ts)) = (self.skip_before, ts) {
                             if ts < skip {
                                 continue;
@@ -530,6 +635,9 @@ mod imp {
                         return Ok(Some((frame, t)));
                     }
                     Err(ff::Error::Eof) => {
+                        if self.rewind_if_overshot()? {
+                            continue;
+                        }
                         self.done = true;
                         return Ok(None);
                     }
@@ -545,6 +653,9 @@ mod imp {
                 }
                 if self.eof_sent {
                     // Draining returned EAGAIN: nothing more will come.
+                    if self.rewind_if_overshot()? {
+                        continue;
+                    }
                     self.done = true;
                     return Ok(None);
                 }

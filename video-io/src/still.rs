@@ -105,19 +105,16 @@ pub fn write_png_folder(dir: impl AsRef<Path>, video: &Video) -> Result<Vec<Path
         .collect()
 }
 
-/// Reads every `*.png` file of `dir` (not recursive), in file-name order, as one video at `fps`.
+/// Reads every `*.png` file of `dir` (not recursive) as one video at `fps`, in natural order of
+/// the file names ([`crate::natural_cmp`]: `2.png` before `10.png`; the list is
+/// [`crate::sorted_frame_paths`]`(dir, &["png"])`).
 ///
 /// Errors: the folder is missing ([`Error::Io`]), holds no PNG ("zero frames",
 /// [`Error::Malformed`]), a file is not a PNG ([`Error::Malformed`] naming it), or the frames
 /// differ in size ([`Error::ShapeMismatch`] naming the file).
 pub fn read_png_folder(dir: impl AsRef<Path>, fps: f64) -> Result<Video> {
     let dir = dir.as_ref();
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| io_err(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")))
-        .collect();
-    paths.sort();
+    let paths = crate::order::sorted_frame_paths(dir, &["png"])?;
     if paths.is_empty() {
         return Err(malformed(dir, "zero frames: the folder holds no .png file"));
     }

@@ -206,3 +206,78 @@ fn raw_frames_carry_motion_vectors_when_asked() {
         "{with_mvs} frames with motion vectors"
     );
 }
+
+#[test]
+fn seeking_far_past_the_end_ends_the_iterator() {
+    // Times whose pts overflow i64 used to overflow `start_pts + ticks` (a panic in debug, a
+    // wrap to a time near the start in release); each now simply ends the iterator. MPEG-TS
+    // streams start at a positive pts (1.4 s), which is what made the sum overflow.
+    let dir = tempfile::tempdir().unwrap();
+    let ts = dir.path().join("clip.ts");
+    let clip = MovingShapes::new(WorldConfig::new(32, 32, 6))
+        .unwrap()
+        .clip(&mut seeded_rng(1))
+        .unwrap();
+    write_video(&ts, &clip.video, &EncodeOptions::default()).unwrap();
+    for path in [bunny_file().unwrap(), ts] {
+        seek_far(&path);
+    }
+}
+
+fn seek_far(path: &std::path::Path) {
+    let first = read_video(path, Some(1)).unwrap().frames()[0].clone();
+    let mut r = VideoReader::open(path).unwrap();
+    for s in [2.5, 100.0, 1e9, 1e15, 7.3e14, 1e20, 1e300, f64::MAX] {
+        r.seek(s).unwrap_or_else(|e| panic!("seek({s}): {e}"));
+        assert!(r.next_frame().unwrap().is_none(), "seek({s}) gave a frame");
+        assert!(r.next().is_none());
+        // And back: the reader is still usable.
+        r.seek(0.0).unwrap();
+        let again = r
+            .next()
+            .unwrap_or_else(|| panic!("{}: no frame after seek({s}) then seek(0)", path.display()));
+        assert_eq!(again.unwrap(), first, "{}: after seek({s})", path.display());
+    }
+    for bad in [f64::INFINITY, f64::NAN, -0.5] {
+        assert!(matches!(r.seek(bad), Err(Error::InvalidArgument { .. })));
+    }
+}
+
+#[test]
+fn zero_frames_requested_is_an_invalid_argument() {
+    let path = bunny_file().unwrap();
+    let e = read_video(&path, Some(0)).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+    let mut r = VideoReader::open(&path).unwrap();
+    let e = r.read_to_video(Some(0)).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+    // Nothing was consumed.
+    assert!(r.next_frame().unwrap().unwrap().time.unwrap().abs() < 1e-9);
+}
+
+#[test]
+fn seeking_in_mpeg_ts_lands_on_the_requested_frame() {
+    // MPEG-TS has no index: FFmpeg's seek lands past the only keyframe of this clip and the
+    // decoder then yields nothing. The reader notices and decodes from the start instead.
+    let dir = tempfile::tempdir().unwrap();
+    let ts = dir.path().join("clip.ts");
+    let clip = MovingShapes::new(WorldConfig::new(32, 32, 6))
+        .unwrap()
+        .clip(&mut seeded_rng(2))
+        .unwrap();
+    write_video(&ts, &clip.video, &EncodeOptions::default()).unwrap();
+    let all = read_video(&ts, None).unwrap();
+    assert_eq!(all.len(), 6);
+    let mut r = VideoReader::open(&ts).unwrap();
+    for (s, k) in [(0.0, 0), (0.3, 3), (0.1, 1), (0.625, 5), (0.0, 0)] {
+        r.seek(s).unwrap();
+        let f = r.next_frame().unwrap().unwrap();
+        assert!(
+            (f.time.unwrap() - k as f64 / 8.0).abs() < 1e-6,
+            "seek({s}): {:?}",
+            f.time
+        );
+        assert_eq!(f.frame, all.frames()[k], "seek({s})");
+        assert_eq!(r.by_ref().count(), 5 - k, "seek({s}): frames after");
+    }
+}

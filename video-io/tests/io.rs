@@ -289,3 +289,171 @@ proptest! {
         let _ = decode_png(&bad, Path::new("c.png"));
     }
 }
+
+#[test]
+fn frame_folders_are_read_in_natural_order() {
+    // 1.png .. 12.png, frame k filled with grey level k: lexicographic order would read
+    // 1, 10, 11, 12, 2, ...
+    let dir = tempfile::tempdir().unwrap();
+    for k in 1..=12u8 {
+        vidgen_video_io::write_png(
+            dir.path().join(format!("{k}.png")),
+            &Frame::filled(2, 2, [k; 3]).unwrap(),
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.path().join("notes.txt"), b"not a frame").unwrap();
+    let v = read_png_folder(dir.path(), 8.0).unwrap();
+    let levels: Vec<u8> = v.frames().iter().map(|f| f.data()[0]).collect();
+    assert_eq!(levels, (1..=12).collect::<Vec<u8>>());
+    let paths = vidgen_video_io::sorted_frame_paths(dir.path(), &["PNG"]).unwrap();
+    let names: Vec<String> = paths
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names[..3], ["1.png", "2.png", "3.png"]);
+    assert_eq!(names.len(), 12);
+    assert_eq!(
+        vidgen_video_io::sorted_frame_paths(dir.path(), &[])
+            .unwrap()
+            .len(),
+        13
+    );
+    assert!(matches!(
+        vidgen_video_io::sorted_frame_paths(dir.path().join("missing"), &["png"]),
+        Err(Error::Io { .. })
+    ));
+}
+
+#[test]
+fn corrupt_frames_in_a_folder_are_malformed_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = encode_png(&Frame::filled(3, 2, [9, 8, 7]).unwrap()).unwrap();
+    std::fs::write(dir.path().join("1.png"), &png).unwrap();
+    std::fs::write(dir.path().join("2.png"), &png[..png.len() / 2]).unwrap();
+    match read_png_folder(dir.path(), 8.0) {
+        Err(Error::Malformed { path, .. }) => assert!(path.ends_with("2.png"), "{path:?}"),
+        other => panic!("expected Malformed, got {other:?}"),
+    }
+}
+
+/// Names built from a small alphabet (digits, letters, dot, underscore) so that digit runs and
+/// ties on equal numbers (`01` vs `1`) are common.
+fn name() -> impl Strategy<Value = String> {
+    proptest::collection::vec(
+        prop_oneof![
+            Just("0"),
+            Just("1"),
+            Just("2"),
+            Just("9"),
+            Just("10"),
+            Just("a"),
+            Just("b"),
+            Just("."),
+            Just("_")
+        ],
+        0..8,
+    )
+    .prop_map(|parts| parts.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// `natural_cmp` is a total order consistent with `==`: antisymmetric, transitive, and
+    /// `Equal` only for equal strings; and numbers in the same frame compare as numbers.
+    #[test]
+    fn natural_cmp_is_a_consistent_total_order(a in name(), b in name(), c in name(),
+                                               m in 0u64..100_000, n in 0u64..100_000) {
+        use std::cmp::Ordering::*;
+        use vidgen_video_io::natural_cmp;
+        let ab = natural_cmp(&a, &b);
+        prop_assert_eq!(ab, natural_cmp(&b, &a).reverse());
+        prop_assert_eq!(ab == Equal, a == b);
+        prop_assert_eq!(natural_cmp(&a, &a), Equal);
+        let bc = natural_cmp(&b, &c);
+        if ab != Greater && bc != Greater {
+            prop_assert_ne!(natural_cmp(&a, &c), Greater, "{} {} {}", a, b, c);
+        }
+        let (x, y) = (format!("{a}_{m}.png"), format!("{a}_{n}.png"));
+        prop_assert_eq!(natural_cmp(&x, &y), m.cmp(&n));
+        // Sorting with it is deterministic whatever the input order.
+        let mut v1 = vec![a.clone(), b.clone(), c.clone()];
+        let mut v2 = vec![c.clone(), a.clone(), b.clone()];
+        v1.sort_by(|p, q| natural_cmp(p, q));
+        v2.sort_by(|p, q| natural_cmp(p, q));
+        prop_assert_eq!(v1, v2);
+    }
+}
+
+#[test]
+fn non_finite_tensors_are_an_error_not_black_pixels() {
+    use candle_core::Tensor;
+    let mut data = vec![0.5f32; 3 * 2 * 2 * 2];
+    data[5] = f32::NAN;
+    let x = Tensor::from_vec(data.clone(), (1, 3, 2, 2, 2), &Device::Cpu).unwrap();
+    match tensor_to_videos(&x, PixelRange::ZeroToOne, 8.0) {
+        Err(Error::NonFinite {
+            location, nan, inf, ..
+        }) => {
+            assert!(location.contains("tensor_to_videos"), "{location}");
+            assert_eq!((nan, inf), (1, 0));
+        }
+        other => panic!("expected NonFinite, got {other:?}"),
+    }
+    data[5] = f32::INFINITY;
+    let x = Tensor::from_vec(data, (1, 3, 2, 2, 2), &Device::Cpu).unwrap();
+    assert!(matches!(
+        tensor_to_videos(&x, PixelRange::MinusOneToOne, 8.0),
+        Err(Error::NonFinite { inf: 1, .. })
+    ));
+    // f16 and a strided (non-contiguous) view are checked too.
+    let h = x
+        .to_dtype(candle_core::DType::F16)
+        .unwrap()
+        .transpose(3, 4)
+        .unwrap();
+    assert!(matches!(
+        tensor_to_videos(&h, PixelRange::ZeroToOne, 8.0),
+        Err(Error::NonFinite { .. })
+    ));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// The file entry points on arbitrary or damaged contents: a frame folder whose files are
+    /// random bytes, valid PNGs with a byte flipped, or cut short; a `.gif` / `.png` file of
+    /// random bytes. Errors (naming a file), never a panic.
+    #[test]
+    fn file_readers_survive_corrupt_files(
+        junk in proptest::collection::vec(any::<u8>(), 0..256),
+        flip in 0.0f64..1.0, xor in 1u8..=255, cut in 0.0f64..1.0, which in 0usize..3
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let good = encode_png(&Frame::filled(4, 3, [10, 20, 30]).unwrap()).unwrap();
+        let mut flipped = good.clone();
+        let i = ((flipped.len() - 1) as f64 * flip) as usize;
+        flipped[i] ^= xor;
+        let short = good[..(good.len() as f64 * cut) as usize].to_vec();
+        let mut files = [good.clone(), good.clone(), good];
+        files[which] = [junk.clone(), flipped, short][which].clone();
+        for (k, bytes) in files.iter().enumerate() {
+            std::fs::write(dir.path().join(format!("{}.png", k + 1)), bytes).unwrap();
+        }
+        match read_png_folder(dir.path(), 8.0) {
+            Ok(v) => prop_assert!(v.len() == 3),
+            Err(Error::Malformed { path, .. }) => {
+                prop_assert!(path.starts_with(dir.path()), "{:?}", path)
+            }
+            Err(Error::ShapeMismatch { file, .. }) => prop_assert!(file.is_some()),
+            Err(e) => prop_assert!(false, "unexpected error {}", e),
+        }
+        let g = dir.path().join("x.gif");
+        std::fs::write(&g, &junk).unwrap();
+        let _ = read_gif(&g);
+        let p = dir.path().join("x.png");
+        std::fs::write(&p, &junk).unwrap();
+        let _ = read_png(&p);
+    }
+}
