@@ -35,6 +35,32 @@ pub struct Progress {
     pub tokens_total: usize,
 }
 
+/// Names the generation step (and frame, token, batch row) in an [`Error::NonFinite`]; other
+/// errors pass unchanged.
+fn at_step(e: Error, step: usize, hw: usize, row: Option<usize>) -> Error {
+    match e {
+        Error::NonFinite {
+            location,
+            nan,
+            inf,
+            total,
+        } => {
+            let row = row.map(|r| format!(", batch row {r}")).unwrap_or_default();
+            Error::NonFinite {
+                location: format!(
+                    "generation step {step} (frame {}, token {}{row}): {location}",
+                    step / hw,
+                    step % hw
+                ),
+                nan,
+                inf,
+                total,
+            }
+        }
+        other => other,
+    }
+}
+
 /// A Llama decoder over video tokens with an optional text-prefix projection.
 ///
 /// Generation ([`VideoLm::generate_frames`]) continues the query clip of a [`VideoPrompt`]
@@ -154,7 +180,8 @@ impl VideoLm {
     ///
     /// # Errors
     /// Prompt plus generated tokens longer than the context, guidance without a text prefix,
-    /// invalid sampling settings, out-of-vocabulary prompt ids, mismatched embedding widths.
+    /// invalid sampling settings, out-of-vocabulary prompt ids, mismatched embedding widths;
+    /// [`Error::NonFinite`] naming the generation step when the logits hold NaN or ±inf.
     pub fn generate_frames(
         &self,
         prompt: &VideoPrompt,
@@ -199,9 +226,10 @@ impl VideoLm {
         };
         let embeds = self.embeds_with_prefix(prefix.as_ref(), prompt.ids())?;
         let mut cache = self.model.new_cache(b, need)?;
-        let mut logits =
-            self.model
-                .forward_embeds(&embeds, Some(&mut cache), LogitsToKeep::Last)?;
+        let mut logits = self
+            .model
+            .forward_embeds(&embeds, Some(&mut cache), LogitsToKeep::Last)
+            .map_err(|e| at_step(e, 0, hw, None))?;
 
         let mut uncond = if sampling.uses_cfg() {
             let p = prefix.as_ref().ok_or_else(|| {
@@ -218,7 +246,8 @@ impl VideoLm {
             let mut uc = self.model.new_cache(b, ue.dim(1)? + total - 1)?;
             let ul = self
                 .model
-                .forward_embeds(&ue, Some(&mut uc), LogitsToKeep::Last)?;
+                .forward_embeds(&ue, Some(&mut uc), LogitsToKeep::Last)
+                .map_err(|e| at_step(e, 0, hw, None))?;
             Some((uc, ul))
         } else {
             None
@@ -235,7 +264,8 @@ impl VideoLm {
             let mut next = Vec::with_capacity(b);
             for (i, row) in rows.iter().enumerate() {
                 let u = urows.as_ref().and_then(|u| u.get(i)).map(|r| r.as_slice());
-                let tok = sample(row, u, &history[i], sampling, rng)?;
+                let tok = sample(row, u, &history[i], sampling, rng)
+                    .map_err(|e| at_step(e, step, hw, Some(i)))?;
                 history[i].push(tok);
                 generated[i].push(tok);
                 next.push(tok);
@@ -250,11 +280,16 @@ impl VideoLm {
             }
             if step + 1 < total {
                 let tok = Tensor::from_vec(next, (b, 1), self.model.device())?;
+                // These logits are sampled at the next step.
                 logits = self
                     .model
-                    .forward(&tok, Some(&mut cache), LogitsToKeep::Last)?;
+                    .forward(&tok, Some(&mut cache), LogitsToKeep::Last)
+                    .map_err(|e| at_step(e, step + 1, hw, None))?;
                 if let Some((uc, ul)) = uncond.as_mut() {
-                    *ul = self.model.forward(&tok, Some(uc), LogitsToKeep::Last)?;
+                    *ul = self
+                        .model
+                        .forward(&tok, Some(uc), LogitsToKeep::Last)
+                        .map_err(|e| at_step(e, step + 1, hw, None))?;
                 }
             }
         }

@@ -8,7 +8,7 @@
 //! - [`LlamaForCausalLM`]: RMSNorm, rotary embeddings (`default`, `linear`, `dynamic`,
 //!   `llama3`, partial rotary), SwiGLU, grouped-query attention through
 //!   [`vidgen_video_kernels::attention`], attention / MLP biases, tied embeddings. Loads
-//!   `save_pretrained` directories unchanged ([`LlamaForCausalLM::load`]) and matches
+//!   `save_pretrained` directories unchanged ([`LlamaForCausalLM::from_pretrained`]) and matches
 //!   transformers' logits on the `llama` fixtures.
 //! - [`KvCache`]: preallocated per-layer key / value buffers with a maximum length; prefill then
 //!   token-by-token decoding gives the same logits as a full forward.

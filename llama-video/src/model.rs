@@ -404,6 +404,12 @@ impl LlamaModel {
     }
 }
 
+/// The model's logits leave the crate only finite: one pass over them (cheap beside `lm_head`),
+/// an [`Error::NonFinite`] naming the model and `what` (the positions) otherwise.
+fn check_logits(logits: &Tensor, what: &str) -> Result<()> {
+    vidgen_video_core::check_finite(logits, &format!("LlamaForCausalLM logits ({what})"))
+}
+
 /// Checks token ids against the vocabulary and returns them as `u32`.
 pub(crate) fn checked_ids(ids: &Tensor, vocab: usize) -> Result<Tensor> {
     if ids.rank() != 2 {
@@ -476,7 +482,10 @@ impl LlamaForCausalLM {
 
     /// Loads a transformers `save_pretrained` directory strictly (config validated, every key
     /// present with its shape), converting weights to `dtype`.
-    pub fn load(
+    ///
+    /// # Errors
+    /// Unreadable / invalid `config.json`; missing or mis-shaped keys (named, with the file).
+    pub fn from_pretrained(
         dir: impl AsRef<Path>,
         dtype: DType,
         device: &Device,
@@ -525,6 +534,10 @@ impl LlamaForCausalLM {
     /// # Shapes
     /// `input_ids`: `[B, T]` (`u32` or `i64`) → `[B, T, vocab]` (`All`) or `[B, 1, vocab]`
     /// (`Last`), in the model's dtype.
+    ///
+    /// # Errors
+    /// See [`LlamaModel::forward_embeds`] and [`LlamaModel::embed`]; [`Error::NonFinite`]
+    /// naming the positions when the logits hold NaN or ±inf.
     pub fn forward(
         &self,
         input_ids: &Tensor,
@@ -540,17 +553,25 @@ impl LlamaForCausalLM {
     ///
     /// # Shapes
     /// `embeds`: `[B, T, hidden]` → `[B, T, vocab]` or `[B, 1, vocab]`.
+    ///
+    /// # Errors
+    /// See [`LlamaModel::forward_embeds`]; [`Error::NonFinite`] naming the positions when the
+    /// logits hold NaN or ±inf.
     pub fn forward_embeds(
         &self,
         embeds: &Tensor,
         cache: Option<&mut KvCache>,
         keep: LogitsToKeep,
     ) -> Result<Tensor> {
+        let start = cache.as_ref().map(|c| c.len()).unwrap_or(0);
         // On a pool worker: a decode step is ~50 small parallel operations (see `in_pool`).
-        vidgen_video_core::in_pool(|| {
+        let logits = vidgen_video_core::in_pool(|| {
             let h = self.model.forward_embeds(embeds, cache, None)?;
-            self.head(&h, keep)
-        })
+            self.head_unchecked(&h, keep)
+        })?;
+        let end = start + embeds.dim(1)?;
+        check_logits(&logits, &format!("positions {start}..{end}"))?;
+        Ok(logits)
     }
 
     /// Logits and transformers' `hidden_states` (embeddings, every layer's output but the last,
@@ -563,20 +584,37 @@ impl LlamaForCausalLM {
         let e = self.model.embed(input_ids)?;
         let mut hs = Vec::with_capacity(self.config().num_hidden_layers + 1);
         let h = self.model.forward_embeds(&e, None, Some(&mut hs))?;
-        Ok((self.head(&h, LogitsToKeep::All)?, hs))
+        let logits = self.head_unchecked(&h, LogitsToKeep::All)?;
+        check_logits(&logits, &format!("positions 0..{}", e.dim(1)?))?;
+        Ok((logits, hs))
     }
 
     /// Applies `lm_head` to normed hidden states.
     ///
     /// # Shapes
     /// `h`: `[B, T, hidden]` → `[B, T, vocab]` or `[B, 1, vocab]`.
+    ///
+    /// # Errors
+    /// `h` not `[B, T ≥ 1, hidden]`; [`Error::NonFinite`] when the logits hold NaN or ±inf.
     pub fn head(&self, h: &Tensor, keep: LogitsToKeep) -> Result<Tensor> {
+        let logits = self.head_unchecked(h, keep)?;
+        check_logits(&logits, "lm_head output")?;
+        Ok(logits)
+    }
+
+    fn head_unchecked(&self, h: &Tensor, keep: LogitsToKeep) -> Result<Tensor> {
+        let t = match h.dims() {
+            &[_, t, _] if t > 0 => t,
+            d => {
+                return Err(Error::invalid(
+                    "hidden states",
+                    format!("expected [B, T >= 1, hidden], got {d:?}"),
+                ))
+            }
+        };
         match keep {
             LogitsToKeep::All => self.lm_head.forward(h),
-            LogitsToKeep::Last => {
-                let t = h.dim(1)?;
-                self.lm_head.forward(&h.narrow(1, t - 1, 1)?)
-            }
+            LogitsToKeep::Last => self.lm_head.forward(&h.narrow(1, t - 1, 1)?),
         }
     }
 

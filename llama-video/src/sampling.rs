@@ -144,6 +144,9 @@ fn log_softmax(row: &[f32]) -> Vec<f64> {
 
 /// Combines conditional and unconditional logits rows as transformers'
 /// `UnbatchedClassifierFreeGuidanceLogitsProcessor`: `u + s·(c − u)` on log-probabilities.
+///
+/// A token at `-inf` in either row (masked) stays at `-inf` (`u + s·(c − u)` would be NaN or
+/// an unbounded value there).
 pub fn guide(cond: &[f32], uncond: &[f32], scale: f64) -> Result<Vec<f32>> {
     if cond.len() != uncond.len() {
         return Err(Error::shape(
@@ -155,8 +158,29 @@ pub fn guide(cond: &[f32], uncond: &[f32], scale: f64) -> Result<Vec<f32>> {
     let (c, u) = (log_softmax(cond), log_softmax(uncond));
     Ok(c.iter()
         .zip(&u)
-        .map(|(c, u)| (u + scale * (c - u)) as f32)
+        .map(|(&c, &u)| {
+            if c == f64::NEG_INFINITY || u == f64::NEG_INFINITY {
+                f32::NEG_INFINITY
+            } else {
+                (u + scale * (c - u)) as f32
+            }
+        })
         .collect())
+}
+
+/// [`Error::NonFinite`] when `row` holds NaN or `+inf` (`-inf` is a masked token and allowed).
+fn check_row(row: &[f32], what: &str) -> Result<()> {
+    let nan = row.iter().filter(|x| x.is_nan()).count();
+    let inf = row.iter().filter(|&&x| x == f32::INFINITY).count();
+    if nan + inf > 0 {
+        return Err(Error::NonFinite {
+            location: format!("{what} passed to sampling (NaN or +inf; -inf marks a masked token)"),
+            nan,
+            inf,
+            total: row.len(),
+        });
+    }
+    Ok(())
 }
 
 /// Picks one token id from a row of logits.
@@ -166,7 +190,8 @@ pub fn guide(cond: &[f32], uncond: &[f32], scale: f64) -> Result<Vec<f32>> {
 ///
 /// # Errors
 /// Invalid settings (see [`SamplingConfig::validate`]), a missing / mismatched unconditional
-/// row, or logits that are all `-inf` / NaN after filtering.
+/// row, logits that are all `-inf` after filtering; [`Error::NonFinite`] for a NaN or `+inf`
+/// in `logits` or `uncond` (`-inf` marks a masked token).
 pub fn sample(
     logits: &[f32],
     uncond: Option<&[f32]>,
@@ -176,6 +201,10 @@ pub fn sample(
 ) -> Result<u32> {
     let vocab = logits.len();
     cfg.validate(vocab)?;
+    check_row(logits, "logits")?;
+    if let (true, Some(u)) = (cfg.uses_cfg(), uncond) {
+        check_row(u, "unconditional logits")?;
+    }
     let mut row: Vec<f32> = match (cfg.uses_cfg(), uncond) {
         (true, Some(u)) => guide(logits, u, cfg.cfg_scale)?,
         (true, None) => {
@@ -210,9 +239,6 @@ pub fn sample(
     let argmax = || -> Result<u32> {
         let mut best: Option<(usize, f32)> = None;
         for (i, &x) in row.iter().enumerate() {
-            if x.is_nan() {
-                continue;
-            }
             if best.is_none_or(|(_, b)| x > b) {
                 best = Some((i, x));
             }
@@ -274,10 +300,19 @@ pub fn sample(
 ///
 /// # Shapes
 /// `logits`: `[B, T, vocab]` or `[B, vocab]` → `B` rows of `vocab` values.
+///
+/// # Errors
+/// Another rank, or `T = 0`.
 pub fn last_rows(logits: &Tensor) -> Result<Vec<Vec<f32>>> {
     let l = match logits.rank() {
         3 => {
             let t = logits.dim(1)?;
+            if t == 0 {
+                return Err(Error::invalid(
+                    "logits",
+                    format!("no position to read: shape {:?} has T = 0", logits.dims()),
+                ));
+            }
             logits.narrow(1, t - 1, 1)?.squeeze(1)?
         }
         2 => logits.clone(),

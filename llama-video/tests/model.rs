@@ -261,7 +261,8 @@ fn loading_is_strict_and_configs_are_checked() {
     )
     .unwrap();
     vars.save(dir.path().join("model.safetensors")).unwrap();
-    let (m, report) = LlamaForCausalLM::load(dir.path(), DType::F32, &Device::Cpu).unwrap();
+    let (m, report) =
+        LlamaForCausalLM::from_pretrained(dir.path(), DType::F32, &Device::Cpu).unwrap();
     assert!(report.is_clean());
     assert_eq!(m.config().num_hidden_layers, 2);
     // A config with more layers than the checkpoint: the missing key is named.
@@ -272,7 +273,7 @@ fn loading_is_strict_and_configs_are_checked() {
         serde_json::to_string(&more).unwrap(),
     )
     .unwrap();
-    let e = LlamaForCausalLM::load(dir.path(), DType::F32, &Device::Cpu).unwrap_err();
+    let e = LlamaForCausalLM::from_pretrained(dir.path(), DType::F32, &Device::Cpu).unwrap_err();
     assert!(e.to_string().contains("model.layers.2."), "{e}");
     // An unsupported rope type is named with its field and the file.
     std::fs::write(
@@ -281,14 +282,14 @@ fn loading_is_strict_and_configs_are_checked() {
             "intermediate_size": 32, "rope_parameters": {"rope_type": "longrope", "rope_theta": 1e4}}"#,
     )
     .unwrap();
-    let e = LlamaForCausalLM::load(dir.path(), DType::F32, &Device::Cpu).unwrap_err();
+    let e = LlamaForCausalLM::from_pretrained(dir.path(), DType::F32, &Device::Cpu).unwrap_err();
     assert!(
         matches!(e, Error::Unsupported { .. }) && e.to_string().contains("longrope"),
         "{e}"
     );
     // A wrongly typed field.
     std::fs::write(dir.path().join("config.json"), r#"{"hidden_size": "big"}"#).unwrap();
-    let e = LlamaForCausalLM::load(dir.path(), DType::F32, &Device::Cpu).unwrap_err();
+    let e = LlamaForCausalLM::from_pretrained(dir.path(), DType::F32, &Device::Cpu).unwrap_err();
     assert!(e.to_string().contains("hidden_size"), "{e}");
 }
 

@@ -161,7 +161,7 @@ impl Pipeline {
         let world = MiniWorld::new(mini)?;
         let tokenizer = PatchTokenizer::load(dir.join("tokenizer"))?;
         let (model, report) =
-            LlamaForCausalLM::load(dir.join("decoder"), DType::F32, &Device::Cpu)?;
+            LlamaForCausalLM::from_pretrained(dir.join("decoder"), DType::F32, &Device::Cpu)?;
         if !report.is_clean() {
             return Err(report.into_error());
         }

@@ -241,7 +241,7 @@ pub fn train_decoder(
 
 /// Writes the decoder as a transformers `save_pretrained` directory: `config.json` and
 /// `model.safetensors` (keys `model.*`, `lm_head.weight`), which
-/// [`LlamaForCausalLM::load`] reads back strictly.
+/// [`LlamaForCausalLM::from_pretrained`] reads back strictly.
 pub fn save_decoder(lm: &VideoLm, vars: &VarMap, dir: impl AsRef<Path>) -> Result<()> {
     let dir = dir.as_ref();
     std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
@@ -376,7 +376,8 @@ mod tests {
         let (lm, vars) = train_decoder(&world, &tok, opts, |r| losses.push(r.loss)).unwrap();
         let dir = tempfile::tempdir().unwrap();
         save_decoder(&lm, &vars, dir.path()).unwrap();
-        let (back, report) = LlamaForCausalLM::load(dir.path(), DType::F32, &Device::Cpu).unwrap();
+        let (back, report) =
+            LlamaForCausalLM::from_pretrained(dir.path(), DType::F32, &Device::Cpu).unwrap();
         assert!(report.is_clean());
         let w = back
             .model()
