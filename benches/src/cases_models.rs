@@ -83,8 +83,8 @@ fn vq_nn(d: &Device, k: usize, dim: usize, composed: bool) -> Result<Work> {
     let zv = z.flatten_all()?.to_vec1::<f32>()?;
     let ev = e.flatten_all()?.to_vec1::<f32>()?;
     Ok(Box::new(move || {
-        let book = PreparedCodebook::new(&ev, k, dim);
-        std::hint::black_box(book.nearest(&zv));
+        let book = PreparedCodebook::new(&ev, k, dim)?;
+        std::hint::black_box(book.nearest(&zv)?);
         Ok(())
     }))
 }

@@ -35,7 +35,7 @@ pub fn swiglu_reference(x: &Tensor) -> Result<Tensor> {
 /// # Errors
 /// A rank-0 input or an odd last dimension.
 pub fn swiglu(x: &Tensor) -> Result<Tensor> {
-    if x.track_op() || x.dtype() != DType::F32 || !matches!(x.device(), Device::Cpu) {
+    if !fast(x) {
         return swiglu_reference(x);
     }
     glu_rows(x, "swiglu input", silu_mul)
@@ -82,6 +82,14 @@ fn glu_rows(
         out
     };
     Ok(Tensor::from_vec(out, out_shape, x.device())?)
+}
+
+/// Whether the fused path takes `x`: f32 on the CPU, no gradient tracking, twins not forced.
+fn fast(x: &Tensor) -> bool {
+    !x.track_op()
+        && x.dtype() == DType::F32
+        && matches!(x.device(), Device::Cpu)
+        && !crate::reference_forced()
 }
 
 fn half_width(x: &Tensor) -> Result<usize> {
@@ -186,14 +194,23 @@ unsafe fn silu_inplace_avx2(xs: &mut [f32]) {
     silu_inplace_loop(xs)
 }
 
+/// SiLU `x / (1 + e^(−x))` with candle's op (the definition [`silu`] is tested against;
+/// differentiable).
+///
+/// # Shapes
+/// Any shape → the same shape.
+pub fn silu_reference(x: &Tensor) -> Result<Tensor> {
+    Ok(candle_nn::ops::silu(x)?)
+}
+
 /// SiLU `x / (1 + e^(−x))`: vectorised and row-parallel for f32 on the CPU without gradient
-/// tracking, candle's `silu` otherwise.
+/// tracking, [`silu_reference`] otherwise.
 ///
 /// # Shapes
 /// Any shape → the same shape.
 pub fn silu(x: &Tensor) -> Result<Tensor> {
-    if x.track_op() || x.dtype() != DType::F32 || !matches!(x.device(), Device::Cpu) {
-        return Ok(candle_nn::ops::silu(x)?);
+    if !fast(x) {
+        return silu_reference(x);
     }
     let mut xs = x.flatten_all()?.to_vec1::<f32>()?;
     xs.par_chunks_mut(65_536).for_each(silu_slice);
@@ -239,7 +256,7 @@ pub fn gelu_erf_reference(x: &Tensor) -> Result<Tensor> {
 /// # Shapes
 /// Any shape → the same shape.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
-    if x.track_op() || x.dtype() != DType::F32 || !matches!(x.device(), Device::Cpu) {
+    if !fast(x) {
         return gelu_erf_reference(x);
     }
     let xs = x.flatten_all()?.to_vec1::<f32>()?;
@@ -272,7 +289,7 @@ pub fn geglu_reference(x: &Tensor) -> Result<Tensor> {
 /// # Errors
 /// A rank-0 input or an odd last dimension.
 pub fn geglu(x: &Tensor) -> Result<Tensor> {
-    if x.track_op() || x.dtype() != DType::F32 || !matches!(x.device(), Device::Cpu) {
+    if !fast(x) {
         return geglu_reference(x);
     }
     glu_rows(x, "geglu input", |h, gate, out| {

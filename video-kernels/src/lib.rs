@@ -10,16 +10,25 @@ mod conv3d;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod gemm;
+mod group_norm;
 mod linear;
+mod nearest_code;
 mod norm;
+mod reference;
 pub mod simd;
 
 pub use activation::{
-    geglu, geglu_reference, gelu_erf, gelu_erf_reference, silu, silu_slice, swiglu,
+    geglu, geglu_reference, gelu_erf, gelu_erf_reference, silu, silu_reference, silu_slice, swiglu,
     swiglu_reference,
 };
 pub use attention::*;
 pub use conv3d::*;
+pub use group_norm::{group_norm, group_norm_reference};
 pub use linear::{linear, linear_reference, SKINNY_ROWS};
-pub use norm::{add_rms_norm, rms_norm, rms_norm_reference};
+pub use nearest_code::{nearest_code, nearest_code_reference, PreparedCodebook, SMALL_DIM};
+pub use norm::{
+    add_rms_norm, add_rms_norm_reference, layer_norm, layer_norm_reference, rms_norm,
+    rms_norm_reference,
+};
+pub use reference::{force_reference, reference_forced, ReferenceGuard, REFERENCE_ENV};
 pub use vidgen_video_core::contiguous;

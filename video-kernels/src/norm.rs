@@ -1,10 +1,12 @@
-//! RMSNorm (Llama's `LlamaRMSNorm`), alone or fused with the residual add before it.
+//! Row norms over the last dim: RMSNorm (Llama's `LlamaRMSNorm`), alone or fused with the
+//! residual add before it, and LayerNorm (`torch.nn.LayerNorm`, [`layer_norm`]).
 //!
 //! `rms_norm(x)[r, j] = x[r, j] / sqrt(mean_j x[r, j]² + eps) · weight[j]` over the last dim,
 //! statistics in f32. A decoder layer computes `x = x + attn(..)` and then normalises the new
 //! `x`: [`add_rms_norm`] does both in one pass over the rows (two reads and two writes of a
 //! row instead of three reads and two writes in two operations), rows split over rayon's
-//! threads. Tracked gradients and other dtypes / devices run [`rms_norm_reference`].
+//! threads. Tracked gradients, other dtypes / devices and [`crate::force_reference`] run the
+//! twins ([`rms_norm_reference`], [`add_rms_norm_reference`]).
 
 use candle_core::{DType, Device, Tensor, D};
 use rayon::prelude::*;
@@ -50,6 +52,33 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     Ok(Tensor::from_vec(out, x.dims(), x.device())?)
 }
 
+/// `s = x + residual` and `rms_norm_reference(s, weight, eps)` with candle ops, returned as
+/// `(s, normed)` (the definition [`add_rms_norm`] is tested against; differentiable).
+///
+/// # Shapes
+/// As [`add_rms_norm`].
+///
+/// # Errors
+/// As [`add_rms_norm`].
+pub fn add_rms_norm_reference(
+    x: &Tensor,
+    residual: &Tensor,
+    weight: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, Tensor)> {
+    check(x, weight)?;
+    if x.dims() != residual.dims() {
+        return Err(Error::shape(
+            "add_rms_norm residual",
+            x.dims(),
+            residual.dims(),
+        ));
+    }
+    let s = (x + residual)?;
+    let n = rms_norm_reference(&s, weight, eps)?;
+    Ok((s, n))
+}
+
 /// `s = x + residual` and `rms_norm(s, weight, eps)`, returned as `(s, normed)`.
 ///
 /// # Shapes
@@ -72,9 +101,7 @@ pub fn add_rms_norm(
         ));
     }
     if !fast(&[x, residual, weight]) {
-        let s = (x + residual)?;
-        let n = rms_norm_reference(&s, weight, eps)?;
-        return Ok((s, n));
+        return add_rms_norm_reference(x, residual, weight, eps);
     }
     let xs = x.flatten_all()?.to_vec1::<f32>()?;
     let rs = residual.flatten_all()?.to_vec1::<f32>()?;
@@ -114,10 +141,13 @@ fn check(x: &Tensor, weight: &Tensor) -> Result<()> {
     Ok(())
 }
 
+/// Whether the fused path takes these tensors: f32 on the CPU, no gradient tracking, not
+/// empty, twins not forced.
 fn fast(ts: &[&Tensor]) -> bool {
     ts.iter()
         .all(|t| !t.track_op() && t.dtype() == DType::F32 && matches!(t.device(), Device::Cpu))
-        && ts[0].elem_count() > 0
+        && ts.first().is_some_and(|t| t.elem_count() > 0)
+        && !crate::reference_forced()
 }
 
 /// Rows per rayon task: ~16 Ki elements.
@@ -141,5 +171,167 @@ fn normalise(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let inv = 1.0 / (ms + eps).sqrt();
     for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
         *o = v * inv * g;
+    }
+}
+
+/// Checks `x [..., d]` and optional `weight`, `bias` `[d]`; returns `d`.
+fn check_layer(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>) -> Result<usize> {
+    let d = match x.dims().last() {
+        Some(&d) if d > 0 => d,
+        _ => {
+            return Err(Error::invalid(
+                "layer_norm input",
+                format!("expected [..., d] with d ≥ 1, found {:?}", x.dims()),
+            ))
+        }
+    };
+    for (name, t) in [("layer_norm weight", weight), ("layer_norm bias", bias)] {
+        let Some(t) = t else { continue };
+        if t.dims() != [d] {
+            return Err(Error::shape(name, &[d], t.dims()));
+        }
+        if !t.dtype().is_float() || !t.device().same_device(x.device()) {
+            return Err(Error::invalid(
+                name,
+                format!(
+                    "must be a float tensor on the input's device, found {:?} on {:?}",
+                    t.dtype(),
+                    t.device()
+                ),
+            ));
+        }
+    }
+    if !x.dtype().is_float() {
+        return Err(Error::DType {
+            key: "layer_norm input".into(),
+            expected: "a float dtype".into(),
+            found: format!("{:?}", x.dtype()),
+        });
+    }
+    Ok(d)
+}
+
+/// LayerNorm over the last dim with plain candle ops, statistics in f32 (differentiable; the
+/// definition [`layer_norm`] is tested against):
+/// `(x − mean) / sqrt(mean((x − mean)²) + eps) · weight + bias`.
+///
+/// # Shapes
+/// As [`layer_norm`].
+///
+/// # Errors
+/// As [`layer_norm`].
+pub fn layer_norm_reference(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<Tensor> {
+    check_layer(x, weight, bias)?;
+    let dt = x.dtype();
+    let xf = x.to_dtype(DType::F32)?;
+    let xc = xf.broadcast_sub(&xf.mean_keepdim(D::Minus1)?)?;
+    let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+    let mut y = xc.broadcast_div(&(var + eps)?.sqrt()?)?;
+    if let Some(w) = weight {
+        y = y.broadcast_mul(&w.to_dtype(DType::F32)?)?;
+    }
+    if let Some(b) = bias {
+        y = y.broadcast_add(&b.to_dtype(DType::F32)?)?;
+    }
+    Ok(y.to_dtype(dt)?)
+}
+
+/// `torch.nn.LayerNorm(d, eps)` over the last dim, with an optional affine `weight` and `bias`
+/// (`elementwise_affine=False` or `bias=False` leave them out): rows in parallel, each row's mean
+/// and variance in two f32 passes over eight partial sums, then one pass that normalises and
+/// applies the affine map. Any float dtype (computed in f32, returned in the input dtype);
+/// tracked gradients, other devices and [`crate::force_reference`] run
+/// [`layer_norm_reference`].
+///
+/// # Shapes
+/// `x`: `[..., d]`, `weight`, `bias`: `[d]` → the shape and dtype of `x`.
+///
+/// # Errors
+/// A rank-0 input or `d = 0`, a weight / bias other than `[d]`, non-float dtypes, operands on
+/// other devices.
+pub fn layer_norm(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<Tensor> {
+    let d = check_layer(x, weight, bias)?;
+    let tracked =
+        x.track_op() || weight.is_some_and(Tensor::track_op) || bias.is_some_and(Tensor::track_op);
+    if tracked || !x.device().is_cpu() || crate::reference_forced() {
+        return layer_norm_reference(x, weight, bias, eps);
+    }
+    if x.elem_count() == 0 {
+        return Ok(x.zeros_like()?);
+    }
+    let dt = x.dtype();
+    let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let vec = |t: Option<&Tensor>| -> Result<Option<Vec<f32>>> {
+        Ok(match t {
+            Some(t) => Some(t.to_dtype(DType::F32)?.to_vec1::<f32>()?),
+            None => None,
+        })
+    };
+    let (w, b) = (vec(weight)?, vec(bias)?);
+    let mut out = vec![0f32; xs.len()];
+    let eps = eps as f32;
+    out.par_chunks_mut(rows_per_task(d) * d)
+        .zip(xs.par_chunks(rows_per_task(d) * d))
+        .for_each(|(o, s)| {
+            for (orow, srow) in o.chunks_exact_mut(d).zip(s.chunks_exact(d)) {
+                layer_row(srow, w.as_deref(), b.as_deref(), eps, orow);
+            }
+        });
+    let y = Tensor::from_vec(out, x.dims(), x.device())?;
+    Ok(if dt == DType::F32 { y } else { y.to_dtype(dt)? })
+}
+
+/// `Σ f(x)` over eight interleaved partial sums, so that the loop vectorises.
+#[inline(always)]
+fn sum8_f32(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// One LayerNorm row: two-pass mean and variance, then `(x − mean)·inv·w + b`.
+#[inline]
+fn layer_row(x: &[f32], w: Option<&[f32]>, b: Option<&[f32]>, eps: f32, out: &mut [f32]) {
+    let n = x.len() as f32;
+    let mean = sum8_f32(x, |v| v) / n;
+    let var = sum8_f32(x, |v| (v - mean) * (v - mean)) / n;
+    let inv = 1.0 / (var + eps).sqrt();
+    match (w, b) {
+        (Some(w), Some(b)) => {
+            for (((o, &v), &g), &c) in out.iter_mut().zip(x).zip(w).zip(b) {
+                *o = (v - mean) * inv * g + c;
+            }
+        }
+        (Some(w), None) => {
+            for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
+                *o = (v - mean) * inv * g;
+            }
+        }
+        (None, Some(b)) => {
+            for ((o, &v), &c) in out.iter_mut().zip(x).zip(b) {
+                *o = (v - mean) * inv + c;
+            }
+        }
+        (None, None) => {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = (v - mean) * inv;
+            }
+        }
     }
 }

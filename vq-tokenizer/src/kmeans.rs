@@ -5,7 +5,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use vidgen_video_core::{check_finite, Error, Result};
 
-use crate::search::PreparedCodebook;
+use vidgen_video_kernels::PreparedCodebook;
 
 /// A k-means clustering.
 #[derive(Debug, Clone)]
@@ -104,7 +104,7 @@ pub fn kmeans(data: &Tensor, k: usize, iters: usize, seed: u64) -> Result<KMeans
     let mut iterations = 0;
     for it in 0..iters.max(1) {
         iterations = it + 1;
-        let (ids, dist) = PreparedCodebook::new(&cent, k, d).nearest(&x);
+        let (ids, dist) = PreparedCodebook::new(&cent, k, d)?.nearest(&x)?;
         let changed = ids != assign;
         assign = ids;
         counts.iter_mut().for_each(|c| *c = 0);

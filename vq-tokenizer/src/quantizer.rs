@@ -6,8 +6,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use vidgen_video_core::{check_finite, Error, Result};
 
-use crate::search::PreparedCodebook;
 use crate::stats::CodebookUsage;
+use vidgen_video_kernels::PreparedCodebook;
 
 /// Settings of a [`VectorQuantizer`]. The defaults are diffusers' `VectorQuantizer` as
 /// `VQModel` builds it (`beta = 0.25`, `legacy = true`, no normalisation).
@@ -229,7 +229,7 @@ impl VectorQuantizer {
             .to_dtype(DType::F32)?
             .flatten_all()?
             .to_vec1::<f32>()?;
-        Ok(PreparedCodebook::new(&e, self.cfg.num_codes, self.cfg.dim))
+        PreparedCodebook::new(&e, self.cfg.num_codes, self.cfg.dim)
     }
 
     /// Nearest code of every row (fused search, see [`crate::search`]); ties pick the lowest id.
@@ -249,7 +249,7 @@ impl VectorQuantizer {
             z.clone()
         };
         let data = z.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        let (ids, dist) = self.prepared()?.nearest(&data);
+        let (ids, dist) = self.prepared()?.nearest(&data)?;
         let dev = z.device();
         Ok((
             Tensor::from_vec(ids, n, dev)?,

@@ -56,7 +56,8 @@
 //! `Nq > Nk` for the first `Nq − Nk` rows) gets an all-zero output and zero gradients here, where
 //! the reference (a plain softmax) gives NaN.
 //!
-//! Inputs on other devices than the CPU run [`attention_reference`].
+//! Inputs on other devices than the CPU run [`attention_reference`], and so does every call under
+//! [`crate::force_reference`].
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -278,7 +279,8 @@ fn causal_bias(nq: usize, nk: usize, device: &Device) -> Result<Tensor> {
 
 /// Fused attention: `softmax(scale · q·kᵀ + mask + causal) · v`, with grouped-query heads.
 ///
-/// On other devices than the CPU this runs [`attention_reference`].
+/// On other devices than the CPU, and under [`crate::force_reference`], this runs
+/// [`attention_reference`].
 ///
 /// # Algorithm (CPU)
 /// FlashAttention-2 style. Tasks of 48 queries of one `(batch, head)` run in parallel (rayon);
@@ -319,7 +321,7 @@ fn causal_bias(nq: usize, nk: usize, device: &Device) -> Result<Tensor> {
 /// ```
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOpts) -> Result<Tensor> {
     let (dims, mask_shape) = check(q, k, v, opts)?;
-    if !q.device().is_cpu() {
+    if !q.device().is_cpu() || crate::reference_forced() {
         return attention_reference(q, k, v, opts);
     }
     let dt = q.dtype();

@@ -193,7 +193,7 @@ fn add_bias(y: Tensor, bias: Option<&Tensor>, cout: usize) -> Result<Tensor> {
 /// ```
 pub fn conv3d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &Conv3dOpts) -> Result<Tensor> {
     let g = validate(x, w, bias, cfg)?;
-    if !x.device().is_cpu() {
+    if !x.device().is_cpu() || crate::reference_forced() {
         return conv3d_reference(x, w, bias, cfg);
     }
     let dtype = x.dtype();
@@ -273,6 +273,31 @@ impl Conv2dOpts {
 /// # }
 /// ```
 pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &Conv2dOpts) -> Result<Tensor> {
+    check_rank4(x, w)?;
+    let y = conv3d(&x.unsqueeze(2)?, &w.unsqueeze(2)?, bias, &cfg.as_3d())?;
+    Ok(y.squeeze(2)?)
+}
+
+/// [`conv2d`] from plain candle ops: [`conv3d_reference`] on the one-frame video (the
+/// definition [`conv2d`] is tested against).
+///
+/// # Shapes
+/// As [`conv2d`].
+///
+/// # Errors
+/// As [`conv2d`].
+pub fn conv2d_reference(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    cfg: &Conv2dOpts,
+) -> Result<Tensor> {
+    check_rank4(x, w)?;
+    let y = conv3d_reference(&x.unsqueeze(2)?, &w.unsqueeze(2)?, bias, &cfg.as_3d())?;
+    Ok(y.squeeze(2)?)
+}
+
+fn check_rank4(x: &Tensor, w: &Tensor) -> Result<()> {
     if x.rank() != 4 || w.rank() != 4 {
         return Err(Error::invalid(
             "conv2d",
@@ -283,8 +308,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &Conv2dOpts) -
             ),
         ));
     }
-    let y = conv3d(&x.unsqueeze(2)?, &w.unsqueeze(2)?, bias, &cfg.as_3d())?;
-    Ok(y.squeeze(2)?)
+    Ok(())
 }
 
 /// [`conv3d`] from plain candle ops: the readable definition it is tested against.

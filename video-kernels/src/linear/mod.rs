@@ -42,7 +42,7 @@ pub fn linear_reference(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> R
 
 /// `y = x · weightᵀ (+ bias)`: for f32 on the CPU without gradient tracking, the streaming
 /// kernel for at most [`SKINNY_ROWS`] rows and a direct `gemm` call beyond; [`linear_reference`]
-/// otherwise (see the module docs).
+/// otherwise and under [`crate::force_reference`] (see the module docs).
 ///
 /// # Shapes
 /// `x`: `[..., in]`, `weight`: `[out, in]` (PyTorch layout), `bias`: `[out]` → `[..., out]`.
@@ -61,6 +61,7 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
         || !bias.is_none_or(f32_cpu)
         || in_dim == 0
         || out_dim == 0
+        || crate::reference_forced()
     {
         return linear_reference(x, weight, bias);
     }
