@@ -3,10 +3,10 @@
 //! built adapter is exactly the identity.
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{Init, Linear, Module, VarBuilder};
+use candle_nn::{Init, VarBuilder};
 use serde::Deserialize;
 use vidgen_video_core::{Error, Result, VideoShape};
-use vidgen_video_kernels::{attention, conv3d, AttentionOpts, Conv3dOpts};
+use vidgen_video_nn::{Conv3d, Conv3dConfig, Linear, MhaConfig, MultiHeadAttention};
 
 /// Sizes shared by the adapters of one [`crate::AdapterSet`].
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -107,29 +107,16 @@ fn channels_first(x: &Tensor) -> Result<Tensor> {
     Ok(x.permute((0, 4, 1, 2, 3))?.contiguous()?)
 }
 
-/// A `Linear` with default (PyTorch-like) init.
+/// A `Linear` with PyTorch's default init.
 fn linear(i: usize, o: usize, vb: VarBuilder) -> Result<Linear> {
-    Ok(candle_nn::linear(i, o, vb)?)
+    Linear::new(i, o, true, vb)
 }
 
 /// A `Linear` whose weight and bias start at zero (the adapters' up-projections).
 fn zero_linear(i: usize, o: usize, vb: VarBuilder) -> Result<Linear> {
     let w = vb.get_with_hints((o, i), "weight", Init::Const(0.0))?;
     let b = vb.get_with_hints(o, "bias", Init::Const(0.0))?;
-    Ok(Linear::new(w, Some(b)))
-}
-
-/// `l` on the last dim of a tensor of any rank (candle's `Linear` broadcasts only ranks 2–4).
-fn lin(l: &Linear, x: &Tensor) -> Result<Tensor> {
-    let dims = x.dims();
-    let (&c, lead) = dims
-        .split_last()
-        .ok_or_else(|| Error::invalid("linear input", "rank 0"))?;
-    let n: usize = lead.iter().product();
-    let y = l.forward(&x.reshape((n, c))?)?;
-    let mut out = lead.to_vec();
-    out.push(y.dims()[1]);
-    Ok(y.reshape(out)?)
+    Linear::from_weights(w, Some(b))
 }
 
 /// AID's spatial adapter: `x + up(GELU(down(x)))` applied at every pixel of every frame.
@@ -167,8 +154,8 @@ impl SpatialAdapter {
     /// `x` not rank 5 or with another channel count.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         check_video("spatial adapter input", x, self.channels)?;
-        let z = lin(&self.down, &channels_last(x)?)?.gelu_erf()?;
-        let z = channels_first(&lin(&self.up, &z)?)?;
+        let z = self.down.forward(&channels_last(x)?)?.gelu_erf()?;
+        let z = channels_first(&self.up.forward(&z)?)?;
         Ok((x + z)?)
     }
 }
@@ -180,9 +167,7 @@ impl SpatialAdapter {
 #[derive(Debug, Clone)]
 pub struct ShortTermTemporalAdapter {
     down: Linear,
-    conv_w: Tensor,
-    conv_b: Tensor,
-    opts: Conv3dOpts,
+    conv: Conv3d,
     up: Linear,
     channels: usize,
 }
@@ -203,34 +188,15 @@ impl ShortTermTemporalAdapter {
                 format!("every size must be odd (same padding), found {kernel:?}"),
             ));
         }
-        let taps: usize = kernel.iter().product();
-        let bound = 1.0 / (taps as f64).sqrt();
-        let vbc = vb.pp("conv");
-        let conv_w = vbc.get_with_hints(
-            (r, 1, kernel[0], kernel[1], kernel[2]),
-            "weight",
-            Init::Uniform {
-                lo: -bound,
-                up: bound,
-            },
-        )?;
-        let conv_b = vbc.get_with_hints(
-            r,
-            "bias",
-            Init::Uniform {
-                lo: -bound,
-                up: bound,
-            },
-        )?;
+        // Depthwise (groups = r), "same" zero padding; PyTorch's init (±1/√taps).
+        let conv_cfg = Conv3dConfig {
+            padding: [kernel[0] / 2, kernel[1] / 2, kernel[2] / 2],
+            groups: r,
+            ..Default::default()
+        };
         Ok(Self {
             down: linear(channels, r, vb.pp("down"))?,
-            conv_w,
-            conv_b,
-            opts: Conv3dOpts {
-                padding: [kernel[0] / 2, kernel[1] / 2, kernel[2] / 2],
-                groups: r,
-                ..Default::default()
-            },
+            conv: Conv3d::new(r, r, kernel, &conv_cfg, vb.pp("conv"))?,
             up: zero_linear(r, channels, vb.pp("up"))?,
             channels,
         })
@@ -245,9 +211,9 @@ impl ShortTermTemporalAdapter {
     /// `x` not rank 5 or with another channel count.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         check_video("short-term adapter input", x, self.channels)?;
-        let z = channels_first(&lin(&self.down, &channels_last(x)?)?)?;
-        let z = conv3d(&z, &self.conv_w, Some(&self.conv_b), &self.opts)?;
-        let z = channels_first(&lin(&self.up, &channels_last(&z)?)?)?;
+        let z = channels_first(&self.down.forward(&channels_last(x)?)?)?;
+        let z = self.conv.forward(&z)?;
+        let z = channels_first(&self.up.forward(&channels_last(&z)?)?)?;
         Ok((x + z)?)
     }
 }
@@ -276,12 +242,8 @@ fn frame_positions(t: usize, d: usize, dtype: DType, dev: &Device) -> Result<Ten
 #[derive(Debug, Clone)]
 pub struct LongTermTemporalAdapter {
     down: Linear,
-    to_q: Linear,
-    to_k: Linear,
-    to_v: Linear,
-    to_out: Linear,
+    attn: MultiHeadAttention,
     up: Linear,
-    heads: usize,
     channels: usize,
     r: usize,
 }
@@ -304,12 +266,19 @@ impl LongTermTemporalAdapter {
         }
         Ok(Self {
             down: linear(channels, r, vb.pp("down"))?,
-            to_q: linear(r, r, vb.pp("to_q"))?,
-            to_k: linear(r, r, vb.pp("to_k"))?,
-            to_v: linear(r, r, vb.pp("to_v"))?,
-            to_out: linear(r, r, vb.pp("to_out"))?,
+            attn: MultiHeadAttention::new(
+                &MhaConfig {
+                    embed_dim: r,
+                    num_heads: heads,
+                    kv_dim: None,
+                    qkv_bias: true,
+                    out_bias: true,
+                    names: ["to_q", "to_k", "to_v", "to_out"].map(String::from),
+                    scale: None,
+                },
+                vb.clone(),
+            )?,
             up: zero_linear(r, channels, vb.pp("up"))?,
-            heads,
             channels,
             r,
         })
@@ -326,23 +295,13 @@ impl LongTermTemporalAdapter {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let s = check_video("long-term adapter input", x, self.channels)?;
         let (seq, shape) = VideoShape::to_time_sequences(x)?;
-        let n = seq.dims()[0];
-        let z = lin(&self.down, &seq)?;
+        let z = self.down.forward(&seq)?;
         let pos = frame_positions(s.t, self.r, z.dtype(), z.device())?;
         let z = z.broadcast_add(&pos)?;
-        let hd = self.r / self.heads;
-        // [N, T, r] -> [N, heads, T, hd]
-        let split = |t: Tensor| -> Result<Tensor> {
-            Ok(t.reshape((n, s.t, self.heads, hd))?
-                .transpose(1, 2)?
-                .contiguous()?)
-        };
-        let q = split(lin(&self.to_q, &z)?)?;
-        let k = split(lin(&self.to_k, &z)?)?;
-        let v = split(lin(&self.to_v, &z)?)?;
-        let a = attention(&q, &k, &v, &AttentionOpts::default())?;
-        let a = a.transpose(1, 2)?.reshape((n, s.t, self.r))?;
-        let a = lin(&self.up, &lin(&self.to_out, &a)?)?;
+        // [N, T, r] self-attention over frames (heads inside), then the zero-init up-projection.
+        let a = self
+            .up
+            .forward(&self.attn.forward(&z, None, None, false)?)?;
         let z = VideoShape::from_time_sequences(&a, shape)?;
         Ok((x + z)?)
     }

@@ -2,10 +2,10 @@
 //! cross-attention context, with a global (multimodal) part and a per-frame (decomposed) part.
 
 use candle_core::{DType, Tensor};
-use candle_nn::{LayerNorm, Linear, Module, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::Deserialize;
 use vidgen_video_core::{Error, Result};
-use vidgen_video_kernels::{attention, AttentionOpts};
+use vidgen_video_nn::{LayerNorm, Linear, MhaConfig, MultiHeadAttention};
 
 fn d_heads() -> usize {
     8
@@ -70,47 +70,32 @@ impl DQFormerConfig {
     }
 }
 
-/// `Linear` over the last dim of a rank-3 tensor.
+/// `Linear` over the last dim.
 fn lin(l: &Linear, x: &Tensor) -> Result<Tensor> {
-    Ok(l.forward(x)?)
+    l.forward(x)
 }
 
-/// Multi-head attention `[B, Lq, C] × [B, Lk, C] → [B, Lq, C]` on [`vidgen_video_kernels::attention`].
+/// Multi-head attention `[B, Lq, C] × [B, Lk, C] → [B, Lq, C]`: `to_q` / `to_k` / `to_v`
+/// without bias, `to_out` with.
 #[derive(Debug, Clone)]
-struct Mha {
-    to_q: Linear,
-    to_k: Linear,
-    to_v: Linear,
-    to_out: Linear,
-    heads: usize,
-}
+struct Mha(MultiHeadAttention);
 
 impl Mha {
     fn new(c: usize, heads: usize, vb: VarBuilder) -> Result<Self> {
-        Ok(Self {
-            to_q: candle_nn::linear_no_bias(c, c, vb.pp("to_q"))?,
-            to_k: candle_nn::linear_no_bias(c, c, vb.pp("to_k"))?,
-            to_v: candle_nn::linear_no_bias(c, c, vb.pp("to_v"))?,
-            to_out: candle_nn::linear(c, c, vb.pp("to_out"))?,
-            heads,
-        })
+        let cfg = MhaConfig {
+            embed_dim: c,
+            num_heads: heads,
+            kv_dim: None,
+            qkv_bias: false,
+            out_bias: true,
+            names: ["to_q", "to_k", "to_v", "to_out"].map(String::from),
+            scale: None,
+        };
+        Ok(Self(MultiHeadAttention::new(&cfg, vb)?))
     }
 
     fn forward(&self, x: &Tensor, ctx: &Tensor) -> Result<Tensor> {
-        let (b, lq, c) = x.dims3()?;
-        let lk = ctx.dims()[1];
-        let hd = c / self.heads;
-        let split = |t: Tensor, l: usize| -> Result<Tensor> {
-            Ok(t.reshape((b, l, self.heads, hd))?
-                .transpose(1, 2)?
-                .contiguous()?)
-        };
-        let q = split(lin(&self.to_q, x)?, lq)?;
-        let k = split(lin(&self.to_k, ctx)?, lk)?;
-        let v = split(lin(&self.to_v, ctx)?, lk)?;
-        let a = attention(&q, &k, &v, &AttentionOpts::default())?;
-        let a = a.transpose(1, 2)?.reshape((b, lq, c))?;
-        lin(&self.to_out, &a)
+        self.0.forward(x, Some(ctx), None, false)
     }
 }
 
@@ -123,8 +108,8 @@ struct Ffn {
 impl Ffn {
     fn new(c: usize, mult: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            fc1: candle_nn::linear(c, c * mult, vb.pp("fc1"))?,
-            fc2: candle_nn::linear(c * mult, c, vb.pp("fc2"))?,
+            fc1: Linear::new(c, c * mult, true, vb.pp("fc1"))?,
+            fc2: Linear::new(c * mult, c, true, vb.pp("fc2"))?,
         })
     }
 
@@ -134,11 +119,11 @@ impl Ffn {
 }
 
 fn ln(c: usize, vb: VarBuilder) -> Result<LayerNorm> {
-    Ok(candle_nn::layer_norm(c, 1e-5, vb)?)
+    LayerNorm::new(c, 1e-5, true, vb)
 }
 
 fn norm(l: &LayerNorm, x: &Tensor) -> Result<Tensor> {
-    Ok(l.forward(x)?)
+    l.forward(x)
 }
 
 /// The dual-query transformer (pre-norm residual blocks):
@@ -187,9 +172,9 @@ impl DQFormer {
         let h = cfg.heads;
         let (m, d) = (vb.pp("mm"), vb.pp("dec"));
         Ok(Self {
-            proj_t1: candle_nn::linear(cfg.text_dim, c, vb.pp("proj_t1"))?,
-            proj_v: candle_nn::linear(cfg.visual_dim, c, vb.pp("proj_v"))?,
-            proj_t2: candle_nn::linear(cfg.state_dim, c, vb.pp("proj_t2"))?,
+            proj_t1: Linear::new(cfg.text_dim, c, true, vb.pp("proj_t1"))?,
+            proj_v: Linear::new(cfg.visual_dim, c, true, vb.pp("proj_v"))?,
+            proj_t2: Linear::new(cfg.state_dim, c, true, vb.pp("proj_t2"))?,
             queries: vb.get_with_hints(
                 (cfg.num_frames * cfg.tokens_per_frame, c),
                 "queries",
@@ -214,7 +199,7 @@ impl DQFormer {
             dec_text: Mha::new(c, h, d.pp("attn1"))?,
             dec_state: Mha::new(c, h, d.pp("attn2"))?,
             dec_ffn: Ffn::new(c, cfg.ffn_mult, d.pp("ffn"))?,
-            proj_out: candle_nn::linear(c, cfg.context_dim, vb.pp("proj_out"))?,
+            proj_out: Linear::new(c, cfg.context_dim, true, vb.pp("proj_out"))?,
             cfg: cfg.clone(),
         })
     }

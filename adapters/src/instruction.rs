@@ -2,9 +2,10 @@
 //! embedding; VIMI: plus `k` retrieved example embeddings) and exact top-k cosine retrieval.
 
 use candle_core::{DType, Device, Tensor, D};
-use candle_nn::{Linear, Module, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::Deserialize;
 use vidgen_video_core::{Error, Result};
+use vidgen_video_nn::Linear;
 
 /// Sizes of a [`MultimodalInstruction`].
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -45,12 +46,12 @@ impl MultimodalInstruction {
         }
         let example_proj = match cfg.example_dim {
             Some(0) => return Err(Error::config("example_dim", "must be ≥ 1")),
-            Some(d) => Some(candle_nn::linear(d, cfg.text_dim, vb.pp("example_proj"))?),
+            Some(d) => Some(Linear::new(d, cfg.text_dim, true, vb.pp("example_proj"))?),
             None => None,
         };
         Ok(Self {
-            fc1: candle_nn::linear(cfg.image_dim, cfg.hidden_dim, vb.pp("mlp").pp("fc1"))?,
-            fc2: candle_nn::linear(cfg.hidden_dim, cfg.text_dim, vb.pp("mlp").pp("fc2"))?,
+            fc1: Linear::new(cfg.image_dim, cfg.hidden_dim, true, vb.pp("mlp").pp("fc1"))?,
+            fc2: Linear::new(cfg.hidden_dim, cfg.text_dim, true, vb.pp("mlp").pp("fc2"))?,
             example_proj,
             cfg: cfg.clone(),
         })
@@ -65,7 +66,7 @@ impl MultimodalInstruction {
     /// A wrong rank or width.
     pub fn embed_image(&self, image: &Tensor) -> Result<Tensor> {
         check3("image", image, None, self.cfg.image_dim)?;
-        Ok(self.fc2.forward(&self.fc1.forward(image)?.gelu_erf()?)?)
+        self.fc2.forward(&self.fc1.forward(image)?.gelu_erf()?)
     }
 
     /// The instruction context: `[examples ‖ text ‖ MLP(image)]` on the token axis.

@@ -1,7 +1,7 @@
 //! # adapters
 //!
 //! Parameter-efficient additions to video diffusion UNets. Use this crate to adapt a frozen
-//! Stable Video Diffusion UNet (from `diffusion-unet3d`) with AID's adapters and train only
+//! Stable Video Diffusion UNet (from `vidgen-diffusion-unet3d`) with AID's adapters and train only
 //! them (about 1% new parameters), or to build instruction contexts (AID's DQFormer, VIDiff /
 //! VIMI multimodal instructions with retrieved examples).
 //!
@@ -9,17 +9,17 @@
 //!   [`LongTermTemporalAdapter`] (temporal self-attention); all `[B, C, T, H, W]` residual
 //!   bottlenecks with zero-initialised up-projections (a new adapter is the identity).
 //! - [`set`]: [`AdapterSet`], adapters keyed by UNet hook site; it implements
-//!   [`vidgen_diffusion_unet3d::hooks::UNetHooks`], so `unet.forward_with_hooks(.., &set)` runs them.
-//!   [`AdapterSet::aid_svd`] builds AID's layout for an SVD UNet config in one call;
-//!   [`SiteRecorder`] finds the sites of any other UNet (`UNet3DConditionModel`,
-//!   `UNetMotionModel`) from one forward pass.
+//!   [`vidgen_video_core::hooks::UNetHooks`], so `unet.forward_with_hooks(.., &set)` runs them.
+//!   [`AdapterSet::aid_for_attention_sites`] builds AID's layout from a UNet config's
+//!   `attention_sites()` ([`vidgen_video_core::AttentionSite`]); this crate never depends on a
+//!   UNet crate. [`SiteRecorder`] records the sites any UNet actually calls in one forward pass.
 //! - [`dqformer`]: [`DQFormer`], AID's dual-query transformer building the UNet's
 //!   cross-attention context from instruction tokens, visual features and state features.
 //! - [`instruction`]: [`MultimodalInstruction`] (VIDiff: image embedding → MLP, concatenated
 //!   with the text embedding; VIMI: plus retrieved examples) and [`ExampleBank`], exact top-k
 //!   cosine retrieval by chunked matmul.
-//! - [`params`]: freezing a base `VarMap` ([`frozen_builder`]), counting parameters, including
-//!   a model's count from its config alone ([`count_by_construction`], [`svd_aid_param_report`]).
+//! - [`params`]: freezing a base `VarMap` ([`frozen_builder`]), counting parameters
+//!   ([`count_params`], [`ParamReport::aid`] for AID's share of a base model's parameters).
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};
@@ -58,8 +58,5 @@ pub use adapter::{
 };
 pub use dqformer::{DQFormer, DQFormerConfig};
 pub use instruction::{ExampleBank, MultimodalInstruction, MultimodalInstructionConfig, TopK};
-pub use params::{
-    count_by_construction, count_params, frozen_builder, svd_aid_param_report, svd_xt_unet_config,
-    ParamReport, SVD_XT_UNET_CONFIG,
-};
-pub use set::{svd_attention_sites, Adapter, AdapterSet, AttentionSite, SiteRecorder};
+pub use params::{count_params, frozen_builder, ParamReport};
+pub use set::{Adapter, AdapterSet, SiteRecorder};

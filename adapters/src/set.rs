@@ -1,13 +1,12 @@
 //! [`AdapterSet`]: adapters keyed by UNet hook site, implementing
-//! [`vidgen_diffusion_unet3d::hooks::UNetHooks`] so that `forward_with_hooks` runs them.
+//! [`vidgen_video_core::hooks::UNetHooks`] so that `forward_with_hooks` runs them.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
-use vidgen_diffusion_unet3d::hooks::{HookPoint, HookSite, UNetHooks};
-use vidgen_diffusion_unet3d::svd::UNetSpatioTemporalConfig;
+use vidgen_video_core::hooks::{AttentionSite, HookPoint, HookSite, UNetHooks};
 use vidgen_video_core::{Error, Result};
 
 use crate::adapter::{
@@ -43,63 +42,6 @@ impl Adapter {
     }
 }
 
-/// One transformer (`TransformerSpatioTemporalModel`) of an SVD UNet: its diffusers path and
-/// channel count.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AttentionSite {
-    /// e.g. `"down_blocks.1.attentions.0"`, `"mid_block.attentions.0"`.
-    pub path: String,
-    /// Channels of the hidden states there.
-    pub channels: usize,
-    /// Transformer layers in it (`transformer_layers_per_block` of its level).
-    pub layers: usize,
-}
-
-/// Every transformer of an SVD UNet built from `cfg`, in forward order (down, mid, up), with
-/// the same block layout as `UNetSpatioTemporalConditionModel::new`.
-///
-/// # Errors
-/// An invalid config (field named).
-pub fn svd_attention_sites(cfg: &UNetSpatioTemporalConfig) -> Result<Vec<AttentionSite>> {
-    cfg.validate()?;
-    let ch = &cfg.block_out_channels;
-    let n = ch.len();
-    let layers = cfg.layers_per_block.expand(n, "layers_per_block")?;
-    let tl = cfg
-        .transformer_layers_per_block
-        .expand(n, "transformer_layers_per_block")?;
-    let mut out = Vec::new();
-    for (i, ty) in cfg.down_block_types.iter().enumerate() {
-        if ty == "CrossAttnDownBlockSpatioTemporal" {
-            for j in 0..layers[i] {
-                out.push(AttentionSite {
-                    path: format!("down_blocks.{i}.attentions.{j}"),
-                    channels: ch[i],
-                    layers: tl[i],
-                });
-            }
-        }
-    }
-    out.push(AttentionSite {
-        path: "mid_block.attentions.0".into(),
-        channels: ch[n - 1],
-        layers: tl[n - 1],
-    });
-    for (i, ty) in cfg.up_block_types.iter().enumerate() {
-        let ri = n - 1 - i;
-        if ty == "CrossAttnUpBlockSpatioTemporal" {
-            for j in 0..layers[ri] + 1 {
-                out.push(AttentionSite {
-                    path: format!("up_blocks.{i}.attentions.{j}"),
-                    channels: ch[ri],
-                    layers: tl[ri],
-                });
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// A hook that changes nothing and records every site it is called at, with the channel count
 /// seen there: run any UNet of `diffusion-unet3d` once with it (on a small input) to learn
 /// where adapters can go, then build them with [`AdapterSet::aid_for_calls`]. This is how the
@@ -108,7 +50,7 @@ pub fn svd_attention_sites(cfg: &UNetSpatioTemporalConfig) -> Result<Vec<Attenti
 ///
 /// ```
 /// use vidgen_adapters::SiteRecorder;
-/// use vidgen_diffusion_unet3d::hooks::{HookPoint, HookSite, UNetHooks};
+/// use vidgen_video_core::hooks::{HookPoint, HookSite, UNetHooks};
 /// # fn main() -> vidgen_video_core::Result<()> {
 /// let rec = SiteRecorder::new();
 /// let h = candle_core::Tensor::zeros((1, 8, 2, 3, 3), candle_core::DType::F32, &candle_core::Device::Cpu)?;
@@ -185,7 +127,7 @@ impl UNetHooks for SiteRecorder {
 /// use candle_core::{DType, Device, Tensor};
 /// use candle_nn::{VarBuilder, VarMap};
 /// use vidgen_adapters::{AdapterConfig, AdapterSet};
-/// use vidgen_diffusion_unet3d::hooks::{HookPoint, HookSite, UNetHooks};
+/// use vidgen_video_core::hooks::{HookPoint, HookSite, UNetHooks};
 /// # fn main() -> vidgen_video_core::Result<()> {
 /// let vm = VarMap::new();
 /// let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
@@ -311,34 +253,31 @@ impl AdapterSet {
         Ok(set)
     }
 
-    /// AID's layout at every transformer of the SVD UNet `unet` (see
-    /// [`svd_attention_sites`]). With a `VarMap` builder the adapters are freshly initialised
-    /// (zero up-projections: the adapted UNet equals the base UNet).
+    /// AID's layout at every attention site of a UNet (from its config's
+    /// `attention_sites()`, e.g. `UNetSpatioTemporalConfig::attention_sites` of
+    /// `vidgen-diffusion-unet3d`). With a freshly initialised builder the adapters start at zero
+    /// output (zero up-projections: the adapted UNet equals the base UNet).
     ///
     /// # Errors
     /// An invalid config; builder errors.
-    pub fn aid_svd(
-        unet: &UNetSpatioTemporalConfig,
+    pub fn aid_for_attention_sites(
+        sites: &[AttentionSite],
         cfg: &AdapterConfig,
         vb: VarBuilder,
     ) -> Result<Self> {
-        let sites: Vec<(String, usize)> = svd_attention_sites(unet)?
-            .into_iter()
-            .map(|s| (s.path, s.channels))
-            .collect();
+        let sites: Vec<(String, usize)> =
+            sites.iter().map(|s| (s.path.clone(), s.channels)).collect();
         Self::aid_for_sites(&sites, cfg, vb)
     }
 
-    /// Parameters [`AdapterSet::aid_svd`] would create, computed from the configs alone.
+    /// Parameters [`AdapterSet::aid_for_attention_sites`] would create, computed from the
+    /// configs alone.
     ///
     /// # Errors
     /// An invalid config.
-    pub fn aid_svd_param_count(
-        unet: &UNetSpatioTemporalConfig,
-        cfg: &AdapterConfig,
-    ) -> Result<usize> {
+    pub fn aid_param_count(sites: &[AttentionSite], cfg: &AdapterConfig) -> Result<usize> {
         cfg.validate()?;
-        Ok(svd_attention_sites(unet)?
+        Ok(sites
             .iter()
             .map(|s| {
                 let (a, b, c) = adapter_param_counts(cfg, s.channels);

@@ -167,7 +167,7 @@ fn half_precision_inputs_keep_their_dtype() {
 #[test]
 fn adapter_set_routes_by_site_and_checks_frames() {
     use vidgen_adapters::AdapterSet;
-    use vidgen_diffusion_unet3d::hooks::{HookPoint, HookSite, UNetHooks};
+    use vidgen_video_core::hooks::{HookPoint, HookSite, UNetHooks};
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
     let set =

@@ -7,8 +7,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use video_testkit::{fixtures, take};
 use vidgen_adapters::{count_params, frozen_builder, AdapterConfig, AdapterSet, SiteRecorder};
-use vidgen_diffusion_unet3d::hooks::{HookPoint, UNetHooks};
 use vidgen_diffusion_unet3d::sd::{UNet3DConditionModel, UNetMotionModel};
+use vidgen_video_core::hooks::{HookPoint, UNetHooks};
 
 fn bits(t: &Tensor) -> Vec<u32> {
     t.flatten_all()

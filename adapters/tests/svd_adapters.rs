@@ -6,11 +6,26 @@ use candle_nn::{Optimizer, VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use video_testkit::{fixtures, take, Fixture};
-use vidgen_adapters::{
-    count_by_construction, count_params, frozen_builder, svd_aid_param_report, svd_attention_sites,
-    svd_xt_unet_config, AdapterConfig, AdapterSet,
+use vidgen_adapters::{count_params, frozen_builder, AdapterConfig, AdapterSet, ParamReport};
+use vidgen_diffusion_unet3d::svd::{
+    svd_xt_unet_config, UNetSpatioTemporalConditionModel, UNetSpatioTemporalConfig,
 };
-use vidgen_diffusion_unet3d::svd::{UNetSpatioTemporalConditionModel, UNetSpatioTemporalConfig};
+use vidgen_video_nn::count_by_construction;
+
+/// AID's adapters at every attention site of `cfg`.
+fn aid_svd(cfg: &UNetSpatioTemporalConfig, ac: &AdapterConfig, vb: VarBuilder) -> AdapterSet {
+    AdapterSet::aid_for_attention_sites(&cfg.attention_sites().unwrap(), ac, vb).unwrap()
+}
+
+/// AID's parameter report for an SVD UNet config.
+fn aid_report(cfg: &UNetSpatioTemporalConfig, ac: &AdapterConfig) -> ParamReport {
+    ParamReport::aid(
+        cfg.param_count().unwrap(),
+        &cfg.attention_sites().unwrap(),
+        ac,
+    )
+    .unwrap()
+}
 
 struct Inputs {
     sample: Tensor,
@@ -74,19 +89,17 @@ fn zero_init_adapters_are_bit_identical() {
         // Freshly initialised adapters, evaluated as plain tensors (inference): a tracked
         // input may take a different (plain-ops) path through the base's GroupNorm.
         let am = VarMap::new();
-        AdapterSet::aid_svd(
+        aid_svd(
             &cfg,
             &AdapterConfig::default(),
             VarBuilder::from_varmap(&am, DType::F32, &Device::Cpu),
-        )
-        .unwrap();
-        let set = AdapterSet::aid_svd(
+        );
+        let set = aid_svd(
             &cfg,
             &AdapterConfig::default(),
             frozen_builder(&am, DType::F32, &Device::Cpu).unwrap(),
-        )
-        .unwrap();
-        let sites = svd_attention_sites(&cfg).unwrap();
+        );
+        let sites = cfg.attention_sites().unwrap();
         assert_eq!(set.len(), 3 * sites.len());
         let got = m
             .forward_with_hooks(&x.sample, &x.timestep, &x.ctx, &x.ids, None, &set)
@@ -119,13 +132,12 @@ fn counts_by_construction_match_the_checkpoint() {
         }
         let am = VarMap::new();
         let ac = AdapterConfig::default();
-        AdapterSet::aid_svd(
+        aid_svd(
             &cfg,
             &ac,
             VarBuilder::from_varmap(&am, DType::F32, &Device::Cpu),
-        )
-        .unwrap();
-        let rep = svd_aid_param_report(&cfg, &ac).unwrap();
+        );
+        let rep = aid_report(&cfg, &ac);
         assert_eq!(rep.trainable, count_params(&am));
         assert_eq!(rep.base, n);
         println!(
@@ -147,7 +159,7 @@ fn svd_xt_parameter_counts() {
             bottleneck_ratio: ratio,
             ..AdapterConfig::default()
         };
-        let rep = svd_aid_param_report(&cfg, &ac).unwrap();
+        let rep = aid_report(&cfg, &ac);
         println!(
             "params svd-xt (bottleneck {ratio}): base {} + adapters {} = {} (trainable {:.3}%)",
             rep.base,
@@ -179,12 +191,11 @@ fn one_step_changes_only_adapter_up_projections() {
     let cfg = config(&fx);
     let (base_vm, m) = base(&fx);
     let am = VarMap::new();
-    let set = AdapterSet::aid_svd(
+    let set = aid_svd(
         &cfg,
         &AdapterConfig::default(),
         VarBuilder::from_varmap(&am, DType::F32, &Device::Cpu),
-    )
-    .unwrap();
+    );
     let x = inputs(&fx);
     let before_base = snapshot(&base_vm);
     let before = snapshot(&am);
@@ -237,12 +248,11 @@ fn adapters_alone_fit_a_synthetic_target() {
     // Target: the same UNet under a "teacher" adapter set with random (non-zero) up-projections,
     // so the target is exactly reachable by the adapters.
     let tm = VarMap::new();
-    let teacher = AdapterSet::aid_svd(
+    let teacher = aid_svd(
         &cfg,
         &ac,
         VarBuilder::from_varmap(&tm, DType::F32, &Device::Cpu),
-    )
-    .unwrap();
+    );
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     for (k, v) in tm.data().lock().unwrap().iter() {
         if k.contains(".up.") {
@@ -257,12 +267,11 @@ fn adapters_alone_fit_a_synthetic_target() {
         .unwrap()
         .detach();
     let am = VarMap::new();
-    let set = AdapterSet::aid_svd(
+    let set = aid_svd(
         &cfg,
         &ac,
         VarBuilder::from_varmap(&am, DType::F32, &Device::Cpu),
-    )
-    .unwrap();
+    );
     let vars: Vec<Var> = am.all_vars();
     let mut opt = candle_nn::AdamW::new(
         vars,

@@ -246,7 +246,11 @@ fn svd_small_adapted(d: &Device, with: bool) -> Result<Work> {
             .map_err(|e| Error::config("bench config", e.to_string()))?;
     let m = random_model(d, |vb| UNetSpatioTemporalConditionModel::new(&c, vb))?;
     let set = random_model(d, |vb| {
-        vidgen_adapters::AdapterSet::aid_svd(&c, &vidgen_adapters::AdapterConfig::default(), vb)
+        vidgen_adapters::AdapterSet::aid_for_attention_sites(
+            &c.attention_sites()?,
+            &vidgen_adapters::AdapterConfig::default(),
+            vb,
+        )
     })?;
     let x = randn(&[1, 8, 8, 32, 32], 10, 1.0, d)?;
     let t = Tensor::new(&[0.25f32 * 5f32.ln()], d)?;

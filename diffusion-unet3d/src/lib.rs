@@ -8,7 +8,6 @@
 //!
 //! - [`svd`]: the SVD UNet (input / output `[B, F, C, H, W]` as the reference) and the temporal
 //!   VAE with chunked and streaming decode.
-//! - [`hooks`]: hook points inside the SVD UNet for adapters.
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};
@@ -23,6 +22,6 @@
 //! This crate has no cargo features.
 #![deny(missing_docs)]
 
-pub mod hooks;
 pub mod sd;
+mod sites;
 pub mod svd;

@@ -116,7 +116,7 @@ fn unet3d_bad_inputs_are_typed_errors() {
 #[test]
 fn unet3d_hooks_are_called_at_every_site() {
     use std::sync::Mutex;
-    use vidgen_diffusion_unet3d::hooks::{HookPoint, HookSite, UNetHooks};
+    use vidgen_video_core::hooks::{HookPoint, HookSite, UNetHooks};
 
     struct Recorder(Mutex<Vec<(String, HookPoint, usize)>>, f64);
     impl UNetHooks for Recorder {

@@ -4,8 +4,8 @@
 
 use candle_core::{DType, Device, Tensor};
 use video_testkit::{fixtures, take, Fixture};
-use vidgen_diffusion_unet3d::hooks::{HookPoint, HookSite, NoHooks, UNetHooks};
 use vidgen_diffusion_unet3d::svd::UNetSpatioTemporalConditionModel;
+use vidgen_video_core::hooks::{HookPoint, HookSite, NoHooks, UNetHooks};
 use vidgen_video_core::{Error, ModelDir};
 
 fn load(fx: &Fixture, dtype: DType) -> UNetSpatioTemporalConditionModel {

@@ -12,6 +12,8 @@
 //! - [`loading::ModelDir`]: `save_pretrained` directories (single or sharded safetensors,
 //!   memory-mapped) into a [`candle_nn::VarBuilder`], with a [`loading::LoadReport`].
 //! - [`check_finite`]: turn NaN / Inf in a model output into an error that says where.
+//! - [`hooks`]: the UNet hook contract ([`UNetHooks`], [`HookSite`], [`AttentionSite`]) through
+//!   which adapters plug into UNets without either crate depending on the other.
 //! - [`in_pool`]: run a forward pass on a rayon worker (no thread hand-off per operation).
 //!
 //! Layouts are fixed once for the whole workspace: video `[B, C, T, H, W]`, frames
@@ -36,6 +38,7 @@
 
 mod error;
 mod finite;
+pub mod hooks;
 mod layout;
 pub mod loading;
 mod pool;
@@ -44,8 +47,9 @@ mod traits;
 
 pub use error::{Error, Result};
 pub use finite::check_finite;
+pub use hooks::{AttentionSite, HookPoint, HookSite, NoHooks, UNetHooks};
 pub use layout::contiguous;
 pub use loading::{LoadReport, ModelDir};
 pub use pool::in_pool;
 pub use shape::{TokenGrid, VideoShape};
-pub use traits::{CodecStrides, Codec, CondDrop, Conditioning, Denoiser};
+pub use traits::{Codec, CodecStrides, CondDrop, Conditioning, Denoiser};

@@ -217,7 +217,9 @@ impl Attention {
         let seq = to_seq(x)?;
         let o = match (&self.spatial_norm, zq) {
             (None, _) => self.forward(&seq, None)?,
-            (Some(sn), Some(zq)) => self.forward_residual(&to_seq(&sn.forward(x, zq)?)?, &seq, None)?,
+            (Some(sn), Some(zq)) => {
+                self.forward_residual(&to_seq(&sn.forward(x, zq)?)?, &seq, None)?
+            }
             (Some(_), None) => {
                 return Err(Error::invalid(
                     "zq",

@@ -82,3 +82,6 @@ pub(crate) fn into_candle(e: vidgen_video_core::Error) -> candle_core::Error {
         other => candle_core::Error::wrap(other),
     }
 }
+
+mod count;
+pub use count::count_by_construction;

@@ -360,9 +360,29 @@ impl Linear {
         Ok(Self { weight, bias })
     }
 
+    /// A layer from existing tensors (`weight [out, in]`, `bias [out]`), e.g. a zero-initialised
+    /// projection or a fused `[q; k; v]` weight.
+    ///
+    /// # Errors
+    /// A weight that is not rank 2, or a bias that is not `[out]`.
+    pub fn from_weights(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let (out_dim, _) = weight.dims2()?;
+        if let Some(b) = &bias {
+            if b.dims() != [out_dim] {
+                return Err(Error::shape("linear bias", &[out_dim], b.dims()));
+            }
+        }
+        Ok(Self { weight, bias })
+    }
+
     /// The weight `[out, in]`.
     pub fn weight(&self) -> &Tensor {
         &self.weight
+    }
+
+    /// The bias `[out]`, if any.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
     }
 
     /// `x·Wᵀ + b` over the last dim.
@@ -629,9 +649,7 @@ impl Conv3d {
         if in_channels == 0 || out_channels == 0 || kernel.contains(&0) {
             return Err(Error::config(
                 "conv3d",
-                format!(
-                    "channels {in_channels}→{out_channels} and kernel {kernel:?} must be ≥ 1"
-                ),
+                format!("channels {in_channels}→{out_channels} and kernel {kernel:?} must be ≥ 1"),
             ));
         }
         if cfg.stride.contains(&0) || cfg.dilation.contains(&0) {

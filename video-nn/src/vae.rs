@@ -103,7 +103,11 @@ fn vae_attention(
 ) -> Result<Attention> {
     let mut a = AttentionConfig::new(channels, None, 1, channels);
     a.bias = true;
-    a.norm_num_groups = if spatial.is_some() { None } else { Some(groups) };
+    a.norm_num_groups = if spatial.is_some() {
+        None
+    } else {
+        Some(groups)
+    };
     a.spatial_norm_dim = spatial;
     a.eps = EPS;
     a.residual_connection = true;
@@ -137,7 +141,12 @@ impl VaeMidBlock {
             Resnet::new(channels, channels, groups, act, spatial, vb.pp("resnets.1"))?,
         ];
         let attention = if add_attention {
-            Some(vae_attention(channels, groups, spatial, vb.pp("attentions.0"))?)
+            Some(vae_attention(
+                channels,
+                groups,
+                spatial,
+                vb.pp("attentions.0"),
+            )?)
         } else {
             None
         };
@@ -235,7 +244,11 @@ fn level(
     })
 }
 
-fn check_channels(cfg_channels: &[usize], attention: &[bool], what: &str) -> Result<(usize, usize)> {
+fn check_channels(
+    cfg_channels: &[usize],
+    attention: &[bool],
+    what: &str,
+) -> Result<(usize, usize)> {
     let (Some(&first), Some(&last)) = (cfg_channels.first(), cfg_channels.last()) else {
         return Err(Error::config("block_out_channels", "must not be empty"));
     };
@@ -282,10 +295,25 @@ impl Encoder {
             out_c = c;
             let vbb = vb.pp(format!("down_blocks.{i}"));
             let attn = cfg.attention.get(i).copied().unwrap_or(false);
-            let l = level(in_c, out_c, cfg.layers_per_block, attn, g, cfg.act, None, &vbb)?;
+            let l = level(
+                in_c,
+                out_c,
+                cfg.layers_per_block,
+                attn,
+                g,
+                cfg.act,
+                None,
+                &vbb,
+            )?;
             // Downsample2D with padding 0: diffusers pads (0, 1, 0, 1) then convolves, stride 2.
             let down = if i + 1 < ch.len() {
-                Some(Downsample2D::new(out_c, true, out_c, 0, vbb.pp("downsamplers.0"))?)
+                Some(Downsample2D::new(
+                    out_c,
+                    true,
+                    out_c,
+                    0,
+                    vbb.pp("downsamplers.0"),
+                )?)
             } else {
                 None
             };
@@ -428,7 +456,16 @@ impl Decoder {
             out_c = c;
             let vbb = vb.pp(format!("up_blocks.{i}"));
             let attn = cfg.attention.get(i).copied().unwrap_or(false);
-            let l = level(prev, out_c, cfg.layers_per_block + 1, attn, g, cfg.act, sp, &vbb)?;
+            let l = level(
+                prev,
+                out_c,
+                cfg.layers_per_block + 1,
+                attn,
+                g,
+                cfg.act,
+                sp,
+                &vbb,
+            )?;
             let up = if i + 1 < rev.len() {
                 Some(Upsample2D::new(out_c, true, out_c, vbb.pp("upsamplers.0"))?)
             } else {

@@ -4,8 +4,8 @@ use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 use vidgen_video_core::{Error, Result, VideoShape};
 
+use vidgen_video_core::hooks::{HookPoint, HookSite, UNetHooks};
 use vidgen_video_nn::Conv2d;
-use crate::hooks::{HookPoint, HookSite, UNetHooks};
 
 /// Timesteps as `[B]` f32: a scalar `[]`, a `[1]` broadcast to `B`, or one per video `[B]`;
 /// any float or integer dtype.

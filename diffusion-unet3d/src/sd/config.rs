@@ -2,7 +2,7 @@
 //! files as written (unknown keys ignored, defaults as in diffusers 0.42).
 
 use serde::Deserialize;
-use vidgen_video_core::{Error, Result};
+use vidgen_video_core::{AttentionSite, Error, Result};
 
 /// A config value that diffusers accepts either as one integer for every block or as one per
 /// block (`attention_head_dim: 8` or `[5, 10, 20, 20]`).
@@ -147,6 +147,34 @@ pub struct UNet3DConfig {
 }
 
 impl UNet3DConfig {
+    /// Every spatial transformer of the UNet this config builds, in forward order (down, mid,
+    /// up): where hooks (adapters) run, with the channels of the hidden states there.
+    ///
+    /// # Errors
+    /// An invalid config (field named).
+    pub fn attention_sites(&self) -> Result<Vec<AttentionSite>> {
+        self.validate()?;
+        let n = self.block_out_channels.len();
+        let down: Vec<bool> = self
+            .down_block_types
+            .iter()
+            .map(|t| t.starts_with("CrossAttn"))
+            .collect();
+        let up: Vec<bool> = self
+            .up_block_types
+            .iter()
+            .map(|t| t.starts_with("CrossAttn"))
+            .collect();
+        Ok(crate::sites::sites(&crate::sites::SiteLayout {
+            channels: &self.block_out_channels,
+            down_attn: &down,
+            up_attn: &up,
+            layers: &vec![self.layers_per_block; n],
+            transformer_layers: &vec![1; n],
+            mid_layers: Some(1),
+        }))
+    }
+
     fn d_down() -> Vec<String> {
         [
             "CrossAttnDownBlock3D",
@@ -380,6 +408,15 @@ pub struct UNet2DConditionConfig {
 }
 
 impl UNet2DConditionConfig {
+    /// Every spatial transformer of the UNet this config builds (and of its inflated /
+    /// motion versions), in forward order: where hooks (adapters) run.
+    ///
+    /// # Errors
+    /// An invalid or unsupported config field, named.
+    pub fn attention_sites(&self) -> Result<Vec<AttentionSite>> {
+        crate::sd::MotionUNetSpec::from_unet2d(self)?.attention_sites()
+    }
+
     fn d_down() -> Vec<String> {
         [
             "CrossAttnDownBlock2D",
@@ -730,4 +767,15 @@ pub struct UNetMotionConfig {
     /// Must be null.
     #[serde(default)]
     pub encoder_hid_dim_type: Option<String>,
+}
+
+impl UNetMotionConfig {
+    /// Every spatial transformer of the UNet this config builds, in forward order: where hooks
+    /// (adapters) run.
+    ///
+    /// # Errors
+    /// An invalid or unsupported config field, named.
+    pub fn attention_sites(&self) -> Result<Vec<AttentionSite>> {
+        crate::sd::MotionUNetSpec::from_motion_config(self)?.attention_sites()
+    }
 }

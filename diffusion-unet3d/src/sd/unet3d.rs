@@ -13,11 +13,11 @@ use vidgen_video_core::{Error, LoadReport, ModelDir, Result, VideoShape};
 use super::common::{self, check_sample, frame_context, hook, on_video, timesteps};
 use super::config::UNet3DConfig;
 use super::temporal::{TemporalConvLayer, TransformerTemporalConfig, TransformerTemporalModel};
+use vidgen_video_core::hooks::{HookPoint, NoHooks, UNetHooks};
 use vidgen_video_nn::{
     Activation, Conv2d, Downsample2D, GroupNorm, ResnetBlock2D, ResnetBlock2DConfig,
     TimestepEmbedding, Timesteps, Transformer2DConfig, Transformer2DModel, Upsample2D,
 };
-use crate::hooks::{HookPoint, NoHooks, UNetHooks};
 
 /// One `resnet → temp_conv → [attn → temp_attn]` step of a 3-D block.
 #[derive(Debug, Clone)]

@@ -10,16 +10,16 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use vidgen_video_core::{Error, LoadReport, ModelDir, Result, VideoShape};
+use vidgen_video_core::{AttentionSite, Error, LoadReport, ModelDir, Result, VideoShape};
 
 use super::common::{self, check_sample, frame_context, hook, on_video, timesteps};
 use super::config::{MotionAdapterConfig, UNet2DConditionConfig, UNetMotionConfig};
 use super::temporal::{TransformerTemporalConfig, TransformerTemporalModel};
+use vidgen_video_core::hooks::{HookPoint, NoHooks, UNetHooks};
 use vidgen_video_nn::{
     Activation, Conv2d, Downsample2D, GroupNorm, ResnetBlock2D, ResnetBlock2DConfig,
     TimestepEmbedding, Timesteps, Transformer2DConfig, Transformer2DModel, Upsample2D,
 };
-use crate::hooks::{HookPoint, NoHooks, UNetHooks};
 
 /// The motion part of a [`MotionUNetSpec`].
 #[derive(Debug, Clone, PartialEq)]
@@ -101,6 +101,30 @@ fn no_list(field: &str, v: &Option<serde_json::Value>) -> Result<()> {
 }
 
 impl MotionUNetSpec {
+    /// Every spatial transformer of the UNet this spec builds, in forward order (down, mid,
+    /// up): where hooks (adapters) run, with the channels of the hidden states there.
+    ///
+    /// # Errors
+    /// Never for a spec built by this crate's constructors; a list shorter than the channel
+    /// list otherwise.
+    pub fn attention_sites(&self) -> Result<Vec<AttentionSite>> {
+        let n = self.block_out_channels.len();
+        if self.layers_per_block.len() < n || self.transformer_layers.len() < n {
+            return Err(Error::config(
+                "layers_per_block",
+                "shorter than block_out_channels",
+            ));
+        }
+        Ok(crate::sites::sites(&crate::sites::SiteLayout {
+            channels: &self.block_out_channels,
+            down_attn: &self.down_cross,
+            up_attn: &self.up_cross,
+            layers: &self.layers_per_block,
+            transformer_layers: &self.transformer_layers,
+            mid_layers: Some(self.mid_transformer_layers),
+        }))
+    }
+
     /// The plain SD UNet of a `UNet2DConditionModel` config (no motion modules).
     ///
     /// # Errors

@@ -13,8 +13,8 @@ use serde::Deserialize;
 use vidgen_video_core::{Codec, CodecStrides, Error, LoadReport, ModelDir, Result, VideoShape};
 
 use vidgen_video_nn::vae::attention_levels;
-pub use vidgen_video_nn::{Decoder, DecoderConfig, Encoder, EncoderConfig, VaeMidBlock};
 use vidgen_video_nn::{Activation, Conv2d};
+pub use vidgen_video_nn::{Decoder, DecoderConfig, Encoder, EncoderConfig, VaeMidBlock};
 
 fn d_three() -> usize {
     3

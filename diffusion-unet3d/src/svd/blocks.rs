@@ -10,12 +10,12 @@ use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 use vidgen_video_core::{Error, Result, VideoShape};
 
+use vidgen_video_core::hooks::{HookPoint, HookSite, UNetHooks};
 use vidgen_video_nn::{
     Activation, Attention, AttentionConfig, BasicTransformerBlock, BasicTransformerBlockConfig,
     FeedForward, FeedForwardActivation, GroupNorm, LayerNorm, Linear, ResnetBlock2D,
     ResnetBlock2DConfig, TemporalConv, TimestepEmbedding, Timesteps,
 };
-use crate::hooks::{HookPoint, HookSite, UNetHooks};
 
 /// diffusers' `TemporalResnetBlock`: a ResNet block whose convs are `(3, 1, 1)` 3D convolutions
 /// over time (through [`vidgen_video_kernels::conv3d`]) and whose time embedding is per frame.
@@ -482,7 +482,7 @@ impl TransformerSpatioTemporalModel {
     ) -> Result<Tensor> {
         let site = Site {
             path: "",
-            hooks: &crate::hooks::NoHooks,
+            hooks: &vidgen_video_core::hooks::NoHooks,
         };
         self.forward_site(x, context, num_frames, indicator, &site)
     }

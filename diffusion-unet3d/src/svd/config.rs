@@ -2,7 +2,7 @@
 //! `AutoencoderKLTemporalDecoder`.
 
 use serde::Deserialize;
-use vidgen_video_core::{Error, Result};
+use vidgen_video_core::{AttentionSite, Error, Result};
 
 /// A config value that diffusers accepts as one number for every block or one per block.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -127,7 +127,67 @@ pub(crate) struct Levels {
     pub heads: Vec<usize>,
 }
 
+/// The public SVD-XT UNet `config.json` (`stabilityai/stable-video-diffusion-img2vid-xt`,
+/// `unet/config.json`), shipped with this crate so its size can be computed without weights.
+pub const SVD_XT_UNET_CONFIG: &str = include_str!("../../assets/svd_xt_unet_config.json");
+
+/// [`SVD_XT_UNET_CONFIG`] parsed and validated.
+///
+/// # Errors
+/// Never for the shipped file; a parse error otherwise.
+pub fn svd_xt_unet_config() -> Result<UNetSpatioTemporalConfig> {
+    let cfg: UNetSpatioTemporalConfig = serde_json::from_str(SVD_XT_UNET_CONFIG)
+        .map_err(|e| Error::config("svd_xt_unet_config.json", e.to_string()))?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
 impl UNetSpatioTemporalConfig {
+    /// Parameters of the UNet this config builds, counted by construction without allocating
+    /// them (1 524 M for SVD-XT). With the attention sites this gives AID's parameter report
+    /// (`vidgen_adapters::ParamReport::aid(cfg.param_count()?, &cfg.attention_sites()?, …)`).
+    ///
+    /// # Errors
+    /// An invalid config.
+    pub fn param_count(&self) -> Result<usize> {
+        vidgen_video_nn::count_by_construction(|vb| {
+            crate::svd::UNetSpatioTemporalConditionModel::new(self, vb)
+        })
+    }
+
+    /// Every transformer (`TransformerSpatioTemporalModel`) of the UNet this config builds, in
+    /// forward order (down, mid, up), with the channels of its hidden states: where hooks
+    /// (AID's adapters) run.
+    ///
+    /// # Errors
+    /// An invalid config (field named).
+    pub fn attention_sites(&self) -> Result<Vec<AttentionSite>> {
+        self.validate()?;
+        let n = self.block_out_channels.len();
+        let layers = self.layers_per_block.expand(n, "layers_per_block")?;
+        let tl = self
+            .transformer_layers_per_block
+            .expand(n, "transformer_layers_per_block")?;
+        let down: Vec<bool> = self
+            .down_block_types
+            .iter()
+            .map(|t| t == "CrossAttnDownBlockSpatioTemporal")
+            .collect();
+        let up: Vec<bool> = self
+            .up_block_types
+            .iter()
+            .map(|t| t == "CrossAttnUpBlockSpatioTemporal")
+            .collect();
+        Ok(crate::sites::sites(&crate::sites::SiteLayout {
+            channels: &self.block_out_channels,
+            down_attn: &down,
+            up_attn: &up,
+            layers: &layers,
+            transformer_layers: &tl,
+            mid_layers: Some(tl[n - 1]),
+        }))
+    }
+
     /// Reads and validates `config.json`.
     ///
     /// # Errors

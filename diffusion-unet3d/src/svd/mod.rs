@@ -14,6 +14,8 @@ pub use blocks::{
     AlphaBlender, MergeStrategy, SpatioTemporalResBlock, SpatioTemporalResOpts,
     TemporalBasicTransformerBlock, TemporalResnetBlock, TransformerSpatioTemporalModel,
 };
-pub use config::{PerBlock, TemporalVaeConfig, UNetSpatioTemporalConfig};
+pub use config::{
+    svd_xt_unet_config, PerBlock, TemporalVaeConfig, UNetSpatioTemporalConfig, SVD_XT_UNET_CONFIG,
+};
 pub use unet::UNetSpatioTemporalConditionModel;
 pub use vae::{AutoencoderKLTemporalDecoder, TemporalDecoder};

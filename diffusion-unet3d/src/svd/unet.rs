@@ -11,10 +11,10 @@ use super::blocks::{
     Site, SpatioTemporalResBlock, SpatioTemporalResOpts, TransformerSpatioTemporalModel,
 };
 use super::config::UNetSpatioTemporalConfig;
+use vidgen_video_core::hooks::{NoHooks, UNetHooks};
 use vidgen_video_nn::{
     Activation, Conv2d, Downsample2D, GroupNorm, TimestepEmbedding, Timesteps, Upsample2D,
 };
-use crate::hooks::{NoHooks, UNetHooks};
 
 /// One down or up level: ResNets, optional transformers after each ResNet, optional resampler.
 #[derive(Debug, Clone)]

@@ -33,8 +33,8 @@ use vidgen_video_core::{Codec, CodecStrides, Error, LoadReport, ModelDir, Result
 
 use super::blocks::{MergeStrategy, SpatioTemporalResBlock, SpatioTemporalResOpts};
 use super::config::TemporalVaeConfig;
-use vidgen_video_nn::{Attention, AttentionConfig, Conv2d, GroupNorm, TemporalConv, Upsample2D};
 use crate::sd::vae::{DiagonalGaussian, Encoder, EncoderConfig};
+use vidgen_video_nn::{Attention, AttentionConfig, Conv2d, GroupNorm, TemporalConv, Upsample2D};
 
 fn decoder_opts() -> SpatioTemporalResOpts {
     SpatioTemporalResOpts {

@@ -1,5 +1,8 @@
-//! Hook points inside the SVD UNet, for adapters that add to the hidden states of chosen blocks
-//! (AID's spatial / temporal adapters) without forking the model.
+//! The UNet hook contract: points inside a spatio-temporal UNet where adapters (AID's spatial /
+//! temporal adapters) add to the hidden states of chosen blocks without forking the model.
+//! Models (`vidgen-diffusion-unet3d`) call hooks and list their [`AttentionSite`]s; adapters
+//! (`vidgen-adapters`) implement [`UNetHooks`] built from those sites. The two crates meet only
+//! here.
 //!
 //! A hook sees video hidden states `[B, C, T, H, W]` at a [`HookSite`] and returns a tensor of the
 //! same shape that replaces them. [`NoHooks`] is the identity and costs nothing: the model
@@ -34,7 +37,7 @@ pub trait UNetHooks: Send + Sync {
     ///
     /// # Shapes
     /// `h [B, C, T, H, W]` (`C` the transformer's inner dim) → the same shape.
-    fn apply(&self, site: &HookSite<'_>, h: &Tensor) -> vidgen_video_core::Result<Tensor>;
+    fn apply(&self, site: &HookSite<'_>, h: &Tensor) -> crate::Result<Tensor>;
 
     /// True when [`UNetHooks::apply`] is the identity everywhere, so the model may skip calling
     /// it (and the `[B·T, H·W, C]` ↔ `[B, C, T, H, W]` conversions around it). Defaults to false.
@@ -48,11 +51,24 @@ pub trait UNetHooks: Send + Sync {
 pub struct NoHooks;
 
 impl UNetHooks for NoHooks {
-    fn apply(&self, _site: &HookSite<'_>, h: &Tensor) -> vidgen_video_core::Result<Tensor> {
+    fn apply(&self, _site: &HookSite<'_>, h: &Tensor) -> crate::Result<Tensor> {
         Ok(h.clone())
     }
 
     fn is_noop(&self) -> bool {
         true
     }
+}
+
+/// One transformer (attention site) of a UNet where hooks run: its diffusers module path and
+/// the channel count of its hidden states. Each UNet config lists its sites
+/// (`attention_sites()`), in forward order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttentionSite {
+    /// e.g. `"down_blocks.1.attentions.0"`, `"mid_block.attentions.0"`.
+    pub path: String,
+    /// Channels of the hidden states there.
+    pub channels: usize,
+    /// Transformer layers in it (`transformer_layers_per_block` of its level).
+    pub layers: usize,
 }
