@@ -2,8 +2,10 @@
 //!
 //! A diffusers directory holds `config.json` + `diffusion_pytorch_model.safetensors`, a
 //! transformers one `config.json` + `model.safetensors`; large checkpoints are sharded with a
-//! `*.safetensors.index.json` whose `weight_map` names the shard of every key. [`ModelDir`]
-//! reads all of these, memory-maps the weights, and hands out a [`VarBuilder`] that records every
+//! `*.safetensors.index.json` whose `weight_map` names the shard of every key; a `variant`
+//! (`fp16`, `non_ema`) adds its name to the files (`diffusion_pytorch_model.fp16.safetensors`).
+//! [`ModelDir`] picks the files as diffusers / transformers do (see [`ModelDir::open_variant`]),
+//! memory-maps the weights, and hands out a [`VarBuilder`] that records every
 //! key the model asks for. [`ModelDir::load`] then returns a [`LoadReport`] (missing, unused and
 //! shape-mismatched keys, each with its file) and fails, naming the keys, when anything the model
 //! needs is missing or has the wrong shape.
@@ -65,68 +67,267 @@ impl fmt::Debug for ModelDir {
     }
 }
 
-const WEIGHT_NAMES: [&str; 2] = ["diffusion_pytorch_model.safetensors", "model.safetensors"];
+/// The weight-file stems of the two libraries: diffusers' `diffusion_pytorch_model`, then
+/// transformers' `model`.
+const DIFFUSERS_STEM: &str = "diffusion_pytorch_model";
+const TRANSFORMERS_STEM: &str = "model";
+
+/// The files that hold one checkpoint: a single safetensors file, or an index and its shards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Selection {
+    Single(String),
+    Index(String),
+}
+
+impl Selection {
+    fn name(&self) -> &str {
+        match self {
+            Selection::Single(n) | Selection::Index(n) => n,
+        }
+    }
+}
+
+/// The candidate file names of `stem` for `variant`, in the order the library that writes them
+/// tries them when loading a local directory:
+///
+/// - diffusers (`ModelMixin.from_pretrained`: `_fetch_index_file`, `_fetch_index_file_legacy`,
+///   then `_get_model_file` with `_add_variant`): the index
+///   `diffusion_pytorch_model.safetensors.index[.<variant>].json`, with a variant also the
+///   legacy `diffusion_pytorch_model.safetensors.<variant>.index.json`, then the single file
+///   `diffusion_pytorch_model[.<variant>].safetensors`;
+/// - transformers (`_get_resolved_checkpoint_files`): the single file
+///   `model[.<variant>].safetensors`, then the index `model.safetensors.index[.<variant>].json`.
+fn candidates(stem: &str, variant: Option<&str>) -> Vec<Selection> {
+    let single = match variant {
+        Some(v) => format!("{stem}.{v}.safetensors"),
+        None => format!("{stem}.safetensors"),
+    };
+    let index = match variant {
+        Some(v) => format!("{stem}.safetensors.index.{v}.json"),
+        None => format!("{stem}.safetensors.index.json"),
+    };
+    if stem == DIFFUSERS_STEM {
+        let mut c = vec![Selection::Index(index)];
+        if let Some(v) = variant {
+            c.push(Selection::Index(format!(
+                "{stem}.safetensors.{v}.index.json"
+            )));
+        }
+        c.push(Selection::Single(single));
+        c
+    } else {
+        vec![Selection::Single(single), Selection::Index(index)]
+    }
+}
+
+/// The error for a directory with no weight file of `variant`: what was looked for, the
+/// safetensors files present, and the variants they hold.
+fn no_weights_error(dir: &Path, variant: Option<&str>, names: &BTreeSet<String>) -> Error {
+    let looked: Vec<String> = [DIFFUSERS_STEM, TRANSFORMERS_STEM]
+        .iter()
+        .flat_map(|s| candidates(s, variant))
+        .map(|c| format!("`{}`", c.name()))
+        .collect();
+    let present: Vec<&String> = names
+        .iter()
+        .filter(|n| n.ends_with(".safetensors") || n.ends_with(".json") && n.contains(".index"))
+        .collect();
+    let mut variants: BTreeSet<&str> = BTreeSet::new();
+    for n in names {
+        for stem in [DIFFUSERS_STEM, TRANSFORMERS_STEM] {
+            let v = n
+                .strip_prefix(stem)
+                .and_then(|r| r.strip_prefix('.'))
+                .and_then(|r| {
+                    r.strip_suffix(".safetensors")
+                        .or_else(|| {
+                            r.strip_prefix("safetensors.index.")
+                                .and_then(|r| r.strip_suffix(".json"))
+                        })
+                        .or_else(|| {
+                            r.strip_prefix("safetensors.")
+                                .and_then(|r| r.strip_suffix(".index.json"))
+                        })
+                });
+            if let Some(v) = v.filter(|v| !v.is_empty() && !v.contains('.')) {
+                variants.insert(v);
+            }
+        }
+    }
+    let mut reason = format!(
+        "no weights{}: looked for {}",
+        variant
+            .map(|v| format!(" of variant `{v}`"))
+            .unwrap_or_default(),
+        looked.join(", ")
+    );
+    if present.is_empty() {
+        reason.push_str("; the directory holds no *.safetensors file");
+    } else {
+        let p: Vec<String> = present.iter().map(|n| format!("`{n}`")).collect();
+        reason.push_str(&format!("; present: {}", p.join(", ")));
+    }
+    if !variants.is_empty() {
+        let v: Vec<String> = variants.iter().map(|v| format!("`{v}`")).collect();
+        reason.push_str(&format!(
+            " (variants {}: open with ModelDir::open_variant)",
+            v.join(", ")
+        ));
+    }
+    Error::Malformed {
+        path: dir.to_path_buf(),
+        reason,
+    }
+}
 
 impl ModelDir {
-    /// Opens a directory written by diffusers' or transformers' `save_pretrained`.
+    /// Opens a directory written by diffusers' or transformers' `save_pretrained`, without a
+    /// variant: the same as [`ModelDir::open_variant`]`(dir, None)`.
     ///
-    /// Weight files are found in this order: a `*.safetensors.index.json` (sharded), then
-    /// `diffusion_pytorch_model.safetensors` or `model.safetensors`, then every `*.safetensors`
-    /// in the directory.
+    /// # Errors
+    /// See [`ModelDir::open_variant`].
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::open_variant(dir, None)
+    }
+
+    /// Opens a directory written by diffusers' or transformers' `save_pretrained`, choosing the
+    /// weight files as those libraries do for a local directory:
+    ///
+    /// - diffusers: `diffusion_pytorch_model.safetensors.index.json` (sharded) if present, else
+    ///   `diffusion_pytorch_model.safetensors`;
+    /// - transformers: `model.safetensors` if present, else `model.safetensors.index.json`;
+    /// - with `variant = Some("fp16")`: `diffusion_pytorch_model.safetensors.index.fp16.json`
+    ///   (or the legacy `diffusion_pytorch_model.safetensors.fp16.index.json`), else
+    ///   `diffusion_pytorch_model.fp16.safetensors`; `model.fp16.safetensors`, else
+    ///   `model.safetensors.index.fp16.json`.
+    ///
+    /// Nothing else is loaded: other `*.safetensors` in the folder (another variant, an
+    /// `.non_ema` copy) are ignored, and a variant that is absent is an error, not a fallback
+    /// to the plain weights (as in diffusers). Use [`ModelDir::from_files`] for other names.
+    ///
+    /// # Errors
+    /// - [`Error::Io`] if the directory or a shard named by the index cannot be read;
+    /// - [`Error::InvalidArgument`] for a variant that is empty or holds a path separator;
+    /// - [`Error::Malformed`] when no weight file of the variant is present (naming the
+    ///   variants that are), when both a diffusers and a transformers checkpoint are present,
+    ///   for an index without a `weight_map` or naming a shard outside the directory, for an
+    ///   invalid safetensors file, and for a key stored in two files.
+    pub fn open_variant(dir: impl AsRef<Path>, variant: Option<&str>) -> Result<Self> {
         let dir = dir.as_ref();
+        if let Some(v) = variant {
+            if v.is_empty() || v.contains(['/', '\\']) || v == "." || v == ".." {
+                return Err(Error::invalid(
+                    "variant",
+                    format!("`{v}` is not a file-name part (like `fp16`)"),
+                ));
+            }
+        }
         let entries = std::fs::read_dir(dir).map_err(|source| Error::Io {
             path: dir.to_path_buf(),
             source,
         })?;
-        let mut names: Vec<String> = Vec::new();
+        let mut names: BTreeSet<String> = BTreeSet::new();
         for e in entries {
             let e = e.map_err(|source| Error::Io {
                 path: dir.to_path_buf(),
                 source,
             })?;
-            names.push(e.file_name().to_string_lossy().into_owned());
+            names.insert(e.file_name().to_string_lossy().into_owned());
         }
-        names.sort();
-        let files: Vec<PathBuf> = if let Some(index) = names
+        let found: Vec<Selection> = [DIFFUSERS_STEM, TRANSFORMERS_STEM]
             .iter()
-            .find(|n| n.ends_with(".safetensors.index.json"))
-        {
-            let path = dir.join(index);
-            let json = read_json(&path)?;
-            let map = json
-                .get("weight_map")
-                .and_then(|m| m.as_object())
-                .ok_or_else(|| Error::Malformed {
-                    path: path.clone(),
-                    reason: "no `weight_map` object".into(),
-                })?;
-            let shards: BTreeSet<String> = map
-                .values()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect();
-            shards.into_iter().map(|s| dir.join(s)).collect()
-        } else if let Some(n) = WEIGHT_NAMES.iter().find(|n| names.iter().any(|x| x == *n)) {
-            vec![dir.join(n)]
-        } else {
-            names
-                .iter()
-                .filter(|n| n.ends_with(".safetensors"))
-                .map(|n| dir.join(n))
-                .collect()
+            .filter_map(|stem| {
+                candidates(stem, variant)
+                    .into_iter()
+                    .find(|c| names.contains(c.name()))
+            })
+            .collect();
+        let selection = match found.as_slice() {
+            [one] => one.clone(),
+            [a, b] => {
+                return Err(Error::Malformed {
+                    path: dir.to_path_buf(),
+                    reason: format!(
+                        "holds both a diffusers checkpoint (`{}`) and a transformers one (`{}`); \
+                         open the files meant with ModelDir::from_files",
+                        a.name(),
+                        b.name()
+                    ),
+                })
+            }
+            _ => return Err(no_weights_error(dir, variant, &names)),
         };
-        if files.is_empty() {
+        match &selection {
+            Selection::Single(n) => Self::from_files(dir, &[dir.join(n)]),
+            Selection::Index(n) => Self::from_index(dir, &dir.join(n)),
+        }
+    }
+
+    /// Opens a sharded checkpoint from its `*.safetensors.index.json`: every shard its
+    /// `weight_map` names (plain file names in `root`, as diffusers requires), each key checked to
+    /// be in the shard the map names.
+    fn from_index(root: &Path, index: &Path) -> Result<Self> {
+        let json = read_json(index)?;
+        let map = json
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| Error::Malformed {
+                path: index.to_path_buf(),
+                reason: "no `weight_map` object".into(),
+            })?;
+        let mut shards: BTreeSet<&str> = BTreeSet::new();
+        for (key, v) in map {
+            let Some(s) = v.as_str() else {
+                return Err(Error::Malformed {
+                    path: index.to_path_buf(),
+                    reason: format!("`weight_map` entry of `{key}` is not a file name"),
+                });
+            };
+            let plain = Path::new(s).file_name().is_some_and(|f| f == s) && s != "." && s != "..";
+            if !plain || s.contains(['/', '\\']) {
+                return Err(Error::Malformed {
+                    path: index.to_path_buf(),
+                    reason: format!(
+                        "shard `{s}` of `{key}` is not a plain file name in the directory"
+                    ),
+                });
+            }
+            shards.insert(s);
+        }
+        if shards.is_empty() {
             return Err(Error::Malformed {
-                path: dir.to_path_buf(),
-                reason: "no *.safetensors weights in this directory".into(),
+                path: index.to_path_buf(),
+                reason: "`weight_map` names no shard".into(),
             });
         }
-        Self::from_files(dir, &files)
+        let files: Vec<PathBuf> = shards.iter().map(|s| root.join(s)).collect();
+        let md = Self::from_files(root, &files)?;
+        for (key, v) in map {
+            let shard = v.as_str().unwrap_or_default();
+            let held = md.inner.index.get(key).map(|&i| &md.inner.files[i].path);
+            if held != Some(&root.join(shard)) {
+                return Err(Error::Malformed {
+                    path: index.to_path_buf(),
+                    reason: match held {
+                        Some(p) => format!(
+                            "`weight_map` puts `{key}` in `{shard}` but it is in {}",
+                            p.display()
+                        ),
+                        None => format!("`weight_map` puts `{key}` in `{shard}`, which lacks it"),
+                    },
+                });
+            }
+        }
+        Ok(md)
     }
 
     /// Opens explicit safetensors files; `root` is where `config.json` is looked for.
+    ///
+    /// # Errors
+    /// [`Error::Io`] for a file that does not exist, [`Error::Malformed`] for an invalid
+    /// safetensors file or a key that two of the files hold (naming both files and the key).
     pub fn from_files(root: impl AsRef<Path>, files: &[PathBuf]) -> Result<Self> {
-        let mut wf = Vec::with_capacity(files.len());
+        let mut wf: Vec<WeightFile> = Vec::with_capacity(files.len());
         let mut index = HashMap::new();
         for (i, path) in files.iter().enumerate() {
             if !path.exists() {
@@ -141,7 +342,20 @@ impl ModelDir {
                 path: path.clone(),
                 reason: format!("not a valid safetensors file ({e})"),
             })?;
-            for (name, _) in st.tensors() {
+            let mut keys: Vec<String> = st.tensors().into_iter().map(|(n, _)| n).collect();
+            keys.sort();
+            for name in keys {
+                if let Some(&j) = index.get(&name) {
+                    let first: &WeightFile = &wf[j];
+                    return Err(Error::Malformed {
+                        path: path.clone(),
+                        reason: format!(
+                            "key `{name}` is in both {} and {}",
+                            first.path.display(),
+                            path.display()
+                        ),
+                    });
+                }
                 index.insert(name, i);
             }
             wf.push(WeightFile {
@@ -271,21 +485,47 @@ fn describe_files(inner: &Inner) -> String {
 
 /// Reads a JSON config file into `T`. A wrong-typed or invalid field gives
 /// [`Error::BadConfig`] naming the field's path and the file.
+///
+/// # Errors
+/// [`Error::Io`] if the file cannot be read; otherwise as [`parse_config`].
 pub fn read_config<T: DeserializeOwned>(path: impl AsRef<Path>) -> Result<T> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let de = &mut serde_json::Deserializer::from_str(&text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    parse_config(&bytes, Some(path))
+}
+
+/// Parses the bytes of a JSON config into `T` (what [`read_config`] does once the file is read);
+/// `file` is only named in errors. Never panics, whatever the bytes.
+///
+/// # Errors
+/// [`Error::BadConfig`] naming the field's path (`block_out_channels[2]`, or `<root>` for text
+/// that is not JSON or not UTF-8) and the file.
+pub fn parse_config<T: DeserializeOwned>(bytes: &[u8], file: Option<&Path>) -> Result<T> {
+    let file = file.map(|p| p.display().to_string());
+    let text = std::str::from_utf8(bytes).map_err(|e| Error::BadConfig {
+        field: "<root>".into(),
+        reason: format!("not UTF-8 text ({e})"),
+        file: file.clone(),
+    })?;
+    let de = &mut serde_json::Deserializer::from_str(text);
+    let value: T = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let field = e.path().to_string();
         Error::BadConfig {
             field: if field == "." { "<root>".into() } else { field },
             reason: e.inner().to_string(),
-            file: Some(path.display().to_string()),
+            file: file.clone(),
         }
-    })
+    })?;
+    // Trailing text after the object (`{..} x`) is an error, as in `serde_json::from_str`.
+    de.end().map_err(|e| Error::BadConfig {
+        field: "<root>".into(),
+        reason: e.to_string(),
+        file,
+    })?;
+    Ok(value)
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value> {

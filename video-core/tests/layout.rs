@@ -18,7 +18,7 @@ fn check(t: &Tensor) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(video_testkit::proptest_config(48))]
     #[test]
     fn permuted_views_match_candle(
         dims in prop::collection::vec(1usize..16, 2..=5),

@@ -30,14 +30,14 @@ fn model_dirs(root: &Path, out: &mut Vec<PathBuf>) {
 #[test]
 fn opens_every_fixture_model_directory() {
     let mut dirs = Vec::new();
-    model_dirs(&video_testkit::fixtures_root(), &mut dirs);
-    if dirs.is_empty() {
-        eprintln!(
-            "no model directories under {}",
-            video_testkit::fixtures_root().display()
-        );
-        return;
-    }
+    let root = video_testkit::fixtures_root();
+    model_dirs(&root, &mut dirs);
+    // Before: an empty tree passed silently.
+    assert!(
+        !dirs.is_empty(),
+        "no model directories under {} (VIDGEN_FIXTURES)",
+        root.display()
+    );
     for d in &dirs {
         let md = ModelDir::open(d).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
         let tensors = md.tensors();
@@ -330,4 +330,260 @@ fn candle_errors_convert() {
     let b = Tensor::zeros((4, 5), DType::F32, &Device::Cpu).unwrap();
     let e: Error = a.matmul(&b).unwrap_err().into();
     assert!(matches!(e, Error::Candle(_)));
+}
+
+fn tensor(v: f32, n: usize) -> Tensor {
+    Tensor::full(v, n, &Device::Cpu).unwrap()
+}
+
+fn file_names(md: &ModelDir) -> Vec<String> {
+    md.files()
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+fn malformed_reason<T: std::fmt::Debug>(r: vidgen_video_core::Result<T>) -> (PathBuf, String) {
+    match r {
+        Err(Error::Malformed { path, reason }) => (path, reason),
+        other => panic!("expected Malformed, got {other:?}"),
+    }
+}
+
+#[test]
+fn variants_are_chosen_like_diffusers() {
+    // Before: without the plain file every *.safetensors was loaded, fp16 and non_ema together,
+    // the later file silently winning each shared key.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_st(
+        &d.join("diffusion_pytorch_model.fp16.safetensors"),
+        &[("w", tensor(16., 2))],
+    );
+    write_st(
+        &d.join("diffusion_pytorch_model.non_ema.safetensors"),
+        &[("w", tensor(32., 2))],
+    );
+    let (path, reason) = malformed_reason(ModelDir::open(d));
+    assert_eq!(path, d);
+    assert!(
+        reason.contains("`diffusion_pytorch_model.safetensors`"),
+        "{reason}"
+    );
+    assert!(reason.contains("variants `fp16`, `non_ema`"), "{reason}");
+
+    let md = ModelDir::open_variant(d, Some("fp16")).unwrap();
+    assert_eq!(
+        file_names(&md),
+        ["diffusion_pytorch_model.fp16.safetensors"]
+    );
+    let w = md.get("w", &Device::Cpu).unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(w, [16., 16.]);
+    let md = ModelDir::open_variant(d, Some("non_ema")).unwrap();
+    assert_eq!(
+        md.get("w", &Device::Cpu).unwrap().to_vec1::<f32>().unwrap(),
+        [32., 32.]
+    );
+    // an absent variant is an error, not a fallback
+    let (_, reason) = malformed_reason(ModelDir::open_variant(d, Some("bf16")));
+    assert!(reason.contains("variant `bf16`"), "{reason}");
+    assert!(
+        reason.contains("`diffusion_pytorch_model.bf16.safetensors`"),
+        "{reason}"
+    );
+
+    // with the plain file present, open() takes it alone
+    write_st(
+        &d.join("diffusion_pytorch_model.safetensors"),
+        &[("w", tensor(1., 2))],
+    );
+    let md = ModelDir::open(d).unwrap();
+    assert_eq!(file_names(&md), ["diffusion_pytorch_model.safetensors"]);
+    assert_eq!(
+        md.get("w", &Device::Cpu).unwrap().to_vec1::<f32>().unwrap(),
+        [1., 1.]
+    );
+
+    // variants that are not file-name parts
+    for bad in ["", "../x", "a/b"] {
+        assert!(matches!(
+            ModelDir::open_variant(d, Some(bad)),
+            Err(Error::InvalidArgument { .. })
+        ));
+    }
+}
+
+#[test]
+fn transformers_variant_and_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_st(&d.join("model.fp16.safetensors"), &[("w", tensor(16., 1))]);
+    write_st(&d.join("model.safetensors"), &[("w", tensor(1., 1))]);
+    assert_eq!(
+        file_names(&ModelDir::open(d).unwrap()),
+        ["model.safetensors"]
+    );
+    assert_eq!(
+        file_names(&ModelDir::open_variant(d, Some("fp16")).unwrap()),
+        ["model.fp16.safetensors"]
+    );
+    // transformers prefers the single file over an index
+    write_st(
+        &d.join("model-00001-of-00001.safetensors"),
+        &[("w", tensor(2., 1))],
+    );
+    std::fs::write(
+        d.join("model.safetensors.index.json"),
+        r#"{"weight_map": {"w": "model-00001-of-00001.safetensors"}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        file_names(&ModelDir::open(d).unwrap()),
+        ["model.safetensors"]
+    );
+    std::fs::remove_file(d.join("model.safetensors")).unwrap();
+    assert_eq!(
+        file_names(&ModelDir::open(d).unwrap()),
+        ["model-00001-of-00001.safetensors"]
+    );
+}
+
+/// A two-shard diffusers checkpoint named for `variant`, indexed by `index_name`.
+fn sharded(d: &Path, variant: &str, index_name: &str) {
+    let s1 = format!("diffusion_pytorch_model-00001-of-00002.{variant}.safetensors");
+    let s2 = format!("diffusion_pytorch_model-00002-of-00002.{variant}.safetensors");
+    write_st(&d.join(&s1), &[("a", tensor(1., 2))]);
+    write_st(&d.join(&s2), &[("b", tensor(2., 3))]);
+    std::fs::write(
+        d.join(index_name),
+        format!(r#"{{"metadata": {{}}, "weight_map": {{"a": "{s1}", "b": "{s2}"}}}}"#),
+    )
+    .unwrap();
+}
+
+#[test]
+fn sharded_variants_current_and_legacy_index_names() {
+    for index in [
+        "diffusion_pytorch_model.safetensors.index.fp16.json",
+        "diffusion_pytorch_model.safetensors.fp16.index.json",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        sharded(d, "fp16", index);
+        // a plain single file too: diffusers takes the index of the variant asked for
+        write_st(
+            &d.join("diffusion_pytorch_model.safetensors"),
+            &[("a", tensor(0., 2))],
+        );
+        let md = ModelDir::open_variant(d, Some("fp16")).unwrap();
+        assert_eq!(md.files().len(), 2, "{index}");
+        assert_eq!(md.get("b", &Device::Cpu).unwrap().dims(), &[3]);
+        assert_eq!(
+            file_names(&ModelDir::open(d).unwrap()),
+            ["diffusion_pytorch_model.safetensors"]
+        );
+    }
+    // diffusers prefers the index over the single file
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    sharded(d, "x", "diffusion_pytorch_model.safetensors.index.json");
+    write_st(
+        &d.join("diffusion_pytorch_model.safetensors"),
+        &[("a", tensor(0., 2))],
+    );
+    assert_eq!(ModelDir::open(d).unwrap().files().len(), 2);
+}
+
+#[test]
+fn duplicate_keys_across_files_are_an_error() {
+    // Before: the later file silently won.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (f1, f2) = (d.join("a.safetensors"), d.join("b.safetensors"));
+    write_st(&f1, &[("x", tensor(1., 1)), ("shared.key", tensor(1., 1))]);
+    write_st(&f2, &[("shared.key", tensor(2., 1)), ("y", tensor(1., 1))]);
+    let (path, reason) = malformed_reason(ModelDir::from_files(d, &[f1.clone(), f2.clone()]));
+    assert_eq!(path, f2);
+    assert!(reason.contains("`shared.key`"), "{reason}");
+    assert!(reason.contains(&f1.display().to_string()), "{reason}");
+    assert!(reason.contains(&f2.display().to_string()), "{reason}");
+
+    // and through an index whose shards overlap
+    let s1 = "diffusion_pytorch_model-00001-of-00002.safetensors";
+    let s2 = "diffusion_pytorch_model-00002-of-00002.safetensors";
+    std::fs::rename(&f1, d.join(s1)).unwrap();
+    std::fs::rename(&f2, d.join(s2)).unwrap();
+    std::fs::write(
+        d.join("diffusion_pytorch_model.safetensors.index.json"),
+        format!(r#"{{"weight_map": {{"x": "{s1}", "y": "{s2}", "shared.key": "{s1}"}}}}"#),
+    )
+    .unwrap();
+    let (_, reason) = malformed_reason(ModelDir::open(d));
+    assert!(reason.contains("`shared.key` is in both"), "{reason}");
+}
+
+#[test]
+fn bad_indexes_are_malformed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let idx = d.join("diffusion_pytorch_model.safetensors.index.json");
+    write_st(&d.join("s1.safetensors"), &[("a", tensor(1., 1))]);
+    write_st(&d.join("s2.safetensors"), &[("b", tensor(1., 1))]);
+    for (json, want) in [
+        (
+            r#"{"weight_map": {"a": "../s1.safetensors"}}"#,
+            "not a plain file name",
+        ),
+        (
+            r#"{"weight_map": {"a": "/tmp/s1.safetensors"}}"#,
+            "not a plain file name",
+        ),
+        (r#"{"weight_map": {"a": 3}}"#, "is not a file name"),
+        (r#"{"weight_map": {}}"#, "names no shard"),
+        (r#"{"metadata": {}}"#, "no `weight_map`"),
+        (
+            r#"{"weight_map": {"a": "s2.safetensors", "b": "s2.safetensors"}}"#,
+            "puts `a` in `s2.safetensors`, which lacks it",
+        ),
+        (
+            r#"{"weight_map": {"a": "s1.safetensors", "b": "s1.safetensors"}}"#,
+            "puts `b` in `s1.safetensors`",
+        ),
+        ("[1, 2", "EOF"),
+    ] {
+        std::fs::write(&idx, json).unwrap();
+        let (path, reason) = malformed_reason(ModelDir::open(d));
+        assert_eq!(path, idx, "{json}");
+        assert!(reason.contains(want), "{json}: {reason}");
+    }
+    std::fs::write(&idx, r#"{"weight_map": {"a": "gone.safetensors"}}"#).unwrap();
+    assert!(matches!(ModelDir::open(d), Err(Error::Io { .. })));
+}
+
+#[test]
+fn diffusers_and_transformers_weights_together_are_ambiguous() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_st(&d.join("model.safetensors"), &[("a", tensor(1., 1))]);
+    write_st(
+        &d.join("diffusion_pytorch_model.safetensors"),
+        &[("a", tensor(1., 1))],
+    );
+    let (_, reason) = malformed_reason(ModelDir::open(d));
+    assert!(reason.contains("both a diffusers checkpoint"), "{reason}");
+}
+
+#[test]
+fn other_safetensors_names_are_not_picked_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_st(&d.join("weights.safetensors"), &[("a", tensor(1., 1))]);
+    let (_, reason) = malformed_reason(ModelDir::open(d));
+    assert!(
+        reason.contains("present: `weights.safetensors`"),
+        "{reason}"
+    );
+    // explicit files still open
+    let md = ModelDir::from_files(d, &[d.join("weights.safetensors")]).unwrap();
+    assert!(md.contains("a"));
 }

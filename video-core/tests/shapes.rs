@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use proptest::prelude::*;
-use vidgen_video_core::{Conditioning, CondDrop, Error, TokenGrid, VideoShape};
+use vidgen_video_core::{CondDrop, Conditioning, Error, TokenGrid, VideoShape};
 
 fn video(b: usize, c: usize, t: usize, h: usize, w: usize) -> Tensor {
     let n = b * c * t * h * w;
@@ -14,7 +14,7 @@ fn video(b: usize, c: usize, t: usize, h: usize, w: usize) -> Tensor {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(video_testkit::proptest_config(48))]
     #[test]
     fn fold_unfold_roundtrip(b in 1usize..3, c in 1usize..4, t in 1usize..5, h in 1usize..4, w in 1usize..4) {
         let x = video(b, c, t, h, w);
