@@ -5,9 +5,8 @@
 //! so a model stored in f16 / bf16 does not overflow (SD / SVD activations exceed f16's range in
 //! intermediate sums).
 
-use candle_core::{DType, Module, Tensor, D};
+use candle_core::{DType, Module, Tensor};
 use candle_nn::VarBuilder;
-use rayon::prelude::*;
 use vidgen_video_core::{Error, Result};
 
 /// Whether `dt` is a half-precision float that we upcast for accumulation.
@@ -167,7 +166,7 @@ impl GroupNorm {
     }
 
     fn forward_act(&self, x: &Tensor, silu: bool) -> Result<Tensor> {
-        let dims = x.dims().to_vec();
+        let dims = x.dims();
         if dims.len() < 3 || dims[1] != self.channels {
             return Err(Error::invalid(
                 "group_norm input",
@@ -177,91 +176,17 @@ impl GroupNorm {
                 ),
             ));
         }
+        // The fused op computes statistics in f64 (f32 on its reference path) for any input
+        // dtype and returns the input's dtype; an f32 model on half inputs, or the reverse,
+        // has its parameters brought to the input's dtype first.
         let dt = x.dtype();
-        // The fused CPU pass computes on plain vectors, which autograd cannot see through:
-        // tracked inputs or weights (training adapters through a frozen base, or the base
-        // itself) take the differentiable plain-ops path.
-        if !x.device().is_cpu() || x.track_op() || self.weight.track_op() || self.bias.track_op() {
-            return self.forward_ops(x, silu);
-        }
-        let b = dims[0];
-        let spatial: usize = dims[2..].iter().product();
-        let cpg = self.channels / self.groups;
-        let n = cpg * spatial;
-        let xs = to_f32(x)?.flatten_all()?.to_vec1::<f32>()?;
-        let w = to_f32(&self.weight)?.to_vec1::<f32>()?;
-        let bias = to_f32(&self.bias)?.to_vec1::<f32>()?;
-        let mut out = vec![0f32; xs.len()];
-        let eps = self.eps;
-        out.par_chunks_mut(n)
-            .zip(xs.par_chunks(n))
-            .enumerate()
-            .for_each(|(bg, (o, xi))| {
-                let g = bg % self.groups;
-                // f64 statistics in eight partial sums: one running sum is a chain of
-                // dependent adds (latency-bound, ~4 cycles per element); eight vectorise.
-                let mean = sum8(xi, |v| v as f64) / n as f64;
-                let var = sum8(xi, |v| {
-                    let d = v as f64 - mean;
-                    d * d
-                }) / n as f64;
-                let rstd = 1.0 / (var + eps).sqrt();
-                let (mean, rstd) = (mean as f32, rstd as f32);
-                for c in 0..cpg {
-                    let ch = g * cpg + c;
-                    let a = w[ch] * rstd;
-                    let sh = bias[ch] - mean * a;
-                    let (oc, xc) = (
-                        &mut o[c * spatial..(c + 1) * spatial],
-                        &xi[c * spatial..(c + 1) * spatial],
-                    );
-                    for (ov, &xv) in oc.iter_mut().zip(xc) {
-                        *ov = xv * a + sh;
-                    }
-                    if silu {
-                        vidgen_video_kernels::silu_slice(oc);
-                    }
-                }
-            });
-        let _ = b;
-        let y = Tensor::from_vec(out, dims, x.device())?;
-        Ok(if dt == DType::F32 { y } else { y.to_dtype(dt)? })
+        let (w, b) = if self.weight.dtype() == dt {
+            (self.weight.clone(), self.bias.clone())
+        } else {
+            (self.weight.to_dtype(dt)?, self.bias.to_dtype(dt)?)
+        };
+        vidgen_video_kernels::group_norm(x, &w, &b, self.groups, self.eps, silu)
     }
-
-    /// Plain-ops version for non-CPU devices and autograd (f32 statistics).
-    fn forward_ops(&self, x: &Tensor, silu: bool) -> Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let dt = x.dtype();
-        let b = dims[0];
-        let xf = to_f32(x)?.reshape((b, self.groups, ()))?;
-        let mean = xf.mean_keepdim(D::Minus1)?;
-        let xc = xf.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        let xn = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        let mut wd = vec![1usize; dims.len()];
-        wd[1] = self.channels;
-        let y = xn
-            .reshape(dims)?
-            .broadcast_mul(&to_f32(&self.weight)?.reshape(wd.clone())?)?
-            .broadcast_add(&to_f32(&self.bias)?.reshape(wd)?)?;
-        let y = if silu { candle_nn::ops::silu(&y)? } else { y };
-        Ok(y.to_dtype(dt)?)
-    }
-}
-
-/// `Σ f(x)` in f64 over eight interleaved partial sums (added at the end), so that the loop
-/// vectorises without reassociating a single running sum.
-#[inline]
-fn sum8(xs: &[f32], f: impl Fn(f32) -> f64) -> f64 {
-    let mut acc = [0f64; 8];
-    let chunks = xs.chunks_exact(8);
-    let tail: f64 = chunks.remainder().iter().map(|&v| f(v)).sum();
-    for c in chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a += f(v);
-        }
-    }
-    acc.iter().sum::<f64>() + tail
 }
 
 /// `torch.nn.LayerNorm` over the last dim, statistics in f32.
@@ -307,19 +232,16 @@ impl LayerNorm {
             ));
         }
         let dt = x.dtype();
-        let xf = to_f32(x)?.contiguous()?;
-        let ones;
-        let zeros;
-        let (w, b) = match (&self.weight, &self.bias) {
-            (Some(w), Some(b)) => (to_f32(w)?, to_f32(b)?),
-            _ => {
-                ones = Tensor::ones(self.dim, DType::F32, x.device())?;
-                zeros = Tensor::zeros(self.dim, DType::F32, x.device())?;
-                (ones, zeros)
-            }
+        let cast = |t: &Tensor| -> Result<Tensor> {
+            Ok(if t.dtype() == dt {
+                t.clone()
+            } else {
+                t.to_dtype(dt)?
+            })
         };
-        let y = candle_nn::ops::layer_norm(&xf, &w, &b, self.eps as f32)?;
-        Ok(if dt == DType::F32 { y } else { y.to_dtype(dt)? })
+        let w = self.weight.as_ref().map(cast).transpose()?;
+        let b = self.bias.as_ref().map(cast).transpose()?;
+        vidgen_video_kernels::layer_norm(x, w.as_ref(), b.as_ref(), self.eps)
     }
 }
 
