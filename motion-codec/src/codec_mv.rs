@@ -197,14 +197,26 @@ impl CodecMotion {
 /// type and luma (at most `max_frames` frames when given). Block grid: `block_size` (16).
 ///
 /// # Errors
-/// [`Error::Io`] for a missing file, [`Error::Malformed`] for a corrupt or truncated file or
-/// one with zero decodable frames, [`Error::Unsupported`] for a pixel format without a luma
-/// plane, [`Error::FeatureDisabled`] without the `ffmpeg` feature.
+/// [`Error::InvalidArgument`] for `max_frames == Some(0)` or a zero `block_size`, checked
+/// before the file is opened (asking for zero frames is the caller's mistake, not the file's;
+/// video-io's `read_video` answers the same); [`Error::Io`] for a missing file,
+/// [`Error::Malformed`] for a corrupt or truncated file or one with zero decodable frames,
+/// [`Error::Unsupported`] for a pixel format without a luma plane,
+/// [`Error::FeatureDisabled`] without the `ffmpeg` feature.
 pub fn read_codec_motion(
     path: impl AsRef<Path>,
     block_size: usize,
     max_frames: Option<usize>,
 ) -> Result<CodecMotion> {
+    if max_frames == Some(0) {
+        return Err(Error::invalid(
+            "max_frames",
+            "Some(0): nothing to read; pass None for all frames",
+        ));
+    }
+    if block_size == 0 {
+        return Err(Error::invalid("block_size", "must be ≥ 1"));
+    }
     imp::read(path.as_ref(), block_size, max_frames)
 }
 

@@ -118,9 +118,20 @@ impl Default for LavitConfig {
 /// (row-major, `dx` plane first), missing cells 0.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] for a frame smaller than one pooling window or a zero pool.
+/// [`Error::InvalidArgument`] for a frame smaller than one pooling window, a zero pool, or a
+/// side above [`vidgen_video_io::MAX_SIDE`].
 pub fn pooled_grid(fv: &FrameVectors, cfg: &LavitConfig) -> Result<(usize, usize, Vec<f32>)> {
     let p = cfg.pool;
+    let max = vidgen_video_io::MAX_SIDE as usize;
+    if fv.width > max || fv.height > max {
+        return Err(Error::invalid(
+            "frame",
+            format!(
+                "{}x{}: each side must be at most {max}",
+                fv.width, fv.height
+            ),
+        ));
+    }
     if p == 0 || fv.width < p || fv.height < p {
         return Err(Error::invalid(
             "frame",
@@ -173,7 +184,30 @@ fn cubic_weights(t: f32) -> [f32; 4] {
 
 /// Bicubic resize of one `[h, w]` plane to `[oh, ow]`, PyTorch `align_corners=False`
 /// semantics (source index `(i + 0.5) · in / out − 0.5`, taps clamped at the border).
-pub fn bicubic_resize(src: &[f32], h: usize, w: usize, oh: usize, ow: usize) -> Vec<f32> {
+///
+/// # Shapes
+/// `src [h, w]` row-major (exactly `h · w` values) → `[oh, ow]` row-major.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when a size is zero or `h · w` / `oh · ow` overflows;
+/// [`Error::ShapeMismatch`] when `src` does not hold `h · w` values.
+pub fn bicubic_resize(src: &[f32], h: usize, w: usize, oh: usize, ow: usize) -> Result<Vec<f32>> {
+    if [h, w, oh, ow].contains(&0) {
+        return Err(Error::invalid(
+            "bicubic_resize",
+            format!("sizes [{h}, {w}] → [{oh}, {ow}]: every side must be ≥ 1"),
+        ));
+    }
+    let (Some(n_in), Some(_), Some(_)) = (h.checked_mul(w), h.checked_mul(ow), oh.checked_mul(ow))
+    else {
+        return Err(Error::invalid(
+            "bicubic_resize",
+            format!("sizes [{h}, {w}] → [{oh}, {ow}] overflow"),
+        ));
+    };
+    if src.len() != n_in {
+        return Err(Error::shape("bicubic_resize src", &[h, w], &[src.len()]));
+    }
     let taps = |n_in: usize, n_out: usize| -> Vec<([usize; 4], [f32; 4])> {
         let scale = n_in as f32 / n_out as f32;
         (0..n_out)
@@ -201,7 +235,7 @@ pub fn bicubic_resize(src: &[f32], h: usize, w: usize, oh: usize, ow: usize) -> 
             out[i * ow + j] = (0..4).map(|k| wt[k] * mid[idx[k] * ow + j]).sum();
         }
     }
-    out
+    Ok(out)
 }
 
 /// The preprocessed motion of a whole sequence: `[2, T, out_h, out_w]` (not yet divided by
@@ -240,8 +274,20 @@ impl LavitMotion {
     /// Returns `(start, [1, 2, clip_len, out_h, out_w])` pairs.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] when the sequence is shorter than one clip.
+    /// [`Error::InvalidArgument`] when the sequence is shorter than one clip, or when `types`
+    /// does not hold one frame type per frame; [`Error::Candle`] when `data` does not hold
+    /// `2 · frames · out_h · out_w` values.
     pub fn tokenizer_clips(&self, device: &Device) -> Result<Vec<(usize, Tensor)>> {
+        if self.types.len() != self.frames {
+            return Err(Error::invalid(
+                "types",
+                format!(
+                    "{} frame type(s) for {} frames: need one per frame",
+                    self.types.len(),
+                    self.frames
+                ),
+            ));
+        }
         let l = self.config.clip_len;
         if l == 0 || self.frames < l {
             return Err(Error::invalid(
@@ -329,7 +375,7 @@ pub fn preprocess(frames: &[FrameVectors], cfg: &LavitConfig) -> Result<LavitMot
     for (t, g) in grids.iter().enumerate() {
         for ch in 0..2 {
             let plane = &g[ch * gh * gw..(ch + 1) * gh * gw];
-            let r = bicubic_resize(plane, gh, gw, oh, ow);
+            let r = bicubic_resize(plane, gh, gw, oh, ow)?;
             let off = (ch * n + t) * oh * ow;
             data[off..off + oh * ow].copy_from_slice(&r);
         }

@@ -26,7 +26,7 @@ use std::rc::Rc;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
@@ -448,7 +448,7 @@ impl MotionTokenizer {
     /// # Errors
     /// A bad config field.
     pub fn random(cfg: &MotionTokenizerConfig, seed: u64, device: &Device) -> Result<Self> {
-        let rng = Rc::new(RefCell::new(vidgen_video_io::synth::seeded_rng(seed)));
+        let rng = Rc::new(RefCell::new(ChaCha8Rng::seed_from_u64(seed)));
         Self::build(cfg, None, Some(rng), device.clone())
     }
 

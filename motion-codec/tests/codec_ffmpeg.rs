@@ -179,6 +179,10 @@ fn corrupt_truncated_empty_and_missing_files_are_typed_errors() {
     }
     let e = read_codec_motion(dir.path().join("missing.mp4"), 16, None).unwrap_err();
     assert!(matches!(e, vidgen_video_core::Error::Io { .. }), "{e}");
-    // Zero frames requested is fine to ask, but a zero-frame result is an error.
-    assert!(read_codec_motion(asset(), 16, Some(0)).is_err());
+    // Zero frames requested is the caller's mistake, not a malformed file.
+    let e = read_codec_motion(asset(), 16, Some(0)).unwrap_err();
+    assert!(
+        matches!(e, vidgen_video_core::Error::InvalidArgument { .. }),
+        "{e}"
+    );
 }

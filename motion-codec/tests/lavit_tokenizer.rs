@@ -43,12 +43,12 @@ fn pooled_grid_normalises_maxpools_and_zero_fills() {
 #[test]
 fn bicubic_matches_torch_properties() {
     // Constant stays constant; a linear ramp upsampled keeps its mean and monotonicity.
-    let c = bicubic_resize(&[2.5; 6], 2, 3, 20, 36);
+    let c = bicubic_resize(&[2.5; 6], 2, 3, 20, 36).unwrap();
     assert!(c.iter().all(|v| (v - 2.5).abs() < 1e-5));
     // PyTorch's upsample_bicubic2d (A = -0.75, align_corners=False, border-clamped taps) of
     // [0, 1] to 4 samples, worked by hand from its coefficients:
     // out[0] = c2(1.25) = -0.10546875, out[1] = c1(0.75) + c2(1.75) = 0.2265625, ...
-    let r = bicubic_resize(&[0.0, 1.0], 1, 2, 1, 4);
+    let r = bicubic_resize(&[0.0, 1.0], 1, 2, 1, 4).unwrap();
     let want = [-0.105_468_75f64, 0.226_562_5, 0.773_437_5, 1.105_468_75];
     for k in 0..4 {
         assert!((r[k] as f64 - want[k]).abs() < 1e-6, "{r:?}");
@@ -220,4 +220,173 @@ fn codec_functions_without_ffmpeg_say_so() {
         matches!(err, vidgen_video_core::Error::FeatureDisabled { .. }),
         "{err}"
     );
+}
+
+#[test]
+fn bicubic_resize_refuses_empty_sizes_and_short_buffers() {
+    use vidgen_video_core::Error;
+    for (h, w, oh, ow) in [(0, 3, 4, 4), (2, 0, 4, 4), (2, 3, 0, 4), (2, 3, 4, 0)] {
+        let src = vec![1.0; h * w];
+        assert!(
+            matches!(
+                bicubic_resize(&src, h, w, oh, ow),
+                Err(Error::InvalidArgument { .. })
+            ),
+            "{h}x{w} → {oh}x{ow}"
+        );
+    }
+    assert!(matches!(
+        bicubic_resize(&[1.0; 5], 2, 3, 4, 4),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        bicubic_resize(&[], 2, 3, 4, 4),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        bicubic_resize(&[1.0], usize::MAX, 2, 1, 1),
+        Err(Error::InvalidArgument { .. })
+    ));
+}
+
+#[test]
+fn tokenizer_clips_refuses_a_type_list_of_the_wrong_length() {
+    let cfg = LavitConfig {
+        clip_len: 2,
+        ..LavitConfig::default()
+    };
+    let m = LavitMotion {
+        data: vec![0.0; 2 * 4 * cfg.out_h * cfg.out_w],
+        frames: 4,
+        types: vec![FrameType::I], // one type for four frames (indexing past it panicked)
+        config: cfg,
+    };
+    let e = m.tokenizer_clips(&Device::Cpu).unwrap_err();
+    assert!(
+        matches!(e, vidgen_video_core::Error::InvalidArgument { .. }),
+        "{e}"
+    );
+    let m = LavitMotion {
+        types: vec![FrameType::P; 4],
+        data: vec![0.0; 7], // short data: a typed error too
+        ..m
+    };
+    assert!(m.tokenizer_clips(&Device::Cpu).is_err());
+    let m = LavitMotion {
+        data: vec![0.0; 2 * 4 * cfg.out_h * cfg.out_w],
+        ..m
+    };
+    assert_eq!(m.tokenizer_clips(&Device::Cpu).unwrap().len(), 2);
+}
+
+#[test]
+fn zero_frames_requested_is_an_invalid_argument_with_or_without_ffmpeg() {
+    let e = read_codec_motion("never-opened.mp4", 16, Some(0)).unwrap_err();
+    assert!(
+        matches!(e, vidgen_video_core::Error::InvalidArgument { .. }),
+        "{e}"
+    );
+    let e = read_codec_motion("never-opened.mp4", 0, None).unwrap_err();
+    assert!(
+        matches!(e, vidgen_video_core::Error::InvalidArgument { .. }),
+        "{e}"
+    );
+}
+
+#[test]
+fn preprocessing_refuses_absurd_frame_sizes() {
+    let fv = FrameVectors {
+        width: usize::MAX,
+        height: 64,
+        frame_type: FrameType::P,
+        vectors: vec![bv(3, 3, 1.0, 1.0)],
+    };
+    assert!(pooled_grid(&fv, &LavitConfig::default()).is_err());
+    assert!(preprocess(&[fv], &LavitConfig::default()).is_err());
+}
+
+/// One `AVMotionVector` as FFmpeg lays it out (native byte order, 40 bytes).
+fn encode_mv(v: &RawMotionVector) -> Vec<u8> {
+    let mut b = vec![0u8; AV_MOTION_VECTOR_SIZE];
+    b[0..4].copy_from_slice(&v.source.to_ne_bytes());
+    b[4] = v.w;
+    b[5] = v.h;
+    b[6..8].copy_from_slice(&v.src_x.to_ne_bytes());
+    b[8..10].copy_from_slice(&v.src_y.to_ne_bytes());
+    b[10..12].copy_from_slice(&v.dst_x.to_ne_bytes());
+    b[12..14].copy_from_slice(&v.dst_y.to_ne_bytes());
+    b[16..24].copy_from_slice(&v.flags.to_ne_bytes());
+    b[24..28].copy_from_slice(&v.motion_x.to_ne_bytes());
+    b[28..32].copy_from_slice(&v.motion_y.to_ne_bytes());
+    b[32..34].copy_from_slice(&v.motion_scale.to_ne_bytes());
+    b
+}
+
+mod side_data_props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn raw_mv() -> impl Strategy<Value = RawMotionVector> {
+        (
+            (any::<i32>(), any::<u8>(), any::<u8>()),
+            (any::<i16>(), any::<i16>(), any::<i16>(), any::<i16>()),
+            (any::<u64>(), any::<i32>(), any::<i32>(), any::<u16>()),
+        )
+            .prop_map(
+                |((source, w, h), (src_x, src_y, dst_x, dst_y), (flags, mx, my, scale))| {
+                    RawMotionVector {
+                        source,
+                        w,
+                        h,
+                        src_x,
+                        src_y,
+                        dst_x,
+                        dst_y,
+                        flags,
+                        motion_x: mx,
+                        motion_y: my,
+                        motion_scale: scale,
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Arbitrary bytes: the side-data parser errs exactly when the length is not a whole
+        /// number of records, and the grid placement and LaVIT preprocessing of whatever it
+        /// parsed never panic.
+        #[test]
+        fn side_data_parser_never_panics(
+            bytes in proptest::collection::vec(any::<u8>(), 0..(6 * AV_MOTION_VECTOR_SIZE)),
+            w in 1usize..200, h in 1usize..120, bs in 0usize..40,
+        ) {
+            match parse_motion_vectors(&bytes) {
+                Ok(v) => {
+                    prop_assert!(bytes.len() % AV_MOTION_VECTOR_SIZE == 0);
+                    prop_assert_eq!(v.len(), bytes.len() / AV_MOTION_VECTOR_SIZE);
+                    for ft in [FrameType::P, FrameType::I] {
+                        let _ = field_from_vectors(&v, w, h, bs, ft);
+                        let fv = frame_vectors(&v, w, h, ft);
+                        if let Ok(m) = preprocess(&[fv.clone(), fv], &LavitConfig::default()) {
+                            prop_assert!(m.data.iter().all(|x| x.is_finite()));
+                        }
+                    }
+                }
+                Err(e) => {
+                    prop_assert!(bytes.len() % AV_MOTION_VECTOR_SIZE != 0);
+                    let malformed = matches!(e, vidgen_video_core::Error::Malformed { .. });
+                    prop_assert!(malformed, "{}", e);
+                }
+            }
+        }
+
+        /// Records written in FFmpeg's layout parse back to the same values.
+        #[test]
+        fn side_data_parser_round_trips(vs in proptest::collection::vec(raw_mv(), 0..5)) {
+            let bytes: Vec<u8> = vs.iter().flat_map(encode_mv).collect();
+            prop_assert_eq!(parse_motion_vectors(&bytes).unwrap(), vs);
+        }
+    }
 }
