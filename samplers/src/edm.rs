@@ -1,16 +1,150 @@
-//! EDM solvers over any [`Denoiser`]: Euler, Heun (2nd order) and stochastic churn (Karras et al.
-//! 2022, Algorithms 1 and 2), each step addressed by an explicit index with caller-supplied noise,
-//! plus the high-level [`sample`] loop and [`sample_scheduler`] for diffusers-style schedulers.
+//! EDM solvers over any [`Denoiser`]: Euler, Heun (2nd order) and stochastic [`Churn`] (Karras
+//! et al. 2022, Algorithms 1 and 2), each step addressed by an explicit index with caller-supplied
+//! noise, plus the high-level [`sample`] loop and [`sample_scheduler`] for diffusers-style
+//! schedulers.
+//!
+//! The loops report each step to a callback ([`StepInfo`]: index, total, σ / timestep, the sample
+//! and its x₀ estimate) instead of drawing any UI; a CLI puts a progress bar on it. Their noise
+//! comes from a [`NoiseSource`]: any `Rng` (fresh Gaussian noise) or [`RecordedNoise`] (a
+//! reference run's per-step noise, for exact reproduction).
 
 use candle_core::Tensor;
-use indicatif::ProgressBar;
 use rand::Rng;
 use vidgen_video_core::{check_finite, Conditioning, Denoiser, Error, Result};
 
-use crate::diffusers::{Churn, Scheduler, StepMemory};
+use crate::diffusers::{Scheduler, StepMemory};
 use crate::precond::Network;
 use crate::schedule::{exponential_sigmas, karras_sigmas};
 use crate::util::{check_index, div, f32_of, mul, need_noise, randn_like, sigma_batch};
+
+/// Stochastic churn of Karras et al. Algorithm 2 (`s_churn`, `s_tmin`, `s_tmax`, `s_noise`), used
+/// by [`EdmSampler`] and by diffusers' Euler schedulers (their `step(s_churn=…)` arguments).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Churn {
+    /// Total amount of churn (0 = deterministic).
+    pub s_churn: f64,
+    /// Lowest σ that gets churn.
+    pub s_tmin: f64,
+    /// Highest σ that gets churn.
+    pub s_tmax: f64,
+    /// Scale of the added noise.
+    pub s_noise: f64,
+}
+
+impl Default for Churn {
+    fn default() -> Self {
+        Self {
+            s_churn: 0.0,
+            s_tmin: 0.0,
+            s_tmax: f64::INFINITY,
+            s_noise: 1.0,
+        }
+    }
+}
+
+impl Churn {
+    /// `γ_i = min(S_churn / N, √2 − 1)` inside `[S_tmin, S_tmax]`, else 0 (`n_sigmas` = N + 1).
+    pub fn gamma(&self, sigma: f64, n_sigmas: usize) -> f64 {
+        if self.s_tmin <= sigma && sigma <= self.s_tmax && n_sigmas > 1 {
+            (self.s_churn / (n_sigmas - 1) as f64).min(std::f64::consts::SQRT_2 - 1.0)
+        } else {
+            0.0
+        }
+    }
+
+    /// Applies churn in float32 as diffusers' Euler schedulers do: returns `(σ̂, x̂)` with
+    /// `x̂ = x + √(σ̂² − σ²)·(S_noise·noise)`.
+    pub(crate) fn apply_f32(
+        &self,
+        sigma: f32,
+        n_sigmas: usize,
+        sample: &Tensor,
+        noise: Option<&Tensor>,
+    ) -> Result<(f32, Tensor)> {
+        let gamma = self.gamma(sigma as f64, n_sigmas);
+        let sigma_hat = sigma * (gamma as f32 + 1.0);
+        if gamma > 0.0 {
+            let n = f32_of(need_noise(noise, sample, "churn (s_churn > 0)")?)?;
+            let eps = mul(&n, self.s_noise as f32)?;
+            let amp = (sigma_hat * sigma_hat - sigma * sigma).max(0.0).sqrt();
+            Ok((sigma_hat, sample.add(&mul(&eps, amp)?)?))
+        } else {
+            Ok((sigma_hat, sample.clone()))
+        }
+    }
+}
+
+/// What a sampling loop reports after each step (to a progress bar, a preview, a logger).
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct StepInfo<'a> {
+    /// The step just taken, from 0.
+    pub index: usize,
+    /// Steps in the run: solver steps for [`sample`], network calls for [`sample_scheduler`]
+    /// (2N−1 for Heun).
+    pub total: usize,
+    /// The σ the step started from; `None` for schedulers without a σ schedule (DDIM, DDPM).
+    pub sigma: Option<f64>,
+    /// The network's timestep input of the step (diffusers schedulers); `None` for [`sample`].
+    pub timestep: Option<f64>,
+    /// The sample after the step (shaped like the loop's input).
+    pub sample: &'a Tensor,
+    /// The step's x₀ estimate (shaped like the sample).
+    pub denoised: &'a Tensor,
+}
+
+/// Where a sampling loop gets the noise of its stochastic steps (churn, DDIM with η > 0, DDPM).
+///
+/// Any `Rng` is one (fresh standard normal noise, [`randn_like`]); [`RecordedNoise`] replays a
+/// reference run's.
+pub trait NoiseSource {
+    /// Noise for step `index`, shaped and typed like `like`.
+    ///
+    /// # Errors
+    /// No noise for that step, or noise of another shape.
+    fn noise(&mut self, index: usize, like: &Tensor) -> Result<Tensor>;
+}
+
+impl<R: Rng + ?Sized> NoiseSource for R {
+    fn noise(&mut self, _index: usize, like: &Tensor) -> Result<Tensor> {
+        randn_like(self, like)
+    }
+}
+
+/// Per-step noise recorded beforehand (e.g. a diffusers run's `variance_noise`): step `i` gets
+/// `steps[i]`.
+#[derive(Debug, Clone)]
+pub struct RecordedNoise {
+    steps: Tensor,
+}
+
+impl RecordedNoise {
+    /// From a stacked tensor.
+    ///
+    /// # Shapes
+    /// `steps`: `[N, …]`, one sample-shaped slice per step (a step that takes no noise may hold
+    /// anything of that shape).
+    pub fn new(steps: Tensor) -> Self {
+        Self { steps }
+    }
+}
+
+impl NoiseSource for RecordedNoise {
+    fn noise(&mut self, index: usize, like: &Tensor) -> Result<Tensor> {
+        let n = self.steps.dims().first().copied().unwrap_or(0);
+        if index >= n {
+            return Err(Error::invalid(
+                "noise",
+                format!("step {index} needs noise, and {n} steps were recorded"),
+            ));
+        }
+        let step = self.steps.get(index)?;
+        if step.dims() != like.dims() {
+            return Err(Error::shape("noise", like.dims(), step.dims()));
+        }
+        Ok(step.to_dtype(like.dtype())?)
+    }
+}
 
 /// The ODE solver of an [`EdmSampler`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -235,101 +369,104 @@ pub fn heun_step<D: Denoiser + ?Sized>(
 }
 
 /// Samples with an EDM sampler: `x_T` (already at σ_0, i.e. `noise · sampler.init_noise_sigma()`)
-/// is integrated down the σ schedule. Churn noise is drawn from `rng`; `progress` (if given) is
-/// advanced once per step. Each step's output is checked for NaN / Inf.
+/// is integrated down the σ schedule. Churn noise comes from `noise` (an `Rng`, or
+/// [`RecordedNoise`]); `on_step` is called after every step. Each step's output is checked for
+/// NaN / Inf.
 ///
 /// # Shapes
 /// `x_t`: `[B, …]` (video `[B, C, T, H, W]`); returns the same shape.
 ///
 /// # Errors
-/// Denoiser errors, or non-finite values (naming the step).
-pub fn sample<D, R>(
+/// Denoiser or noise errors, or non-finite values (naming the step).
+pub fn sample<D, S, F>(
     denoiser: &D,
     x_t: &Tensor,
     cond: &Conditioning,
     steps: &EdmSampler,
-    rng: &mut R,
-    progress: Option<&ProgressBar>,
+    noise: &mut S,
+    mut on_step: F,
 ) -> Result<Tensor>
 where
     D: Denoiser + ?Sized,
-    R: Rng + ?Sized,
+    S: NoiseSource + ?Sized,
+    F: FnMut(StepInfo<'_>),
 {
-    if let Some(p) = progress {
-        p.set_length(steps.steps() as u64);
-    }
+    let total = steps.steps();
     let mut x = x_t.clone();
-    for i in 0..steps.steps() {
-        let noise = if steps.needs_noise(i) {
-            Some(randn_like(rng, &x)?)
+    for i in 0..total {
+        let n = if steps.needs_noise(i) {
+            Some(noise.noise(i, &x)?)
         } else {
             None
         };
-        x = steps.step(denoiser, &x, i, cond, noise.as_ref())?.x_next;
+        let step = steps.step(denoiser, &x, i, cond, n.as_ref())?;
+        x = step.x_next;
         check_finite(&x, &format!("sample after step {i}"))?;
-        if let Some(p) = progress {
-            p.inc(1);
-        }
-    }
-    if let Some(p) = progress {
-        p.finish();
+        on_step(StepInfo {
+            index: i,
+            total,
+            sigma: Some(steps.sigmas[i]),
+            timestep: None,
+            sample: &x,
+            denoised: &step.denoised,
+        });
     }
     Ok(x)
 }
 
 /// The diffusers loop with any [`Scheduler`] and a raw [`Network`]: `x = noise · init_noise_sigma`
 /// must already be applied to `x_t`; each call gets `scale_model_input(x, i)` and the timestep
-/// `timesteps()[i]` as a `[B]` tensor. Noise for stochastic steps is drawn from `rng`.
+/// `timesteps()[i]` as a `[B]` tensor. Noise for stochastic steps comes from `noise` (an `Rng`,
+/// or [`RecordedNoise`] indexed by call); `on_step` is called after every call.
 ///
 /// # Shapes
 /// `x_t`: `[B, …]`; returns the same shape.
 ///
 /// # Errors
-/// Scheduler / network errors, or non-finite values (naming the call).
-pub fn sample_scheduler<N, R>(
+/// Scheduler / network / noise errors, or non-finite values (naming the call).
+pub fn sample_scheduler<N, S, F>(
     scheduler: &dyn Scheduler,
     net: &N,
     x_t: &Tensor,
     cond: &Conditioning,
-    rng: &mut R,
-    progress: Option<&ProgressBar>,
+    noise: &mut S,
+    mut on_step: F,
 ) -> Result<Tensor>
 where
     N: Network + ?Sized,
-    R: Rng + ?Sized,
+    S: NoiseSource + ?Sized,
+    F: FnMut(StepInfo<'_>),
 {
-    let n = scheduler.timesteps().len();
-    if n == 0 {
+    let total = scheduler.timesteps().len();
+    if total == 0 {
         return Err(Error::invalid(
             "num_inference_steps",
             "call set_timesteps with at least 1 step first",
         ));
     }
-    if let Some(p) = progress {
-        p.set_length(n as u64);
-    }
     let b = x_t.dims().first().copied().unwrap_or(1);
     let mut mem = StepMemory::default();
     let mut x = x_t.clone();
-    for i in 0..n {
+    for i in 0..total {
         let x_in = scheduler.scale_model_input(&x, i)?;
         let t = crate::diffusers::timestep_tensor(scheduler, i, b, x.device())?;
         let out = net.forward(&x_in, &t, cond)?;
-        let noise = if scheduler.needs_noise(i) {
-            Some(randn_like(rng, &x)?)
+        let n = if scheduler.needs_noise(i) {
+            Some(noise.noise(i, &x)?)
         } else {
             None
         };
-        x = scheduler
-            .step(&out, i, &x, noise.as_ref(), &mut mem)?
-            .prev_sample;
+        let step = scheduler.step(&out, i, &x, n.as_ref(), &mut mem)?;
+        x = step.prev_sample;
         check_finite(&x, &format!("sample after scheduler call {i}"))?;
-        if let Some(p) = progress {
-            p.inc(1);
-        }
-    }
-    if let Some(p) = progress {
-        p.finish();
+        on_step(StepInfo {
+            index: i,
+            total,
+            sigma: scheduler.sigmas().and_then(|s| s.get(i)).map(|s| *s as f64),
+            timestep: scheduler.timesteps().get(i).copied(),
+            sample: &x,
+            denoised: &step.pred_original_sample,
+        });
     }
     Ok(x)
 }

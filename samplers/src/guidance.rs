@@ -11,7 +11,7 @@
 //! axis ([`Conditioning::cat_batch`]) and run as one network call.
 
 use candle_core::Tensor;
-use vidgen_video_core::{Conditioning, Denoiser, CondDrop, Error, Result};
+use vidgen_video_core::{CondDrop, Conditioning, Denoiser, Error, Result};
 
 use crate::schedule::torch_linspace_f32;
 use crate::util::f32_of;

@@ -10,17 +10,22 @@
 //!   `alphas_cumprod`, zero-terminal-SNR rescaling, timestep spacings, σ ↔ t.
 //! - [`precond`]: wrappers turning a raw ε / v / F network into a `Denoiser`
 //!   ([`EdmPrecond`], [`SvdPrecond`], [`DiscretePrecond`]).
-//! - [`edm`]: EDM Euler, Heun and churn steps by explicit index with caller-supplied noise, and
-//!   the [`sample`] loop.
+//! - [`edm`]: EDM Euler, Heun and [`Churn`] steps by explicit index with caller-supplied noise,
+//!   and the loops: [`sample`] (EDM σ schedule over a `Denoiser`) and [`sample_scheduler`] (any
+//!   diffusers scheduler over a raw network). Loops report each step to a callback
+//!   ([`StepInfo`]) and take their noise from a [`NoiseSource`] (an `Rng`, or [`RecordedNoise`]
+//!   to replay a reference run).
 //! - [`diffusers`]: `EulerDiscreteScheduler`, `DDIMScheduler`, `DDPMScheduler`,
-//!   `HeunDiscreteScheduler`, `EDMEulerScheduler` with diffusers' `set_timesteps /
-//!   scale_model_input / step`, built from a saved `scheduler_config.json`; no hidden step counter.
+//!   `HeunDiscreteScheduler`, `EDMEulerScheduler` (one file each) with diffusers' `set_timesteps /
+//!   scale_model_input / step`, built from a saved `scheduler_config.json` that is validated on
+//!   load (a bad field is `Error::BadConfig` naming it); no hidden step counter.
 //! - [`guidance`]: [`Cfg`], [`DualGuidance`] (InstructPix2Pix form), [`PerFrameGuidance`] (SVD),
 //!   themselves `Denoiser`s; passes batched into one network call.
 //! - [`long_video`]: clip plans with overlap, iterative translation, noise sharing across clips.
 //! - [`training`]: EDM log-normal σ, λ(σ), ε / v / x₀ targets, a loss over any `Denoiser`.
 //!
-//! Sampling with a perfect denoiser (it knows x₀) recovers x₀:
+//! Sampling with a perfect denoiser (it knows x₀) recovers x₀; the step callback sees every step
+//! (a CLI advances an `indicatif` bar there: `|s| bar.set_position(s.index as u64 + 1)`):
 //!
 //! ```
 //! use candle_core::{Device, Tensor};
@@ -42,9 +47,14 @@
 //! let steps = EdmSampler::karras(12, 0.002, 80.0, 7.0, Solver::Heun)?;
 //! let noise = randn(&mut rng, x0.dims(), &dev)?;
 //! let x_t = (x0.clone() + (noise * steps.init_noise_sigma())?)?;
-//! let out = sample(&Oracle(x0.clone()), &x_t, &Conditioning::none(), &steps, &mut rng, None)?;
+//! let mut sigmas = Vec::new();
+//! let out = sample(&Oracle(x0.clone()), &x_t, &Conditioning::none(), &steps, &mut rng, |s| {
+//!     sigmas.push(s.sigma); // also s.index, s.total, s.sample, s.denoised
+//! })?;
 //! let err = (out - &x0)?.abs()?.max_all()?.to_scalar::<f32>()?;
 //! assert!(err < 1e-4);
+//! assert_eq!(sigmas.len(), 12);
+//! assert_eq!(sigmas[0], Some(80.0));
 //! # Ok(()) }
 //! ```
 //!
@@ -68,7 +78,10 @@ pub use diffusers::{
     DdimScheduler, DdpmScheduler, EdmEulerScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler,
     Scheduler, SchedulerConfig, SchedulerOutput, StepMemory,
 };
-pub use edm::{euler_step, heun_step, sample, sample_scheduler, EdmSampler, EdmStep, Solver};
+pub use edm::{
+    euler_step, heun_step, sample, sample_scheduler, Churn, EdmSampler, EdmStep, NoiseSource,
+    RecordedNoise, Solver, StepInfo,
+};
 pub use guidance::{Cfg, DualGuidance, PerFrameGuidance};
 pub use long_video::{
     iterate_clips, plan_clips, translate_long_video, Clip, ClipNoise, NoiseSharing,

@@ -154,14 +154,16 @@ pub fn betas(
     })
 }
 
-/// `ᾱ_t = Π_{s≤t} (1 − β_s)` in float32, sequentially (torch `cumprod` on CPU).
+/// `ᾱ_t = Π_{s≤t} (1 − β_s)` as torch's CPU `cumprod` of a float32 tensor: `1 − β` in float32,
+/// the running product in float64 (torch's CPU accumulation type for float), each value rounded
+/// to float32. (A float32 running product is up to 3e-7 off on SD's table.)
 pub fn alphas_cumprod(betas: &[f32]) -> Vec<f32> {
-    let mut acc = 1f32;
+    let mut acc = 1f64;
     betas
         .iter()
         .map(|b| {
-            acc *= 1.0 - b;
-            acc
+            acc *= (1.0 - b) as f64;
+            acc as f32
         })
         .collect()
 }
