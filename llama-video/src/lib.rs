@@ -10,6 +10,12 @@
 //!   [`vidgen_video_kernels::attention`], attention / MLP biases, tied embeddings. Loads
 //!   `save_pretrained` directories unchanged ([`LlamaForCausalLM::from_pretrained`]) and matches
 //!   transformers' logits on the `llama` fixtures.
+//! - [`gguf`]: llama.cpp GGUF files ([`LlamaForCausalLM::from_gguf`]): config from the
+//!   `llama.*` metadata, tensors renamed to transformers' keys and dequantised, llama.cpp's q / k
+//!   row permutation undone; SmolLM2-135M-Instruct's logits and greedy continuation match
+//!   transformers' dequantised model.
+//! - [`tokenizer`]: the GGUF's byte-level BPE tokenizer rebuilt for Hugging Face's `tokenizers`
+//!   ([`gguf_tokenizer`]), and SmolLM2-Instruct's chat template ([`smollm2_chat_prompt`]).
 //! - [`KvCache`]: preallocated per-layer key / value buffers with a maximum length; prefill then
 //!   token-by-token decoding gives the same logits as a full forward.
 //! - [`VideoPrompt`]: demo clips then a query clip flattened into one sequence (raster order
@@ -64,16 +70,19 @@
 pub mod cache;
 pub mod config;
 pub mod generate;
+pub mod gguf;
 pub mod linear;
 pub mod model;
 pub mod prompt;
 pub mod rope;
 pub mod sampling;
+pub mod tokenizer;
 pub mod train;
 
 pub use cache::KvCache;
 pub use config::{LlamaConfig, RopeConfig, RopeKind, RopeParameters};
 pub use generate::{Progress, UncondPrefix, VideoLm};
+pub use gguf::GgufFile;
 pub use linear::Linear;
 pub use model::{
     LlamaAttention, LlamaDecoderLayer, LlamaForCausalLM, LlamaMlp, LlamaModel, LogitsToKeep,
@@ -85,4 +94,5 @@ pub use prompt::{
 };
 pub use rope::{rope_reference, RotaryEmbedding};
 pub use sampling::{guide, sample, SamplingConfig};
+pub use tokenizer::{gguf_tokenizer, smollm2_chat_prompt, ChatMessage};
 pub use train::{next_token_loss, LossOn, TrainBatch};

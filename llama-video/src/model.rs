@@ -481,7 +481,8 @@ impl LlamaForCausalLM {
     }
 
     /// Loads a transformers `save_pretrained` directory strictly (config validated, every key
-    /// present with its shape), converting weights to `dtype`.
+    /// present with its shape), converting weights to `dtype`. A path to a `.gguf` file loads
+    /// it with [`LlamaForCausalLM::from_gguf`].
     ///
     /// # Errors
     /// Unreadable / invalid `config.json`; missing or mis-shaped keys (named, with the file).
@@ -491,6 +492,13 @@ impl LlamaForCausalLM {
         device: &Device,
     ) -> Result<(Self, LoadReport)> {
         let dir = dir.as_ref();
+        if dir.is_file()
+            && dir
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+        {
+            return Self::from_gguf(dir, dtype, device);
+        }
         let cfg = LlamaConfig::from_dir(dir)?;
         ModelDir::open(dir)?.load(dtype, device, |vb| LlamaForCausalLM::new(&cfg, vb))
     }
