@@ -9,7 +9,8 @@
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
 use vidgen_video_core::{Error, Result, VideoShape};
-use vidgen_video_kernels::{Conv3d, Conv3dOpts};
+use vidgen_video_kernels::Conv3dOpts;
+use vidgen_video_nn::Conv3d;
 
 use vidgen_video_nn::{
     BasicTransformerBlock, BasicTransformerBlockConfig, FeedForwardActivation, GroupNorm, Linear,
@@ -46,7 +47,7 @@ impl NormActConv {
                 cin,
                 cout,
                 [3, 1, 1],
-                &vidgen_video_kernels::Conv3dConfig {
+                &vidgen_video_nn::Conv3dConfig {
                     padding: [1, 0, 0],
                     ..Default::default()
                 },
