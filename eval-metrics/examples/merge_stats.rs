@@ -1,8 +1,10 @@
 //! Merges feature statistics files (from `fid` / `fvd --save-stats`) into one, exactly.
 //!
 //! ```text
-//! cargo run --release -p eval-metrics --example merge_stats -- OUT.safetensors IN1.safetensors IN2.safetensors ...
+//! cargo run --release -p vidgen-eval-metrics --example merge_stats -- OUT.safetensors IN1.safetensors IN2.safetensors ...
 //! ```
+
+mod common;
 
 fn main() {
     let argv: Vec<std::path::PathBuf> = std::env::args().skip(1).map(Into::into).collect();
@@ -10,7 +12,7 @@ fn main() {
         eprintln!("usage: merge_stats OUT.safetensors IN.safetensors...");
         std::process::exit(2);
     }
-    let result = vidgen_eval_metrics::cli::merge_stats_files(&argv[1..]).and_then(|s| {
+    let result = common::merge_stats_files(&argv[1..]).and_then(|s| {
         s.save_safetensors(&argv[0])?;
         Ok(s.count())
     });

@@ -353,23 +353,40 @@ impl I3d {
         video: &Tensor,
     ) -> Result<(Tensor, Tensor, Vec<(String, Tensor)>)> {
         let mut means = Vec::new();
-        let (l, p) = self.forward(video, Some(&mut means))?;
+        let (l, p) = self.logits_with_hook(video, |name, h| {
+            let c = h.dim(1)?;
+            let mean = h.transpose(0, 1)?.contiguous()?.reshape((c, ()))?.mean(1)?;
+            means.push((name.to_string(), mean));
+            Ok(())
+        })?;
         Ok((l, p, means))
+    }
+
+    /// [`I3d::logits`], calling `hook(name, output)` on every endpoint's output
+    /// `[B, C, T', H', W']` in order (names as in [`I3D_ENDPOINTS`]), for inspecting or
+    /// bisecting the network; also returns the pooled `[B, 1024]` vector fed to the logits
+    /// conv (averaged over time). An error from the hook stops the forward and is returned.
+    ///
+    /// # Shapes
+    /// As [`I3d::logits`]; returns (`[B, 400]`, `[B, 1024]`).
+    pub fn logits_with_hook<F>(&self, video: &Tensor, mut hook: F) -> Result<(Tensor, Tensor)>
+    where
+        F: FnMut(&str, &Tensor) -> Result<()>,
+    {
+        self.forward(video, Some(&mut hook))
     }
 
     fn forward(
         &self,
         video: &Tensor,
-        mut means: Option<&mut Vec<(String, Tensor)>>,
+        mut hook: Option<&mut crate::LayerHook<'_>>,
     ) -> Result<(Tensor, Tensor)> {
         Self::check_input(video)?;
         let mut h = video.to_dtype(DType::F32)?.contiguous()?;
         for (name, st) in &self.stages {
             h = st.forward(&h)?;
-            if let Some(m) = means.as_deref_mut() {
-                let c = h.dim(1)?;
-                let mean = h.transpose(0, 1)?.contiguous()?.reshape((c, ()))?.mean(1)?;
-                m.push((name.to_string(), mean));
+            if let Some(f) = hook.as_deref_mut() {
+                f(name, &h)?;
             }
         }
         // [B, 1024, T5, 7, 7]: (2, 7, 7) VALID average pool → [B, 1024, T5 − 1].

