@@ -84,7 +84,17 @@ fn conv3d_matches_pytorch_fixtures() {
         let x = take(&inp, "x", &what);
         let w = take(&inp, "w", &what);
         let dy = take(&inp, "dy", &what);
-        let bias = inp.get("bias");
+        let bias = match f.meta_at("opts/bias").and_then(|v| v.as_bool()) {
+            Some(true) => Some(take(&inp, "bias", &what)),
+            Some(false) => {
+                assert!(
+                    !inp.contains_key("bias"),
+                    "{what}: opts.bias is false but a bias is stored"
+                );
+                None
+            }
+            None => inp.get("bias"),
+        };
         let opts = Conv3dOpts {
             stride: arr3(f, "stride", 1),
             padding: arr3(f, "padding", 0),
@@ -102,27 +112,74 @@ fn conv3d_matches_pytorch_fixtures() {
             .meta_at("tolerance/atol")
             .and_then(|v| v.as_f64())
             .unwrap_or(1e-5);
-        let mut p = f.parity();
         let (_, (y, dx, dw, db)) = run_with_grads(conv3d, x, w, bias, dy, &opts);
         let (_, (ry, rdx, rdw, rdb)) = run_with_grads(conv3d_reference, x, w, bias, dy, &opts);
-        let mut pairs = vec![("y", y, ry), ("dx", dx, rdx), ("dw", dw, rdw)];
-        if let (Some(db), Some(rdb)) = (db, rdb) {
-            pairs.push(("dbias", db, rdb));
-        }
-        for (name, got, reference) in pairs {
-            let Some(want) = out.get(name) else { continue };
+        let mut fast = vec![("y", y), ("dx", dx), ("dw", dw)];
+        let mut twin = vec![("y", ry), ("dx", rdx), ("dw", rdw)];
+        fast.extend(db.map(|t| ("dbias", t)));
+        twin.extend(rdb.map(|t| ("dbias", t)));
+        // Every output the fixture records is compared: one we do not compute fails the test.
+        let listed = listed_outputs(f);
+        assert!(!listed.is_empty(), "{what}: meta.json lists no outputs");
+        let mut p = f.parity();
+        let mut r = Worst::default();
+        for name in &listed {
+            let want = take(&out, name, &what);
             let tol = tensor_tol(want, atol, rtol);
-            p.check(name, &got, want, tol, 0.0);
+            let find = |v: &[(&str, Tensor)]| {
+                v.iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, t)| t.clone())
+                    .unwrap_or_else(|| {
+                        panic!("{what}: output `{name}` is listed in meta.json but not computed")
+                    })
+            };
+            p.check(name, &find(&fast), want, tol, 0.0);
             // The reference twin must agree with PyTorch too.
-            assert_close(
-                &format!("{what} reference {name}"),
-                &reference,
-                want,
-                tol,
-                0.0,
-            );
+            r.check(&format!("{what} reference {name}"), &find(&twin), want, tol);
         }
         p.finish();
+        r.finish(&what);
+    }
+}
+
+/// The output tensors a fixture's meta.json lists (`files/outputs.safetensors`), sorted.
+fn listed_outputs(f: &video_testkit::Fixture) -> Vec<String> {
+    let mut v: Vec<String> = f
+        .meta_at("files/outputs.safetensors")
+        .and_then(|m| m.as_object())
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The worst figures of the reference twin over one fixture's tensors; prints a
+/// `reference-parity <kind>/<name> …` line (not a `parity` line: that one is the fast path's).
+#[derive(Default)]
+struct Worst {
+    max_abs: f64,
+    max_rel: f64,
+    compared: usize,
+}
+
+impl Worst {
+    fn check(&mut self, what: &str, got: &Tensor, want: &Tensor, tol: f64) {
+        let c = assert_close(what, got, want, tol, 0.0);
+        self.max_abs = self.max_abs.max(c.max_abs);
+        self.max_rel = self.max_rel.max(c.max_rel);
+        self.compared += 1;
+    }
+
+    fn finish(self, id: &str) {
+        assert!(
+            self.compared > 0,
+            "{id}: the reference twin compared nothing"
+        );
+        println!(
+            "reference-parity {id} max_abs={:.3e} max_rel={:.3e}",
+            self.max_abs, self.max_rel
+        );
     }
 }
 
@@ -336,7 +393,7 @@ fn bh_f32(bias: &Option<Tensor>, dt: DType) -> Option<Tensor> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(video_testkit::proptest_config(256))]
 
     #[test]
     fn conv3d_matches_reference(kind in 0usize..4, seed in any::<u64>()) {
@@ -348,6 +405,19 @@ proptest! {
     fn depthwise_wide_rows_match_reference(seed in any::<u64>()) {
         let c = make_case(1, seed, true);
         check_case(&c, seed);
+    }
+}
+
+/// Cases proptest once shrank failures to (formerly `conv3d.proptest-regressions`, which the
+/// seeded configuration no longer reads): `(kind, seed, wide)`.
+#[test]
+fn conv3d_matches_reference_past_failures() {
+    for (kind, seed, wide) in [
+        (1, 12_469_361_806_348_965_757u64, false),
+        (1, 515_280_867_452_295_838, true),
+        (0, 1_771_139_008_709_528_523, false),
+    ] {
+        check_case(&make_case(kind, seed, wide), seed);
     }
 }
 

@@ -27,7 +27,7 @@ fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(video_testkit::proptest_config(256))]
 
     /// Rows 1 ..= SKINNY_ROWS + 2 (both paths), odd `in` / `out`, leading dims, optional bias.
     #[test]
@@ -114,7 +114,7 @@ fn bad_shapes_are_errors() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(video_testkit::proptest_config(256))]
 
     /// `swiglu` equals silu(gate) · up on random shapes, including strided inputs.
     #[test]
@@ -156,7 +156,7 @@ fn swiglu_errors_and_gradients() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(video_testkit::proptest_config(256))]
 
     /// `rms_norm` and `add_rms_norm` equal the candle-ops definition on random shapes.
     #[test]
@@ -214,7 +214,7 @@ fn many_rows_column_blocks() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
+    #![proptest_config(video_testkit::proptest_config(256))]
 
     /// `geglu` / `gelu_erf` equal the candle-ops definitions (libm `erff`) on random shapes.
     #[test]
