@@ -71,7 +71,6 @@ pub mod cache;
 pub mod config;
 pub mod generate;
 pub mod gguf;
-pub mod linear;
 pub mod model;
 pub mod prompt;
 pub mod rope;
@@ -83,10 +82,8 @@ pub use cache::KvCache;
 pub use config::{LlamaConfig, RopeConfig, RopeKind, RopeParameters};
 pub use generate::{Progress, UncondPrefix, VideoLm};
 pub use gguf::GgufFile;
-pub use linear::Linear;
 pub use model::{
     LlamaAttention, LlamaDecoderLayer, LlamaForCausalLM, LlamaMlp, LlamaModel, LogitsToKeep,
-    RmsNorm,
 };
 pub use prompt::{
     Location, ProjectionKind, Segment, SegmentKind, TextProjection, TextProjectionConfig,

@@ -11,62 +11,11 @@ use candle_nn::VarBuilder;
 use vidgen_video_core::{Error, LoadReport, ModelDir, Result};
 use vidgen_video_kernels::{attention, AttentionOpts};
 
+use vidgen_video_nn::{swiglu, Embedding, Linear, RmsNorm};
+
 use crate::cache::KvCache;
 use crate::config::LlamaConfig;
-use crate::linear::Linear;
 use crate::rope::RotaryEmbedding;
-
-/// Root-mean-square layer norm: `weight · x / sqrt(mean(x²) + eps)`, statistics in f32.
-#[derive(Debug, Clone)]
-pub struct RmsNorm {
-    weight: Tensor,
-    eps: f64,
-}
-
-impl RmsNorm {
-    /// Loads `weight` (`[dim]`) from `vb` (ones with a `VarMap`).
-    pub fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
-        Ok(RmsNorm {
-            weight: vb.get_with_hints(dim, "weight", candle_nn::Init::Const(1.0))?,
-            eps,
-        })
-    }
-
-    /// Normalises over the last dimension. candle's fused kernel is used when no gradient is
-    /// tracked through `x`, the differentiable plain-ops form otherwise.
-    ///
-    /// # Shapes
-    /// `x`: `[..., dim]` → same shape.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let eps = self.eps as f32;
-        if x.track_op() || self.weight.track_op() {
-            Ok(candle_nn::ops::rms_norm_slow(x, &self.weight, eps)?)
-        } else if x.dtype() == DType::F32 {
-            // Rows in parallel (candle's fused kernel runs on one thread).
-            vidgen_video_kernels::rms_norm(x, &self.weight, self.eps)
-        } else {
-            Ok(candle_nn::ops::rms_norm(
-                &x.contiguous()?,
-                &self.weight,
-                eps,
-            )?)
-        }
-    }
-
-    /// `(x + residual, norm(x + residual))` in one pass when nothing is tracked.
-    ///
-    /// # Shapes
-    /// `x`, `residual`: `[..., dim]` → two `[..., dim]`.
-    pub fn add_forward(&self, x: &Tensor, residual: &Tensor) -> Result<(Tensor, Tensor)> {
-        let tracked = x.track_op() || residual.track_op() || self.weight.track_op();
-        if tracked || x.dtype() != DType::F32 {
-            let s = (x + residual)?;
-            let n = self.forward(&s)?;
-            return Ok((s, n));
-        }
-        vidgen_video_kernels::add_rms_norm(x, residual, &self.weight, self.eps)
-    }
-}
 
 /// Which positions [`LlamaForCausalLM`] computes logits for (transformers' `logits_to_keep`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -216,7 +165,7 @@ impl LlamaMlp {
         let h = match &self.gate_up {
             // One product for both, then silu(gate) · up in one pass over its rows (candle's
             // element-wise ops on the two strided halves would cost more than the fusion saves).
-            Projections::Fused(gu) => vidgen_video_kernels::swiglu(&gu.forward(x)?)?,
+            Projections::Fused(gu) => swiglu(&gu.forward(x)?)?,
             Projections::Separate(p) => (p[0].forward(x)?.silu()? * p[1].forward(x)?)?,
         };
         self.down_proj.forward(&h)
@@ -256,7 +205,7 @@ impl LlamaDecoderLayer {
     ) -> Result<Tensor> {
         let h = self.input_layernorm.forward(x)?;
         let a = self.self_attn.forward(&h, rope, cos, sin, cache)?;
-        let (x, h) = self.post_attention_layernorm.add_forward(x, &a)?;
+        let (x, h) = self.post_attention_layernorm.forward_residual(x, &a)?;
         Ok((&x + self.mlp.forward(&h)?)?)
     }
 }
@@ -264,7 +213,7 @@ impl LlamaDecoderLayer {
 /// The decoder stack without the head: `embed_tokens`, `layers`, final `norm`.
 #[derive(Debug, Clone)]
 pub struct LlamaModel {
-    embed_tokens: Tensor,
+    embed_tokens: Embedding,
     layers: Vec<LlamaDecoderLayer>,
     norm: RmsNorm,
     rotary: RotaryEmbedding,
@@ -275,15 +224,7 @@ impl LlamaModel {
     /// Builds the stack from `vb` (the `model.` prefix of a checkpoint); validates `cfg`.
     pub fn new(cfg: &LlamaConfig, vb: VarBuilder) -> Result<Self> {
         cfg.validate()?;
-        // N(0, 1) with a VarMap, as candle-nn's `embedding`.
-        let embed_tokens = vb.pp("embed_tokens").get_with_hints(
-            (cfg.vocab_size, cfg.hidden_size),
-            "weight",
-            candle_nn::Init::Randn {
-                mean: 0.0,
-                stdev: 1.0,
-            },
-        )?;
+        let embed_tokens = Embedding::new(cfg.vocab_size, cfg.hidden_size, vb.pp("embed_tokens"))?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         let vl = vb.pp("layers");
         for i in 0..cfg.num_hidden_layers {
@@ -305,7 +246,7 @@ impl LlamaModel {
 
     /// The token embedding table `[vocab, hidden]`.
     pub fn embed_weight(&self) -> &Tensor {
-        &self.embed_tokens
+        self.embed_tokens.weight()
     }
 
     /// Looks token ids up in `embed_tokens`.
@@ -317,12 +258,7 @@ impl LlamaModel {
     /// An id `≥ vocab_size` (or negative) is an [`Error::InvalidArgument`] naming it.
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         let ids = checked_ids(ids, self.cfg.vocab_size)?;
-        let (b, t) = ids.dims2()?;
-        let flat = ids.flatten_all()?;
-        Ok(self
-            .embed_tokens
-            .index_select(&flat, 0)?
-            .reshape((b, t, self.cfg.hidden_size))?)
+        self.embed_tokens.forward(&ids)
     }
 
     /// Runs the layers and the final norm on input embeddings.
@@ -515,12 +451,12 @@ impl LlamaForCausalLM {
 
     /// The dtype of the weights.
     pub fn dtype(&self) -> DType {
-        self.model.embed_tokens.dtype()
+        self.model.embed_weight().dtype()
     }
 
     /// The device of the weights.
     pub fn device(&self) -> &Device {
-        self.model.embed_tokens.device()
+        self.model.embed_weight().device()
     }
 
     /// Token embeddings, see [`LlamaModel::embed`].

@@ -4,8 +4,7 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use vidgen_video_core::{Error, Result, TokenGrid};
-
-use crate::linear::Linear;
+use vidgen_video_nn::Linear;
 
 /// What a run of the sequence holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
