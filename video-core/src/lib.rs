@@ -10,8 +10,13 @@
 //!   and frame batches `[B·T, C, H, W]`; [`TokenGrid`]: `[B, t, h, w]` `u32` token ids.
 //! - [`Codec`], [`Denoiser`], [`Conditioning`]: how tokenizers / VAEs, networks and samplers meet.
 //! - [`loading::ModelDir`]: `save_pretrained` directories (single or sharded safetensors,
-//!   memory-mapped) into a [`candle_nn::VarBuilder`], with a [`loading::LoadReport`].
-//! - [`check_finite`]: turn NaN / Inf in a model output into an error that says where.
+//!   memory-mapped; the files chosen as diffusers / transformers do, a named variant such as
+//!   `fp16` with [`ModelDir::open_variant`]) into a [`candle_nn::VarBuilder`], with a
+//!   [`loading::LoadReport`]; [`loading::read_config`] / [`loading::parse_config`] for
+//!   `config.json`, naming the bad field. No file content makes them panic.
+//! - [`check_finite`]: turn NaN / Inf in a model output into an error that says where (one
+//!   in-place pass over a CPU tensor's storage, cheap enough for every output and step).
+//! - [`contiguous`]: a parallel strided copy for the permutes between layouts.
 //! - [`hooks`]: the UNet hook contract ([`UNetHooks`], [`HookSite`], [`AttentionSite`]) through
 //!   which adapters plug into UNets without either crate depending on the other.
 //! - [`in_pool`]: run a forward pass on a rayon worker (no thread hand-off per operation).
