@@ -2,7 +2,7 @@
 //! workspace goes through.
 //!
 //! The `gemm` crate's entry point takes raw pointers and signed strides and trusts them: a wrong
-//! stride or a short buffer is undefined behaviour. [`gemm`] takes slices and strided [`View`]s
+//! stride or a short buffer is undefined behaviour. [`gemm()`] takes slices and strided [`View`]s
 //! instead and checks, before the call, that
 //!
 //! - every view stays inside its slice (the largest index touched,
@@ -41,7 +41,7 @@ mod sealed {
     impl Sealed for f64 {}
 }
 
-/// The element types [`gemm`] multiplies: `f32` and `f64`.
+/// The element types [`gemm()`] multiplies: `f32` and `f64`.
 pub trait Scalar: sealed::Sealed + Copy + Send + Sync + 'static {
     /// `0`.
     const ZERO: Self;
@@ -204,14 +204,14 @@ pub fn gemm<T: Scalar>(
     Ok(())
 }
 
-/// [`gemm`] into uninitialised memory: `dst[m×n] = lhs[m×k] · rhs[k×n]` (never read). After
+/// [`gemm()`] into uninitialised memory: `dst[m×n] = lhs[m×k] · rhs[k×n]` (never read). After
 /// `Ok`, every element of the destination view is initialised (and only those).
 ///
 /// Used where zero-filling a fresh output first would cost a memory pass (a linear layer's
 /// output).
 ///
 /// # Errors
-/// As [`gemm`].
+/// As [`gemm()`].
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_uninit<T: Scalar>(
     m: usize,

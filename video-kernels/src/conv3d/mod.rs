@@ -6,38 +6,58 @@
 //! `index_select`, one matmul per group) and is the readable definition; tests compare the two.
 //!
 //! # Fast paths
-//! `conv3d` picks one of three kernel families (all in f32, on contiguous CPU buffers):
+//! `conv3d` picks one of four kernel families (all in f32, on contiguous CPU buffers, the bias
+//! added inside every kernel as it writes the output: no extra pass, no extra buffer):
 //! * **depthwise** (`groups == Cin`, `Cout = m·Cin`, including channel multipliers `m > 1`):
-//!   direct loops, one channel plane per task, the inner loop a vectorisable sweep over a row
-//!   of `W`. Backward: scatter-form `dx` per input plane, `dw` by dot products per output channel.
+//!   one output-channel plane per task. With unit W stride on an AVX2 / AVX-512 CPU, a
+//!   register-blocked correlation (`depthwise/`): the input plane is copied once into W-padded
+//!   rows, and `R` output rows × `NV` vectors of 16 positions stay in registers over every tap as
+//!   independent FMA chains (`depthwise/avx512.rs` in intrinsics, because LLVM splits the generic
+//!   version's accumulators; the AVX2 build is the generic code re-compiled). Otherwise direct
+//!   loops whose inner loop is a vectorisable sweep over a row of `W`. Backward: the unit-stride
+//!   input gradient is the same correlation with the flipped taps (other strides scatter per
+//!   input plane); the weight gradient is dot products per output channel, an AVX-512 kernel for
+//!   unit W stride.
 //! * **temporal** `(kT, 1, 1)` with unit spatial stride and no spatial padding, which includes
 //!   **pointwise** `(1, 1, 1)`: one gemm per temporal tap, straight from the `[B, C, T, H, W]`
 //!   buffer (all frames of a tap in one gemm when the temporal stride is 1).
-//! * **general**: an implicit gemm over a zero-padded channels-last copy of the input (no im2col
-//!   buffer): one gemm `[Cout/g, kW·Cin/g] · [kW·Cin/g, positions]` per `(kt, kh)` tap row. The
-//!   input gradient runs the same kernel on the zero-upsampled, padded `dy` with the flipped,
-//!   transposed weight; the weight gradient is `dy · X_tapᵀ` per tile.
+//! * **general, direct** (one group, unit H and W stride, AVX-512: `direct/`): the input is
+//!   copied once into a zero-padded channels-first buffer; output positions are numbered on the
+//!   padded grid, so that every tap of 16 consecutive positions reads one contiguous vector, and
+//!   a microkernel keeps 8 output channels × 3 vectors of positions in 24 registers over the
+//!   whole reduction (`Cin·kT·kH·kW`), storing each output once. The unit-stride input gradient
+//!   is the same kernel on `dy` with the flipped, transposed weight.
+//! * **general, implicit gemm** (everything else): a zero-padded channels-last copy of the input
+//!   (no im2col buffer); one gemm `[Cout/g, kW·Cin/g] · [kW·Cin/g, positions]` per `(kt, kh)`
+//!   tap row, output tiles written back in parallel. The input gradient runs the same kernel on
+//!   the zero-upsampled, padded `dy` with the flipped, transposed weight; the weight gradient is
+//!   `dy · X_tapᵀ` per tile.
 //!
 //! Parallelism is rayon's global pool (the pool candle uses too): over channel planes, output
-//! tiles, or inside the gemm.
+//! tiles, frames, or inside the gemm. CPU features are detected once ([`crate::simd`]).
 //!
 //! # Dtypes and autograd
 //! f32, f16 and bf16 are accepted (all operands of one call share a dtype); f16 / bf16 are
 //! converted to f32, computed with f32 accumulation, and the output is converted back. The kernel
-//! is a [`candle_core::CustomOp2`] on `(x, w)` whose backward returns `dx` and `dw`; the bias is
-//! added with `broadcast_add` outside it, so its gradient comes from candle. Gradients are not
-//! themselves differentiable (no double backward). Tensors on a non-CPU device go through
-//! [`conv3d_reference`].
+//! is a [`candle_core::CustomOp2`] on `(x, w)`, or a [`candle_core::CustomOp3`] on
+//! `(x, w, bias)` when there is a bias; its backward returns `dx`, `dw` and `dbias` (the bias
+//! gradient summed per channel in f64 partial sums). Gradients are not themselves
+//! differentiable (no double backward). Tensors on a non-CPU device, and every call under
+//! [`crate::force_reference`], go through [`conv3d_reference`].
 //!
 //! # Safety
-//! The kernels index slices with safe Rust (bounds-checked), with two kinds of `unsafe`:
-//! * calls into the `gemm` crate, which take raw pointers and strides. They all go through one
-//!   wrapper (`gemm.rs`) that checks, before each call, that the largest index each strided view
-//!   touches lies inside its slice (checked arithmetic) and that the destination view maps
-//!   distinct elements to distinct addresses; a failed check is an error, not a panic;
-//! * calls of the depthwise plane kernels re-compiled with `#[target_feature(enable =
-//!   "avx2,fma")]`, made only after `is_x86_feature_detected!` confirmed both features; their
-//!   bodies are the same safe, slice-indexed code as the baseline version.
+//! The kernels index slices with safe Rust (bounds-checked) except in three places:
+//! * the matrix products, through the one checked wrapper [`crate::gemm`]: before each call it
+//!   checks (checked arithmetic) that the largest index each strided view touches lies inside
+//!   its slice and that the destination view maps distinct elements to distinct addresses; a
+//!   failed check is an error, not a panic;
+//! * the AVX-512 intrinsics kernels (`depthwise/avx512.rs`, `direct/avx512.rs`): called only
+//!   when [`crate::simd::has_avx512f`] says so, after a check that the buffers cover every
+//!   address they read and write (`covers`, or asserts that stop with a panic rather than read
+//!   out of bounds);
+//! * the depthwise plane kernels re-compiled with `#[target_feature(enable = "avx2,fma")]` (and
+//!   AVX-512), called only on the matching [`crate::simd::level`]; their bodies are the same
+//!   safe, slice-indexed code as the baseline version.
 //!
 //! Shapes are validated up front ([`conv3d`] returns a typed error naming both shapes for wrong
 //! ranks, channel mismatches, groups that do not divide the channels, a dilated kernel
