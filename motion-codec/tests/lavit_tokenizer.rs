@@ -322,6 +322,48 @@ fn encode_mv(v: &RawMotionVector) -> Vec<u8> {
     b
 }
 
+/// The side-data parser, grid placement and preprocessing on arbitrary bytes, truncations and
+/// byte edits of a valid record array (seeded).
+#[test]
+fn side_data_never_panics_on_mutations_of_a_valid_sample() {
+    let sample: Vec<u8> = (0..3)
+        .flat_map(|k| {
+            encode_mv(&RawMotionVector {
+                source: -1,
+                w: 16,
+                h: 16,
+                src_x: 8 + 16 * k,
+                src_y: 8,
+                dst_x: 8 + 16 * k,
+                dst_y: 8,
+                flags: 0,
+                motion_x: 3,
+                motion_y: -2,
+                motion_scale: 2,
+            })
+        })
+        .collect();
+    video_testkit::assert_parser_never_panics("AVMotionVector side data", &sample, |b| {
+        if let Ok(v) = parse_motion_vectors(b) {
+            let _ = field_from_vectors(&v, 64, 48, 16, FrameType::P);
+            let fv = frame_vectors(&v, 64, 48, FrameType::P);
+            let _ = preprocess(&[fv], &LavitConfig::default());
+        }
+    });
+}
+
+/// `config.json` of the motion tokenizer: parse + validate never panics, on anything.
+#[test]
+fn tokenizer_config_never_panics() {
+    let sample = serde_json::to_string(&MotionTokenizerConfig::default()).unwrap();
+    video_testkit::assert_config_never_panics(&sample, |b| {
+        let cfg: MotionTokenizerConfig = vidgen_video_core::loading::parse_config(b, None)?;
+        cfg.validate()?;
+        let _ = cfg.code_dims();
+        Ok::<_, vidgen_video_core::Error>(cfg)
+    });
+}
+
 mod side_data_props {
     use super::*;
     use proptest::prelude::*;
@@ -352,7 +394,7 @@ mod side_data_props {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
+        #![proptest_config(video_testkit::proptest_config(256))]
 
         /// Arbitrary bytes: the side-data parser errs exactly when the length is not a whole
         /// number of records, and the grid placement and LaVIT preprocessing of whatever it

@@ -291,7 +291,7 @@ fn keyframes_at_cuts() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(video_testkit::proptest_config(24))]
 
     #[test]
     fn full_search_is_exact_and_bounded(dx in -8i32..=8, dy in -8i32..=8, seed in 0u32..50) {

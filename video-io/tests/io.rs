@@ -246,7 +246,7 @@ fn video_files_need_the_ffmpeg_feature() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(video_testkit::proptest_config(64))]
 
     /// Arbitrary bytes: the readers return errors, never panic.
     #[test]
@@ -358,7 +358,7 @@ fn name() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(video_testkit::proptest_config(256))]
 
     /// `natural_cmp` is a total order consistent with `==`: antisymmetric, transitive, and
     /// `Equal` only for equal strings; and numbers in the same frame compare as numbers.
@@ -420,7 +420,7 @@ fn non_finite_tensors_are_an_error_not_black_pixels() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(video_testkit::proptest_config(48))]
 
     /// The file entry points on arbitrary or damaged contents: a frame folder whose files are
     /// random bytes, valid PNGs with a byte flipped, or cut short; a `.gif` / `.png` file of
@@ -456,4 +456,20 @@ proptest! {
         std::fs::write(&p, &junk).unwrap();
         let _ = read_png(&p);
     }
+}
+
+/// The byte-level decoders on arbitrary bytes, every truncation of a valid file, and valid
+/// files with bytes overwritten or inserted (seeded: a failure reproduces).
+#[test]
+fn png_and_gif_decoders_never_panic() {
+    let v = synth_video(9);
+    let png = encode_png(&v.frames()[0]).unwrap();
+    video_testkit::assert_parser_never_panics("decode_png", &png, |b| {
+        decode_png(b, Path::new("p.png"))
+    });
+    let small = v.slice(0, 2).unwrap();
+    let gif = encode_gif(&small).unwrap();
+    video_testkit::assert_parser_never_panics("decode_gif", &gif, |b| {
+        decode_gif(b, Path::new("g.gif"))
+    });
 }

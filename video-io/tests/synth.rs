@@ -340,7 +340,7 @@ fn clips_are_palette_safe() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(40))]
+    #![proptest_config(video_testkit::proptest_config(40))]
 
     #[test]
     fn any_size_and_length_gives_consistent_clips(
