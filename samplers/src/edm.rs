@@ -62,7 +62,7 @@ impl Churn {
         noise: Option<&Tensor>,
     ) -> Result<(f32, Tensor)> {
         let gamma = self.gamma(sigma as f64, n_sigmas);
-        let sigma_hat = sigma * (gamma as f32 + 1.0);
+        let sigma_hat = sigma * (gamma + 1.0) as f32;
         if gamma > 0.0 {
             let n = f32_of(need_noise(noise, sample, "churn (s_churn > 0)")?)?;
             let eps = mul(&n, self.s_noise as f32)?;
