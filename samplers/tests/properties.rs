@@ -84,7 +84,8 @@ fn cond_for(seed: u64, shape: &[usize]) -> Conditioning {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    // Fixed seed (a CI failure reproduces); 48 cases keep the solver runs under a second.
+    #![proptest_config(video_testkit::proptest_config(48))]
 
     #[test]
     fn karras_strictly_decreasing(n in 2usize..300, lo in 1e-3f64..1.0, ratio in 1.01f64..1e5, rho in 1.0f64..10.0) {
