@@ -428,7 +428,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(48))]
+        #![proptest_config(video_testkit::proptest_config(256))]
         #[test]
         fn draws_are_in_range_and_seeded(
             logits in proptest::collection::vec(-10f32..10.0, 1..40),

@@ -3,27 +3,24 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder};
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use video_testkit::SeededVarMap;
 use vidgen_llama_video::*;
 use vidgen_video_core::{Error, TokenGrid};
 
-/// A random model whose weights depend only on `seed` (candle's CPU RNG cannot be seeded):
-/// ≥2-D weights uniform with variance 1/fan_in, 1-D weights 1 ± 0.1, as the fixtures.
-fn build(cfg: &LlamaConfig, seed: u64) -> (LlamaForCausalLM, VarMap) {
+/// A random model whose weights depend only on `seed` (video-testkit's seeded var map),
+/// redrawn as the fixtures' weights: ≥2-D uniform with variance 1/fan_in, 1-D 1 ± 0.1.
+fn build(cfg: &LlamaConfig, seed: u64) -> (LlamaForCausalLM, SeededVarMap) {
     use rand::Rng;
-    let vars = VarMap::new();
-    let vb = VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
-    let model = LlamaForCausalLM::new(cfg, vb).unwrap();
+    let vars = SeededVarMap::new(seed);
+    let model = LlamaForCausalLM::new(cfg, vars.var_builder(DType::F32, &Device::Cpu)).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let data = vars.data().lock().unwrap();
-    let mut names: Vec<&String> = data.keys().collect();
-    names.sort();
-    for n in names {
-        let v = &data[n];
-        let dims = v.as_tensor().dims().to_vec();
+    // `tensors` and `all_vars` are both sorted by name.
+    for ((n, t), v) in vars.tensors().iter().zip(vars.all_vars()) {
+        let dims = t.dims().to_vec();
         let count: usize = dims.iter().product();
         let vals: Vec<f32> = if dims.len() >= 2 {
             let a = (3.0 / dims[1] as f32).sqrt();
@@ -38,7 +35,6 @@ fn build(cfg: &LlamaConfig, seed: u64) -> (LlamaForCausalLM, VarMap) {
         v.set(&Tensor::from_vec(vals, dims, &Device::Cpu).unwrap())
             .unwrap();
     }
-    drop(data);
     (model, vars)
 }
 
@@ -91,7 +87,8 @@ fn variant(i: usize) -> LlamaConfig {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
+    // 32 cases: each builds a model and runs it twice (about 0.1 s a case in the dev profile).
+    #![proptest_config(video_testkit::proptest_config(32))]
     /// Prefill of any prefix, then decoding in chunks of any size, equals the full forward.
     #[test]
     fn cached_decoding_equals_full_forward(
@@ -137,16 +134,7 @@ fn dynamic_rope_beyond_context_is_allowed_and_consistent() {
     let mut plain = cfg.clone();
     plain.rope_scaling = None;
     plain.max_position_embeddings = 64;
-    let vb = VarBuilder::from_tensors(
-        _v.data()
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-            .collect(),
-        DType::F32,
-        &Device::Cpu,
-    );
+    let vb = VarBuilder::from_tensors(_v.tensors().into_iter().collect(), DType::F32, &Device::Cpu);
     let plain_model = LlamaForCausalLM::new(&plain, vb).unwrap();
     let short = ids.narrow(1, 0, 4).unwrap();
     let a = model.forward(&short, None, LogitsToKeep::All).unwrap();
@@ -167,13 +155,12 @@ fn tied_embeddings_do_not_read_lm_head() {
     let mut cfg = LlamaConfig::tiny(30, 16, 1, 2, 2);
     cfg.tie_word_embeddings = true;
     let (_m, vars) = build(&cfg, 0);
-    let data = vars.data().lock().unwrap();
+    let data = vars.tensors();
     assert!(data.contains_key("model.embed_tokens.weight"));
     assert!(!data.keys().any(|k| k.starts_with("lm_head")));
     cfg.tie_word_embeddings = false;
-    drop(data);
     let (_m, vars) = build(&cfg, 0);
-    assert!(vars.data().lock().unwrap().contains_key("lm_head.weight"));
+    assert!(vars.tensors().contains_key("lm_head.weight"));
 }
 
 #[test]
@@ -297,13 +284,7 @@ fn loading_is_strict_and_configs_are_checked() {
 fn half_precision_runs_close_to_f32() {
     let cfg = LlamaConfig::tiny(40, 32, 2, 4, 2);
     let (m32, vars) = build(&cfg, 3);
-    let ts = vars
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-        .collect();
+    let ts = vars.tensors().into_iter().collect();
     let m16 = LlamaForCausalLM::new(
         &cfg,
         VarBuilder::from_tensors(ts, DType::BF16, &Device::Cpu),
@@ -500,17 +481,13 @@ fn generation_is_seeded_and_reports_progress() {
 fn text_prefix_projection_and_guidance() {
     let cfg = LlamaConfig::tiny(40, 32, 2, 4, 2);
     let (model, _v) = build(&cfg, 5);
-    let pvars = VarMap::new();
+    let pvars = SeededVarMap::new(100);
     let pcfg = TextProjectionConfig {
         text_dim: 12,
         hidden_size: 32,
         kind: ProjectionKind::Mlp { hidden: 24 },
     };
-    let proj = TextProjection::new(
-        &pcfg,
-        VarBuilder::from_varmap(&pvars, DType::F32, &Device::Cpu),
-    )
-    .unwrap();
+    let proj = TextProjection::new(&pcfg, pvars.var_builder(DType::F32, &Device::Cpu)).unwrap();
     let lm = VideoLm::new(model.clone()).with_text_projection(proj);
     let text = Tensor::randn(0f32, 1.0, (1, 4, 12), &Device::Cpu).unwrap();
     let p = VideoPrompt::builder()
@@ -567,17 +544,13 @@ fn text_prefix_projection_and_guidance() {
 fn adamw_steps_reduce_the_masked_loss() {
     let cfg = LlamaConfig::tiny(24, 32, 2, 4, 2);
     let (model, vars) = build(&cfg, 9);
-    let pvars = VarMap::new();
+    let pvars = SeededVarMap::new(100);
     let pcfg = TextProjectionConfig {
         text_dim: 6,
         hidden_size: 32,
         kind: ProjectionKind::Linear,
     };
-    let proj = TextProjection::new(
-        &pcfg,
-        VarBuilder::from_varmap(&pvars, DType::F32, &Device::Cpu),
-    )
-    .unwrap();
+    let proj = TextProjection::new(&pcfg, pvars.var_builder(DType::F32, &Device::Cpu)).unwrap();
     let lm = VideoLm::new(model).with_text_projection(proj);
     let mk = |s: u32, t: usize| {
         VideoPrompt::builder()
@@ -635,4 +608,20 @@ fn adamw_steps_reduce_the_masked_loss() {
     .unwrap();
     assert!(next_token_loss(lm.model(), None, &none).is_err());
     let _ = opt.learning_rate();
+}
+
+#[test]
+fn llama_config_parser_never_panics() {
+    let sample = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fixtures/llama/base/model/config.json"),
+    )
+    .unwrap();
+    video_testkit::assert_config_never_panics(&sample, |b| {
+        let cfg: LlamaConfig = vidgen_video_core::loading::parse_config(b, None)?;
+        cfg.validate()?;
+        cfg.rope()?;
+        let _ = cfg.context_len();
+        Ok::<_, Error>(cfg)
+    });
 }

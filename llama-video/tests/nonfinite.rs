@@ -3,9 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_nn::VarBuilder;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use video_testkit::SeededVarMap;
 use vidgen_llama_video::sampling::last_rows;
 use vidgen_llama_video::*;
 use vidgen_video_core::{Error, TokenGrid};
@@ -13,20 +14,23 @@ use vidgen_video_core::{Error, TokenGrid};
 /// A tiny random model whose `embed_tokens` rows `from..` are NaN.
 fn model_with_nan_rows(from: usize) -> LlamaForCausalLM {
     let cfg = LlamaConfig::tiny(32, 16, 1, 2, 1);
-    let vars = VarMap::new();
-    let vb = VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
-    let model = LlamaForCausalLM::new(&cfg, vb).unwrap();
-    let data = vars.data().lock().unwrap();
-    let e = &data["model.embed_tokens.weight"];
-    let mut rows = e.as_tensor().to_vec2::<f32>().unwrap();
+    let vars = SeededVarMap::new(0);
+    let model = LlamaForCausalLM::new(&cfg, vars.var_builder(DType::F32, &Device::Cpu)).unwrap();
+    let mut tensors = vars.tensors();
+    let mut rows = tensors["model.embed_tokens.weight"]
+        .to_vec2::<f32>()
+        .unwrap();
     for r in rows.iter_mut().skip(from) {
         r.iter_mut().for_each(|x| *x = f32::NAN);
     }
     let flat: Vec<f32> = rows.into_iter().flatten().collect();
-    e.set(&Tensor::from_vec(flat, (32, 16), &Device::Cpu).unwrap())
-        .unwrap();
-    drop(data);
-    model
+    tensors.insert(
+        "model.embed_tokens.weight".into(),
+        Tensor::from_vec(flat, (32, 16), &Device::Cpu).unwrap(),
+    );
+    drop(model);
+    let vb = VarBuilder::from_tensors(tensors.into_iter().collect(), DType::F32, &Device::Cpu);
+    LlamaForCausalLM::new(&cfg, vb).unwrap()
 }
 
 fn nonfinite_location(e: &Error) -> &str {
