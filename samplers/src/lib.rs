@@ -60,7 +60,11 @@
 //!
 //! Numerics: float32 tensors; schedule tables follow diffusers' float32 / float64 steps exactly
 //! (the `schedulers` fixtures match to a few float32 ulps). Randomness is always passed in (an
-//! `Rng`, or noise tensors), never global.
+//! `Rng`, noise tensors, or [`RecordedNoise`]), never global.
+//!
+//! Errors are typed (`vidgen_video_core::Error`), never panics: a bad scheduler config field is
+//! `BadConfig` naming it, a step index out of range or missing noise `InvalidArgument`, and the
+//! loops check every step's sample for NaN / Inf (`NonFinite`, naming the step).
 //!
 //! This crate has no cargo features.
 #![deny(missing_docs)]
