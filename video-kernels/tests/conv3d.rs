@@ -1,16 +1,13 @@
 //! conv3d: PyTorch parity on every `conv3d` fixture (forward and backward), fast kernels against
-//! the plain-ops reference over random shapes (proptest), bad-input errors, and the layer type.
+//! the plain-ops reference over random shapes (proptest), and bad-input errors.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::HashMap;
-
-use candle_core::{DType, Device, Module, Tensor, Var};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::{DType, Device, Tensor, Var};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use video_testkit::{assert_close, fixtures, take};
-use vidgen_video_kernels::{conv3d, conv3d_reference, Conv3d, Conv3dConfig, Conv3dOpts};
+use vidgen_video_kernels::{conv3d, conv3d_reference, Conv3dOpts};
 
 fn max_abs(t: &Tensor) -> f64 {
     t.to_dtype(DType::F64)
@@ -605,84 +602,4 @@ fn output_size_formula() {
         .output_size([6, 7, 8], [1, 1, 1]),
         None
     );
-}
-
-#[test]
-fn layer_loads_pytorch_weights_and_inits_randomly() {
-    let dev = Device::Cpu;
-    // Loading: weight + bias from a tensor map, PyTorch key names.
-    let w = Tensor::randn(0f32, 0.2, (6, 2, 3, 1, 1), &dev).unwrap();
-    let b = Tensor::randn(0f32, 0.2, 6, &dev).unwrap();
-    let mut map = HashMap::new();
-    map.insert("conv.weight".to_string(), w.clone());
-    map.insert("conv.bias".to_string(), b.clone());
-    let vb = VarBuilder::from_tensors(map, DType::F32, &dev);
-    let cfg = Conv3dConfig {
-        padding: [1, 0, 0],
-        groups: 2,
-        ..Default::default()
-    };
-    let layer = Conv3d::new(4, 6, [3, 1, 1], &cfg, vb.pp("conv")).unwrap();
-    let x = Tensor::randn(0f32, 1.0, (1, 4, 5, 3, 2), &dev).unwrap();
-    let y = Module::forward(&layer, &x).unwrap();
-    let want = conv3d_reference(&x, &w, Some(&b), &cfg.opts()).unwrap();
-    assert_close("layer", &y, &want, 1e-5, 1e-5);
-
-    // A checkpoint without bias: an error when the config asks for one, fine without.
-    let mut map = HashMap::new();
-    map.insert("weight".to_string(), w.clone());
-    let vb = VarBuilder::from_tensors(map, DType::F32, &dev);
-    assert!(Conv3d::new(4, 6, [3, 1, 1], &cfg, vb.clone()).is_err());
-    let nob = Conv3dConfig { bias: false, ..cfg };
-    let layer = Conv3d::new(4, 6, [3, 1, 1], &nob, vb.clone()).unwrap();
-    assert!(layer.bias().is_none());
-    // Wrong kernel for the stored weight: a shape error.
-    assert!(Conv3d::new(4, 6, [3, 3, 3], &nob, vb).is_err());
-
-    // Random init through a VarMap: trainable, with the requested bias.
-    let vm = VarMap::new();
-    let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
-    let layer = Conv3d::new(
-        4,
-        8,
-        [3, 3, 3],
-        &Conv3dConfig {
-            padding: [1, 1, 1],
-            ..Default::default()
-        },
-        vb.pp("c"),
-    )
-    .unwrap();
-    assert_eq!(layer.weight().dims(), &[8, 4, 3, 3, 3]);
-    assert_eq!(vm.all_vars().len(), 2);
-    let y = layer.forward(&x).unwrap();
-    assert_eq!(y.dims(), &[1, 8, 5, 3, 2]);
-    let grads = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
-    for v in vm.all_vars() {
-        assert!(grads.get(v.as_tensor()).is_some());
-    }
-    let vm = VarMap::new();
-    let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
-    let nob = Conv3dConfig {
-        bias: false,
-        ..Default::default()
-    };
-    let layer = Conv3d::new(4, 8, [1, 1, 1], &nob, vb).unwrap();
-    assert!(layer.bias().is_none());
-    assert_eq!(vm.all_vars().len(), 1);
-    // Bad configs are errors, not panics.
-    let vm = VarMap::new();
-    let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
-    assert!(Conv3d::new(
-        4,
-        6,
-        [3, 3, 3],
-        &Conv3dConfig {
-            groups: 3,
-            ..Default::default()
-        },
-        vb.clone()
-    )
-    .is_err());
-    assert!(Conv3d::new(4, 6, [0, 3, 3], &Conv3dConfig::default(), vb).is_err());
 }

@@ -71,7 +71,7 @@ mod direct;
 mod geom;
 mod op;
 
-use candle_core::{DType, Module, Tensor};
+use candle_core::{DType, Tensor};
 use vidgen_video_core::{Error, Result};
 
 use geom::Geom;
@@ -397,8 +397,9 @@ pub fn conv3d_reference(
     Ok(add_bias(y, bias, g.cout)?.to_dtype(dtype)?)
 }
 
-/// Configuration of a [`Conv3d`] layer (the arguments of PyTorch's `nn.Conv3d` other than the
-/// channel counts and kernel size), each array in `[T, H, W]` order.
+/// Configuration of a 3D convolution layer (the arguments of PyTorch's `nn.Conv3d` other than
+/// the channel counts and kernel size; the layer itself is `vidgen_video_nn::Conv3d`), each
+/// array in `[T, H, W]` order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Conv3dConfig {
     /// Zeros added on both sides of each dim.
@@ -435,148 +436,5 @@ impl Conv3dConfig {
             dilation: self.dilation,
             groups: self.groups,
         }
-    }
-}
-
-/// A 3D convolution layer holding PyTorch `nn.Conv3d` weights: `weight`
-/// `[Cout, Cin/groups, kT, kH, kW]` and an optional `bias` `[Cout]`.
-#[derive(Debug, Clone)]
-pub struct Conv3d {
-    weight: Tensor,
-    bias: Option<Tensor>,
-    opts: Conv3dOpts,
-}
-
-impl Conv3d {
-    /// Loads (or, with a `VarMap`-backed builder, randomly initialises) the layer from `vb`:
-    /// `weight` with candle's default Kaiming-normal init, `bias` uniform in `±1/√fan_in` as in
-    /// PyTorch. The bias is read when `cfg.bias` is set or the checkpoint has one.
-    ///
-    /// # Errors
-    /// A config error for zero channels / kernel / stride / dilation or groups not dividing both
-    /// channel counts; a missing or mis-shaped `weight` / `bias` from the builder.
-    pub fn new(
-        in_channels: usize,
-        out_channels: usize,
-        kernel: [usize; 3],
-        cfg: &Conv3dConfig,
-        vb: candle_nn::VarBuilder,
-    ) -> Result<Self> {
-        if in_channels == 0 || out_channels == 0 {
-            return Err(Error::config(
-                "in_channels/out_channels",
-                format!("must be ≥ 1, found {in_channels} / {out_channels}"),
-            ));
-        }
-        if kernel.contains(&0) {
-            return Err(Error::config(
-                "kernel",
-                format!("must be ≥ 1 per dim, found {kernel:?}"),
-            ));
-        }
-        if cfg.stride.contains(&0) || cfg.dilation.contains(&0) {
-            return Err(Error::config(
-                "stride/dilation",
-                format!(
-                    "must be ≥ 1 per dim, found {:?} / {:?}",
-                    cfg.stride, cfg.dilation
-                ),
-            ));
-        }
-        let groups = cfg.groups;
-        if groups == 0
-            || !in_channels.is_multiple_of(groups)
-            || !out_channels.is_multiple_of(groups)
-        {
-            return Err(Error::config(
-                "groups",
-                format!(
-                    "groups = {groups} must be ≥ 1 and divide in_channels = {in_channels} and \
-                     out_channels = {out_channels}"
-                ),
-            ));
-        }
-        let cin_g = in_channels / groups;
-        let weight = vb.get_with_hints(
-            (out_channels, cin_g, kernel[0], kernel[1], kernel[2]),
-            "weight",
-            candle_nn::init::DEFAULT_KAIMING_NORMAL,
-        )?;
-        let bias = if cfg.bias || vb.contains_tensor("bias") {
-            let fan_in = (cin_g * kernel.iter().product::<usize>()) as f64;
-            let bound = 1.0 / fan_in.sqrt();
-            Some(vb.get_with_hints(
-                out_channels,
-                "bias",
-                candle_nn::Init::Uniform {
-                    lo: -bound,
-                    up: bound,
-                },
-            )?)
-        } else {
-            None
-        };
-        Ok(Conv3d {
-            weight,
-            bias,
-            opts: cfg.opts(),
-        })
-    }
-
-    /// A layer from existing tensors (`weight [Cout, Cin/groups, kT, kH, kW]`, `bias [Cout]`).
-    ///
-    /// # Errors
-    /// When the weight is not rank 5, groups does not divide `Cout`, or the bias is not `[Cout]`.
-    pub fn from_parts(weight: Tensor, bias: Option<Tensor>, opts: Conv3dOpts) -> Result<Self> {
-        let wd = weight.dims();
-        if wd.len() != 5 || opts.groups == 0 || !wd[0].is_multiple_of(opts.groups) {
-            return Err(Error::invalid(
-                "weight",
-                format!(
-                    "expected [Cout, Cin/groups, kT, kH, kW] with groups = {} dividing Cout, \
-                     found {wd:?}",
-                    opts.groups
-                ),
-            ));
-        }
-        if let Some(b) = &bias {
-            if b.dims() != [wd[0]] {
-                return Err(Error::shape("bias", &[wd[0]], b.dims()));
-            }
-        }
-        Ok(Conv3d { weight, bias, opts })
-    }
-
-    /// The weight `[Cout, Cin/groups, kT, kH, kW]`.
-    pub fn weight(&self) -> &Tensor {
-        &self.weight
-    }
-
-    /// The bias `[Cout]`, if any.
-    pub fn bias(&self) -> Option<&Tensor> {
-        self.bias.as_ref()
-    }
-
-    /// The convolution options.
-    pub fn opts(&self) -> &Conv3dOpts {
-        &self.opts
-    }
-
-    /// Applies the convolution ([`conv3d`]).
-    ///
-    /// # Shapes
-    /// * `x`: `[B, Cin, T, H, W]`
-    /// * returns `[B, Cout, T', H', W']`, each output dim `floor((n + 2p − d(k−1) − 1) / s) + 1`
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        conv3d(x, &self.weight, self.bias.as_ref(), &self.opts)
-    }
-}
-
-impl Module for Conv3d {
-    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        Conv3d::forward(self, xs).map_err(|e| match e {
-            Error::Candle(c) => c,
-            other => candle_core::Error::wrap(other),
-        })
     }
 }
