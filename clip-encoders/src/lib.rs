@@ -1,0 +1,20 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod encoder;
+pub mod interpolate;
+mod loading;
+pub mod text;
+pub mod vision;
+
+pub use config::{CLIPConfig, CLIPTextConfig, CLIPVisionConfig};
+pub use interpolate::interpolate_bicubic;
+pub use text::{CLIPTextModel, CLIPTextModelWithProjection, CLIPTextOutput, CLIPTextTransformer};
+pub use vision::{
+    CLIPVisionModel, CLIPVisionModelWithProjection, CLIPVisionOutput, CLIPVisionTransformer,
+};
+pub mod tokenizer;
+pub use tokenizer::{CLIPTokenizer, SpecialTokens, TextTokens};
+pub mod svd_resize;
+pub use svd_resize::resize_with_antialiasing;
