@@ -19,11 +19,19 @@
 //! - [`compensate_blocks`], [`warp_bilinear`], [`reconstruct_from_keyframe`], [`psnr`]:
 //!   motion-compensated prediction, the baseline detokenizer.
 //! - [`detect_keyframes`]: shot cuts by histogram or SAD difference (or codec I-frames).
-//! - [`preprocess`]: Video-LaVIT's motion preprocessing into `[2, T, 20, 36]`, 24-frame clips.
+//! - [`preprocess`]: Video-LaVIT's motion preprocessing into `[2, T, 20, 36]`, 24-frame clips
+//!   ([`bicubic_resize`] and [`LavitMotion::tokenizer_clips`] return typed errors for empty
+//!   sizes, short buffers or a frame-type list of the wrong length).
 //! - [`MotionTokenizer`]: the spatio-temporal transformer + 1024 × 32 VQ tokenizer,
-//!   implementing [`vidgen_video_core::Codec`].
+//!   implementing [`vidgen_video_core::Codec`], built from video-nn layers like every vidgen
+//!   model: [`MotionTokenizer::new`]`(&cfg, vb)` for any `VarBuilder`,
+//!   [`MotionTokenizer::from_pretrained`] (strict, through `ModelDir`, with a `LoadReport`),
+//!   [`MotionTokenizer::random`] (seeded ChaCha8, this crate's own RNG) and
+//!   [`MotionTokenizer::save`], which writes the keys `new` reads (listed in its docs).
 //! - [`read_codec_motion`], [`encode_mpeg4`]: FFmpeg side-data vectors with I / P / B frame
-//!   types, and MPEG-4 Part 2 re-encoding at 6 fps (`ffmpeg` feature).
+//!   types, and MPEG-4 Part 2 re-encoding at 6 fps (`ffmpeg` feature). Asking for
+//!   `Some(0)` frames is [`vidgen_video_core::Error::InvalidArgument`], as in video-io's
+//!   `read_video`.
 //!
 //! ```
 //! use vidgen_motion_codec::{estimate_global_motion, Direction, GlobalMotionConfig, LumaFrame, MotionKind};
@@ -51,7 +59,8 @@
 //! - `ffmpeg` (off by default): codec motion vectors and MPEG-4 re-encoding through the system
 //!   FFmpeg libraries (≥ 5.1) via `video-io/ffmpeg`; needs FFmpeg's development files,
 //!   `pkg-config` and libclang. Without it [`read_codec_motion`] and [`encode_mpeg4`] return
-//!   `Error::FeatureDisabled`; the side-data parser [`parse_motion_vectors`] always works.
+//!   `Error::FeatureDisabled`; the side-data parser [`parse_motion_vectors`] is pure Rust and
+//!   always works (tested on arbitrary bytes; the cargo-fuzz targets in `fuzz/` run longer).
 #![deny(missing_docs)]
 
 mod block;

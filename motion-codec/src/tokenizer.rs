@@ -14,24 +14,54 @@
 //!   → norm → out (linear D→2) → crop                             [B, 2, 24, 20, 36]
 //! ```
 //!
-//! Weights are named as the fields here (`encoder.stages.0.blocks.0.attn_t.qkv.weight`, ...);
-//! [`MotionTokenizer::random`] initialises them from a seed, [`MotionTokenizer::save`] /
-//! [`MotionTokenizer::load`] write and read a folder with `config.json` and
-//! `model.safetensors`.
+//! The layers are video-nn's ([`Linear`], [`LayerNorm`] with ε = 1e-6, [`Conv3d`], exact
+//! GELU); attention is `video_kernels::attention` over a fused `qkv` projection.
+//!
+//! # Building and loading
+//! One constructor, [`MotionTokenizer::new`]`(&cfg, vb)`, serves every source of weights:
+//! [`MotionTokenizer::from_pretrained`] (a folder through `vidgen_video_core::ModelDir`, with a
+//! `LoadReport`), [`MotionTokenizer::random`] (a seeded ChaCha8 backend, ViT-style init), or
+//! any `VarBuilder` (a `VarMap` for training). [`MotionTokenizer::save`] writes exactly the
+//! tensors `new` asked for, under the same keys, so a saved (trained) tokenizer loads back.
+//!
+//! # Checkpoint keys
+//! `D` = `hidden`, `r` = `mlp_ratio`, `(T, H, W)` = `(frames, height, width)`, `(t, h, w)` =
+//! [`MotionTokenizerConfig::code_dims`]; `i` runs over the stages (the decoder's stage `i`
+//! mirrors the encoder's), `j` over `depth`; every `*.weight` / `*.bias` pair is PyTorch's
+//! layout (`Linear` `[out, in]`, `Conv3d` `[out, in, 3, 3, 3]`).
+//!
+//! | key | shape |
+//! |---|---|
+//! | `encoder.embed.{weight,bias}` | `[D, in_channels]`, `[D]` |
+//! | `encoder.pos_spatial`, `encoder.pos_temporal` | `[H·W, D]`, `[T, D]` |
+//! | `{encoder,decoder}.stages.{i}.blocks.{j}.{norm_t,norm_s,norm_mlp}.{weight,bias}` | `[D]` |
+//! | `{encoder,decoder}.stages.{i}.blocks.{j}.{attn_t,attn_s}.qkv.{weight,bias}` | `[3D, D]`, `[3D]` (rows q, k, v; heads contiguous in each) |
+//! | `{encoder,decoder}.stages.{i}.blocks.{j}.{attn_t,attn_s}.proj.{weight,bias}` | `[D, D]`, `[D]` |
+//! | `{encoder,decoder}.stages.{i}.blocks.{j}.mlp.fc1.{weight,bias}` | `[r·D, D]`, `[r·D]` |
+//! | `{encoder,decoder}.stages.{i}.blocks.{j}.mlp.fc2.{weight,bias}` | `[D, r·D]`, `[D]` |
+//! | `encoder.stages.{i}.down.{weight,bias}` (stride `strides[i]`) | `[D, D, 3, 3, 3]`, `[D]` |
+//! | `decoder.stages.{i}.up.{weight,bias}` (stride 1, after nearest ×`strides[i]`) | `[D, D, 3, 3, 3]`, `[D]` |
+//! | `encoder.norm.{weight,bias}`, `decoder.norm.{weight,bias}` | `[D]` |
+//! | `encoder.to_code.{weight,bias}` | `[code_dim, D]`, `[code_dim]` |
+//! | `quantize.embedding.weight` | `[num_codes, code_dim]` |
+//! | `decoder.from_code.{weight,bias}` | `[D, code_dim]`, `[D]` |
+//! | `decoder.pos_spatial`, `decoder.pos_temporal` | `[h·w, D]`, `[t, D]` |
+//! | `decoder.out.{weight,bias}` | `[in_channels, D]`, `[in_channels]` |
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{Init, VarBuilder};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
-use vidgen_video_core::{Codec, CodecStrides, Error, Result, TokenGrid};
-use vidgen_video_kernels::{attention, AttentionOpts, Conv3d, Conv3dOpts};
+use vidgen_video_core::{Codec, CodecStrides, Error, LoadReport, ModelDir, Result, TokenGrid};
+use vidgen_video_kernels::{attention, AttentionOpts};
+use vidgen_video_nn::{Activation, Conv3d, Conv3dConfig, LayerNorm, Linear};
 use vidgen_vq_tokenizer::{QuantizerConfig, VectorQuantizer};
 
 /// Sizes of a [`MotionTokenizer`]; the defaults give Video-LaVIT's token layout.
@@ -147,109 +177,129 @@ impl MotionTokenizerConfig {
     }
 }
 
-/// How a parameter is initialised in random mode.
-#[derive(Clone, Copy)]
-enum Init {
-    Normal(f64),
-    Const(f32),
-    Uniform(f64),
-}
+/// The key of the codebook.
+const CODEBOOK_KEY: &str = "quantize.embedding.weight";
 
-/// Parameter source: a `VarBuilder` (checkpoint) or a seeded RNG; records every tensor so the
-/// model can be saved.
-#[derive(Clone)]
-struct Params<'a> {
-    vb: Option<VarBuilder<'a>>,
-    rng: Option<Rc<RefCell<ChaCha8Rng>>>,
-    prefix: String,
-    device: Device,
-    rec: Rc<RefCell<Vec<(String, Tensor)>>>,
-}
+/// Layer-norm ε of every norm in the tokenizer.
+const LN_EPS: f64 = 1e-6;
 
-impl Params<'_> {
-    fn pp(&self, s: impl std::fmt::Display) -> Self {
-        let mut p = self.clone();
-        p.prefix = if self.prefix.is_empty() {
-            s.to_string()
-        } else {
-            format!("{}.{s}", self.prefix)
-        };
-        p
+type Recorded = Arc<Mutex<Vec<(String, Tensor)>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means another thread panicked while holding it; the data is intact.
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
     }
+}
 
-    fn get(&self, shape: &[usize], name: &str, init: Init) -> Result<Tensor> {
-        let full = if self.prefix.is_empty() {
-            name.to_string()
-        } else {
-            format!("{}.{name}", self.prefix)
-        };
-        let t = if let Some(vb) = &self.vb {
-            let t = vb.get(shape, &full)?.to_dtype(DType::F32)?;
-            if t.dims() != shape {
-                return Err(Error::shape(full, shape, t.dims()));
-            }
-            t
-        } else if let Some(rng) = &self.rng {
-            let n: usize = shape.iter().product();
-            let mut r = rng.borrow_mut();
-            let data: Vec<f32> = match init {
-                Init::Const(c) => vec![c; n],
-                Init::Normal(std) => {
-                    let d =
-                        Normal::new(0.0, std).map_err(|e| Error::invalid("init", e.to_string()))?;
-                    (0..n).map(|_| d.sample(&mut *r) as f32).collect()
-                }
-                Init::Uniform(b) => (0..n).map(|_| r.random_range(-b..b) as f32).collect(),
-            };
-            Tensor::from_vec(data, shape, &self.device)?
-        } else {
-            return Err(Error::invalid("params", "no source"));
-        };
-        self.rec.borrow_mut().push((full, t.clone()));
+/// A builder backend that forwards to another `VarBuilder` and records every tensor handed out
+/// under its name relative to that builder, so that [`MotionTokenizer::save`] writes the keys
+/// `new` asked for. Recorded tensors share storage with the source (a `VarMap`'s variables
+/// keep training in place).
+struct Recording<'a> {
+    inner: VarBuilder<'a>,
+    rec: Recorded,
+}
+
+impl SimpleBackend for Recording<'_> {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        h: Init,
+        dtype: DType,
+        _dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let t = self.inner.get_with_hints_dtype(s, name, h, dtype)?;
+        lock(&self.rec).push((name.to_string(), t.clone()));
         Ok(t)
     }
-}
 
-struct Linear {
-    weight: Tensor,
-    bias: Tensor,
-}
-
-impl Linear {
-    fn new(i: usize, o: usize, p: &Params) -> Result<Self> {
-        Ok(Self {
-            weight: p.get(&[o, i], "weight", Init::Normal(0.02))?,
-            bias: p.get(&[o], "bias", Init::Const(0.0))?,
-        })
+    fn get_unchecked(
+        &self,
+        name: &str,
+        dtype: DType,
+        _dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        self.inner.get_unchecked_dtype(name, dtype)
     }
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.broadcast_matmul(&self.weight.t()?)?
-            .broadcast_add(&self.bias)?)
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.inner.contains_tensor(name)
     }
 }
 
-struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
+/// Random weights for [`MotionTokenizer::random`]: one ChaCha8 stream, drawn in the order the
+/// model asks for its tensors (so a seed always gives the same weights), ViT-style whatever
+/// the layers' hints: linear weights and positions `N(0, 0.02)`, conv weights
+/// `N(0, 1/fan_in)`, norm weights 1, biases 0, the codebook `U(±1/K)`.
+struct VitInit {
+    rng: Mutex<ChaCha8Rng>,
 }
 
-impl LayerNorm {
-    fn new(d: usize, p: &Params) -> Result<Self> {
-        Ok(Self {
-            weight: p.get(&[d], "weight", Init::Const(1.0))?,
-            bias: p.get(&[d], "bias", Init::Const(0.0))?,
-        })
+impl SimpleBackend for VitInit {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _h: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let dims = s.dims();
+        let n = s.elem_count();
+        let leaf = name.rsplit('.').next().unwrap_or(name);
+        enum Draw {
+            Const(f32),
+            Normal(f64),
+            Uniform(f64),
+        }
+        let draw = if name == CODEBOOK_KEY {
+            Draw::Uniform(1.0 / dims.first().copied().unwrap_or(1).max(1) as f64)
+        } else {
+            match (leaf, dims.len()) {
+                ("bias", _) => Draw::Const(0.0),
+                ("weight", 1) => Draw::Const(1.0),
+                ("weight", 5) => {
+                    let fan_in: usize = dims[1..].iter().product();
+                    Draw::Normal(1.0 / (fan_in.max(1) as f64).sqrt())
+                }
+                _ => Draw::Normal(0.02),
+            }
+        };
+        let mut rng = lock(&self.rng);
+        let data: Vec<f32> = match draw {
+            Draw::Const(c) => vec![c; n],
+            Draw::Normal(std) => {
+                let d = Normal::new(0.0, std).map_err(candle_core::Error::wrap)?;
+                (0..n).map(|_| d.sample(&mut *rng) as f32).collect()
+            }
+            Draw::Uniform(b) => (0..n).map(|_| rng.random_range(-b..b) as f32).collect(),
+        };
+        Tensor::from_vec(data, s, dev)?.to_dtype(dtype)
     }
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::layer_norm(
-            x,
-            &self.weight,
-            &self.bias,
-            1e-6,
-        )?)
+
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+        Err(candle_core::Error::Msg(format!(
+            "random init needs a shape for `{name}`"
+        )))
+    }
+
+    fn contains_tensor(&self, _name: &str) -> bool {
+        true
     }
 }
 
+fn linear(i: usize, o: usize, vb: VarBuilder) -> Result<Linear> {
+    Linear::new(i, o, true, vb)
+}
+
+fn layer_norm(d: usize, vb: VarBuilder) -> Result<LayerNorm> {
+    LayerNorm::new(d, LN_EPS, true, vb)
+}
+
+/// Multi-head self-attention with timm's fused `qkv` projection (`[3D, D]`) and `proj`.
 struct Attention {
     qkv: Linear,
     proj: Linear,
@@ -257,13 +307,14 @@ struct Attention {
 }
 
 impl Attention {
-    fn new(d: usize, heads: usize, p: &Params) -> Result<Self> {
+    fn new(d: usize, heads: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            qkv: Linear::new(d, 3 * d, &p.pp("qkv"))?,
-            proj: Linear::new(d, d, &p.pp("proj"))?,
+            qkv: linear(d, 3 * d, vb.pp("qkv"))?,
+            proj: linear(d, d, vb.pp("proj"))?,
             heads,
         })
     }
+
     /// `[N, L, D]` → `[N, L, D]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (n, l, d) = x.dims3()?;
@@ -295,16 +346,16 @@ struct Block {
 }
 
 impl Block {
-    fn new(cfg: &MotionTokenizerConfig, p: &Params) -> Result<Self> {
+    fn new(cfg: &MotionTokenizerConfig, vb: VarBuilder) -> Result<Self> {
         let d = cfg.hidden;
         Ok(Self {
-            norm_t: LayerNorm::new(d, &p.pp("norm_t"))?,
-            attn_t: Attention::new(d, cfg.heads, &p.pp("attn_t"))?,
-            norm_s: LayerNorm::new(d, &p.pp("norm_s"))?,
-            attn_s: Attention::new(d, cfg.heads, &p.pp("attn_s"))?,
-            norm_mlp: LayerNorm::new(d, &p.pp("norm_mlp"))?,
-            fc1: Linear::new(d, d * cfg.mlp_ratio, &p.pp("mlp.fc1"))?,
-            fc2: Linear::new(d * cfg.mlp_ratio, d, &p.pp("mlp.fc2"))?,
+            norm_t: layer_norm(d, vb.pp("norm_t"))?,
+            attn_t: Attention::new(d, cfg.heads, vb.pp("attn_t"))?,
+            norm_s: layer_norm(d, vb.pp("norm_s"))?,
+            attn_s: Attention::new(d, cfg.heads, vb.pp("attn_s"))?,
+            norm_mlp: layer_norm(d, vb.pp("norm_mlp"))?,
+            fc1: linear(d, d * cfg.mlp_ratio, vb.pp("mlp.fc1"))?,
+            fc2: linear(d * cfg.mlp_ratio, d, vb.pp("mlp.fc2"))?,
         })
     }
 
@@ -327,30 +378,20 @@ impl Block {
         let xs = self.norm_s.forward(&x)?.reshape((b * t, h * w, d))?;
         let ys = self.attn_s.forward(&xs)?.reshape((b, t, h, w, d))?;
         let x = (x + ys)?;
-        let m = self
-            .fc2
-            .forward(&self.fc1.forward(&self.norm_mlp.forward(&x)?)?.gelu_erf()?)?;
+        let hidden = Activation::Gelu.forward(&self.fc1.forward(&self.norm_mlp.forward(&x)?)?)?;
+        let m = self.fc2.forward(&hidden)?;
         Ok((x + m)?)
     }
 }
 
-fn conv(d: usize, stride: [usize; 3], p: &Params) -> Result<Conv3d> {
-    let fan_in = (d * 27) as f64;
-    let weight = p.get(
-        &[d, d, 3, 3, 3],
-        "weight",
-        Init::Normal(1.0 / fan_in.sqrt()),
-    )?;
-    let bias = p.get(&[d], "bias", Init::Const(0.0))?;
-    Conv3d::from_parts(
-        weight,
-        Some(bias),
-        Conv3dOpts {
-            stride,
-            padding: [1, 1, 1],
-            ..Conv3dOpts::default()
-        },
-    )
+/// The kernel-3, padding-1 conv3d of a stage.
+fn conv(d: usize, stride: [usize; 3], vb: VarBuilder) -> Result<Conv3d> {
+    let cfg = Conv3dConfig {
+        stride,
+        padding: [1, 1, 1],
+        ..Conv3dConfig::default()
+    };
+    Conv3d::new(d, d, [3, 3, 3], &cfg, vb)
 }
 
 /// Applies a conv3d to `[B, T, H, W, D]` (channels-last) and returns channels-last.
@@ -377,18 +418,24 @@ fn upsample(x: &Tensor, s: [usize; 3]) -> Result<Tensor> {
     Ok(x)
 }
 
+/// Learned spatial (`[H·W, D]`) and temporal (`[T, D]`) position tables.
 struct Positions {
     pos_spatial: Tensor,
     pos_temporal: Tensor,
 }
 
 impl Positions {
-    fn new(d: usize, dims: [usize; 3], p: &Params) -> Result<Self> {
+    fn new(d: usize, dims: [usize; 3], vb: &VarBuilder) -> Result<Self> {
+        let init = Init::Randn {
+            mean: 0.0,
+            stdev: 0.02,
+        };
         Ok(Self {
-            pos_spatial: p.get(&[dims[1] * dims[2], d], "pos_spatial", Init::Normal(0.02))?,
-            pos_temporal: p.get(&[dims[0], d], "pos_temporal", Init::Normal(0.02))?,
+            pos_spatial: vb.get_with_hints((dims[1] * dims[2], d), "pos_spatial", init)?,
+            pos_temporal: vb.get_with_hints((dims[0], d), "pos_temporal", init)?,
         })
     }
+
     /// Adds both to `[B, T, H, W, D]`.
     fn add(&self, x: &Tensor) -> Result<Tensor> {
         let (_, t, h, w, d) = x.dims5()?;
@@ -403,10 +450,11 @@ struct Stage {
     conv: Conv3d,
 }
 
-/// Video-LaVIT's motion tokenizer (random-init or loaded); see the module docs for the
-/// architecture.
+/// Video-LaVIT's motion tokenizer; see the module docs for the architecture and the
+/// checkpoint keys.
 pub struct MotionTokenizer {
     cfg: MotionTokenizerConfig,
+    dtype: DType,
     enc_embed: Linear,
     enc_pos: Positions,
     enc_stages: Vec<Stage>,
@@ -425,91 +473,84 @@ impl std::fmt::Debug for MotionTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "MotionTokenizer({:?}, {} tensors)",
+            "MotionTokenizer({:?}, {:?}, {} tensors)",
             self.cfg,
+            self.dtype,
             self.tensors.len()
         )
     }
 }
 
 impl MotionTokenizer {
-    /// Loads the weights from `vb` (names as in the module docs).
+    /// Builds the tokenizer from `vb` (keys as in the module docs, relative to `vb`'s prefix).
+    /// The model computes in `vb`'s dtype (f32 accumulation in the layers for f16 / bf16);
+    /// the codebook search is in f32.
     ///
     /// # Errors
-    /// A bad config field; a missing or mis-shaped tensor.
+    /// A bad config field ([`Error::BadConfig`]); a missing or mis-shaped tensor.
     pub fn new(cfg: &MotionTokenizerConfig, vb: VarBuilder) -> Result<Self> {
-        let device = vb.device().clone();
-        Self::build(cfg, Some(vb), None, device)
-    }
-
-    /// A randomly initialised tokenizer, reproducible from `seed` (ViT-style: linear weights
-    /// and positions `N(0, 0.02)`, conv weights `N(0, 1/fan_in)`, codebook `U(±1/K)`).
-    ///
-    /// # Errors
-    /// A bad config field.
-    pub fn random(cfg: &MotionTokenizerConfig, seed: u64, device: &Device) -> Result<Self> {
-        let rng = Rc::new(RefCell::new(ChaCha8Rng::seed_from_u64(seed)));
-        Self::build(cfg, None, Some(rng), device.clone())
-    }
-
-    fn build(
-        cfg: &MotionTokenizerConfig,
-        vb: Option<VarBuilder>,
-        rng: Option<Rc<RefCell<ChaCha8Rng>>>,
-        device: Device,
-    ) -> Result<Self> {
         cfg.validate()?;
-        let p = Params {
-            vb,
-            rng,
-            prefix: String::new(),
+        let rec: Recorded = Arc::new(Mutex::new(Vec::new()));
+        let dtype = vb.dtype();
+        let device = vb.device().clone();
+        let vb = VarBuilder::from_backend(
+            Box::new(Recording {
+                inner: vb,
+                rec: rec.clone(),
+            }),
+            dtype,
             device,
-            rec: Rc::new(RefCell::new(Vec::new())),
-        };
+        );
+        // The order of the requests below is the order of `random`'s draws: keep it.
         let d = cfg.hidden;
         let dims = cfg.stage_dims();
-        let enc = p.pp("encoder");
-        let enc_embed = Linear::new(cfg.in_channels, d, &enc.pp("embed"))?;
+        let enc = vb.pp("encoder");
+        let enc_embed = linear(cfg.in_channels, d, enc.pp("embed"))?;
         let enc_pos = Positions::new(d, dims[0], &enc)?;
         let mut enc_stages = Vec::new();
         for (i, s) in cfg.strides.iter().enumerate() {
             let sp = enc.pp(format!("stages.{i}"));
             let blocks = (0..cfg.depth)
-                .map(|j| Block::new(cfg, &sp.pp(format!("blocks.{j}"))))
+                .map(|j| Block::new(cfg, sp.pp(format!("blocks.{j}"))))
                 .collect::<Result<_>>()?;
             enc_stages.push(Stage {
                 blocks,
-                conv: conv(d, *s, &sp.pp("down"))?,
+                conv: conv(d, *s, sp.pp("down"))?,
             });
         }
-        let enc_norm = LayerNorm::new(d, &enc.pp("norm"))?;
-        let to_code = Linear::new(d, cfg.code_dim, &enc.pp("to_code"))?;
-        let codebook = p.get(
-            &[cfg.num_codes, cfg.code_dim],
-            "quantize.embedding.weight",
-            Init::Uniform(1.0 / cfg.num_codes as f64),
+        let enc_norm = layer_norm(d, enc.pp("norm"))?;
+        let to_code = linear(d, cfg.code_dim, enc.pp("to_code"))?;
+        let bound = 1.0 / cfg.num_codes as f64;
+        let codebook = vb.get_with_hints(
+            (cfg.num_codes, cfg.code_dim),
+            CODEBOOK_KEY,
+            Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
         )?;
         let quantizer = VectorQuantizer::from_codebook(
             &QuantizerConfig::new(cfg.num_codes, cfg.code_dim),
-            codebook,
+            codebook.to_dtype(DType::F32)?,
         )?;
-        let dec = p.pp("decoder");
-        let from_code = Linear::new(cfg.code_dim, d, &dec.pp("from_code"))?;
+        let dec = vb.pp("decoder");
+        let from_code = linear(cfg.code_dim, d, dec.pp("from_code"))?;
         let dec_pos = Positions::new(d, dims[dims.len() - 1], &dec)?;
         let mut dec_stages = Vec::new();
         for i in (0..cfg.strides.len()).rev() {
             let sp = dec.pp(format!("stages.{i}"));
-            let conv = conv(d, [1, 1, 1], &sp.pp("up"))?;
+            let conv = conv(d, [1, 1, 1], sp.pp("up"))?;
             let blocks = (0..cfg.depth)
-                .map(|j| Block::new(cfg, &sp.pp(format!("blocks.{j}"))))
+                .map(|j| Block::new(cfg, sp.pp(format!("blocks.{j}"))))
                 .collect::<Result<_>>()?;
             dec_stages.push(Stage { blocks, conv });
         }
-        let dec_norm = LayerNorm::new(d, &dec.pp("norm"))?;
-        let dec_out = Linear::new(d, cfg.in_channels, &dec.pp("out"))?;
-        let tensors = p.rec.borrow().clone();
+        let dec_norm = layer_norm(d, dec.pp("norm"))?;
+        let dec_out = linear(d, cfg.in_channels, dec.pp("out"))?;
+        let tensors = std::mem::take(&mut *lock(&rec));
         Ok(Self {
             cfg: cfg.clone(),
+            dtype,
             enc_embed,
             enc_pos,
             enc_stages,
@@ -525,9 +566,51 @@ impl MotionTokenizer {
         })
     }
 
+    /// A randomly initialised f32 tokenizer, reproducible from `seed`: [`MotionTokenizer::new`]
+    /// over a builder that draws every tensor from one ChaCha8 stream seeded with `seed`, in
+    /// construction order, ViT-style (linear weights and positions `N(0, 0.02)`, conv weights
+    /// `N(0, 1/fan_in)`, norm weights 1, biases 0, codebook `U(±1/K)`).
+    ///
+    /// # Errors
+    /// A bad config field.
+    pub fn random(cfg: &MotionTokenizerConfig, seed: u64, device: &Device) -> Result<Self> {
+        let backend = VitInit {
+            rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
+        };
+        Self::new(
+            cfg,
+            VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone()),
+        )
+    }
+
+    /// Loads a folder with `config.json` ([`MotionTokenizerConfig`]) and `model.safetensors`
+    /// (or a transformers-style sharded index), as written by [`MotionTokenizer::save`],
+    /// strictly: every key `new` needs must be present with its shape. Keys the model does not
+    /// use are listed in the report's `unused`, not an error (as every `from_pretrained`).
+    /// Weights are converted to `dtype`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] for a missing folder / file, [`Error::BadConfig`] for a bad config field
+    /// (named, with the file), [`Error::Malformed`] for an invalid safetensors file,
+    /// [`Error::MissingTensor`] / [`Error::ShapeMismatch`] / [`Error::Load`] naming the keys.
+    pub fn from_pretrained(
+        dir: impl AsRef<Path>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<(Self, LoadReport)> {
+        let md = ModelDir::open(dir.as_ref())?;
+        let cfg: MotionTokenizerConfig = md.config()?;
+        md.load(dtype, device, |vb| Self::new(&cfg, vb))
+    }
+
     /// The configuration.
     pub fn config(&self) -> &MotionTokenizerConfig {
         &self.cfg
+    }
+
+    /// The dtype the model computes in (its weights').
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// The quantiser (1024 × 32 codebook by default).
@@ -540,7 +623,15 @@ impl MotionTokenizer {
         self.tensors.iter().map(|(_, t)| t.elem_count()).sum()
     }
 
-    /// Writes `config.json` and `model.safetensors` into the folder `dir` (created if needed).
+    /// Every parameter under its checkpoint key, in construction order (the tensors the
+    /// builder handed out: with a `VarMap` they are its variables, so they follow training).
+    pub fn named_tensors(&self) -> &[(String, Tensor)] {
+        &self.tensors
+    }
+
+    /// Writes `config.json` and `model.safetensors` (the keys of
+    /// [`MotionTokenizer::named_tensors`], in the model's dtype) into the folder `dir`
+    /// (created if needed); [`MotionTokenizer::from_pretrained`] reads it back.
     ///
     /// # Errors
     /// [`Error::Io`] when the folder or files cannot be written.
@@ -557,59 +648,11 @@ impl MotionTokenizer {
         std::fs::write(&cfg_path, json).map_err(io(&cfg_path))?;
         let map: HashMap<String, Tensor> = self.tensors.iter().cloned().collect();
         let st = dir.join("model.safetensors");
-        candle_core::safetensors::save(&map, &st)?;
-        Ok(())
-    }
-
-    /// Reads a folder written by [`MotionTokenizer::save`]. Keys in the file that the model
-    /// does not use are an error, as are missing or mis-shaped ones.
-    ///
-    /// # Errors
-    /// [`Error::Io`], [`Error::Malformed`] (bad JSON or safetensors), [`Error::BadConfig`],
-    /// missing / unused / mis-shaped tensors.
-    pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
-        let dir = dir.as_ref();
-        let cfg_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&cfg_path).map_err(|source| Error::Io {
-            path: cfg_path.clone(),
-            source,
-        })?;
-        let cfg: MotionTokenizerConfig =
-            serde_json::from_str(&text).map_err(|e| Error::Malformed {
-                path: cfg_path.clone(),
-                reason: e.to_string(),
-            })?;
-        let st = dir.join("model.safetensors");
-        if !st.is_file() {
-            return Err(Error::Io {
-                path: st,
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-            });
-        }
-        let map = candle_core::safetensors::load(&st, device).map_err(|e| Error::Malformed {
+        candle_core::safetensors::save(&map, &st).map_err(|e| Error::Io {
             path: st.clone(),
-            reason: e.to_string(),
+            source: std::io::Error::other(e.to_string()),
         })?;
-        let keys: Vec<String> = map.keys().cloned().collect();
-        let vb = VarBuilder::from_tensors(map, DType::F32, device);
-        let model = Self::build(&cfg, Some(vb), None, device.clone()).map_err(|e| match e {
-            Error::Candle(c) => Error::Malformed {
-                path: st.clone(),
-                reason: c.to_string(),
-            },
-            other => other,
-        })?;
-        let used: std::collections::HashSet<&str> =
-            model.tensors.iter().map(|(k, _)| k.as_str()).collect();
-        let mut unused: Vec<&String> = keys.iter().filter(|k| !used.contains(k.as_str())).collect();
-        unused.sort();
-        if let Some(k) = unused.first() {
-            return Err(Error::Malformed {
-                path: st,
-                reason: format!("{} unused tensor(s), first `{k}`", unused.len()),
-            });
-        }
-        Ok(model)
+        Ok(())
     }
 
     fn check_input(&self, x: &Tensor) -> Result<()> {
@@ -625,18 +668,19 @@ impl MotionTokenizer {
         }
     }
 
-    /// The continuous (pre-quantisation) codes.
+    /// The continuous (pre-quantisation) codes, f32 whatever the model's dtype.
     ///
     /// # Shapes
     /// `motion [B, 2, T, H, W]` (the preprocessed motion ÷ 10) → `[B, t, h, w, code_dim]`
     /// (`3 × 5 × 9` for the defaults).
     ///
     /// # Errors
-    /// A wrong input shape; non-finite values.
+    /// A wrong input shape; [`Error::NonFinite`] when the codes hold NaN / Inf (location
+    /// `motion tokenizer encoder output`).
     pub fn encode_continuous(&self, motion: &Tensor) -> Result<Tensor> {
         self.check_input(motion)?;
         let x = motion
-            .to_dtype(DType::F32)?
+            .to_dtype(self.dtype)?
             .permute((0, 2, 3, 4, 1))?
             .contiguous()?;
         let mut x = self.enc_pos.add(&self.enc_embed.forward(&x)?)?;
@@ -646,16 +690,23 @@ impl MotionTokenizer {
             }
             x = conv_cl(&st.conv, &x)?;
         }
-        self.to_code.forward(&self.enc_norm.forward(&x)?)
+        let z = self
+            .to_code
+            .forward(&self.enc_norm.forward(&x)?)?
+            .to_dtype(DType::F32)?;
+        vidgen_video_core::check_finite(&z, "motion tokenizer encoder output")?;
+        Ok(z)
     }
 
-    /// Decodes continuous or looked-up codes.
+    /// Decodes continuous or looked-up codes into f32 motion.
     ///
     /// # Shapes
     /// `codes [B, t, h, w, code_dim]` → motion `[B, 2, T, H, W]`.
     ///
     /// # Errors
-    /// A code grid of another size than [`MotionTokenizerConfig::code_dims`].
+    /// A code grid of another size than [`MotionTokenizerConfig::code_dims`];
+    /// [`Error::NonFinite`] when the output holds NaN / Inf (location
+    /// `motion tokenizer decoder output`).
     pub fn decode_continuous(&self, codes: &Tensor) -> Result<Tensor> {
         let (t, h, w) = self.cfg.code_dims();
         let dims = codes.dims();
@@ -667,7 +718,8 @@ impl MotionTokenizer {
             ));
         }
         let sd = self.cfg.stage_dims();
-        let mut x = self.dec_pos.add(&self.from_code.forward(codes)?)?;
+        let codes = codes.to_dtype(self.dtype)?;
+        let mut x = self.dec_pos.add(&self.from_code.forward(&codes)?)?;
         for (k, (i, s)) in self.cfg.strides.iter().enumerate().rev().enumerate() {
             let st = &self.dec_stages[k];
             x = upsample(&x, *s)?;
@@ -684,7 +736,12 @@ impl MotionTokenizer {
             }
         }
         let y = self.dec_out.forward(&self.dec_norm.forward(&x)?)?;
-        Ok(y.permute((0, 4, 1, 2, 3))?.contiguous()?)
+        let y = y
+            .permute((0, 4, 1, 2, 3))?
+            .to_dtype(DType::F32)?
+            .contiguous()?;
+        vidgen_video_core::check_finite(&y, "motion tokenizer decoder output")?;
+        Ok(y)
     }
 
     /// Token ids of a batch of motion clips.

@@ -158,7 +158,11 @@ fn tokenizer_gives_135_tokens_and_round_trips_through_safetensors() {
     );
     let dir = tempfile::tempdir().unwrap();
     tok.save(dir.path()).unwrap();
-    let loaded = MotionTokenizer::load(dir.path(), &dev).unwrap();
+    let (loaded, report) =
+        MotionTokenizer::from_pretrained(dir.path(), candle_core::DType::F32, &dev).unwrap();
+    assert!(report.is_clean() && report.unused.is_empty(), "{report}");
+    // The parameter count of this configuration before the tokenizer moved to video-nn.
+    assert_eq!(tok.num_parameters(), 417_890);
     assert_eq!(loaded.num_parameters(), tok.num_parameters());
     let z0 = tok.encode_continuous(&x).unwrap();
     let z1 = loaded.encode_continuous(&x).unwrap();
@@ -176,7 +180,7 @@ fn tokenizer_gives_135_tokens_and_round_trips_through_safetensors() {
         .encode(&Tensor::zeros((1, 2, 8, 20, 36), candle_core::DType::F32, &dev).unwrap())
         .is_err());
     std::fs::write(dir.path().join("model.safetensors"), b"garbage").unwrap();
-    assert!(MotionTokenizer::load(dir.path(), &dev).is_err());
+    assert!(MotionTokenizer::from_pretrained(dir.path(), candle_core::DType::F32, &dev).is_err());
     let bad = MotionTokenizerConfig {
         heads: 3,
         ..small_cfg()

@@ -8,7 +8,7 @@
 //!
 //! - [`Frame`] (`[H, W, 3]` RGB `u8`) and [`Video`] (frames + fps); [`videos_to_tensor`] /
 //!   [`tensor_to_videos`] convert to and from `[B, 3, T, H, W]` f32 in `[-1, 1]` or `[0, 1]`
-//!   ([`PixelRange`]).
+//!   ([`PixelRange`]); a tensor holding NaN or Inf is `Error::NonFinite`, not black pixels.
 //! - Resizing with bilinear / bicubic / area filters, antialiased when downscaling like PIL and
 //!   torchvision's `antialias=True` ([`resize_frame`], [`Video::resize`], [`resize_tensor`]);
 //!   centre crops; temporal resampling to a target fps ([`Video::resample_fps`]).
@@ -16,8 +16,10 @@
 //!   [`natural_cmp`], [`sorted_frame_paths`]), animated GIF (exact for frames of ≤ 256 colours), and
 //!   grids / strips of videos ([`side_by_side`], [`contact_sheet`]).
 //! - [`synth`]: the seeded moving-shapes generator.
-//! - [`VideoReader`] (streaming, seekable decode), [`probe`], [`count_frames`], [`write_mp4`]:
-//!   FFmpeg, behind the `ffmpeg` feature.
+//! - [`VideoReader`] (streaming, seekable decode: a seek past the end, however far, ends the
+//!   iterator; where the demuxer cannot seek exactly, as in MPEG-TS, it decodes from the
+//!   start), [`probe`], [`count_frames`], [`read_video`] (`Some(0)` frames is
+//!   `Error::InvalidArgument`), [`write_mp4`]: FFmpeg, behind the `ffmpeg` feature.
 //! - [`sample`]: a small real clip (Big Buck Bunny, CC-BY 3.0) shipped with the crate.
 //!
 //! ```
