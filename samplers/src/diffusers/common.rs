@@ -3,17 +3,18 @@
 //! the σ schedule of the discrete σ schedulers (Euler, Heun), and x₀ clipping / dynamic
 //! thresholding.
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use vidgen_video_core::{Error, Result};
 
+use super::SchedulerOutput;
 use crate::schedule::{
     interp_index, karras_from_ramp, np_linspace, rescale_betas_zero_snr, sigma_to_t,
     sigmas_from_alphas_cumprod, spaced_timesteps, torch_linspace_f32, BetaSchedule,
     TimestepSpacing, VpSchedule,
 };
-use crate::util::f32_of;
+use crate::util::{div, f32_of, mul};
 
 /// The largest `num_train_timesteps` a config may ask for. The training tables are built
 /// eagerly (three `f32` per step), so an absurd count would be an allocation failure instead of
@@ -98,57 +99,6 @@ pub(super) fn sigma_range(sigma_min: f64, sigma_max: f64) -> Result<()> {
     }
 }
 
-/// The training-schedule fields every VP scheduler has: `num_train_timesteps` in
-/// `1..=`[`MAX_TRAIN_TIMESTEPS`]; `trained_betas`, when given, one β in `[0, 1]` per training
-/// step (then `beta_start` / `beta_end` / `beta_schedule` are unused, as in diffusers); otherwise
-/// `beta_start` / `beta_end` in `[0, 1)` for the schedules that read them.
-pub(super) fn validate_train_schedule(
-    num_train_timesteps: usize,
-    beta_start: f64,
-    beta_end: f64,
-    beta_schedule: BetaSchedule,
-    trained_betas: Option<&[f64]>,
-) -> Result<()> {
-    if !(1..=MAX_TRAIN_TIMESTEPS).contains(&num_train_timesteps) {
-        return Err(Error::config(
-            "num_train_timesteps",
-            format!("{num_train_timesteps} is not in 1..={MAX_TRAIN_TIMESTEPS}"),
-        ));
-    }
-    match trained_betas {
-        Some(b) => {
-            if b.len() != num_train_timesteps {
-                return Err(Error::config(
-                    "trained_betas",
-                    format!(
-                        "{} values for num_train_timesteps = {num_train_timesteps}",
-                        b.len()
-                    ),
-                ));
-            }
-            if let Some((i, v)) = b
-                .iter()
-                .enumerate()
-                .find(|(_, v)| !(0.0..=1.0).contains(*v))
-            {
-                return Err(Error::config(
-                    format!("trained_betas[{i}]"),
-                    format!("{v} is not a β in [0, 1]"),
-                ));
-            }
-        }
-        None if beta_schedule != BetaSchedule::SquaredcosCapV2 => {
-            for (field, b) in [("beta_start", beta_start), ("beta_end", beta_end)] {
-                if !(0.0..1.0).contains(&b) {
-                    return Err(Error::config(field, format!("{b} is not in [0, 1)")));
-                }
-            }
-        }
-        None => {}
-    }
-    Ok(())
-}
-
 /// `dynamic_thresholding_ratio` is a quantile (`torch.quantile` refuses q outside `[0, 1]`);
 /// `sample_max_value` bounds the threshold and divides the sample, so it must be > 0 (torch
 /// clamps the threshold to it even below 1, and so does [`threshold_sample`]).
@@ -186,31 +136,102 @@ fn check_threshold_args(
     Ok(())
 }
 
-/// The training β / `ᾱ` tables: `trained_betas` when given, else the named schedule
-/// (optionally rescaled to zero terminal SNR).
-pub(super) fn train_schedule(
-    trained_betas: Option<&[f64]>,
-    schedule: BetaSchedule,
-    start: f64,
-    end: f64,
-    n: usize,
-    zero_snr: bool,
-) -> Result<VpSchedule> {
-    match trained_betas {
-        Some(b) => {
-            let mut b: Vec<f32> = b.iter().map(|v| *v as f32).collect();
-            if b.is_empty() {
-                return Err(Error::config("trained_betas", "an empty β table"));
-            }
-            if zero_snr {
-                b = rescale_betas_zero_snr(&b);
-            }
-            Ok(VpSchedule::from_betas(b))
+/// The training-schedule fields every VP scheduler config has (built by [`train_fields!`]).
+pub(super) struct TrainFields<'a> {
+    pub num_train_timesteps: usize,
+    pub beta_start: f64,
+    pub beta_end: f64,
+    pub beta_schedule: BetaSchedule,
+    pub trained_betas: Option<&'a [f64]>,
+    pub rescale_betas_zero_snr: bool,
+}
+
+/// `TrainFields` of a config struct with diffusers' field names; the second argument is
+/// `rescale_betas_zero_snr` (a field or `false` for configs without one).
+macro_rules! train_fields {
+    ($c:expr, $zero_snr:expr) => {
+        $crate::diffusers::common::TrainFields {
+            num_train_timesteps: $c.num_train_timesteps,
+            beta_start: $c.beta_start,
+            beta_end: $c.beta_end,
+            beta_schedule: $c.beta_schedule,
+            trained_betas: $c.trained_betas.as_deref(),
+            rescale_betas_zero_snr: $zero_snr,
         }
-        None => VpSchedule::new(schedule, start, end, n, zero_snr).map_err(|e| match e {
-            Error::InvalidArgument { name, reason } => Error::config(name, reason),
-            other => other,
-        }),
+    };
+}
+pub(super) use train_fields;
+
+impl TrainFields<'_> {
+    /// `num_train_timesteps` in `1..=`[`MAX_TRAIN_TIMESTEPS`]; `trained_betas`, when given, one
+    /// β in `[0, 1]` per training step (then `beta_start` / `beta_end` / `beta_schedule` are
+    /// unused, as in diffusers); otherwise `beta_start` / `beta_end` in `[0, 1)` for the
+    /// schedules that read them.
+    pub fn validate(&self) -> Result<()> {
+        let n = self.num_train_timesteps;
+        if !(1..=MAX_TRAIN_TIMESTEPS).contains(&n) {
+            return Err(Error::config(
+                "num_train_timesteps",
+                format!("{n} is not in 1..={MAX_TRAIN_TIMESTEPS}"),
+            ));
+        }
+        match self.trained_betas {
+            Some(b) => {
+                if b.len() != n {
+                    return Err(Error::config(
+                        "trained_betas",
+                        format!("{} values for num_train_timesteps = {n}", b.len()),
+                    ));
+                }
+                if let Some((i, v)) = b
+                    .iter()
+                    .enumerate()
+                    .find(|(_, v)| !(0.0..=1.0).contains(*v))
+                {
+                    return Err(Error::config(
+                        format!("trained_betas[{i}]"),
+                        format!("{v} is not a β in [0, 1]"),
+                    ));
+                }
+            }
+            None if self.beta_schedule != BetaSchedule::SquaredcosCapV2 => {
+                for (field, b) in [("beta_start", self.beta_start), ("beta_end", self.beta_end)] {
+                    if !(0.0..1.0).contains(&b) {
+                        return Err(Error::config(field, format!("{b} is not in [0, 1)")));
+                    }
+                }
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// The training β / `ᾱ` tables: `trained_betas` when given, else the named schedule
+    /// (optionally rescaled to zero terminal SNR).
+    pub fn build(&self) -> Result<VpSchedule> {
+        match self.trained_betas {
+            Some(b) => {
+                let mut b: Vec<f32> = b.iter().map(|v| *v as f32).collect();
+                if b.is_empty() {
+                    return Err(Error::config("trained_betas", "an empty β table"));
+                }
+                if self.rescale_betas_zero_snr {
+                    b = rescale_betas_zero_snr(&b);
+                }
+                Ok(VpSchedule::from_betas(b))
+            }
+            None => VpSchedule::new(
+                self.beta_schedule,
+                self.beta_start,
+                self.beta_end,
+                self.num_train_timesteps,
+                self.rescale_betas_zero_snr,
+            )
+            .map_err(|e| match e {
+                Error::InvalidArgument { name, reason } => Error::config(name, reason),
+                other => other,
+            }),
+        }
     }
 }
 
@@ -371,6 +392,23 @@ pub(super) fn sigma_at(sigmas: &[f32], i: usize, what: &str) -> Result<f32> {
             "step_index",
             format!("σ[{i}] is outside {what}'s {} σ values", sigmas.len()),
         )
+    })
+}
+
+/// The Euler update of the σ schedulers: `x + (x − x̂₀)/σ̂ · (σ_next − σ̂)`, back in the sample's
+/// dtype.
+pub(super) fn euler_update(
+    x: &Tensor,
+    pred_x0: Tensor,
+    sigma_hat: f32,
+    sigma_next: f32,
+    dtype: DType,
+) -> Result<SchedulerOutput> {
+    let derivative = div(&x.sub(&pred_x0)?, sigma_hat)?;
+    let prev = x.add(&mul(&derivative, sigma_next - sigma_hat)?)?;
+    Ok(SchedulerOutput {
+        prev_sample: prev.to_dtype(dtype)?,
+        pred_original_sample: pred_x0,
     })
 }
 

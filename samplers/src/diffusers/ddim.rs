@@ -6,8 +6,8 @@ use vidgen_video_core::{Error, Result};
 
 use super::common::{
     check_same, default_1000, default_beta_end, default_beta_start, default_leading,
-    default_linear, default_one, default_ratio, default_true, discrete_timesteps, train_schedule,
-    validate_clip_range, validate_thresholding, validate_train_schedule, X0Clip,
+    default_linear, default_one, default_ratio, default_true, discrete_timesteps, train_fields,
+    validate_clip_range, validate_thresholding, X0Clip,
 };
 use super::{Scheduler, SchedulerOutput, StepMemory};
 use crate::precond::PredictionType;
@@ -58,13 +58,7 @@ impl DdimConfig {
     /// `trained_betas`, β range), `dynamic_thresholding_ratio` outside `[0, 1]`,
     /// `sample_max_value` or `clip_sample_range` not > 0.
     pub fn validate(&self) -> Result<()> {
-        validate_train_schedule(
-            self.num_train_timesteps,
-            self.beta_start,
-            self.beta_end,
-            self.beta_schedule,
-            self.trained_betas.as_deref(),
-        )?;
+        train_fields!(self, self.rescale_betas_zero_snr).validate()?;
         validate_thresholding(self.dynamic_thresholding_ratio, self.sample_max_value)?;
         validate_clip_range(self.clip_sample_range)
     }
@@ -103,14 +97,7 @@ impl DdimScheduler {
     /// As [`DdimConfig::validate`].
     pub fn new(config: DdimConfig) -> Result<Self> {
         config.validate()?;
-        let schedule = train_schedule(
-            config.trained_betas.as_deref(),
-            config.beta_schedule,
-            config.beta_start,
-            config.beta_end,
-            config.num_train_timesteps,
-            config.rescale_betas_zero_snr,
-        )?;
+        let schedule = train_fields!(config, config.rescale_betas_zero_snr).build()?;
         let final_alpha_cumprod = if config.set_alpha_to_one {
             1.0
         } else {

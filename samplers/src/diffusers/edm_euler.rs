@@ -5,13 +5,14 @@ use serde::Deserialize;
 use vidgen_video_core::{Error, Result};
 
 use super::common::{
-    check_same, default_1000, default_rho, positive_finite, sigma_at, sigma_range, FinalSigmas,
+    check_same, default_1000, default_rho, euler_update, positive_finite, sigma_at, sigma_range,
+    FinalSigmas,
 };
 use super::{Scheduler, SchedulerOutput, StepMemory};
 use crate::edm::Churn;
 use crate::precond::PredictionType;
 use crate::schedule::{karras_from_ramp, torch_linspace_f32, torch_linspace_f64};
-use crate::util::{check_index, div, f32_of, mul};
+use crate::util::{check_index, f32_of, mul};
 
 /// The σ schedule family of [`EdmEulerConfig`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -215,12 +216,6 @@ impl Scheduler for EdmEulerScheduler {
         let sigma_next = sigma_at(&self.sigmas, i + 1, "EDMEulerScheduler")?;
         let (sigma_hat, x) = self.churn.apply_f32(sigma, self.sigmas.len(), &x, noise)?;
         let pred = self.precondition_outputs(&x, &out, sigma_hat)?;
-        let derivative = div(&x.sub(&pred)?, sigma_hat)?;
-        let dt = sigma_next - sigma_hat;
-        let prev = x.add(&mul(&derivative, dt)?)?;
-        Ok(SchedulerOutput {
-            prev_sample: prev.to_dtype(dtype)?,
-            pred_original_sample: pred,
-        })
+        euler_update(&x, pred, sigma_hat, sigma_next, dtype)
     }
 }

@@ -6,9 +6,9 @@ use vidgen_video_core::Result;
 
 use super::common::{
     check_same, default_1000, default_beta_end, default_beta_start, default_linear,
-    default_linspace, default_rho, positive_finite, sigma_at, sigma_init_noise, sigma_range,
-    sigma_schedule, sigma_spacing, train_schedule, validate_train_schedule, FinalSigmas,
-    InterpolationType, SigmaOptions, SigmaSpacing,
+    default_linspace, default_rho, euler_update, positive_finite, sigma_at, sigma_init_noise,
+    sigma_range, sigma_schedule, sigma_spacing, train_fields, FinalSigmas, InterpolationType,
+    SigmaOptions, SigmaSpacing,
 };
 use super::{Scheduler, SchedulerOutput, StepMemory};
 use crate::edm::Churn;
@@ -77,13 +77,7 @@ impl EulerDiscreteConfig {
     /// `trained_betas`, β range), `sigma_min` / `sigma_max` (positive, finite, min < max),
     /// `rho` (positive, finite), conflicting σ spacings; `Unsupported` for `use_beta_sigmas`.
     pub fn validate(&self) -> Result<()> {
-        validate_train_schedule(
-            self.num_train_timesteps,
-            self.beta_start,
-            self.beta_end,
-            self.beta_schedule,
-            self.trained_betas.as_deref(),
-        )?;
+        train_fields!(self, self.rescale_betas_zero_snr).validate()?;
         if let Some(s) = self.sigma_min {
             positive_finite("sigma_min", s)?;
         }
@@ -128,14 +122,7 @@ impl EulerDiscreteScheduler {
             config.use_exponential_sigmas,
             config.use_beta_sigmas,
         )?;
-        let mut schedule = train_schedule(
-            config.trained_betas.as_deref(),
-            config.beta_schedule,
-            config.beta_start,
-            config.beta_end,
-            config.num_train_timesteps,
-            config.rescale_betas_zero_snr,
-        )?;
+        let mut schedule = train_fields!(config, config.rescale_betas_zero_snr).build()?;
         if config.rescale_betas_zero_snr {
             // diffusers: close to 0 without being 0 so the first σ is not infinite.
             if let Some(last) = schedule.alphas_cumprod.last_mut() {
@@ -244,12 +231,6 @@ impl Scheduler for EulerDiscreteScheduler {
                 mul(&out, -sigma / s2p1.sqrt())?.add(&div(&x, s2p1)?)?
             }
         };
-        let derivative = div(&x.sub(&pred)?, sigma_hat)?;
-        let dt = sigma_next - sigma_hat;
-        let prev = x.add(&mul(&derivative, dt)?)?;
-        Ok(SchedulerOutput {
-            prev_sample: prev.to_dtype(dtype)?,
-            pred_original_sample: pred,
-        })
+        euler_update(&x, pred, sigma_hat, sigma_next, dtype)
     }
 }

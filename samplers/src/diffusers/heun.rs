@@ -6,8 +6,8 @@ use vidgen_video_core::{Error, Result};
 
 use super::common::{
     check_same, default_1000, default_linear, default_linspace, default_one, sigma_at,
-    sigma_init_noise, sigma_schedule, sigma_spacing, train_schedule, validate_clip_range,
-    validate_train_schedule, InterpolationType, SigmaOptions, SigmaSpacing,
+    sigma_init_noise, sigma_schedule, sigma_spacing, train_fields, validate_clip_range,
+    InterpolationType, SigmaOptions, SigmaSpacing,
 };
 use super::{Scheduler, SchedulerOutput, StepMemory};
 use crate::precond::PredictionType;
@@ -61,13 +61,7 @@ impl HeunDiscreteConfig {
     /// `trained_betas`, β range), `clip_sample_range` not > 0, conflicting σ spacings;
     /// `Unsupported` for `use_beta_sigmas`.
     pub fn validate(&self) -> Result<()> {
-        validate_train_schedule(
-            self.num_train_timesteps,
-            self.beta_start,
-            self.beta_end,
-            self.beta_schedule,
-            self.trained_betas.as_deref(),
-        )?;
+        train_fields!(self, false).validate()?;
         validate_clip_range(self.clip_sample_range)?;
         sigma_spacing(
             self.use_karras_sigmas,
@@ -111,14 +105,7 @@ impl HeunDiscreteScheduler {
             config.use_exponential_sigmas,
             config.use_beta_sigmas,
         )?;
-        let schedule = train_schedule(
-            config.trained_betas.as_deref(),
-            config.beta_schedule,
-            config.beta_start,
-            config.beta_end,
-            config.num_train_timesteps,
-            false,
-        )?;
+        let schedule = train_fields!(config, false).build()?;
         Ok(Self {
             config,
             schedule,
