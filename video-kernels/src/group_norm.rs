@@ -18,12 +18,13 @@
 //! [`group_norm_reference`] computes the same from plain candle ops with f32 statistics; other
 //! devices than the CPU and [`crate::force_reference`] run it.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{
     CpuStorage, CustomOp3, DType, Error as CError, Layout, Result as CResult, Shape, Tensor, D,
 };
 use rayon::prelude::*;
 use vidgen_video_core::{Error, Result};
+
+use crate::storage::f32_slice;
 
 /// Checks the arguments; returns `(channels, values per (sample, group) slice)`.
 fn check(x: &Tensor, weight: &Tensor, bias: &Tensor, groups: usize) -> Result<(usize, usize)> {
@@ -160,22 +161,6 @@ struct GroupNormOp {
     n: usize,
 }
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, name: &str) -> CResult<&'a [f32]> {
-    let CpuStorage::F32(data) = s else {
-        return Err(CError::Msg(format!(
-            "video-kernels group_norm: `{name}` must be f32 inside the fused op, found {:?}",
-            s.dtype()
-        )));
-    };
-    l.contiguous_offsets()
-        .and_then(|(a, b)| data.get(a..b))
-        .ok_or_else(|| {
-            CError::Msg(format!(
-                "video-kernels group_norm: `{name}` must be contiguous inside the fused op"
-            ))
-        })
-}
-
 /// `Σ f(x)` in f64 over eight interleaved partial sums (added at the end), so that the loop
 /// vectorises without reassociating a single running sum.
 #[inline]
@@ -241,9 +226,9 @@ impl CustomOp3 for GroupNormOp {
         l3: &Layout,
     ) -> CResult<(CpuStorage, Shape)> {
         let (xs, w, bias) = (
-            slice(s1, l1, "x")?,
-            slice(s2, l2, "weight")?,
-            slice(s3, l3, "bias")?,
+            f32_slice(s1, l1, "group_norm x")?,
+            f32_slice(s2, l2, "group_norm weight")?,
+            f32_slice(s3, l3, "group_norm bias")?,
         );
         let cpg = self.check_lens(xs, w, bias)?;
         let (n, groups, eps, silu) = (self.n, self.groups, self.eps, self.silu);

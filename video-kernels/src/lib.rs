@@ -75,6 +75,7 @@ mod nearest_code;
 mod norm;
 mod reference;
 pub mod simd;
+mod storage;
 
 pub use activation::{
     geglu, geglu_reference, gelu_erf, gelu_erf_reference, silu, silu_reference, silu_slice, swiglu,

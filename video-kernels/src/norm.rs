@@ -12,6 +12,8 @@ use candle_core::{DType, Device, Tensor, D};
 use rayon::prelude::*;
 use vidgen_video_core::{Error, Result};
 
+use crate::simd::sum8;
+
 /// `x / sqrt(mean(x², last dim) + eps) · weight` with candle ops (differentiable; the
 /// definition the fast paths are tested against).
 ///
@@ -291,26 +293,12 @@ pub fn layer_norm(
     Ok(if dt == DType::F32 { y } else { y.to_dtype(dt)? })
 }
 
-/// `Σ f(x)` over eight interleaved partial sums, so that the loop vectorises.
-#[inline(always)]
-fn sum8_f32(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    let mut acc = [0f32; 8];
-    let chunks = x.chunks_exact(8);
-    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
-    for c in chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a += f(v);
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
 /// One LayerNorm row: two-pass mean and variance, then `(x − mean)·inv·w + b`.
 #[inline]
 fn layer_row(x: &[f32], w: Option<&[f32]>, b: Option<&[f32]>, eps: f32, out: &mut [f32]) {
     let n = x.len() as f32;
-    let mean = sum8_f32(x, |v| v) / n;
-    let var = sum8_f32(x, |v| (v - mean) * (v - mean)) / n;
+    let mean = sum8(x, |v| v) / n;
+    let var = sum8(x, |v| (v - mean) * (v - mean)) / n;
     let inv = 1.0 / (var + eps).sqrt();
     match (w, b) {
         (Some(w), Some(b)) => {

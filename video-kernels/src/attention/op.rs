@@ -10,6 +10,7 @@ use candle_core::{
 
 use super::cpu::{Backend, Heads, MaskData, Problem};
 use super::Dims;
+use crate::storage::f32_slice;
 
 /// `softmax(scale · q·kᵀ + mask + causal) · v` on contiguous f32 CPU tensors. The mask is a
 /// constant of the op; the forward's log-sum-exp is kept for the backward.
@@ -47,22 +48,6 @@ impl FlashAttention {
             backend: self.backend,
         }
     }
-}
-
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, name: &str) -> CResult<&'a [f32]> {
-    let CpuStorage::F32(data) = s else {
-        return Err(CError::Msg(format!(
-            "video-kernels attention: `{name}` must be f32 inside the fused op, found {:?}",
-            s.dtype()
-        )));
-    };
-    l.contiguous_offsets()
-        .and_then(|(a, b)| data.get(a..b))
-        .ok_or_else(|| {
-            CError::Msg(format!(
-                "video-kernels attention: `{name}` must be contiguous inside the fused op"
-            ))
-        })
 }
 
 /// `k` or `v` `[B, Hkv, Nk, D]` as per-head slices: contiguous, or with row-contiguous heads at
@@ -120,7 +105,7 @@ impl CustomOp3 for FlashAttention {
         l3: &Layout,
     ) -> CResult<(CpuStorage, Shape)> {
         let (q, k, v) = (
-            f32_slice(s1, l1, "q")?,
+            f32_slice(s1, l1, "attention q")?,
             kv_heads(s2, l2, "k", &self.dims)?,
             kv_heads(s3, l3, "v", &self.dims)?,
         );

@@ -1,7 +1,7 @@
 //! The row helpers of the online softmax (portable versions; the AVX-512 and AVX2 twins are in
 //! `avx512.rs` and `avx2.rs`).
 
-use crate::simd::{exp2_f32, exp_f32};
+use crate::simd::{exp2_f32, exp_f32, sum8};
 
 /// `row[j] ← 2^(row[j] − m)`; returns the sum of the new values.
 #[inline]
@@ -9,18 +9,7 @@ pub(crate) fn exp2_sub_sum(row: &mut [f32], m: f32) -> f32 {
     for x in row.iter_mut() {
         *x = exp2_f32(*x - m);
     }
-    sum8(row)
-}
-
-fn sum8(row: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let mut chunks = row.chunks_exact(8);
-    for c in &mut chunks {
-        for (a, &x) in acc.iter_mut().zip(c) {
-            *a += x;
-        }
-    }
-    acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+    sum8(row, |x| x)
 }
 
 /// Largest value of `row` (`-inf` when empty).
@@ -36,7 +25,7 @@ pub(crate) fn exp_sub_sum(row: &mut [f32], m: f32) -> f32 {
         *x = exp_f32(*x - m);
     }
     // A separate pass keeps the exp loop free of a loop-carried dependency.
-    sum8(row)
+    sum8(row, |x| x)
 }
 
 #[cfg(test)]

@@ -1,12 +1,10 @@
 //! The candle custom op: f32 forward on CPU, backward returning `dx` and `dw`.
 
-use std::borrow::Cow;
-
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
 use super::geom::{Geom, Path};
 use super::{dense, depthwise, direct};
+use crate::storage::{f32_slice, with_f32};
 
 /// Forward kernel dispatch on f32 buffers in `[B, C, T, H, W]` / PyTorch weight layout; the
 /// kernels add `bias` `[Cout]` as they write the output (no extra pass, no extra buffer).
@@ -72,40 +70,6 @@ pub(crate) fn backward_weight(
     }
 }
 
-/// The f32 elements of a CPU storage in logical (row-major) order, borrowed when contiguous.
-fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<Cow<'a, [f32]>> {
-    let CpuStorage::F32(v) = s else {
-        candle_core::bail!(
-            "conv3d kernel: {what} must be f32 here, found {:?}",
-            s.dtype()
-        )
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) if b <= v.len() => Ok(Cow::Borrowed(&v[a..b])),
-        _ => candle_core::bail!(
-            "conv3d kernel: {what} must be contiguous (shape {:?}, stride {:?})",
-            l.dims(),
-            l.stride()
-        ),
-    }
-}
-
-fn with_f32<R>(
-    t: &Tensor,
-    what: &str,
-    f: impl FnOnce(&[f32]) -> candle_core::Result<R>,
-) -> candle_core::Result<R> {
-    let t = t.contiguous()?;
-    let (st, l) = t.storage_and_layout();
-    match &*st {
-        Storage::Cpu(cpu) => {
-            let data = f32_data(cpu, l, what)?;
-            f(&data)
-        }
-        _ => candle_core::bail!("conv3d kernel: {what} must be on the CPU"),
-    }
-}
-
 fn wrap(e: vidgen_video_core::Error) -> candle_core::Error {
     match e {
         vidgen_video_core::Error::Candle(c) => c,
@@ -140,9 +104,9 @@ impl CustomOp2 for Conv3dOp {
                 g.w_dims()
             );
         }
-        let x = f32_data(s1, l1, "x")?;
-        let w = f32_data(s2, l2, "weight")?;
-        let y = forward(g, &x, &w, None).map_err(wrap)?;
+        let x = f32_slice(s1, l1, "conv3d x")?;
+        let w = f32_slice(s2, l2, "conv3d weight")?;
+        let y = forward(g, x, w, None).map_err(wrap)?;
         Ok((CpuStorage::F32(y), Shape::from(g.out_dims().to_vec())))
     }
 
@@ -162,10 +126,14 @@ impl CustomOp2 for Conv3dOp {
                 g.out_dims()
             );
         }
-        let (dx, dw) = with_f32(&dy, "dy", |dyv| {
-            let dx = with_f32(w, "weight", |wv| backward_input(g, dyv, wv).map_err(wrap))?;
-            let dw = with_f32(x, "x", |xv| backward_weight(g, xv, dyv).map_err(wrap))?;
-            Ok((dx, dw))
+        let (dx, dw) = with_f32(&dy, "conv3d dy", |dyv| {
+            let dx = with_f32(w, "conv3d weight", |wv| {
+                backward_input(g, dyv, wv).map_err(wrap)
+            })?;
+            let dw = with_f32(x, "conv3d x", |xv| {
+                backward_weight(g, xv, dyv).map_err(wrap)
+            })?;
+            Ok::<_, candle_core::Error>((dx, dw))
         })?;
         let dx = Tensor::from_vec(dx, g.in_dims().to_vec(), x.device())?;
         let dw = Tensor::from_vec(dw, g.w_dims().to_vec(), w.device())?;
@@ -206,10 +174,10 @@ impl CustomOp3 for Conv3dBiasOp {
                 g.cout
             );
         }
-        let x = f32_data(s1, l1, "x")?;
-        let w = f32_data(s2, l2, "weight")?;
-        let b = f32_data(s3, l3, "bias")?;
-        let y = forward(g, &x, &w, Some(&b)).map_err(wrap)?;
+        let x = f32_slice(s1, l1, "conv3d x")?;
+        let w = f32_slice(s2, l2, "conv3d weight")?;
+        let b = f32_slice(s3, l3, "conv3d bias")?;
+        let y = forward(g, x, w, Some(b)).map_err(wrap)?;
         Ok((CpuStorage::F32(y), Shape::from(g.out_dims().to_vec())))
     }
 
@@ -224,7 +192,9 @@ impl CustomOp3 for Conv3dBiasOp {
         let (dx, dw) = Conv3dOp { geom: self.geom }.bwd(x, w, res, dy)?;
         let g = &self.geom;
         let dy = dy.to_dtype(candle_core::DType::F32)?;
-        let db = with_f32(&dy, "dy", |dyv| Ok(bias_grad(g, dyv)))?;
+        let db = with_f32(&dy, "conv3d dy", |dyv| {
+            Ok::<_, candle_core::Error>(bias_grad(g, dyv))
+        })?;
         let db = Tensor::from_vec(db, g.cout, b.device())?;
         Ok((dx, dw, Some(db)))
     }

@@ -16,6 +16,7 @@ use vidgen_video_core::{Error, Result};
 
 use crate::gemm::{gemm, gemm_uninit, Threads, View};
 use crate::simd::{self, dot, Level};
+use crate::storage::with_f32;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -67,31 +68,18 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     }
     let bias = bias.map(|b| b.to_vec1::<f32>()).transpose()?;
     let w = weight.contiguous()?;
-    let y = with_f32_slice(&w, "linear weight", |ws| {
+    let y = with_f32(&w, "linear weight", |ws| {
         if rows <= SKINNY_ROWS {
             let xs = x.flatten_all()?.to_vec1::<f32>()?;
             Ok(skinny(&xs, rows, ws, out_dim, in_dim, bias.as_deref()))
         } else {
             let xc = x.contiguous()?;
-            with_f32_slice(&xc, "linear input", |xs| {
+            with_f32(&xc, "linear input", |xs| {
                 gemm_rows(xs, rows, ws, out_dim, in_dim, bias.as_deref())
             })
         }
     })?;
     Ok(Tensor::from_vec(y, out_shape, x.device())?)
-}
-
-/// Calls `f` with the elements of a contiguous f32 CPU tensor.
-fn with_f32_slice<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    let candle_core::Storage::Cpu(cpu) = &*storage else {
-        return Err(Error::invalid(what, "CPU tensor without CPU storage"));
-    };
-    let all = cpu.as_slice::<f32>()?;
-    match layout.contiguous_offsets() {
-        Some((a, b)) => f(&all[a..b]),
-        None => Err(Error::invalid(what, "not contiguous after copy")),
-    }
 }
 
 /// `y = x · wᵀ (+ bias)` through the `gemm` crate for many rows, into a buffer that is not
