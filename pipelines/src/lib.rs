@@ -1,0 +1,52 @@
+//! # pipelines
+//!
+//! The systems of vidgen's papers end to end, on diffusers pipeline folders: each module loads
+//! a `save_pretrained` folder (`model_index.json` + one folder per component) with the model
+//! crates' loaders and mirrors the reference pipeline's `__call__`: same arguments and
+//! defaults, caller-supplied latents and noise for exact reproduction, a step callback, typed
+//! errors naming the file or argument.
+//!
+//! - [`folder`]: [`PipelineFolder`], reading `model_index.json`, loading components strictly
+//!   (with a weight `variant`), and reporting what was loaded.
+//! - [`svd`]: [`SvdPipeline`], Stable Video Diffusion image-to-video.
+//!
+//! Layouts: images `[B, 3, H, W]` in `[0, 1]` at the pipeline boundary (diffusers'
+//! `output_type="pt"`), `[-1, 1]` inside; SVD latents `[B, F, 4, h, w]`.
+//!
+//! This crate has no cargo features.
+#![deny(missing_docs)]
+
+pub mod folder;
+pub mod image;
+pub mod svd;
+
+pub use folder::{ComponentReport, ComponentSpec, PipelineFolder};
+pub use image::{rgb_to_tensor, tensor_to_rgb, ImageNormalize};
+pub use svd::{DecodeMode, SvdCall, SvdOutput, SvdPipeline, SvdTrace};
+
+use candle_core::{Device, Tensor};
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+use vidgen_video_core::Result;
+
+/// Progress of a denoising loop, passed to the step callback after each step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepInfo {
+    /// The step just taken (0-based).
+    pub index: usize,
+    /// Steps in all.
+    pub total: usize,
+    /// The scheduler's timestep of this step.
+    pub timestep: f64,
+}
+
+/// Standard normal noise of `shape` from a ChaCha8 stream seeded by `seed` (f32).
+///
+/// # Errors
+/// Candle errors building the tensor.
+pub fn randn_seeded(seed: u64, shape: &[usize], device: &Device) -> Result<Tensor> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
+    Ok(Tensor::from_vec(v, shape, device)?)
+}
