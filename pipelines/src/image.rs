@@ -28,7 +28,7 @@ impl ImageNormalize {
         let n: Self = vidgen_video_core::loading::read_config(path)?;
         if n.image_mean.len() != 3
             || n.image_std.len() != 3
-            || n.image_std.iter().any(|&s| !(s > 0.0))
+            || n.image_std.iter().any(|&s| s.is_nan() || s <= 0.0)
         {
             return Err(Error::BadConfig {
                 field: "image_mean / image_std".into(),

@@ -255,7 +255,7 @@ impl SvdPipeline {
                 Error::invalid("height", "not given and the UNet config has no sample_size")
             })?;
         let width = call.width.unwrap_or(height);
-        if height % s != 0 || width % s != 0 || height == 0 || width == 0 {
+        if !height.is_multiple_of(s) || !width.is_multiple_of(s) || height == 0 || width == 0 {
             return Err(Error::invalid(
                 "height / width",
                 format!("{height}×{width} must be positive multiples of the VAE factor {s}"),
