@@ -18,3 +18,7 @@ pub mod tokenizer;
 pub use tokenizer::{CLIPTokenizer, SpecialTokens, TextTokens};
 pub mod svd_resize;
 pub use svd_resize::resize_with_antialiasing;
+pub mod image_processor;
+pub use image_processor::{
+    CLIPImageProcessor, ImageProcessorConfig, ImageU8, Resample, ResizeBackend, ResizeTo,
+};
