@@ -30,4 +30,5 @@
 //! This crate has no cargo features.
 #![deny(missing_docs)]
 
+pub mod cli;
 pub mod vidicl;

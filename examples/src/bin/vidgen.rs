@@ -1,0 +1,37 @@
+//! `vidgen`: the command line of the vidgen workspace. One subcommand per pipeline; `--help`
+//! on each lists its flags. Errors are printed as one line naming the file or flag, with exit
+//! status 1 (2 for command-line mistakes, from clap).
+
+use clap::{Parser, Subcommand};
+use examples::cli;
+
+#[derive(Parser)]
+#[command(name = "vidgen", version, about = "Video generation systems on diffusers / transformers checkpoints")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Stable Video Diffusion: an image → a video.
+    Svd(cli::svd::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let (json, res) = match &cli.command {
+        Command::Svd(a) => (a.common.json, cli::svd::run(a)),
+    };
+    match res {
+        Ok(report) => {
+            if json {
+                println!("{report}");
+            }
+        }
+        Err(e) => {
+            eprintln!("vidgen: {e}");
+            std::process::exit(1);
+        }
+    }
+}
