@@ -1,19 +1,4 @@
-//! # pipelines
-//!
-//! The systems of vidgen's papers end to end, on diffusers pipeline folders: each module loads
-//! a `save_pretrained` folder (`model_index.json` + one folder per component) with the model
-//! crates' loaders and mirrors the reference pipeline's `__call__`: same arguments and
-//! defaults, caller-supplied latents and noise for exact reproduction, a step callback, typed
-//! errors naming the file or argument.
-//!
-//! - [`folder`]: [`PipelineFolder`], reading `model_index.json`, loading components strictly
-//!   (with a weight `variant`), and reporting what was loaded.
-//! - [`svd`]: [`SvdPipeline`], Stable Video Diffusion image-to-video.
-//!
-//! Layouts: images `[B, 3, H, W]` in `[0, 1]` at the pipeline boundary (diffusers'
-//! `output_type="pt"`), `[-1, 1]` inside; SVD latents `[B, F, 4, h, w]`.
-//!
-//! This crate has no cargo features.
+#![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
 pub mod folder;
