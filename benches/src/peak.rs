@@ -38,10 +38,10 @@ pub fn fma_peak_gflops(threads: usize) -> (f64, &'static str) {
 fn widest() -> (usize, &'static str) {
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx512f") {
+        if vidgen_video_kernels::simd::has_avx512f() {
             return (16, "AVX-512");
         }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if vidgen_video_kernels::simd::has_avx2_fma() {
             return (8, "AVX2 + FMA");
         }
     }
@@ -52,11 +52,11 @@ fn widest() -> (usize, &'static str) {
 fn chains(seed: f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx512f") {
+        if vidgen_video_kernels::simd::has_avx512f() {
             // SAFETY: AVX-512F was just detected.
             return unsafe { x86::chains512(seed) };
         }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if vidgen_video_kernels::simd::has_avx2_fma() {
             // SAFETY: AVX2 and FMA were just detected.
             return unsafe { x86::chains256(seed) };
         }
