@@ -37,7 +37,9 @@ pub struct Progress {
 
 /// Names the generation step (and frame, token, batch row) in an [`Error::NonFinite`]; other
 /// errors pass unchanged.
-fn at_step(e: Error, step: usize, hw: usize, row: Option<usize>) -> Error {
+///
+/// `hw`: tokens per frame, for frame generation (`None`: plain text generation).
+fn at_step(e: Error, step: usize, hw: Option<usize>, row: Option<usize>) -> Error {
     match e {
         Error::NonFinite {
             location,
@@ -45,13 +47,20 @@ fn at_step(e: Error, step: usize, hw: usize, row: Option<usize>) -> Error {
             inf,
             total,
         } => {
-            let row = row.map(|r| format!(", batch row {r}")).unwrap_or_default();
+            let mut parts = Vec::new();
+            if let Some(hw) = hw.filter(|&h| h > 0) {
+                parts.push(format!("frame {}, token {}", step / hw, step % hw));
+            }
+            if let Some(r) = row {
+                parts.push(format!("batch row {r}"));
+            }
+            let detail = if parts.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", parts.join(", "))
+            };
             Error::NonFinite {
-                location: format!(
-                    "generation step {step} (frame {}, token {}{row}): {location}",
-                    step / hw,
-                    step % hw
-                ),
+                location: format!("generation step {step}{detail}: {location}"),
                 nan,
                 inf,
                 total,
@@ -229,7 +238,7 @@ impl VideoLm {
         let mut logits = self
             .model
             .forward_embeds(&embeds, Some(&mut cache), LogitsToKeep::Last)
-            .map_err(|e| at_step(e, 0, hw, None))?;
+            .map_err(|e| at_step(e, 0, Some(hw), None))?;
 
         let mut uncond = if sampling.uses_cfg() {
             let p = prefix.as_ref().ok_or_else(|| {
@@ -247,7 +256,7 @@ impl VideoLm {
             let ul = self
                 .model
                 .forward_embeds(&ue, Some(&mut uc), LogitsToKeep::Last)
-                .map_err(|e| at_step(e, 0, hw, None))?;
+                .map_err(|e| at_step(e, 0, Some(hw), None))?;
             Some((uc, ul))
         } else {
             None
@@ -265,7 +274,7 @@ impl VideoLm {
             for (i, row) in rows.iter().enumerate() {
                 let u = urows.as_ref().and_then(|u| u.get(i)).map(|r| r.as_slice());
                 let tok = sample(row, u, &history[i], sampling, rng)
-                    .map_err(|e| at_step(e, step, hw, Some(i)))?;
+                    .map_err(|e| at_step(e, step, Some(hw), Some(i)))?;
                 history[i].push(tok);
                 generated[i].push(tok);
                 next.push(tok);
@@ -284,12 +293,12 @@ impl VideoLm {
                 logits = self
                     .model
                     .forward(&tok, Some(&mut cache), LogitsToKeep::Last)
-                    .map_err(|e| at_step(e, step + 1, hw, None))?;
+                    .map_err(|e| at_step(e, step + 1, Some(hw), None))?;
                 if let Some((uc, ul)) = uncond.as_mut() {
                     *ul = self
                         .model
                         .forward(&tok, Some(uc), LogitsToKeep::Last)
-                        .map_err(|e| at_step(e, step + 1, hw, None))?;
+                        .map_err(|e| at_step(e, step + 1, Some(hw), None))?;
                 }
             }
         }
@@ -317,5 +326,81 @@ impl VideoLm {
         let loss = self.loss(batch)?;
         optimizer.backward_step(&loss)?;
         Ok(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?)
+    }
+}
+
+impl LlamaForCausalLM {
+    /// Continues a token sequence (text generation, e.g. an instruct model's answer to a chat
+    /// prompt): the prompt is prefilled into a KV cache, then up to `max_new_tokens` tokens
+    /// are drawn one at a time with `sampling` and `rng` and fed back. Generation stops after
+    /// a token in `stop` (e.g. the tokenizer's end-of-turn id), which is returned as the last
+    /// token. The repetition penalty sees the prompt and the tokens drawn so far.
+    ///
+    /// Returns the new tokens only.
+    ///
+    /// # Errors
+    /// An empty prompt, ids outside the vocabulary, prompt plus `max_new_tokens` beyond the
+    /// context, invalid sampling settings (classifier-free guidance needs an unconditional
+    /// branch: use [`VideoLm`]); [`Error::NonFinite`] naming the generation step.
+    pub fn generate(
+        &self,
+        prompt: &[u32],
+        max_new_tokens: usize,
+        sampling: &SamplingConfig,
+        stop: &[u32],
+        rng: &mut impl Rng,
+    ) -> Result<Vec<u32>> {
+        sampling.validate(self.vocab_size())?;
+        if sampling.uses_cfg() {
+            return Err(Error::invalid(
+                "sampling.cfg_scale",
+                "text generation has no unconditional branch; use VideoLm for guidance",
+            ));
+        }
+        if prompt.is_empty() {
+            return Err(Error::invalid("prompt", "empty: no token to continue"));
+        }
+        if max_new_tokens == 0 {
+            return Ok(Vec::new());
+        }
+        // The last drawn token is never fed back.
+        let need = prompt.len() + max_new_tokens - 1;
+        if let Some(ctx) = self.config().context_len() {
+            if need > ctx {
+                return Err(Error::invalid(
+                    "max_new_tokens",
+                    format!(
+                        "{} prompt tokens + {max_new_tokens} new tokens exceed the model's \
+                         context of {ctx} positions",
+                        prompt.len()
+                    ),
+                ));
+            }
+        }
+        let mut cache = self.new_cache(1, need)?;
+        let ids = Tensor::from_slice(prompt, (1, prompt.len()), self.device())?;
+        let mut logits = self
+            .forward(&ids, Some(&mut cache), LogitsToKeep::Last)
+            .map_err(|e| at_step(e, 0, None, None))?;
+        let mut history = prompt.to_vec();
+        let mut out = Vec::with_capacity(max_new_tokens);
+        for step in 0..max_new_tokens {
+            let rows = last_rows(&logits)?;
+            let row = rows
+                .first()
+                .ok_or_else(|| Error::invalid("logits", "no batch row"))?;
+            let tok = sample(row, None, &history, sampling, rng)
+                .map_err(|e| at_step(e, step, None, None))?;
+            history.push(tok);
+            out.push(tok);
+            if stop.contains(&tok) || step + 1 == max_new_tokens {
+                break;
+            }
+            let t = Tensor::from_slice(&[tok], (1, 1), self.device())?;
+            logits = self
+                .forward(&t, Some(&mut cache), LogitsToKeep::Last)
+                .map_err(|e| at_step(e, step + 1, None, None))?;
+        }
+        Ok(out)
     }
 }

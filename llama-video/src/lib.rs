@@ -15,7 +15,9 @@
 //!   row permutation undone; SmolLM2-135M-Instruct's logits and greedy continuation match
 //!   transformers' dequantised model.
 //! - [`tokenizer`]: the GGUF's byte-level BPE tokenizer rebuilt for Hugging Face's `tokenizers`
-//!   ([`gguf_tokenizer`]), and SmolLM2-Instruct's chat template ([`smollm2_chat_prompt`]).
+//!   ([`gguf_tokenizer`]), and SmolLM2-Instruct's chat template ([`smollm2_chat_prompt`]);
+//!   [`LlamaForCausalLM::generate`] continues a token sequence (text generation with a KV cache
+//!   and any [`SamplingConfig`], stopping at end-of-turn ids).
 //! - [`KvCache`]: preallocated per-layer key / value buffers with a maximum length; prefill then
 //!   token-by-token decoding gives the same logits as a full forward.
 //! - [`VideoPrompt`]: demo clips then a query clip flattened into one sequence (raster order

@@ -462,10 +462,7 @@ fn smollm2_gguf_matches_transformers() {
         .unwrap();
     let new = meta["max_new_tokens"].as_u64().unwrap() as usize;
     let eos = meta["eos_token_id"].as_u64().unwrap() as u32;
-    let mut cache = model.new_cache(1, prompt.len() + new).unwrap();
-    let logits = model
-        .forward(&ids, Some(&mut cache), LogitsToKeep::Last)
-        .unwrap();
+    let logits = model.forward(&ids, None, LogitsToKeep::Last).unwrap();
     let last = logits.flatten_all().unwrap();
     let fx = video_testkit::Fixture {
         kind: "gguf".into(),
@@ -481,25 +478,13 @@ fn smollm2_gguf_matches_transformers() {
         GGUF_ATOL,
         0.0,
     );
+    // Greedy with `generate` (its own cache), stopping at eos as transformers' `generate`.
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let new_ids = model
+        .generate(&prompt, new, &SamplingConfig::greedy(), &[eos], &mut rng)
+        .unwrap();
     let mut out: Vec<i64> = want_prompt.clone();
-    let mut logits = logits;
-    for _ in 0..new {
-        let next = logits
-            .flatten_all()
-            .unwrap()
-            .argmax(0)
-            .unwrap()
-            .to_scalar::<u32>()
-            .unwrap();
-        out.push(next as i64);
-        if next == eos {
-            break;
-        }
-        let t = Tensor::new(&[[next]], &Device::Cpu).unwrap();
-        logits = model
-            .forward(&t, Some(&mut cache), LogitsToKeep::Last)
-            .unwrap();
-    }
+    out.extend(new_ids.iter().map(|&x| x as i64));
     let want_gen: Vec<i64> = reference["generated_ids"].i(0).unwrap().to_vec1().unwrap();
     assert_eq!(out, want_gen, "greedy continuation differs");
     let text = decode(

@@ -141,3 +141,36 @@ fn generation_names_the_step_of_nan_logits() {
     let loc = nonfinite_location(&e);
     assert!(loc.contains("generation step 1"), "{e}");
 }
+
+#[test]
+fn text_generation_names_the_step_and_checks_its_arguments() {
+    let model = model_with_nan_rows(16);
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let s = SamplingConfig::greedy().allowed(16..32);
+    let e = model
+        .generate(&[1, 2, 3], 4, &s, &[], &mut rng)
+        .unwrap_err();
+    assert!(nonfinite_location(&e).contains("generation step 1"), "{e}");
+    // Finite rows only: runs, stops at a stop token.
+    let g = SamplingConfig::greedy().allowed(0..16);
+    let out = model.generate(&[1, 2, 3], 5, &g, &[], &mut rng).unwrap();
+    assert_eq!(out.len(), 5);
+    let stop = model
+        .generate(&[1, 2, 3], 5, &g, &[out[0]], &mut rng)
+        .unwrap();
+    assert_eq!(stop, [out[0]]);
+    assert!(model
+        .generate(&[1], 0, &g, &[], &mut rng)
+        .unwrap()
+        .is_empty());
+    // Bad arguments.
+    for (prompt, n, cfg, what) in [
+        (vec![], 2, g.clone(), "prompt"),
+        (vec![1], 2000, g.clone(), "max_new_tokens"),
+        (vec![1], 2, g.clone().cfg_scale(2.0), "cfg_scale"),
+        (vec![99], 2, g.clone(), "input_ids"),
+    ] {
+        let e = model.generate(&prompt, n, &cfg, &[], &mut rng).unwrap_err();
+        assert!(e.to_string().contains(what), "{what}: {e}");
+    }
+}
