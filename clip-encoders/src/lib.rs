@@ -22,3 +22,5 @@ pub mod image_processor;
 pub use image_processor::{
     CLIPImageProcessor, ImageProcessorConfig, ImageU8, Resample, ResizeBackend, ResizeTo,
 };
+pub mod clip_model;
+pub use clip_model::{l2_normalize, CLIPModel, CLIPModelOutput};

@@ -276,7 +276,11 @@ impl CLIPTextModel {
     ) -> Result<(Self, LoadReport)> {
         let (md, cfg, prefix) = open_text(dir.as_ref(), false)?;
         md.load(dtype, device, |vb| {
-            let vb = if prefix.is_empty() { vb } else { vb.pp(prefix) };
+            let vb = if prefix.is_empty() {
+                vb
+            } else {
+                vb.pp(prefix.trim_end_matches('.'))
+            };
             Self::new(&cfg, vb)
         })
     }
@@ -346,7 +350,7 @@ impl CLIPTextModelWithProjection {
         let tower_vb = if prefix.is_empty() {
             vb.clone()
         } else {
-            vb.pp(prefix)
+            vb.pp(prefix.trim_end_matches('.'))
         };
         Ok(Self {
             text_model: CLIPTextTransformer::new(cfg, tower_vb)?,

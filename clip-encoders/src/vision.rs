@@ -279,7 +279,11 @@ impl CLIPVisionModel {
     ) -> Result<(Self, LoadReport)> {
         let (md, cfg, prefix) = open_vision(dir.as_ref(), false)?;
         md.load(dtype, device, |vb| {
-            let vb = if prefix.is_empty() { vb } else { vb.pp(prefix) };
+            let vb = if prefix.is_empty() {
+                vb
+            } else {
+                vb.pp(prefix.trim_end_matches('.'))
+            };
             Ok::<_, Error>(Self {
                 vision_model: CLIPVisionTransformer::new(&cfg, vb)?,
             })
@@ -340,7 +344,7 @@ impl CLIPVisionModelWithProjection {
         let tower_vb = if prefix.is_empty() {
             vb.clone()
         } else {
-            vb.pp(prefix)
+            vb.pp(prefix.trim_end_matches('.'))
         };
         Ok(Self {
             vision_model: CLIPVisionTransformer::new(cfg, tower_vb)?,
