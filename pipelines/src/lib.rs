@@ -1,13 +1,31 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+pub mod aid;
 pub mod folder;
 pub mod image;
+mod recording;
 pub mod svd;
+// InstructPix2Pix, AnimateDiff, VIDiff (issue 28).
+pub mod animatediff;
+pub mod denoise;
+pub mod ip2p;
+pub mod prompt;
+pub mod vidiff;
 
+pub use aid::{
+    dual_guidance, AidCall, AidConfig, AidOutput, AidPipeline, AidWeights, StagePlanner,
+    TemplatePlanner, TextEncoderSource,
+};
 pub use folder::{ComponentReport, ComponentSpec, PipelineFolder};
 pub use image::{rgb_to_tensor, tensor_to_rgb, ImageNormalize};
 pub use svd::{DecodeMode, SvdCall, SvdOutput, SvdPipeline, SvdTrace};
+// InstructPix2Pix, AnimateDiff, VIDiff (issue 28).
+pub use animatediff::{AnimateDiffCall, AnimateDiffOutput, AnimateDiffPipeline};
+pub use denoise::{DenoiseTrace, Guidance};
+pub use ip2p::{InstructPix2PixPipeline, Ip2pCall, Ip2pOutput};
+pub use prompt::PromptEncoder;
+pub use vidiff::{VidiffCall, VidiffOutput, VidiffPipeline};
 
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
