@@ -73,6 +73,8 @@
 //! `ffmpeg` feature (otherwise it reports `Error::FeatureDisabled` for them).
 #![deny(missing_docs)]
 
+#[cfg(feature = "clip")]
+pub mod clip;
 mod embed;
 mod frame;
 mod frechet;
