@@ -474,23 +474,7 @@ pub fn hf_name(name: &str) -> Option<String> {
 /// # Errors
 /// Rows not a multiple of `2·heads`.
 pub fn unpermute_rows(t: &Tensor, heads: usize) -> Result<Tensor> {
-    let dims = t.dims().to_vec();
-    let rows = dims.first().copied().unwrap_or(0);
-    if heads == 0 || !rows.is_multiple_of(2 * heads) {
-        return Err(Error::invalid(
-            "q / k weight",
-            format!("{rows} rows do not split into {heads} heads of an even width"),
-        ));
-    }
-    let half = rows / heads / 2;
-    let rest: usize = dims[1..].iter().product();
-    // [heads, d/2, 2, rest] -> [heads, 2, d/2, rest]
-    let y = t
-        .reshape((heads, half, 2, rest))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape(dims)?;
-    Ok(y)
+    regroup_rows(t, heads, false)
 }
 
 /// The inverse of [`unpermute_rows`]: llama.cpp's `LlamaModel.permute` (row `h·d + p·d/2 + j`
@@ -499,6 +483,12 @@ pub fn unpermute_rows(t: &Tensor, heads: usize) -> Result<Tensor> {
 /// # Errors
 /// Rows not a multiple of `2·heads`.
 pub fn permute_rows(t: &Tensor, heads: usize) -> Result<Tensor> {
+    regroup_rows(t, heads, true)
+}
+
+/// Each head's rows viewed as `[d/2, 2]` (`interleaved`, the file's order) or `[2, d/2]`
+/// (rotate-half halves) and transposed to the other view.
+fn regroup_rows(t: &Tensor, heads: usize, to_interleaved: bool) -> Result<Tensor> {
     let dims = t.dims().to_vec();
     let rows = dims.first().copied().unwrap_or(0);
     if heads == 0 || !rows.is_multiple_of(2 * heads) {
@@ -509,13 +499,15 @@ pub fn permute_rows(t: &Tensor, heads: usize) -> Result<Tensor> {
     }
     let half = rows / heads / 2;
     let rest: usize = dims[1..].iter().product();
-    // [heads, 2, d/2, rest] -> [heads, d/2, 2, rest]
-    let y = t
-        .reshape((heads, 2, half, rest))?
+    let view = if to_interleaved {
+        (heads, 2, half, rest)
+    } else {
+        (heads, half, 2, rest)
+    };
+    Ok(t.reshape(view)?
         .transpose(1, 2)?
         .contiguous()?
-        .reshape(dims)?;
-    Ok(y)
+        .reshape(dims)?)
 }
 
 #[derive(Default)]
