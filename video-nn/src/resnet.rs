@@ -315,13 +315,40 @@ impl Upsample2D {
         let up = if oh == 2 * h && ow == 2 * w {
             upsample_nearest2x(x)?
         } else {
-            x.upsample_nearest2d(oh, ow)?
+            upsample_nearest_to(x, oh, ow)?
         };
         match &self.conv {
             Some(c) => c.forward(&up),
             None => Ok(up),
         }
     }
+}
+
+/// Nearest-neighbour resize to `oh × ow` as torch's `F.interpolate(size=…, mode="nearest")`:
+/// output row `i` reads input row `min(⌊i·(h/oh)⌋, h−1)` with the scale in f32, as torch
+/// computes it. A gather along H then W (`index_select`), so it has a backward for any size,
+/// where candle's `upsample_nearest2d` refuses non-integer factors (the UNets' odd-size up
+/// blocks must train).
+fn upsample_nearest_to(x: &Tensor, oh: usize, ow: usize) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let rows = |n_in: usize, n_out: usize| -> Result<Tensor> {
+        let scale = n_in as f32 / n_out as f32;
+        let idx: Vec<u32> = (0..n_out)
+            .map(|i| {
+                let src = if n_out == n_in {
+                    i
+                } else if n_out == 2 * n_in {
+                    i / 2
+                } else {
+                    ((i as f32 * scale).floor() as usize).min(n_in.saturating_sub(1))
+                };
+                u32::try_from(src).unwrap_or(u32::MAX)
+            })
+            .collect();
+        Ok(Tensor::from_vec(idx, n_out, x.device())?)
+    };
+    let y = x.index_select(&rows(h, oh)?, 2)?;
+    Ok(y.index_select(&rows(w, ow)?, 3)?)
 }
 
 /// Nearest-neighbour ×2 upsampling by broadcasting (each value repeated in a 2×2 block).

@@ -353,15 +353,40 @@ impl Encoder {
     /// # Errors
     /// Wrong rank or channel count.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.run(x, None)
+    }
+
+    /// [`Encoder::forward`] that also appends the outputs of the top-level modules to `trace`,
+    /// named as the reference's forward hooks on them (`conv_in`, `down_blocks.i` (after its
+    /// downsampler), `mid_block`), for bisecting a mismatch; the result is bit-identical.
+    ///
+    /// # Shapes
+    /// As [`Encoder::forward`].
+    ///
+    /// # Errors
+    /// As [`Encoder::forward`].
+    pub fn forward_traced(&self, x: &Tensor, trace: &mut Vec<(String, Tensor)>) -> Result<Tensor> {
+        self.run(x, Some(trace))
+    }
+
+    fn run(&self, x: &Tensor, mut trace: Option<&mut Vec<(String, Tensor)>>) -> Result<Tensor> {
         check_images("encoder input", x, self.in_channels)?;
+        let mut rec = |name: String, t: &Tensor| {
+            if let Some(tr) = trace.as_deref_mut() {
+                tr.push((name, t.clone()));
+            }
+        };
         let mut h = self.conv_in.forward(x)?;
-        for (l, d) in &self.down_blocks {
+        rec("conv_in".into(), &h);
+        for (i, (l, d)) in self.down_blocks.iter().enumerate() {
             h = l.forward(&h, None)?;
             if let Some(d) = d {
                 h = d.forward(&h)?;
             }
+            rec(format!("down_blocks.{i}"), &h);
         }
         h = self.mid_block.forward(&h, None)?;
+        rec("mid_block".into(), &h);
         h = norm_act(&self.conv_norm_out, self.act, &h)?;
         self.conv_out.forward(&h)
     }
@@ -508,14 +533,50 @@ impl Decoder {
     /// # Errors
     /// Wrong rank or channels; a SpatialNorm decoder without `zq`.
     pub fn forward_cond(&self, z: &Tensor, zq: Option<&Tensor>) -> Result<Tensor> {
+        self.run(z, zq, None)
+    }
+
+    /// [`Decoder::forward_cond`] that also appends the outputs of the top-level modules to
+    /// `trace`, named as the reference's forward hooks on them (`conv_in`, `mid_block`,
+    /// `up_blocks.i` (after its upsampler)), for bisecting a mismatch; the result is
+    /// bit-identical.
+    ///
+    /// # Shapes
+    /// As [`Decoder::forward_cond`].
+    ///
+    /// # Errors
+    /// As [`Decoder::forward_cond`].
+    pub fn forward_traced(
+        &self,
+        z: &Tensor,
+        zq: Option<&Tensor>,
+        trace: &mut Vec<(String, Tensor)>,
+    ) -> Result<Tensor> {
+        self.run(z, zq, Some(trace))
+    }
+
+    fn run(
+        &self,
+        z: &Tensor,
+        zq: Option<&Tensor>,
+        mut trace: Option<&mut Vec<(String, Tensor)>>,
+    ) -> Result<Tensor> {
         check_images("decoder input", z, self.latent_channels)?;
+        let mut rec = |name: String, t: &Tensor| {
+            if let Some(tr) = trace.as_deref_mut() {
+                tr.push((name, t.clone()));
+            }
+        };
         let mut h = self.conv_in.forward(z)?;
+        rec("conv_in".into(), &h);
         h = self.mid_block.forward(&h, zq)?;
-        for (l, u) in &self.up_blocks {
+        rec("mid_block".into(), &h);
+        for (i, (l, u)) in self.up_blocks.iter().enumerate() {
             h = l.forward(&h, zq)?;
             if let Some(u) = u {
                 h = u.forward(&h, None)?;
             }
+            rec(format!("up_blocks.{i}"), &h);
         }
         h = match (&self.conv_norm_out, zq) {
             (OutNorm::Group(n), _) => norm_act(n, self.act, &h)?,
