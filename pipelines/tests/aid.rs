@@ -1,0 +1,323 @@
+//! AID on the svd_pipeline fixture's SVD with the ip2p fixture's tiny CLIP text encoder:
+//! with freshly initialised (zero-output) adapters and the text branch off, AID is exactly SVD;
+//! trained adapters change the output; dual guidance reduces to the conditional prediction at
+//! s_V = s_T = 1; weights round-trip through their file; shapes for K = 1, 2, 4; bad input.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+
+use candle_core::{DType, Device, Tensor};
+use video_testkit::{fixtures, seeded_var_builder, take};
+use vidgen_pipelines::aid::{load_text_encoder, AdapterConfigJson, DQFormerConfigJson};
+use vidgen_pipelines::{
+    dual_guidance, randn_seeded, AidCall, AidConfig, AidPipeline, AidWeights, PipelineFolder,
+    SvdCall, SvdPipeline,
+};
+
+fn svd_dir() -> PathBuf {
+    fixtures("svd_pipeline")[0].dir.join("pipeline")
+}
+
+fn text_dir() -> PathBuf {
+    fixtures("ip2p_pipeline")[0].dir.join("pipeline")
+}
+
+fn config(frames: usize) -> AidConfig {
+    AidConfig {
+        adapters: AdapterConfigJson {
+            bottleneck_ratio: 0.25,
+            short_term_kernel: [3, 3, 3],
+            long_term_head_dim: 4,
+        },
+        dqformer: DQFormerConfigJson {
+            dim: 16,
+            heads: 2,
+            num_frames: frames,
+            tokens_per_frame: 2,
+            text_dim: 32,
+            visual_dim: 32,
+            state_dim: 32,
+            context_dim: 16,
+            ffn_mult: 2,
+        },
+        stages: 2,
+    }
+}
+
+/// AID with freshly initialised weights (seed `seed`; `perturb` makes the adapters' zero
+/// up-projections non-zero, as after training).
+fn pipeline(frames: usize, seed: u64, perturb: bool) -> AidPipeline {
+    let folder = PipelineFolder::open(svd_dir()).unwrap();
+    let svd = SvdPipeline::from_pretrained(&folder, DType::F32, &Device::Cpu).unwrap();
+    let sites = svd.unet.config().attention_sites().unwrap();
+    let vb = seeded_var_builder(seed, DType::F32, &Device::Cpu);
+    let aid = if perturb {
+        // Load the fresh weights with every `up` tensor replaced by noise.
+        let fresh = AidWeights::new(&config(frames), &sites, vb).unwrap();
+        let mut map = std::collections::HashMap::new();
+        for (k, t) in fresh.tensors() {
+            let t = if k.contains(".up.") {
+                (randn_seeded(seed + k.len() as u64, t.dims(), &Device::Cpu).unwrap() * 0.05)
+                    .unwrap()
+            } else {
+                t
+            };
+            map.insert(k, t);
+        }
+        let vb = candle_nn::VarBuilder::from_tensors(map, DType::F32, &Device::Cpu);
+        AidWeights::new(&config(frames), &sites, vb).unwrap()
+    } else {
+        AidWeights::new(&config(frames), &sites, vb).unwrap()
+    };
+    let (te, tok) = load_text_encoder(&text_dir(), DType::F32, &Device::Cpu).unwrap();
+    AidPipeline::from_parts(svd, te, tok, aid)
+}
+
+fn fixture_image() -> Tensor {
+    let fx = &fixtures("svd_pipeline")[0];
+    let inputs = fx.inputs();
+    let img = take(&inputs, "image", &fx.id());
+    (img.to_dtype(DType::F32)
+        .unwrap()
+        .permute((2, 0, 1))
+        .unwrap()
+        / 255.0)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap()
+}
+
+fn bits(t: &Tensor) -> Vec<u32> {
+    t.flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_bits())
+        .collect()
+}
+
+#[test]
+fn zero_adapters_without_text_equal_svd_exactly() {
+    let image = fixture_image();
+    let (_, _, h, w) = image.dims4().unwrap();
+    let latents = randn_seeded(1, &[1, 3, 4, h / 2, w / 2], &Device::Cpu).unwrap();
+    let aug = randn_seeded(2, &[1, 3, h, w], &Device::Cpu).unwrap();
+    let folder = PipelineFolder::open(svd_dir()).unwrap();
+    let svd = SvdPipeline::from_pretrained(&folder, DType::F32, &Device::Cpu).unwrap();
+    let s = svd.vae_scale_factor();
+    let latents = latents
+        .narrow(3, 0, h / s)
+        .unwrap()
+        .narrow(4, 0, w / s)
+        .unwrap()
+        .contiguous()
+        .unwrap();
+    let want = svd
+        .call(
+            &image,
+            &SvdCall {
+                height: Some(h),
+                width: Some(w),
+                num_frames: Some(3),
+                num_inference_steps: 3,
+                latents: Some(latents.clone()),
+                aug_noise: Some(aug.clone()),
+                ..SvdCall::default()
+            },
+            &mut |_| {},
+        )
+        .unwrap();
+    let aid = pipeline(3, 7, false);
+    let got = aid
+        .call(
+            &image.unsqueeze(1).unwrap(),
+            &AidCall {
+                instruction: None,
+                num_frames: Some(3),
+                num_inference_steps: 3,
+                latents: Some(latents.clone()),
+                aug_noise: Some(aug.unsqueeze(1).unwrap()),
+                ..AidCall::default()
+            },
+            &mut |_| {},
+        )
+        .unwrap();
+    assert_eq!(
+        bits(&got.frames),
+        bits(&want.frames),
+        "AID (text off, zero adapters) != SVD"
+    );
+    assert_eq!(bits(&got.latents), bits(&want.latents));
+    assert!(got.stages.is_empty());
+    // An instruction with text guidance 0 is also the text branch off.
+    let got0 = aid
+        .call(
+            &image.unsqueeze(1).unwrap(),
+            &AidCall {
+                instruction: Some("move left".into()),
+                text_guidance_scale: 0.0,
+                num_frames: Some(3),
+                num_inference_steps: 3,
+                latents: Some(latents),
+                aug_noise: Some(aug.unsqueeze(1).unwrap()),
+                ..AidCall::default()
+            },
+            &mut |_| {},
+        )
+        .unwrap();
+    assert_eq!(bits(&got0.frames), bits(&want.frames));
+
+    // Trained (non-zero) adapters change the prediction.
+    let trained = pipeline(3, 7, true);
+    let moved = trained
+        .call(
+            &image.unsqueeze(1).unwrap(),
+            &AidCall {
+                num_frames: Some(3),
+                num_inference_steps: 3,
+                latents: Some(got.latents.zeros_like().unwrap()),
+                aug_noise: Some(aug.unsqueeze(1).unwrap()),
+                ..AidCall::default()
+            },
+            &mut |_| {},
+        )
+        .unwrap();
+    let base = aid
+        .call(
+            &image.unsqueeze(1).unwrap(),
+            &AidCall {
+                num_frames: Some(3),
+                num_inference_steps: 3,
+                latents: Some(got.latents.zeros_like().unwrap()),
+                aug_noise: Some(aug.unsqueeze(1).unwrap()),
+                ..AidCall::default()
+            },
+            &mut |_| {},
+        )
+        .unwrap();
+    let d = (moved.latents - base.latents)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(
+        d > 1e-4,
+        "trained adapters left the output unchanged (max diff {d})"
+    );
+}
+
+#[test]
+fn dual_guidance_at_unit_scales_is_the_conditional_prediction() {
+    let dev = Device::Cpu;
+    let e00 = randn_seeded(1, &[2, 3, 4, 2, 2], &dev).unwrap();
+    let ev0 = randn_seeded(2, &[2, 3, 4, 2, 2], &dev).unwrap();
+    let evt = randn_seeded(3, &[2, 3, 4, 2, 2], &dev).unwrap();
+    let ones = Tensor::ones((1, 3, 1, 1, 1), DType::F32, &dev).unwrap();
+    let g = dual_guidance(&e00, &ev0, Some(&evt), &ones, 1.0).unwrap();
+    let d = (g - &evt)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(
+        d < 1e-5,
+        "s_V = s_T = 1 must give ε(c_V, c_T) (max diff {d})"
+    );
+    // s_T = 0 is SVD's frame guidance alone.
+    let two = (ones.clone() * 2.0).unwrap();
+    let g = dual_guidance(&e00, &ev0, Some(&evt), &two, 0.0).unwrap();
+    let want = (&e00 + ((&ev0 - &e00).unwrap() * 2.0).unwrap()).unwrap();
+    let d = (g - want)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(d < 1e-5);
+}
+
+#[test]
+fn weights_round_trip_through_their_file() {
+    let folder = PipelineFolder::open(svd_dir()).unwrap();
+    let svd = SvdPipeline::from_pretrained(&folder, DType::F32, &Device::Cpu).unwrap();
+    let sites = svd.unet.config().attention_sites().unwrap();
+    let a = AidWeights::new(
+        &config(3),
+        &sites,
+        seeded_var_builder(3, DType::F32, &Device::Cpu),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("aid.safetensors");
+    a.save(&path).unwrap();
+    let (b, report) = AidWeights::load(&path, &sites, DType::F32, &Device::Cpu).unwrap();
+    assert!(report.unused.is_empty(), "unused keys: {:?}", report.unused);
+    assert_eq!(b.config, a.config);
+    let (ta, tb) = (a.tensors(), b.tensors());
+    assert_eq!(ta.keys().collect::<Vec<_>>(), tb.keys().collect::<Vec<_>>());
+    for (k, t) in &ta {
+        assert_eq!(bits(t), bits(&tb[k]), "{k}");
+    }
+    // A plain safetensors file is not AID weights.
+    let plain = dir.path().join("plain.safetensors");
+    candle_core::safetensors::save(&ta.into_iter().collect(), &plain).unwrap();
+    let err = AidWeights::load(&plain, &sites, DType::F32, &Device::Cpu)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("aid_config"), "{err}");
+}
+
+#[test]
+fn conditioning_frame_counts_and_bad_input() {
+    let image = fixture_image();
+    let (_, _, h, w) = image.dims4().unwrap();
+    let mut aid = pipeline(4, 11, false);
+    // The fixture UNet was configured for 3 frames; its temporal layers take any count.
+    aid.svd.unet.set_max_frames(4);
+    for k in [1usize, 2, 4] {
+        let frames = image.unsqueeze(1).unwrap().repeat((1, k, 1, 1, 1)).unwrap();
+        let out = aid
+            .call(
+                &frames,
+                &AidCall {
+                    num_frames: Some(4),
+                    num_inference_steps: 2,
+                    ..AidCall::default()
+                },
+                &mut |_| {},
+            )
+            .unwrap();
+        assert_eq!(out.frames.dims(), &[1, 4, 3, h, w], "K = {k}");
+    }
+    let five = image.unsqueeze(1).unwrap().repeat((1, 5, 1, 1, 1)).unwrap();
+    let call = AidCall {
+        num_frames: Some(4),
+        num_inference_steps: 2,
+        ..AidCall::default()
+    };
+    assert!(
+        aid.call(&five, &call, &mut |_| {}).is_err(),
+        "K > N must fail"
+    );
+    let odd = image.narrow(3, 0, h - 1).unwrap().unsqueeze(1).unwrap();
+    assert!(
+        aid.call(&odd, &call, &mut |_| {}).is_err(),
+        "odd size must fail"
+    );
+    let zero_steps = AidCall {
+        num_inference_steps: 0,
+        ..call
+    };
+    assert!(aid
+        .call(&image.unsqueeze(1).unwrap(), &zero_steps, &mut |_| {})
+        .is_err());
+}
