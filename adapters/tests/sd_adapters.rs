@@ -131,7 +131,8 @@ fn check_model(
 fn unet3d_with_adapters() {
     for fx in fixtures("unet3d") {
         let dev = Device::Cpu;
-        let (m, _) = UNet3DConditionModel::load(fx.dir.join("model"), DType::F32, &dev).unwrap();
+        let (m, _) =
+            UNet3DConditionModel::from_pretrained(fx.dir.join("model"), DType::F32, &dev).unwrap();
         let inp = fx.inputs();
         let (x, t, c) = (
             take(&inp, "sample", "inputs"),
@@ -155,7 +156,8 @@ fn unet3d_with_adapters() {
 fn unet_motion_with_adapters() {
     for fx in fixtures("animatediff") {
         let dev = Device::Cpu;
-        let (m, _) = UNetMotionModel::load(fx.dir.join("unet_motion"), DType::F32, &dev).unwrap();
+        let (m, _) =
+            UNetMotionModel::from_pretrained(fx.dir.join("unet_motion"), DType::F32, &dev).unwrap();
         let inp = fx.inputs();
         let (x, t, c) = (
             take(&inp, "sample_video", "inputs"),

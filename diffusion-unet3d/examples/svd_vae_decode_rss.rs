@@ -8,8 +8,7 @@
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::{DType, Device};
 use vidgen_diffusion_unet3d::svd::{AutoencoderKLTemporalDecoder, TemporalVaeConfig};
 
 fn main() -> vidgen_video_core::Result<()> {
@@ -26,22 +25,18 @@ fn main() -> vidgen_video_core::Result<()> {
     )
     .expect("valid config");
     let dev = Device::Cpu;
-    // Random init through a VarMap, then a model on detached copies: plain tensors, as a
-    // loaded checkpoint holds (variables would select the autograd paths of the norms).
-    let vm = VarMap::new();
-    AutoencoderKLTemporalDecoder::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev))?;
-    let weights = vm
-        .data()
-        .lock()
-        .expect("varmap lock")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
-        .collect();
-    let vae = AutoencoderKLTemporalDecoder::new(
-        &cfg,
-        VarBuilder::from_tensors(weights, DType::F32, &dev),
+    // Seeded random weights (the same every run) as plain tensors, as a loaded checkpoint
+    // holds (variables would select the autograd paths of the norms).
+    let vb = video_testkit::seeded_var_builder(0, DType::F32, &dev);
+    let vae = AutoencoderKLTemporalDecoder::new(&cfg, vb.pp("vae"))?;
+    let z = vb.get_with_hints(
+        (1, 4, 25, 32, 32),
+        "latents",
+        candle_nn::Init::Randn {
+            mean: 0.0,
+            stdev: 1.0,
+        },
     )?;
-    let z = Tensor::randn(0f32, 1.0, (1, 4, 25, 32, 32), &dev)?;
     let t0 = std::time::Instant::now();
     let mut frames = 0;
     if mode == "single" {

@@ -22,6 +22,7 @@
 //! This crate has no cargo features.
 #![deny(missing_docs)]
 
+mod limits;
 pub mod sd;
 mod sites;
 pub mod svd;

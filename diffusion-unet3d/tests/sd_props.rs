@@ -2,22 +2,36 @@
 //! Property tests of the temporal building blocks of the inflated SD UNets.
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
 use proptest::prelude::*;
+use video_testkit::seeded_var_builder;
 use vidgen_diffusion_unet3d::sd::{
     TemporalConvLayer, TransformerTemporalConfig, TransformerTemporalModel,
 };
 use vidgen_video_core::VideoShape;
 
+/// Standard-normal values of `shape`, the same for the same seed.
+fn randn(seed: u64, shape: &[usize]) -> Tensor {
+    seeded_var_builder(seed, DType::F32, &Device::Cpu)
+        .get_with_hints(
+            shape,
+            "x",
+            candle_nn::Init::Randn {
+                mean: 0.0,
+                stdev: 1.0,
+            },
+        )
+        .unwrap()
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
+    // 32 cases: each builds and runs a transformer (a few ms); the whole run takes < 1 s.
+    #![proptest_config(video_testkit::proptest_config(32))]
 
     /// `[B, C, T, H, W] → [B·H·W, T, C] → back` is exact, and sequence `(b·H + h)·W + w` holds
     /// pixel `(b, h, w)` over time.
     #[test]
-    fn time_sequences_round_trip(b in 1usize..3, c in 1usize..5, t in 1usize..5, h in 1usize..4, w in 1usize..4) {
-        let dev = Device::Cpu;
-        let x = Tensor::randn(0f32, 1.0, (b, c, t, h, w), &dev).unwrap();
+    fn time_sequences_round_trip(b in 1usize..3, c in 1usize..5, t in 1usize..5, h in 1usize..4, w in 1usize..4, seed in any::<u64>()) {
+        let x = randn(seed, &[b, c, t, h, w]);
         let (seq, s) = VideoShape::to_time_sequences(&x).unwrap();
         prop_assert_eq!(seq.dims(), &[b * h * w, t, c]);
         let back = VideoShape::from_time_sequences(&seq, s).unwrap();
@@ -33,13 +47,11 @@ proptest! {
     /// A freshly built `TemporalConvLayer` is the identity (its last conv is zero-initialised),
     /// and a temporal transformer keeps the video shape.
     #[test]
-    fn fresh_temporal_layers(b in 1usize..3, g in 1usize..3, t in 1usize..5, h in 1usize..4, w in 1usize..4) {
-        let dev = Device::Cpu;
+    fn fresh_temporal_layers(b in 1usize..3, g in 1usize..3, t in 1usize..5, h in 1usize..4, w in 1usize..4, seed in any::<u64>()) {
         let c = 4 * g;
-        let vm = VarMap::new();
-        let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+        let vb = seeded_var_builder(seed, DType::F32, &Device::Cpu);
         let layer = TemporalConvLayer::new(c, g, vb.pp("tc")).unwrap();
-        let x = Tensor::randn(0f32, 1.0, (b, c, t, h, w), &dev).unwrap();
+        let x = randn(seed ^ 1, &[b, c, t, h, w]);
         let y = layer.forward(&x).unwrap();
         let d = (y - &x).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         prop_assert_eq!(d, 0.0);

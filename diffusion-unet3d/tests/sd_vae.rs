@@ -2,148 +2,163 @@
 //! Parity of `AutoencoderKL` with diffusers on every `sd_vae` fixture, strict loads, chunked
 //! video encode / decode, and bad-input errors.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
-use video_testkit::{fixtures, take};
+use common::{assert_non_finite, with_nan, ModelParity};
+use video_testkit::{fixtures, take, Fixture};
 use vidgen_diffusion_unet3d::sd::AutoencoderKL;
 use vidgen_video_core::{Codec, Error, ModelDir, VideoShape};
 
-const ATOL: f64 = 5e-5;
-const RTOL: f64 = 1e-4;
+fn load(fx: &Fixture) -> AutoencoderKL {
+    let (vae, report) =
+        AutoencoderKL::from_pretrained(fx.dir.join("model"), DType::F32, &Device::Cpu)
+            .unwrap_or_else(|e| panic!("{}: {e}", fx.id()));
+    assert!(report.is_clean(), "{}: {report}", fx.id());
+    assert!(
+        report.unused.is_empty(),
+        "{}: unused keys: {report}",
+        fx.id()
+    );
+    vae
+}
+
+fn bits(t: &Tensor) -> Vec<u32> {
+    t.flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_bits())
+        .collect()
+}
 
 #[test]
 fn sd_vae_parity_every_fixture() {
     for fx in fixtures("sd_vae") {
-        let dev = Device::Cpu;
-        let (vae, report) = AutoencoderKL::load(fx.dir.join("model"), DType::F32, &dev).unwrap();
-        assert!(report.is_clean(), "{}: {report}", fx.id());
-        assert!(
-            report.unused.is_empty(),
-            "{}: unused keys: {report}",
-            fx.id()
-        );
+        let vae = load(&fx);
         let inp = fx.inputs();
-        let out = fx.outputs();
         let x = take(&inp, "x", "inputs");
         let z = take(&inp, "z", "inputs");
-        let mut p = fx.parity();
-        let moments = vae.moments(x).unwrap();
-        p.check(
-            "moments",
-            &moments,
-            take(&out, "moments", "outputs"),
-            ATOL,
-            RTOL,
+        let mut p = ModelParity::new(&fx);
+        let (moments, trace) = vae.moments_traced(x).unwrap();
+        assert_eq!(
+            bits(&moments),
+            bits(&vae.moments(x).unwrap()),
+            "traced = plain"
         );
+        p.trace(&trace);
+        p.output("moments", &moments);
         let d = vae.encode_frames(x).unwrap();
-        p.check("mean", &d.mean, take(&out, "mean", "outputs"), ATOL, RTOL);
-        p.check(
-            "logvar",
-            &d.logvar,
-            take(&out, "logvar", "outputs"),
-            ATOL,
-            RTOL,
+        p.output("mean", &d.mean);
+        p.output("logvar", &d.logvar);
+        p.output("std", &d.std().unwrap());
+        let (dz, trace) = vae.decode_frames_traced(z).unwrap();
+        assert_eq!(
+            bits(&dz),
+            bits(&vae.decode_frames(z).unwrap()),
+            "traced = plain"
         );
-        p.check(
-            "std",
-            &d.std().unwrap(),
-            take(&out, "std", "outputs"),
-            ATOL,
-            RTOL,
-        );
-        let dz = vae.decode_frames(z).unwrap();
-        p.check(
-            "decoded_z",
-            &dz,
-            take(&out, "decoded_z", "outputs"),
-            ATOL,
-            RTOL,
-        );
-        let dm = vae.decode_frames(&d.mean).unwrap();
-        p.check(
-            "decoded_mean",
-            &dm,
-            take(&out, "decoded_mean", "outputs"),
-            ATOL,
-            RTOL,
-        );
-        let c = p.finish();
-        assert!(c.max_rel <= 1e-3);
+        p.trace(&trace);
+        p.output("decoded_z", &dz);
+        p.output("decoded_mean", &vae.decode_frames(&d.mean).unwrap());
+        p.finish();
     }
 }
 
 /// Treating the fixture's image batch as one video of N frames: chunked video encode / decode
-/// equals the per-frame results for every chunk size.
+/// equals the per-frame results for every chunk size, and every shape follows from the config
+/// (`⌊H/s⌋` latents, `s·h` decoded, `s = 2^(levels−1)`).
 #[test]
 fn sd_vae_video_chunks_equal_frames() {
     for fx in fixtures("sd_vae") {
-        let dev = Device::Cpu;
-        let (vae, _) = AutoencoderKL::load(fx.dir.join("model"), DType::F32, &dev).unwrap();
+        let vae = load(&fx);
+        let cfg = vae.config().clone();
+        let st = cfg.spatial_stride();
         let inp = fx.inputs();
         let x = take(&inp, "x", "inputs");
-        let n = x.dim(0).unwrap();
+        let (n, _, hx, wx) = x.dims4().unwrap();
         let video = VideoShape::unfold(x, n).unwrap(); // [1, 3, N, H, W]
+        let s = VideoShape::of(&video).unwrap();
+        let (h, w) = (hx / st, wx / st);
         let want = VideoShape::unfold(&vae.encode_frames(x).unwrap().mean, n).unwrap();
-        for chunk in [1, 2, 5] {
+        assert_eq!(want.dims(), &[1, cfg.latent_channels, n, h, w]);
+        assert_eq!(vae.code_dims(s), (n, h, w));
+        let s_codec = vae.strides();
+        assert_eq!((s_codec.temporal, s_codec.spatial), (1, st));
+        let want_dec = VideoShape::unfold(
+            &vae.decode_frames(&VideoShape::fold(&want).unwrap().0)
+                .unwrap(),
+            n,
+        )
+        .unwrap();
+        assert_eq!(want_dec.dims(), &[1, cfg.out_channels, n, h * st, w * st]);
+        for chunk in [1, 2, n.max(1) - 1, n, n + 3] {
             let v = vae.clone().with_chunk_frames(chunk);
             let got = v.encode_video(&video).unwrap().mean;
             video_testkit::assert_close("chunked encode", &got, &want, 1e-6, 1e-6);
             let dec = v.decode_video(&got).unwrap();
-            let want_dec = VideoShape::unfold(
-                &vae.decode_frames(&want.squeeze(0).unwrap().permute((1, 0, 2, 3)).unwrap())
-                    .unwrap(),
-                n,
-            )
-            .unwrap();
             video_testkit::assert_close("chunked decode", &dec, &want_dec, 1e-5, 1e-5);
         }
         // Codec: scaled latents round trip through the scaling factor.
         let code = vae.encode(&video).unwrap();
-        let sf = vae.config().scaling_factor;
+        let sf = cfg.scaling_factor;
         video_testkit::assert_close("codec scale", &code, &(&want * sf).unwrap(), 1e-6, 1e-6);
-        let s = vae.strides();
-        assert_eq!(
-            (s.temporal, s.spatial),
-            (1, x.dim(2).unwrap() / want.dim(3).unwrap())
-        );
         let dec = vae.decode(&code).unwrap();
-        assert_eq!(dec.dims(), video.dims());
+        assert_eq!(dec.dims(), want_dec.dims());
     }
 }
 
 #[test]
 fn sd_vae_bad_inputs_are_typed_errors() {
-    let Some(fx) = fixtures("sd_vae").into_iter().next() else {
-        return;
-    };
-    let dev = Device::Cpu;
-    let (vae, _) = AutoencoderKL::load(fx.dir.join("model"), DType::F32, &dev).unwrap();
-    let four_ch = Tensor::zeros((1, 4, 2, 16, 16), DType::F32, &dev).unwrap();
-    assert!(matches!(
-        vae.encode_video(&four_ch),
-        Err(Error::InvalidArgument { .. })
-    ));
-    let rank4 = Tensor::zeros((1, 3, 16, 16), DType::F32, &dev).unwrap();
-    assert!(matches!(
-        vae.encode_video(&rank4),
-        Err(Error::InvalidArgument { .. })
-    ));
-    let lat3 = Tensor::zeros((1, 3, 2, 4, 4), DType::F32, &dev).unwrap();
-    assert!(matches!(
-        vae.decode_video(&lat3),
-        Err(Error::InvalidArgument { .. })
-    ));
-    let img = Tensor::zeros((2, 5, 16, 16), DType::F32, &dev).unwrap();
-    assert!(matches!(
-        vae.moments(&img),
-        Err(Error::InvalidArgument { .. })
-    ));
+    for fx in fixtures("sd_vae") {
+        let dev = Device::Cpu;
+        let vae = load(&fx);
+        let cfg = vae.config();
+        let (cin, lat) = (cfg.in_channels, cfg.latent_channels);
+        let wrong_ch = Tensor::zeros((1, cin + 1, 2, 16, 16), DType::F32, &dev).unwrap();
+        assert!(matches!(
+            vae.encode_video(&wrong_ch),
+            Err(Error::InvalidArgument { .. })
+        ));
+        let rank4 = Tensor::zeros((1, cin, 16, 16), DType::F32, &dev).unwrap();
+        assert!(matches!(
+            vae.encode_video(&rank4),
+            Err(Error::InvalidArgument { .. })
+        ));
+        let wrong_lat = Tensor::zeros((1, lat + 1, 2, 4, 4), DType::F32, &dev).unwrap();
+        assert!(matches!(
+            vae.decode_video(&wrong_lat),
+            Err(Error::InvalidArgument { .. })
+        ));
+        let img = Tensor::zeros((2, cin + 2, 16, 16), DType::F32, &dev).unwrap();
+        assert!(matches!(
+            vae.moments(&img),
+            Err(Error::InvalidArgument { .. })
+        ));
+    }
+}
+
+/// NaN in the images or the latents is caught where encode / decode hand their result out.
+#[test]
+fn sd_vae_nan_is_a_non_finite_error() {
+    let fx = fixtures("sd_vae").into_iter().next().unwrap();
+    let vae = load(&fx);
+    let inp = fx.inputs();
+    let x = take(&inp, "x", "inputs");
+    let z = take(&inp, "z", "inputs");
+    assert_non_finite(vae.moments(&with_nan(x)), "AutoencoderKL");
+    assert_non_finite(vae.decode_frames(&with_nan(z)), "AutoencoderKL");
+    let n = x.dim(0).unwrap();
+    let video = VideoShape::unfold(&with_nan(x), n).unwrap();
+    assert_non_finite(vae.encode(&video), "AutoencoderKL");
+    let zv = VideoShape::unfold(&with_nan(z), z.dim(0).unwrap()).unwrap();
+    assert_non_finite(vae.decode_video(&zv), "AutoencoderKL");
 }
 
 #[test]
 fn sd_vae_missing_key_is_named() {
-    let Some(fx) = fixtures("sd_vae").into_iter().next() else {
-        return;
-    };
+    let fx = fixtures("sd_vae").into_iter().next().unwrap();
     // Drop one tensor from the checkpoint and load strictly.
     let md = ModelDir::open(fx.dir.join("model")).unwrap();
     let dev = Device::Cpu;
@@ -161,7 +176,7 @@ fn sd_vae_missing_key_is_named() {
     .unwrap();
     candle_core::safetensors::save(&ts, tmp.path().join("diffusion_pytorch_model.safetensors"))
         .unwrap();
-    match AutoencoderKL::load(tmp.path(), DType::F32, &dev) {
+    match AutoencoderKL::from_pretrained(tmp.path(), DType::F32, &dev) {
         Err(Error::MissingTensor { key, .. }) => assert_eq!(key, "decoder.conv_out.bias"),
         other => panic!("expected MissingTensor, got {other:?}"),
     }

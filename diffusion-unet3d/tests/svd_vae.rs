@@ -3,6 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use candle_core::{DType, Device, Tensor};
+mod common;
+
+use common::{assert_non_finite, max_abs, with_nan, ModelParity};
 use video_testkit::{fixtures, take, Fixture};
 use vidgen_diffusion_unet3d::svd::AutoencoderKLTemporalDecoder;
 use vidgen_video_core::{Codec, VideoShape};
@@ -29,56 +32,40 @@ fn frames(fx: &Fixture) -> usize {
         .expect("meta.json num_frames")
 }
 
-fn max_abs(t: &Tensor) -> f64 {
-    t.abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_dtype(DType::F64)
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
-}
-
 #[test]
 fn parity_every_fixture() {
     for fx in fixtures("svd_vae") {
         let m = load(&fx);
         let f = frames(&fx);
         let i = fx.inputs();
-        let o = fx.outputs();
-        let inter = fx.intermediates();
         let (x, z) = (take(&i, "x", "inputs"), take(&i, "z", "inputs"));
-        let mut p = fx.parity();
-        let mut check = |name: &str, got: &Tensor, want: &Tensor| {
-            let tol = (1e-4 * max_abs(want)).max(5e-6);
-            p.check(name, got, want, tol, 0.0);
-        };
-        let enc = m.encoder().forward(x).unwrap();
-        if let Some(w) = inter.get("encoder") {
-            check("encoder", &enc, w);
-        }
+        let mut p = ModelParity::new(&fx);
+        p.intermediate("encoder", &m.encoder().forward(x).unwrap());
         let moments = m.moments(x).unwrap();
-        if let Some(w) = inter.get("quant_conv") {
-            check("quant_conv", &moments, w);
-        }
-        check("moments", &moments, take(&o, "moments", "outputs"));
+        p.intermediate("quant_conv", &moments);
+        p.output("moments", &moments);
         let post = m.encode_frames(x).unwrap();
-        check("mean", &post.mean, take(&o, "mean", "outputs"));
-        check("logvar", &post.logvar, take(&o, "logvar", "outputs"));
-        check("std", &post.std().unwrap(), take(&o, "std", "outputs"));
+        p.output("mean", &post.mean);
+        p.output("logvar", &post.logvar);
+        p.output("std", &post.std().unwrap());
         let (dz, trace) = m.decode_traced(z, f).unwrap();
-        for (name, got) in &trace {
-            if let Some(w) = inter.get(name) {
-                check(name, got, w);
-            }
-        }
-        check("decoded_z", &dz, take(&o, "decoded_z", "outputs"));
+        assert_eq!(bits(&dz), bits(&m.decode(z, f).unwrap()), "traced = plain");
+        p.trace(&trace);
+        p.output("decoded_z", &dz);
         let dm = m.decode(&post.mean, f).unwrap();
-        check("decoded_mean", &dm, take(&o, "decoded_mean", "outputs"));
-        let c = p.finish();
-        assert!(c.max_rel <= 1e-3);
+        p.output("decoded_mean", &dm);
+        p.finish();
     }
+}
+
+fn bits(t: &Tensor) -> Vec<u32> {
+    t.flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_bits())
+        .collect()
 }
 
 #[test]
@@ -132,27 +119,67 @@ fn streaming_equals_chunked_and_one_chunk_equals_single_pass() {
     }
 }
 
+/// The `Codec` impl on the fixture's video and on the video cropped by one pixel (sizes the
+/// downsampling does not divide): shapes computed from the config alone (`⌊H/s⌋` latents,
+/// `s·⌊H/s⌋` decoded), the scaling factor, and typed errors.
 #[test]
 fn codec_roundtrip_shapes_and_scaling() {
-    let Some(fx) = fixtures("svd_vae").into_iter().next() else {
-        return;
-    };
+    for fx in fixtures("svd_vae") {
+        let m = load(&fx);
+        let f = frames(&fx);
+        let cfg = m.config().clone();
+        let st = cfg.spatial_stride();
+        let x = take(&fx.inputs(), "x", "inputs").clone();
+        let full = VideoShape::unfold(&x, f).unwrap(); // [B, C, F, H, W]
+        let s0 = VideoShape::of(&full).unwrap();
+        let mut videos = vec![full.clone()];
+        if s0.h > st && s0.w > st {
+            videos.push(
+                full.narrow(3, 0, s0.h - 1)
+                    .unwrap()
+                    .narrow(4, 0, s0.w - 1)
+                    .unwrap(),
+            );
+        }
+        for video in videos {
+            let s = VideoShape::of(&video).unwrap();
+            let (h, w) = (s.h / st, s.w / st);
+            assert_eq!(m.code_dims(s), (s.t, h, w));
+            let code = m.encode(&video).unwrap();
+            assert_eq!(code.dims(), &[s.b, cfg.latent_channels, s.t, h, w]);
+            let (frames_in, _) = VideoShape::fold(&video).unwrap();
+            let mean = VideoShape::unfold(&m.encode_frames(&frames_in).unwrap().mean, f).unwrap();
+            let d = max_abs(&((&code / cfg.scaling_factor).unwrap() - &mean).unwrap());
+            assert!(d < 1e-6, "{}: code ≠ mean·scaling_factor ({d})", fx.id());
+            let want = [s.b, cfg.out_channels, s.t, h * st, w * st];
+            let dec = Codec::decode(&m, &code).unwrap();
+            assert_eq!(dec.dims(), &want);
+            let m1 = m.clone().with_decode_chunk_size(Some(1));
+            assert_eq!(Codec::decode(&m1, &code).unwrap().dims(), &want);
+            assert!(m.decode_chunked(&code, 0).is_err());
+        }
+        let bad = Tensor::zeros(
+            (1, cfg.latent_channels + 1, 2, 4, 4),
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert!(m.decode_chunked(&bad, 1).is_err());
+    }
+}
+
+/// NaN in the images or the latents is caught where encode / decode hand their result out.
+#[test]
+fn nan_is_a_non_finite_error() {
+    let fx = fixtures("svd_vae").into_iter().next().unwrap();
     let m = load(&fx);
     let f = frames(&fx);
-    let x = take(&fx.inputs(), "x", "inputs").clone();
-    let video = VideoShape::unfold(&x, f).unwrap(); // [B, 3, F, H, W]
-    let code = m.encode(&video).unwrap();
-    let s = VideoShape::of(&video).unwrap();
-    let (t, h, w) = m.code_dims(s);
-    assert_eq!(code.dims(), &[s.b, m.config().latent_channels, t, h, w]);
-    let mean = VideoShape::unfold(&m.encode_frames(&x).unwrap().mean, f).unwrap();
-    let d = max_abs(&((&code / m.config().scaling_factor).unwrap() - &mean).unwrap());
-    assert!(d < 1e-6);
-    let dec = Codec::decode(&m, &code).unwrap();
-    assert_eq!(dec.dims(), video.dims());
-    let m2 = m.clone().with_decode_chunk_size(Some(1));
-    assert_eq!(Codec::decode(&m2, &code).unwrap().dims(), video.dims());
-    assert!(m.decode_chunked(&code, 0).is_err());
-    let bad = Tensor::zeros((1, 3, 2, 4, 4), DType::F32, &Device::Cpu).unwrap();
-    assert!(m.decode_chunked(&bad, 1).is_err());
+    let i = fx.inputs();
+    let (x, z) = (take(&i, "x", "inputs"), take(&i, "z", "inputs"));
+    assert_non_finite(m.moments(&with_nan(x)), "AutoencoderKLTemporalDecoder");
+    assert_non_finite(m.decode(&with_nan(z), f), "AutoencoderKLTemporalDecoder");
+    let zv = VideoShape::unfold(&with_nan(z), f).unwrap();
+    assert_non_finite(m.decode_chunked(&zv, 1), "AutoencoderKLTemporalDecoder");
+    let video = VideoShape::unfold(&with_nan(x), f).unwrap();
+    assert_non_finite(m.encode(&video), "AutoencoderKLTemporalDecoder");
 }

@@ -2,6 +2,8 @@
 //! files as written (unknown keys ignored, defaults as in diffusers 0.42).
 
 use serde::Deserialize;
+
+use crate::limits::{all_at_most, at_most, MAX_LAYERS, MAX_LEVELS, MAX_WIDTH};
 use vidgen_video_core::{AttentionSite, Error, Result};
 
 /// A config value that diffusers accepts either as one integer for every block or as one per
@@ -45,6 +47,22 @@ fn check_positive(field: &str, v: &[usize]) -> Result<()> {
         return Err(Error::config(format!("{field}[{i}]"), "must be >= 1"));
     }
     Ok(())
+}
+
+/// The sanity limits shared by the SD UNet configs: levels, channels, layers per block,
+/// context width and channel counts in / out.
+pub(crate) fn check_sizes(
+    channels: &[usize],
+    layers: &[usize],
+    cross_attention_dim: usize,
+    in_out: (usize, usize),
+) -> Result<()> {
+    at_most("block_out_channels (levels)", channels.len(), MAX_LEVELS)?;
+    all_at_most("block_out_channels", channels, MAX_WIDTH)?;
+    all_at_most("layers_per_block", layers, MAX_LAYERS)?;
+    at_most("cross_attention_dim", cross_attention_dim, MAX_WIDTH)?;
+    at_most("in_channels", in_out.0, MAX_WIDTH)?;
+    at_most("out_channels", in_out.1, MAX_WIDTH)
 }
 
 fn check_groups(field: &str, groups: usize, channels: &[usize]) -> Result<()> {
@@ -233,6 +251,12 @@ impl UNet3DConfig {
     pub fn validate(&self) -> Result<()> {
         let n = self.block_out_channels.len();
         check_positive("block_out_channels", &self.block_out_channels)?;
+        check_sizes(
+            &self.block_out_channels,
+            &[self.layers_per_block],
+            self.cross_attention_dim,
+            (self.in_channels, self.out_channels),
+        )?;
         if self.down_block_types.len() != n {
             return Err(Error::config(
                 "down_block_types",
@@ -585,10 +609,17 @@ impl UNet2DConditionConfig {
         }
         let layers = self.layers_per_block.expand(n, "layers_per_block")?;
         check_positive("layers_per_block", &layers)?;
+        check_sizes(
+            &self.block_out_channels,
+            &layers,
+            self.cross_attention_dim,
+            (self.in_channels, self.out_channels),
+        )?;
         let tl = self
             .transformer_layers_per_block
             .expand(n, "transformer_layers_per_block")?;
         check_positive("transformer_layers_per_block", &tl)?;
+        all_at_most("transformer_layers_per_block", &tl, MAX_LAYERS)?;
         check_act(&self.act_fn)?;
         let groups = self
             .norm_num_groups

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use vidgen_video_core::{Error, LoadReport, ModelDir, Result, VideoShape};
+use vidgen_video_core::{check_finite, Error, LoadReport, ModelDir, Result, VideoShape};
 
 use super::common::{self, check_sample, frame_context, hook, on_video, timesteps};
 use super::config::UNet3DConfig;
@@ -101,7 +101,7 @@ impl Ctx<'_> {
 /// run per frame, each followed by a temporal layer (ModelScope's `TemporalConvLayer`, a
 /// [`TransformerTemporalModel`]); ε-prediction over discrete timesteps.
 ///
-/// Loads diffusers directories unchanged ([`UNet3DConditionModel::load`]). `in_channels` may be
+/// Loads diffusers directories unchanged ([`UNet3DConditionModel::from_pretrained`]). `in_channels` may be
 /// widened beyond the checkpoint's for channel-concat conditioning
 /// ([`UNet3DConditionModel::load_widened`]): the extra input channels start at zero weight, so
 /// the widened model initially equals the original.
@@ -120,7 +120,8 @@ pub struct UNet3DConditionModel {
 }
 
 impl UNet3DConditionModel {
-    /// Builds the model from `vb` (random init with a `VarMap`, or checkpoint tensors).
+    /// Builds the model from `vb` (random weights, e.g. video-testkit's seeded builder, or
+    /// checkpoint tensors).
     ///
     /// # Errors
     /// An invalid config (naming the field); missing / mis-shaped tensors.
@@ -303,7 +304,7 @@ impl UNet3DConditionModel {
     ///
     /// # Errors
     /// Unreadable files, a bad config field, missing or mis-shaped tensors (named).
-    pub fn load(
+    pub fn from_pretrained(
         dir: impl AsRef<Path>,
         dtype: DType,
         device: &Device,
@@ -318,7 +319,7 @@ impl UNet3DConditionModel {
     /// channels of `conv_in` are zero, so the widened model initially ignores them.
     ///
     /// # Errors
-    /// `in_channels` below the checkpoint's; as [`UNet3DConditionModel::load`].
+    /// `in_channels` below the checkpoint's; as [`UNet3DConditionModel::from_pretrained`].
     pub fn load_widened(
         dir: impl AsRef<Path>,
         in_channels: usize,
@@ -381,7 +382,39 @@ impl UNet3DConditionModel {
         hooks: &dyn UNetHooks,
     ) -> Result<Tensor> {
         // On a rayon worker: hundreds of parallel ops, none handed off from an outside thread.
-        vidgen_video_core::in_pool(|| self.run(sample, timestep, encoder_hidden_states, hooks))
+        vidgen_video_core::in_pool(|| {
+            self.run(sample, timestep, encoder_hidden_states, hooks, None)
+        })
+    }
+
+    /// [`UNet3DConditionModel::forward`] that also returns the outputs of the top-level
+    /// modules, named as the reference's forward hooks (`time_proj`, `time_embedding` (per
+    /// video, before the repeat over frames), `conv_in`, `transformer_in`, `down_blocks.i`,
+    /// `mid_block`, `up_blocks.i`, `conv_norm_out` (before the SiLU), `conv_out`), for
+    /// bisecting a mismatch. The output is bit-identical to [`UNet3DConditionModel::forward`].
+    ///
+    /// # Shapes
+    /// As [`UNet3DConditionModel::forward`]; block outputs are frame batches `[B·T, C, h, w]`.
+    ///
+    /// # Errors
+    /// As [`UNet3DConditionModel::forward`].
+    pub fn forward_traced(
+        &self,
+        sample: &Tensor,
+        timestep: &Tensor,
+        encoder_hidden_states: &Tensor,
+    ) -> Result<(Tensor, Vec<(String, Tensor)>)> {
+        let mut trace = Vec::new();
+        let out = vidgen_video_core::in_pool(|| {
+            self.run(
+                sample,
+                timestep,
+                encoder_hidden_states,
+                &NoHooks,
+                Some(&mut trace),
+            )
+        })?;
+        Ok((out, trace))
     }
 
     fn run(
@@ -390,14 +423,24 @@ impl UNet3DConditionModel {
         timestep: &Tensor,
         encoder_hidden_states: &Tensor,
         hooks: &dyn UNetHooks,
+        mut trace: Option<&mut Vec<(String, Tensor)>>,
     ) -> Result<Tensor> {
+        let tracing = trace.is_some();
+        let mut rec = |name: String, t: &Tensor| {
+            if let Some(tr) = trace.as_deref_mut() {
+                tr.push((name, t.clone()));
+            }
+        };
         let s = check_sample(sample, self.cfg.in_channels)?;
         let t = s.t;
         // 1. time embedding [B, 4·C0], repeated per frame -> [B·T, 4·C0]
         let ts = timesteps(timestep, s.b)?;
+        let t_emb = self.time_proj.forward(&ts)?;
+        rec("time_proj".into(), &t_emb);
         let emb = self
             .time_embedding
-            .forward(&self.time_proj.forward(&ts)?.to_dtype(sample.dtype())?)?;
+            .forward(&t_emb.to_dtype(sample.dtype())?)?;
+        rec("time_embedding".into(), &emb);
         let emb = common::repeat_interleave(&emb, t)?;
         // 2. context per frame [B·T, S, D]
         let ctx = frame_context(encoder_hidden_states, s, self.cfg.cross_attention_dim)?
@@ -405,10 +448,12 @@ impl UNet3DConditionModel {
         // 3. (B, C, T, H, W) -> frames (B·T, C, H, W); conv_in; transformer_in over frames
         let (frames, _) = VideoShape::fold(sample)?;
         let mut h = self.conv_in.forward(&frames)?;
+        rec("conv_in".into(), &h);
         h = on_video(&h, t, |v| self.transformer_in.forward(v))?;
+        rec("transformer_in".into(), &h);
         // 4. down blocks, keeping every skip
         let mut skips = vec![h.clone()];
-        for b in &self.down_blocks {
+        for (i, b) in self.down_blocks.iter().enumerate() {
             for l in &b.layers {
                 h = self.layer(l, &h, &emb, &ctx, t, hooks)?;
                 skips.push(h.clone());
@@ -417,6 +462,7 @@ impl UNet3DConditionModel {
                 h = d.forward(&h)?;
                 skips.push(h.clone());
             }
+            rec(format!("down_blocks.{i}"), &h);
         }
         // 5. mid block: resnet, temp_conv, then (attn, temp_attn, resnet, temp_conv)
         let m = &self.mid_block;
@@ -442,8 +488,9 @@ impl UNet3DConditionModel {
             h = r.forward(&h, Some(&emb))?;
             h = on_video(&h, t, |v| tc.forward(v))?;
         }
+        rec("mid_block".into(), &h);
         // 6. up blocks, concatenating skips on channels (last in, first out)
-        for b in &self.up_blocks {
+        for (i, b) in self.up_blocks.iter().enumerate() {
             for l in &b.layers {
                 let skip = skips
                     .pop()
@@ -456,11 +503,19 @@ impl UNet3DConditionModel {
                 let size = skips.last().map(|s| (s.dims()[2], s.dims()[3]));
                 h = u.forward(&h, size)?;
             }
+            rec(format!("up_blocks.{i}"), &h);
         }
         // 7. norm, SiLU, conv_out; frames -> (B, C', T, H, W)
+        if tracing {
+            // The reference's hook sees the norm alone; the fused pass below stays the path.
+            rec("conv_norm_out".into(), &self.conv_norm_out.forward(&h)?);
+        }
         h = self.conv_norm_out.forward_silu(&h)?;
         h = self.conv_out.forward(&h)?;
-        VideoShape::unfold(&h, t)
+        rec("conv_out".into(), &h);
+        let out = VideoShape::unfold(&h, t)?;
+        check_finite(&out, "UNet3DConditionModel forward: output sample")?;
+        Ok(out)
     }
 
     fn layer(

@@ -10,11 +10,14 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use vidgen_video_core::{AttentionSite, Error, LoadReport, ModelDir, Result, VideoShape};
+use vidgen_video_core::{
+    check_finite, AttentionSite, Error, LoadReport, ModelDir, Result, VideoShape,
+};
 
 use super::common::{self, check_sample, frame_context, hook, on_video, timesteps};
-use super::config::{MotionAdapterConfig, UNet2DConditionConfig, UNetMotionConfig};
+use super::config::{check_sizes, MotionAdapterConfig, UNet2DConditionConfig, UNetMotionConfig};
 use super::temporal::{TransformerTemporalConfig, TransformerTemporalModel};
+use crate::limits::{all_at_most, at_most, MAX_LAYERS, MAX_POSITIONS, MAX_WIDTH};
 use vidgen_video_core::hooks::{HookPoint, NoHooks, UNetHooks};
 use vidgen_video_nn::{
     Activation, Conv2d, Downsample2D, GroupNorm, ResnetBlock2D, ResnetBlock2DConfig,
@@ -357,6 +360,56 @@ impl MotionUNetSpec {
     }
 
     fn validate_motion(&self) -> Result<()> {
+        let n = self.block_out_channels.len();
+        if n == 0 {
+            return Err(Error::config("block_out_channels", "must not be empty"));
+        }
+        for (field, len) in [
+            ("down_block_types", self.down_cross.len()),
+            ("up_block_types", self.up_cross.len()),
+            ("layers_per_block", self.layers_per_block.len()),
+            (
+                "transformer_layers_per_block",
+                self.transformer_layers.len(),
+            ),
+            (
+                "transformer_layers_per_block",
+                self.up_transformer_layers.len(),
+            ),
+            ("num_attention_heads", self.heads.len()),
+        ] {
+            if len != n {
+                return Err(Error::config(
+                    field,
+                    format!("has {len} entries, block_out_channels has {n}"),
+                ));
+            }
+        }
+        if self.block_out_channels.contains(&0) {
+            return Err(Error::config("block_out_channels", "must be >= 1"));
+        }
+        check_sizes(
+            &self.block_out_channels,
+            &self.layers_per_block,
+            self.cross_attention_dim,
+            (self.in_channels, self.out_channels),
+        )?;
+        at_most("in_channels (checkpoint)", self.ckpt_in_channels, MAX_WIDTH)?;
+        all_at_most(
+            "transformer_layers_per_block",
+            &self.transformer_layers,
+            MAX_LAYERS,
+        )?;
+        all_at_most(
+            "transformer_layers_per_block",
+            &self.up_transformer_layers,
+            MAX_LAYERS,
+        )?;
+        at_most(
+            "transformer_layers_per_mid_block",
+            self.mid_transformer_layers,
+            MAX_LAYERS,
+        )?;
         let g = self.norm_num_groups;
         if g == 0 || self.block_out_channels.iter().any(|c| c % g != 0) {
             return Err(Error::config(
@@ -375,6 +428,39 @@ impl MotionUNetSpec {
         if let Some(m) = &self.motion {
             if m.max_seq_length == 0 {
                 return Err(Error::config("motion_max_seq_length", "must be >= 1"));
+            }
+            at_most("motion_max_seq_length", m.max_seq_length, MAX_POSITIONS)?;
+            for (field, len) in [
+                ("motion_num_attention_heads", m.heads.len()),
+                ("motion_num_attention_heads", m.up_heads.len()),
+                (
+                    "motion_transformer_layers_per_block",
+                    m.transformer_layers.len(),
+                ),
+                (
+                    "motion_transformer_layers_per_block",
+                    m.up_transformer_layers.len(),
+                ),
+            ] {
+                if len != n {
+                    return Err(Error::config(
+                        field,
+                        format!("has {len} entries, block_out_channels has {n}"),
+                    ));
+                }
+            }
+            all_at_most(
+                "motion_transformer_layers_per_block",
+                &m.transformer_layers,
+                MAX_LAYERS,
+            )?;
+            all_at_most(
+                "motion_transformer_layers_per_block",
+                &m.up_transformer_layers,
+                MAX_LAYERS,
+            )?;
+            if let Some(mid) = &m.mid_transformer_layers {
+                all_at_most("motion_transformer_layers_per_mid_block", mid, MAX_LAYERS)?;
             }
             for (i, (&c, &h)) in self.block_out_channels.iter().zip(&m.heads).enumerate() {
                 if h == 0 || c % h != 0 {
@@ -437,7 +523,7 @@ struct MMid {
 /// without motion modules it is exactly SD's `UNet2DConditionModel` applied to every frame.
 ///
 /// Ways to build it:
-/// * [`UNetMotionModel::load`]: a saved `UNetMotionModel` directory;
+/// * [`UNetMotionModel::from_pretrained`]: a saved `UNetMotionModel` directory;
 /// * [`UNetMotionModel::load_from_parts`]: an SD `unet/` directory plus a `MotionAdapter`
 ///   directory, as diffusers saves them (`UNetMotionModel.from_unet2d(unet, adapter)`);
 /// * [`UNetMotionModel::load_unet2d`]: the SD UNet alone, per frame (no temporal layers);
@@ -692,7 +778,7 @@ impl UNetMotionModel {
     ///
     /// # Errors
     /// Unreadable files, a bad config field, missing or mis-shaped tensors (named).
-    pub fn load(
+    pub fn from_pretrained(
         dir: impl AsRef<Path>,
         dtype: DType,
         device: &Device,
@@ -734,7 +820,7 @@ impl UNetMotionModel {
     /// layers): each frame is denoised independently, exactly as the 2-D UNet.
     ///
     /// # Errors
-    /// As [`UNetMotionModel::load`].
+    /// As [`UNetMotionModel::from_pretrained`].
     pub fn load_unet2d(
         dir: impl AsRef<Path>,
         dtype: DType,
@@ -915,7 +1001,39 @@ impl UNetMotionModel {
         hooks: &dyn UNetHooks,
     ) -> Result<Tensor> {
         // On a rayon worker: hundreds of parallel ops, none handed off from an outside thread.
-        vidgen_video_core::in_pool(|| self.run(sample, timestep, encoder_hidden_states, hooks))
+        vidgen_video_core::in_pool(|| {
+            self.run(sample, timestep, encoder_hidden_states, hooks, None)
+        })
+    }
+
+    /// [`UNetMotionModel::forward`] that also returns the outputs of the top-level modules,
+    /// named as the reference's forward hooks (`time_proj`, `time_embedding` (per video, before
+    /// the repeat over frames), `conv_in`, `down_blocks.i`, `mid_block`, `up_blocks.i`,
+    /// `conv_norm_out` (before the SiLU), `conv_out`), for bisecting a mismatch. The output is
+    /// bit-identical to [`UNetMotionModel::forward`].
+    ///
+    /// # Shapes
+    /// As [`UNetMotionModel::forward`]; block outputs are frame batches `[B·T, C, h, w]`.
+    ///
+    /// # Errors
+    /// As [`UNetMotionModel::forward`].
+    pub fn forward_traced(
+        &self,
+        sample: &Tensor,
+        timestep: &Tensor,
+        encoder_hidden_states: &Tensor,
+    ) -> Result<(Tensor, Vec<(String, Tensor)>)> {
+        let mut trace = Vec::new();
+        let out = vidgen_video_core::in_pool(|| {
+            self.run(
+                sample,
+                timestep,
+                encoder_hidden_states,
+                &NoHooks,
+                Some(&mut trace),
+            )
+        })?;
+        Ok((out, trace))
     }
 
     fn run(
@@ -924,7 +1042,14 @@ impl UNetMotionModel {
         timestep: &Tensor,
         encoder_hidden_states: &Tensor,
         hooks: &dyn UNetHooks,
+        mut trace: Option<&mut Vec<(String, Tensor)>>,
     ) -> Result<Tensor> {
+        let tracing = trace.is_some();
+        let mut rec = |name: String, t: &Tensor| {
+            if let Some(tr) = trace.as_deref_mut() {
+                tr.push((name, t.clone()));
+            }
+        };
         let s = check_sample(sample, self.spec.in_channels)?;
         let t = s.t;
         if let Some(m) = &self.spec.motion {
@@ -941,9 +1066,12 @@ impl UNetMotionModel {
         }
         // 1. time embedding [B, 4·C0] -> per frame [B·T, 4·C0]
         let ts = timesteps(timestep, s.b)?;
+        let t_emb = self.time_proj.forward(&ts)?;
+        rec("time_proj".into(), &t_emb);
         let emb = self
             .time_embedding
-            .forward(&self.time_proj.forward(&ts)?.to_dtype(sample.dtype())?)?;
+            .forward(&t_emb.to_dtype(sample.dtype())?)?;
+        rec("time_embedding".into(), &emb);
         let emb = common::repeat_interleave(&emb, t)?;
         // 2. context per frame [B·T, S, D]
         let ctx = frame_context(encoder_hidden_states, s, self.spec.cross_attention_dim)?
@@ -951,9 +1079,10 @@ impl UNetMotionModel {
         // 3. (B, C, T, H, W) -> frames (B·T, C, H, W); conv_in
         let (frames, _) = VideoShape::fold(sample)?;
         let mut h = self.conv_in.forward(&frames)?;
+        rec("conv_in".into(), &h);
         // 4. down blocks
         let mut skips = vec![h.clone()];
-        for b in &self.down_blocks {
+        for (i, b) in self.down_blocks.iter().enumerate() {
             for l in &b.layers {
                 h = self.layer(l, h, &emb, &ctx, t, hooks, true)?;
                 skips.push(h.clone());
@@ -962,14 +1091,16 @@ impl UNetMotionModel {
                 h = d.forward(&h)?;
                 skips.push(h.clone());
             }
+            rec(format!("down_blocks.{i}"), &h);
         }
         // 5. mid block: resnet, then (attn, motion, resnet)
         h = self.mid_block.resnet0.forward(&h, Some(&emb))?;
         for l in &self.mid_block.layers {
             h = self.layer(l, h, &emb, &ctx, t, hooks, false)?;
         }
+        rec("mid_block".into(), &h);
         // 6. up blocks
-        for b in &self.up_blocks {
+        for (i, b) in self.up_blocks.iter().enumerate() {
             for l in &b.layers {
                 let skip = skips
                     .pop()
@@ -978,14 +1109,23 @@ impl UNetMotionModel {
                 h = self.layer(l, h, &emb, &ctx, t, hooks, true)?;
             }
             if let Some(u) = &b.up {
+                // To the next skip's size (odd sizes: as `forward_upsample_size`).
                 let size = skips.last().map(|s| (s.dims()[2], s.dims()[3]));
                 h = u.forward(&h, size)?;
             }
+            rec(format!("up_blocks.{i}"), &h);
         }
         // 7. norm, SiLU, conv_out; frames -> (B, C', T, H, W)
+        if tracing {
+            // The reference's hook sees the norm alone; the fused pass below stays the path.
+            rec("conv_norm_out".into(), &self.conv_norm_out.forward(&h)?);
+        }
         h = self.conv_norm_out.forward_silu(&h)?;
         h = self.conv_out.forward(&h)?;
-        VideoShape::unfold(&h, t)
+        rec("conv_out".into(), &h);
+        let out = VideoShape::unfold(&h, t)?;
+        check_finite(&out, "UNetMotionModel forward: output sample")?;
+        Ok(out)
     }
 
     /// `resnet → attn → motion` (down / up blocks, `resnet_first`) or

@@ -10,8 +10,11 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
-use vidgen_video_core::{Codec, CodecStrides, Error, LoadReport, ModelDir, Result, VideoShape};
+use vidgen_video_core::{
+    check_finite, Codec, CodecStrides, Error, LoadReport, ModelDir, Result, VideoShape,
+};
 
+use crate::limits::{all_at_most, at_most, MAX_LAYERS, MAX_LEVELS, MAX_WIDTH};
 use vidgen_video_nn::vae::attention_levels;
 use vidgen_video_nn::{Activation, Conv2d};
 pub use vidgen_video_nn::{Decoder, DecoderConfig, Encoder, EncoderConfig, VaeMidBlock};
@@ -104,6 +107,16 @@ impl AutoencoderKLConfig {
                 "must be a non-empty list of positive channel counts",
             ));
         }
+        at_most("block_out_channels (levels)", n, MAX_LEVELS)?;
+        all_at_most("block_out_channels", &self.block_out_channels, MAX_WIDTH)?;
+        at_most("layers_per_block", self.layers_per_block, MAX_LAYERS)?;
+        for (field, v) in [
+            ("in_channels", self.in_channels),
+            ("out_channels", self.out_channels),
+            ("latent_channels", self.latent_channels),
+        ] {
+            at_most(field, v, MAX_WIDTH)?;
+        }
         if self.down_block_types.len() != n || self.up_block_types.len() != n {
             return Err(Error::config(
                 "down_block_types/up_block_types",
@@ -161,9 +174,10 @@ impl AutoencoderKLConfig {
         })
     }
 
-    /// Pixels per latent cell along H and W: `2^(blocks − 1)` (8 for SD).
+    /// Pixels per latent cell along H and W: `2^(blocks − 1)` (8 for SD; saturating at
+    /// `usize::MAX`).
     pub fn spatial_stride(&self) -> usize {
-        1 << self.block_out_channels.len().saturating_sub(1)
+        crate::svd::config::pow2_levels(self.block_out_channels.len())
     }
 }
 
@@ -241,7 +255,8 @@ pub struct AutoencoderKL {
 }
 
 impl AutoencoderKL {
-    /// Builds the VAE from `vb` (random init with a `VarMap`, or checkpoint tensors).
+    /// Builds the VAE from `vb` (random weights, e.g. video-testkit's seeded builder, or
+    /// checkpoint tensors).
     ///
     /// # Errors
     /// An invalid config (naming the field); missing / mis-shaped tensors.
@@ -281,7 +296,7 @@ impl AutoencoderKL {
     ///
     /// # Errors
     /// Unreadable files, a bad config field, missing or mis-shaped tensors (named).
-    pub fn load(
+    pub fn from_pretrained(
         dir: impl AsRef<Path>,
         dtype: DType,
         device: &Device,
@@ -320,19 +335,61 @@ impl AutoencoderKL {
     /// Encoder moments after `quant_conv` (diffusers' `encode(x).latent_dist.parameters`).
     ///
     /// # Shapes
-    /// `[N, C_in, H, W]` → `[N, 2·latent, H/s, W/s]`.
+    /// `[N, C_in, H, W]` → `[N, 2·latent, h, w]` with `h = ⌊H / s⌋`, `w = ⌊W / s⌋`
+    /// (`s` = [`AutoencoderKLConfig::spatial_stride`]; each downsampling halves, rounding down).
+    ///
+    /// # Errors
+    /// Wrong rank or channel count; [`Error::NonFinite`] when the moments hold NaN or infinity.
     pub fn moments(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.encoder.forward(x)?;
-        match &self.quant_conv {
-            Some(q) => q.forward(&h),
-            None => Ok(h),
+        self.moments_run(x, None)
+    }
+
+    /// [`AutoencoderKL::moments`] that also returns the outputs of the top-level modules, named
+    /// as the reference's forward hooks (`encoder.conv_in`, `encoder.down_blocks.i`,
+    /// `encoder.mid_block`, `encoder`, `quant_conv`), for bisecting a mismatch; the moments are
+    /// bit-identical.
+    ///
+    /// # Shapes
+    /// As [`AutoencoderKL::moments`].
+    ///
+    /// # Errors
+    /// As [`AutoencoderKL::moments`].
+    pub fn moments_traced(&self, x: &Tensor) -> Result<(Tensor, Vec<(String, Tensor)>)> {
+        let mut trace = Vec::new();
+        let m = self.moments_run(x, Some(&mut trace))?;
+        Ok((m, trace))
+    }
+
+    fn moments_run(
+        &self,
+        x: &Tensor,
+        mut trace: Option<&mut Vec<(String, Tensor)>>,
+    ) -> Result<Tensor> {
+        let h = match trace.as_deref_mut() {
+            Some(tr) => {
+                let mut inner = Vec::new();
+                let h = self.encoder.forward_traced(x, &mut inner)?;
+                tr.extend(inner.into_iter().map(|(n, t)| (format!("encoder.{n}"), t)));
+                tr.push(("encoder".into(), h.clone()));
+                h
+            }
+            None => self.encoder.forward(x)?,
+        };
+        let m = match &self.quant_conv {
+            Some(q) => q.forward(&h)?,
+            None => h,
+        };
+        if let (Some(tr), Some(_)) = (trace, &self.quant_conv) {
+            tr.push(("quant_conv".into(), m.clone()));
         }
+        check_finite(&m, "AutoencoderKL encode: moments")?;
+        Ok(m)
     }
 
     /// Encodes images to the latent posterior (unscaled).
     ///
     /// # Shapes
-    /// `[N, C_in, H, W]` → mean / logvar `[N, latent, H/s, W/s]`.
+    /// `[N, C_in, H, W]` → mean / logvar `[N, latent, ⌊H/s⌋, ⌊W/s⌋]`.
     pub fn encode_frames(&self, x: &Tensor) -> Result<DiagonalGaussian> {
         DiagonalGaussian::from_moments(&self.moments(x)?)
     }
@@ -341,7 +398,30 @@ impl AutoencoderKL {
     ///
     /// # Shapes
     /// `[N, latent, h, w]` → `[N, C_out, h·s, w·s]`.
+    ///
+    /// # Errors
+    /// Wrong rank or channel count; [`Error::NonFinite`] when the images hold NaN or infinity.
     pub fn decode_frames(&self, z: &Tensor) -> Result<Tensor> {
+        self.decode_run(z, None)
+    }
+
+    /// [`AutoencoderKL::decode_frames`] that also returns the outputs of the top-level modules,
+    /// named as the reference's forward hooks (`post_quant_conv`, `decoder.conv_in`,
+    /// `decoder.mid_block`, `decoder.up_blocks.i`, `decoder`), for bisecting a mismatch; the
+    /// images are bit-identical.
+    ///
+    /// # Shapes
+    /// As [`AutoencoderKL::decode_frames`].
+    ///
+    /// # Errors
+    /// As [`AutoencoderKL::decode_frames`].
+    pub fn decode_frames_traced(&self, z: &Tensor) -> Result<(Tensor, Vec<(String, Tensor)>)> {
+        let mut trace = Vec::new();
+        let out = self.decode_run(z, Some(&mut trace))?;
+        Ok((out, trace))
+    }
+
+    fn decode_run(&self, z: &Tensor, trace: Option<&mut Vec<(String, Tensor)>>) -> Result<Tensor> {
         match z.dims() {
             &[_, c, h, w] if c == self.cfg.latent_channels && h > 0 && w > 0 => {}
             d => {
@@ -358,7 +438,21 @@ impl AutoencoderKL {
             Some(p) => p.forward(z)?,
             None => z.clone(),
         };
-        self.decoder.forward(&z)
+        let out = match trace {
+            Some(tr) => {
+                if self.post_quant_conv.is_some() {
+                    tr.push(("post_quant_conv".into(), z.clone()));
+                }
+                let mut inner = Vec::new();
+                let out = self.decoder.forward_traced(&z, None, &mut inner)?;
+                tr.extend(inner.into_iter().map(|(n, t)| (format!("decoder.{n}"), t)));
+                tr.push(("decoder".into(), out.clone()));
+                out
+            }
+            None => self.decoder.forward(&z)?,
+        };
+        check_finite(&out, "AutoencoderKL decode: images")?;
+        Ok(out)
     }
 
     /// Runs `f` over the frames of a video, `chunk_frames` frames at a time.
@@ -383,7 +477,7 @@ impl AutoencoderKL {
     /// Encodes a video frame by frame (in chunks) to the latent posterior (unscaled).
     ///
     /// # Shapes
-    /// `[B, C_in, T, H, W]` → mean / logvar `[B, latent, T, H/s, W/s]`.
+    /// `[B, C_in, T, H, W]` → mean / logvar `[B, latent, T, ⌊H/s⌋, ⌊W/s⌋]`.
     pub fn encode_video(&self, video: &Tensor) -> Result<DiagonalGaussian> {
         let c = VideoShape::of(video)?.c;
         if c != self.cfg.in_channels {
@@ -436,13 +530,13 @@ impl Codec for AutoencoderKL {
     type Code = Tensor;
 
     /// Video `[B, C, T, H, W]` in `[-1, 1]` → scaled latents (posterior mode)
-    /// `[B, latent, T, H/8, W/8]`.
+    /// `[B, latent, T, ⌊H/s⌋, ⌊W/s⌋]` (`s = 8` for SD).
     fn encode(&self, video: &Tensor) -> Result<Tensor> {
         let d = self.encode_video(video)?;
         self.scale_latents(&d.mean)
     }
 
-    /// Scaled latents `[B, latent, T, h, w]` → video `[B, C, T, 8h, 8w]`.
+    /// Scaled latents `[B, latent, T, h, w]` → video `[B, C, T, s·h, s·w]`.
     fn decode(&self, code: &Tensor) -> Result<Tensor> {
         self.decode_video(&self.unscale_latents(code)?)
     }
@@ -452,5 +546,12 @@ impl Codec for AutoencoderKL {
             temporal: 1,
             spatial: self.cfg.spatial_stride(),
         }
+    }
+
+    /// `(T, ⌊H/s⌋, ⌊W/s⌋)`: every encoder downsampling rounds down (diffusers pads one zero
+    /// right / bottom, then a stride-2 3×3 conv), where the trait's default rounds up.
+    fn code_dims(&self, video: VideoShape) -> (usize, usize, usize) {
+        let s = self.cfg.spatial_stride();
+        (video.t, video.h / s, video.w / s)
     }
 }

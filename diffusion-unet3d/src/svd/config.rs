@@ -1,6 +1,7 @@
 //! `config.json` of diffusers' `UNetSpatioTemporalConditionModel` and
 //! `AutoencoderKLTemporalDecoder`.
 
+use crate::limits::{all_at_most, at_most, MAX_LAYERS, MAX_LEVELS, MAX_WIDTH};
 use serde::Deserialize;
 use vidgen_video_core::{AttentionSite, Error, Result};
 
@@ -118,6 +119,15 @@ pub struct UNetSpatioTemporalConfig {
     pub num_frames: usize,
 }
 
+/// `2^(levels−1)`: the downsampling factor of `levels` resolutions (1 for 0 or 1 level),
+/// saturating at `usize::MAX` (a config may list any number of blocks).
+pub(crate) fn pow2_levels(levels: usize) -> usize {
+    u32::try_from(levels.saturating_sub(1))
+        .ok()
+        .and_then(|s| 1usize.checked_shl(s))
+        .unwrap_or(usize::MAX)
+}
+
 /// The per-level values of a [`UNetSpatioTemporalConfig`], validated.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Levels {
@@ -203,9 +213,11 @@ impl UNetSpatioTemporalConfig {
         self.projection_class_embeddings_input_dim / self.addition_time_embed_dim.max(1)
     }
 
-    /// The spatial factor the latents must be divisible by (`2^(levels−1)`).
+    /// The UNet's overall downsampling factor, `2^(levels−1)` (saturating at `usize::MAX`).
+    /// Latent sizes need not be multiples of it: as diffusers, the up blocks then interpolate
+    /// to each skip connection's size.
     pub fn spatial_multiple(&self) -> usize {
-        1 << self.block_out_channels.len().saturating_sub(1)
+        pow2_levels(self.block_out_channels.len())
     }
 
     pub(crate) fn levels(&self) -> Result<Levels> {
@@ -228,6 +240,19 @@ impl UNetSpatioTemporalConfig {
         let n = self.block_out_channels.len();
         if n == 0 {
             return Err(Error::config("block_out_channels", "must not be empty"));
+        }
+        at_most("block_out_channels (levels)", n, MAX_LEVELS)?;
+        all_at_most("block_out_channels", &self.block_out_channels, MAX_WIDTH)?;
+        for (field, v) in [
+            ("in_channels", self.in_channels),
+            ("out_channels", self.out_channels),
+            ("addition_time_embed_dim", self.addition_time_embed_dim),
+            (
+                "projection_class_embeddings_input_dim",
+                self.projection_class_embeddings_input_dim,
+            ),
+        ] {
+            at_most(field, v, MAX_WIDTH)?;
         }
         for (i, &c) in self.block_out_channels.iter().enumerate() {
             if c == 0 || c % 32 != 0 {
@@ -271,6 +296,9 @@ impl UNetSpatioTemporalConfig {
             }
         }
         let lv = self.levels()?;
+        all_at_most("layers_per_block", &lv.layers, MAX_LAYERS)?;
+        all_at_most("transformer_layers_per_block", &lv.tlayers, MAX_LAYERS)?;
+        all_at_most("cross_attention_dim", &lv.cross, MAX_WIDTH)?;
         for (i, (&h, &c)) in lv.heads.iter().zip(&self.block_out_channels).enumerate() {
             if h == 0 || c % h != 0 {
                 return Err(Error::config(
@@ -364,9 +392,9 @@ impl TemporalVaeConfig {
         Ok(cfg)
     }
 
-    /// Pixels per latent cell (`2^(levels−1)`).
+    /// Pixels per latent cell (`2^(levels−1)`, saturating at `usize::MAX`).
     pub fn spatial_stride(&self) -> usize {
-        1 << self.block_out_channels.len().saturating_sub(1)
+        pow2_levels(self.block_out_channels.len())
     }
 
     /// Checks the fields.
@@ -376,6 +404,20 @@ impl TemporalVaeConfig {
     pub fn validate(&self) -> Result<()> {
         if self.block_out_channels.is_empty() {
             return Err(Error::config("block_out_channels", "must not be empty"));
+        }
+        at_most(
+            "block_out_channels (levels)",
+            self.block_out_channels.len(),
+            MAX_LEVELS,
+        )?;
+        all_at_most("block_out_channels", &self.block_out_channels, MAX_WIDTH)?;
+        at_most("layers_per_block", self.layers_per_block, MAX_LAYERS)?;
+        for (field, v) in [
+            ("in_channels", self.in_channels),
+            ("out_channels", self.out_channels),
+            ("latent_channels", self.latent_channels),
+        ] {
+            at_most(field, v, MAX_WIDTH)?;
         }
         for (i, &c) in self.block_out_channels.iter().enumerate() {
             if c == 0 || c % 32 != 0 {

@@ -83,7 +83,8 @@ pub struct UNetSpatioTemporalConditionModel {
 }
 
 impl UNetSpatioTemporalConditionModel {
-    /// Builds the model from `vb` (random init with a `VarMap` builder, or a checkpoint).
+    /// Builds the model from `vb` (random weights, e.g. video-testkit's seeded builder, or a
+    /// checkpoint).
     ///
     /// # Errors
     /// An invalid config (field named); missing / mis-shaped tensors.
@@ -318,13 +319,6 @@ impl UNetSpatioTemporalConditionModel {
                 ),
             ));
         }
-        let m = cfg.spatial_multiple();
-        if h % m != 0 || w % m != 0 {
-            return Err(Error::invalid(
-                "sample",
-                format!("latent size {h}×{w} must be divisible by {m} (2^(levels−1))"),
-            ));
-        }
         let nt = timestep.elem_count();
         if timestep.rank() > 1 || (nt != 1 && nt != b) {
             return Err(Error::invalid(
@@ -367,7 +361,8 @@ impl UNetSpatioTemporalConditionModel {
     /// # Shapes
     /// - `sample`: `[B, F, in_channels, H, W]` (SVD's layout: noisy latents already scaled by
     ///   `1/√(σ²+1)`, concatenated on channels with the conditioning-image latents);
-    ///   `H`, `W` divisible by `2^(levels−1)`, `F ≤ max_frames()`
+    ///   any `H`, `W` ≥ 1 (sizes not divisible by `2^(levels−1)` are upsampled back to each
+    ///   skip connection's size, as diffusers does), `F ≤ max_frames()`
     /// - `timestep`: scalar, `[1]` or `[B]` (`c_noise = ¼ ln σ`)
     /// - `encoder_hidden_states`: `[B, M, cross_attention_dim]` (CLIP image embeds, `M = 1`)
     /// - `added_time_ids`: `[B, n]`, `n·addition_time_embed_dim = projection_class_embeddings_input_dim`
@@ -375,8 +370,9 @@ impl UNetSpatioTemporalConditionModel {
     /// - returns `[B, F, out_channels, H, W]`
     ///
     /// # Errors
-    /// Wrong channel count, mismatched `added_time_ids` length, too many frames, sizes not
-    /// divisible by the downsampling factor, batch mismatches: typed errors naming the argument.
+    /// Wrong channel count, mismatched `added_time_ids` length, too many frames, batch
+    /// mismatches: typed errors naming the argument. [`Error::NonFinite`] when the output holds
+    /// NaN or infinity.
     pub fn forward(
         &self,
         sample: &Tensor,
@@ -554,7 +550,11 @@ impl UNetSpatioTemporalConditionModel {
                 x = lvl.resnet_attn(j, &x, &ctx, &path)?;
             }
             if let Some(u) = &lvl.upsampler {
-                x = u.forward(&x, None)?;
+                // To the size of the next skip connection (diffusers' `forward_upsample_size`):
+                // `2h × 2w` for sizes divisible by 2^(levels−1), nearest interpolation to an odd
+                // size otherwise.
+                let size = skips.last().map(|s| (s.dims()[2], s.dims()[3]));
+                x = u.forward(&x, size)?;
             }
             rec(&path, &x);
         }
@@ -566,7 +566,12 @@ impl UNetSpatioTemporalConditionModel {
         rec("conv_out", &x);
         // 7. [B·F, C', H, W] -> [B, F, C', H, W]
         let co = x.dims()[1];
-        Ok(x.reshape((b, f, co, h, w))?)
+        let out = x.reshape((b, f, co, h, w))?;
+        vidgen_video_core::check_finite(
+            &out,
+            "UNetSpatioTemporalConditionModel forward: output sample",
+        )?;
+        Ok(out)
     }
 
     /// The raw network in vidgen's layout, for `samplers`' preconditioning wrappers

@@ -29,7 +29,9 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use vidgen_video_core::{Codec, CodecStrides, Error, LoadReport, ModelDir, Result, VideoShape};
+use vidgen_video_core::{
+    check_finite, Codec, CodecStrides, Error, LoadReport, ModelDir, Result, VideoShape,
+};
 
 use super::blocks::{MergeStrategy, SpatioTemporalResBlock, SpatioTemporalResOpts};
 use super::config::TemporalVaeConfig;
@@ -135,6 +137,10 @@ impl TemporalDecoder {
     ///
     /// # Shapes
     /// `z [B·F, latent, h, w]` → `[B·F, out_channels, h·s, w·s]`.
+    ///
+    /// # Errors
+    /// Wrong latent channels, a frame count that does not divide `B·F`;
+    /// [`Error::NonFinite`] when the frames hold NaN or infinity.
     pub fn forward(&self, z: &Tensor, num_frames: usize) -> Result<Tensor> {
         self.run(z, num_frames, None)
     }
@@ -191,7 +197,9 @@ impl TemporalDecoder {
         // [B·F, C, H, W] -> [B, C, F, H, W] -> time_conv_out -> [B·F, C, H, W]
         let v = self.time_conv_out.forward(&VideoShape::unfold(&h, f)?)?;
         rec("decoder.time_conv_out", &v);
-        Ok(VideoShape::fold(&v)?.0)
+        let out = VideoShape::fold(&v)?.0;
+        check_finite(&out, "AutoencoderKLTemporalDecoder decode: frames")?;
+        Ok(out)
     }
 }
 
@@ -283,15 +291,21 @@ impl AutoencoderKLTemporalDecoder {
     /// The encoder's moments after `quant_conv` (diffusers' `encode(x).latent_dist.parameters`).
     ///
     /// # Shapes
-    /// `[N, in_channels, H, W]` in `[-1, 1]` → `[N, 2·latent, H/s, W/s]`.
+    /// `[N, in_channels, H, W]` in `[-1, 1]` → `[N, 2·latent, ⌊H/s⌋, ⌊W/s⌋]` (each
+    /// downsampling halves, rounding down).
+    ///
+    /// # Errors
+    /// Wrong rank or channel count; [`Error::NonFinite`] when the moments hold NaN or infinity.
     pub fn moments(&self, x: &Tensor) -> Result<Tensor> {
-        self.quant_conv.forward(&self.encoder.forward(x)?)
+        let m = self.quant_conv.forward(&self.encoder.forward(x)?)?;
+        check_finite(&m, "AutoencoderKLTemporalDecoder encode: moments")?;
+        Ok(m)
     }
 
     /// Encodes frames to the posterior (unscaled).
     ///
     /// # Shapes
-    /// `[N, in_channels, H, W]` → mean / logvar `[N, latent, H/s, W/s]`.
+    /// `[N, in_channels, H, W]` → mean / logvar `[N, latent, ⌊H/s⌋, ⌊W/s⌋]`.
     pub fn encode_frames(&self, x: &Tensor) -> Result<DiagonalGaussian> {
         DiagonalGaussian::from_moments(&self.moments(x)?)
     }
@@ -378,7 +392,7 @@ impl Codec for AutoencoderKLTemporalDecoder {
     type Code = Tensor;
 
     /// Encodes every frame and returns the scaled posterior mode
-    /// `[B, latent, T, H/s, W/s]` (what SVD's UNet is conditioned on / denoises).
+    /// `[B, latent, T, ⌊H/s⌋, ⌊W/s⌋]` (what SVD's UNet is conditioned on / denoises).
     fn encode(&self, video: &Tensor) -> Result<Tensor> {
         let (frames, shape) = VideoShape::fold(video)?;
         if shape.c != self.cfg.in_channels {
@@ -408,5 +422,12 @@ impl Codec for AutoencoderKLTemporalDecoder {
             temporal: 1,
             spatial: self.cfg.spatial_stride(),
         }
+    }
+
+    /// `(T, ⌊H/s⌋, ⌊W/s⌋)`: every encoder downsampling rounds down (diffusers pads one zero
+    /// right / bottom, then a stride-2 3×3 conv), where the trait's default rounds up.
+    fn code_dims(&self, video: VideoShape) -> (usize, usize, usize) {
+        let s = self.cfg.spatial_stride();
+        (video.t, video.h / s, video.w / s)
     }
 }
