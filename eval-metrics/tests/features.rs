@@ -13,9 +13,9 @@
 mod common;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use common::{abs_max, scalar, vec_t, weights, Keys, Tensors};
+use common::{abs_max, scalar, vec_t, weights, weights_dir, Keys, Tensors};
 use video_testkit::{fixtures, Fixture, Parity};
-use vidgen_eval_metrics::weights::{weights_dir, FID_INCEPTION_FILE, I3D_FILE};
+use vidgen_eval_metrics::weights::{FID_INCEPTION_FILE, I3D_FILE};
 use vidgen_eval_metrics::*;
 
 /// `[H, W, C]` u8 → `[1, C, H, W]` f32.
@@ -95,7 +95,7 @@ fn bracketed_numbers(s: &str) -> Vec<f64> {
 fn inception_fid(
     p: &mut Parity,
     f: &Fixture,
-    net: Option<&FidInceptionV3>,
+    net: Option<&InceptionV3>,
     inp: &Tensors,
     out: &Tensors,
     inter: &Tensors,
@@ -179,7 +179,7 @@ fn inception_fid(
 fn fid_real_images(
     p: &mut Parity,
     f: &Fixture,
-    net: Option<&FidInceptionV3>,
+    net: Option<&InceptionV3>,
     inp: &Tensors,
     out: &Tensors,
 ) {
@@ -318,7 +318,13 @@ fn inception_fixtures() {
         .into_iter()
         .filter(is_inception)
         .collect();
-    let net = weights(FID_INCEPTION_FILE).map(|w| FidInceptionV3::load(w).unwrap());
+    let net = weights(FID_INCEPTION_FILE).map(|w| {
+        let (net, report) = InceptionV3::from_pretrained(&w).unwrap();
+        // Strict and complete: every tensor of the file is one the network asked for.
+        assert!(report.is_clean() && report.unused.is_empty(), "{report}");
+        assert_eq!(report.loaded, 376, "{report}");
+        net
+    });
     for f in fx {
         let inp = Tensors::new(format!("{} inputs", f.id()), f.inputs());
         let out = Tensors::new(format!("{} outputs", f.id()), f.outputs());
@@ -351,7 +357,12 @@ fn inception_fixtures() {
 #[test]
 fn i3d_fixtures() {
     let fx: Vec<Fixture> = fixtures("features").into_iter().filter(is_i3d).collect();
-    let net = weights(I3D_FILE).map(|w| I3d::load(w).unwrap());
+    let net = weights(I3D_FILE).map(|w| {
+        let (net, report) = I3d::from_pretrained(&w).unwrap();
+        assert!(report.is_clean() && report.unused.is_empty(), "{report}");
+        assert_eq!(report.loaded, 230, "{report}");
+        net
+    });
     for f in fx {
         let inp = Tensors::new(format!("{} inputs", f.id()), f.inputs());
         let out = Tensors::new(format!("{} outputs", f.id()), f.outputs());
@@ -475,6 +486,97 @@ fn candle_nn_softmax(x: &Tensor) -> Tensor {
     e.broadcast_div(&s).unwrap().to_dtype(DType::F32).unwrap()
 }
 
+/// `e` is a load error listing `n` missing keys, `key` among them, every one unused in the file.
+fn assert_all_missing(e: vidgen_video_core::Error, n: usize, key: &str) {
+    let vidgen_video_core::Error::Load(report) = &e else {
+        panic!("expected Error::Load, got {e}")
+    };
+    assert_eq!(report.missing.len(), n, "{report}");
+    assert_eq!(report.loaded, 0, "{report}");
+    assert!(report.missing.iter().any(|m| m.key == key), "{report}");
+}
+
+/// The networks built from a seeded random `VarBuilder` (no weights needed): shapes of every
+/// layer output, same seed → same features, and a save / strict reload round trip.
+#[test]
+fn networks_from_a_seeded_var_builder() {
+    let dev = Device::Cpu;
+    let vm = video_testkit::SeededVarMap::new(11);
+    let net = InceptionV3::new(
+        &InceptionV3Config::default(),
+        vm.var_builder(DType::F32, &dev),
+    )
+    .unwrap();
+    let x = Tensor::rand(0f32, 1.0, (1, 3, 299, 299), &dev)
+        .unwrap()
+        .affine(1.9, -1.0)
+        .unwrap();
+    let mut shapes = Vec::new();
+    let f = net
+        .features_with_hook(&x, |name, h| {
+            shapes.push((name.to_string(), h.dims().to_vec()));
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(f.dims(), &[1, 2048]);
+    let want: Vec<(&str, Vec<usize>)> = vec![
+        ("conv", vec![1, 32, 149, 149]),
+        ("conv_1", vec![1, 32, 147, 147]),
+        ("conv_2", vec![1, 64, 147, 147]),
+        ("pool0", vec![1, 64, 73, 73]),
+        ("conv_3", vec![1, 80, 73, 73]),
+        ("conv_4", vec![1, 192, 71, 71]),
+        ("pool1", vec![1, 192, 35, 35]),
+        ("mixed", vec![1, 256, 35, 35]),
+        ("mixed_1", vec![1, 288, 35, 35]),
+        ("mixed_2", vec![1, 288, 35, 35]),
+        ("mixed_3", vec![1, 768, 17, 17]),
+        ("mixed_4", vec![1, 768, 17, 17]),
+        ("mixed_5", vec![1, 768, 17, 17]),
+        ("mixed_6", vec![1, 768, 17, 17]),
+        ("mixed_7", vec![1, 768, 17, 17]),
+        ("mixed_8", vec![1, 1280, 8, 8]),
+        ("mixed_9", vec![1, 2048, 8, 8]),
+        ("mixed_10", vec![1, 2048, 8, 8]),
+        ("pool2", vec![1, 2048]),
+    ];
+    let got: Vec<(&str, Vec<usize>)> = shapes
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.clone()))
+        .collect();
+    assert_eq!(got, want);
+    // Same seed, same network; the saved weights reload strictly with nothing left over.
+    let again = InceptionV3::new(
+        &InceptionV3Config::default(),
+        video_testkit::seeded_var_builder(11, DType::F32, &dev),
+    )
+    .unwrap();
+    assert_eq!(
+        again.features(&x).unwrap().to_vec2::<f32>().unwrap(),
+        f.to_vec2::<f32>().unwrap()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("inception.safetensors");
+    vm.save(&p).unwrap();
+    let (re, report) = InceptionV3::from_pretrained(&p).unwrap();
+    assert_eq!((report.loaded, report.unused.len()), (376, 0), "{report}");
+    assert_eq!(
+        re.features(&x).unwrap().to_vec2::<f32>().unwrap(),
+        f.to_vec2::<f32>().unwrap()
+    );
+    // I3D: logits of the right shape from 9 frames (the fewest it takes).
+    let i3d = I3d::new(
+        &I3dConfig::default(),
+        video_testkit::seeded_var_builder(12, DType::F32, &dev),
+    )
+    .unwrap();
+    let v = Tensor::rand(0f32, 1.0, (1, 3, 9, 224, 224), &dev)
+        .unwrap()
+        .affine(2.0, -1.0)
+        .unwrap();
+    assert_eq!(i3d.logits(&v).unwrap().dims(), &[1, 400]);
+}
+
 #[test]
 fn bad_weight_files_are_typed_errors() {
     let dir = tempfile::tempdir().unwrap();
@@ -482,14 +584,15 @@ fn bad_weight_files_are_typed_errors() {
     let junk = dir.path().join("junk.bin");
     std::fs::write(&junk, b"hello, not weights").unwrap();
     assert!(matches!(
-        FidInceptionV3::load(&junk),
+        InceptionV3::load(&junk),
         Err(vidgen_video_core::Error::Malformed { .. })
     ));
     assert!(matches!(
         I3d::load(&junk),
         Err(vidgen_video_core::Error::Malformed { .. })
     ));
-    // Another network's weights: the first key the model needs is reported missing.
+    // Another network's weights: every key the model needs is reported missing, with the
+    // file, in one error.
     let other = dir.path().join("other.safetensors");
     let mut m = std::collections::HashMap::new();
     m.insert(
@@ -497,14 +600,37 @@ fn bad_weight_files_are_typed_errors() {
         Tensor::zeros((4, 4), DType::F32, &Device::Cpu).unwrap(),
     );
     candle_core::safetensors::save(&m, &other).unwrap();
-    let e = FidInceptionV3::load(&other).unwrap_err();
-    assert!(
-        matches!(e, vidgen_video_core::Error::MissingTensor { .. }),
-        "{e}"
+    assert_all_missing(
+        InceptionV3::load(&other).unwrap_err(),
+        376,
+        "net.layers.conv.weight",
     );
-    let e = I3d::load(&other).unwrap_err();
+    assert_all_missing(
+        I3d::load(&other).unwrap_err(),
+        230,
+        "params/Conv3d_1a_7x7/Conv_0/kernel",
+    );
+    // One tensor of another shape.
+    let mut m = std::collections::HashMap::new();
+    m.insert(
+        "params/Logits/Conv3d_0c_1x1/Conv_0/bias".to_string(),
+        Tensor::zeros(7, DType::F32, &Device::Cpu).unwrap(),
+    );
+    let seeded = video_testkit::SeededVarMap::new(3);
+    I3d::new(
+        &I3dConfig::default(),
+        seeded.var_builder(DType::F32, &Device::Cpu),
+    )
+    .unwrap();
+    let mut full: std::collections::HashMap<String, Tensor> =
+        seeded.tensors().into_iter().collect();
+    full.extend(m);
+    let p = dir.path().join("i3d_bad_bias.safetensors");
+    candle_core::safetensors::save(&full, &p).unwrap();
+    let e = I3d::load(&p).unwrap_err();
     assert!(
-        matches!(e, vidgen_video_core::Error::MissingTensor { .. }),
+        matches!(&e, vidgen_video_core::Error::ShapeMismatch { key, expected, found, .. }
+            if key == "params/Logits/Conv3d_0c_1x1/Conv_0/bias" && expected == &[400] && found == &[7]),
         "{e}"
     );
     // A truncated safetensors file.
@@ -512,22 +638,22 @@ fn bad_weight_files_are_typed_errors() {
     let cut = dir.path().join("cut.safetensors");
     std::fs::write(&cut, &bytes[..bytes.len() - 10]).unwrap();
     assert!(matches!(
-        FidInceptionV3::load(&cut),
+        InceptionV3::load(&cut),
         Err(vidgen_video_core::Error::Malformed { .. })
     ));
     // The real files, truncated and swapped (when present).
     let (Some(wi), Some(wv)) = (weights(FID_INCEPTION_FILE), weights(I3D_FILE)) else {
         return;
     };
-    let e = FidInceptionV3::load(&wv).unwrap_err();
-    assert!(
-        matches!(e, vidgen_video_core::Error::MissingTensor { .. }),
-        "{e}"
+    assert_all_missing(
+        InceptionV3::load(&wv).unwrap_err(),
+        376,
+        "net.layers.mixed_10.conv.var",
     );
-    let e = I3d::load(&wi).unwrap_err();
-    assert!(
-        matches!(e, vidgen_video_core::Error::MissingTensor { .. }),
-        "{e}"
+    assert_all_missing(
+        I3d::load(&wi).unwrap_err(),
+        230,
+        "params/Mixed_5c/Branch_3/Conv3d_0b_1x1/Conv_0/kernel",
     );
     for raw in [
         weights_dir().join("download/default_1.pt"),
@@ -584,7 +710,7 @@ fn bad_inputs_are_typed_errors() {
     let (Some(wi), Some(wv)) = (weights(FID_INCEPTION_FILE), weights(I3D_FILE)) else {
         return;
     };
-    let inc = FidInceptionV3::load(&wi).unwrap();
+    let inc = InceptionV3::load(&wi).unwrap();
     // Raw 0..255 pixels fed straight to the network.
     let raw = (Tensor::ones((1, 3, 299, 299), DType::F32, &dev).unwrap() * 128.0).unwrap();
     let e = inc.features(&raw).unwrap_err();

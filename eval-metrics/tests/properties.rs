@@ -32,7 +32,7 @@ fn randn(seed: u64, n: usize, d: usize, mean: f64, scale: f64) -> Tensor {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(video_testkit::proptest_config(48))]
 
     #[test]
     fn merge_equals_one_pass(n1 in 1usize..20, n2 in 1usize..20, d in 1usize..6, seed in 0u64..1000, offset in -1e3f64..1e3) {
@@ -67,7 +67,11 @@ proptest! {
         let b = FeatureStats::from_features(&randn(seed + 1, n + 3, d, shift, 1.3)).unwrap().gaussian().unwrap();
         let ab = frechet_distance(&a, &b).unwrap();
         let ba = frechet_distance(&b, &a).unwrap();
-        prop_assert!((ab - ba).abs() <= 1e-8 * (1.0 + ab.abs()), "{} vs {}", ab, ba);
+        // A singular covariance (n − 1 < d) takes the eigendecomposition path, whose √ of
+        // round-off eigenvalues moves FD by ~1e-8 relative (seed 910, n = 4, d = 5: 2.0e-8;
+        // the rank-deficient metrics fixture: 1.1–1.9e-8); full rank agrees to ~1e-12.
+        let tol = if n - 1 < d { 1e-7 } else { 1e-8 };
+        prop_assert!((ab - ba).abs() <= tol * (1.0 + ab.abs()), "{} vs {}", ab, ba);
         prop_assert!(ab >= -1e-9);
         let aa = frechet_distance(&a, &a).unwrap();
         let scale = a.sigma().iter().fold(0.0f64, |m, v| m.max(v.abs())) * d as f64;
@@ -235,7 +239,7 @@ fn npz_statistics_and_malformed_input() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(video_testkit::proptest_config(64))]
     /// The .npy parser never panics on arbitrary bytes, including corrupted valid files.
     #[test]
     fn npy_parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200), flip in 0usize..200, val in any::<u8>()) {

@@ -161,7 +161,7 @@ fn npz_lies_and_cuts_are_malformed_files() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(video_testkit::proptest_config(256))]
 
     /// Arbitrary bytes behind each magic the reader dispatches on.
     #[test]

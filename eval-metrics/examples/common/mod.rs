@@ -23,7 +23,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use vidgen_eval_metrics::weights::{weights_dir, FID_INCEPTION_FILE, I3D_FILE};
 use vidgen_eval_metrics::{
     fid_preprocess, frechet_distance, frechet_distance_features, i3d_preprocess, kernel_distance,
-    DataRange, FeatureStats, FidInceptionV3, I3d, KidOptions,
+    DataRange, FeatureStats, I3d, InceptionV3, KidOptions,
 };
 use vidgen_video_core::{Error, Result};
 
@@ -189,7 +189,7 @@ fn finish(stats: FeatureStats, rows: Vec<Tensor>) -> Result<FeatureSet> {
 
 /// Inception features of every PNG of `dir`, `batch` images per forward pass.
 pub fn image_folder_features(
-    net: &FidInceptionV3,
+    net: &InceptionV3,
     dir: &Path,
     batch: usize,
     progress: bool,
@@ -197,7 +197,7 @@ pub fn image_folder_features(
     let files = list_images(dir)?;
     let batch = batch.max(1);
     let pb = bar(files.len(), "inception", progress);
-    let mut stats = FeatureStats::new(FidInceptionV3::FEATURES)?;
+    let mut stats = FeatureStats::new(InceptionV3::FEATURES)?;
     let mut rows = Vec::new();
     for chunk in files.chunks(batch) {
         let pre: Vec<Tensor> = chunk
@@ -381,7 +381,7 @@ pub fn run(args: &Args, video: bool) -> Result<Vec<String>> {
             })
             .collect::<Result<_>>()?
     } else {
-        let net = FidInceptionV3::load(&wpath)?;
+        let net = InceptionV3::load(&wpath)?;
         args.inputs
             .iter()
             .map(|p| stats_or(p, |d| image_folder_features(&net, d, args.batch, progress)))

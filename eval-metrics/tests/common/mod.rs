@@ -196,26 +196,17 @@ pub fn abs_max(t: &Tensor) -> f64 {
 /// Whether `VIDGEN_REQUIRE_WEIGHTS=1`: the CI step that downloads the real weights has run,
 /// so a missing weight file is a failure, not a skip.
 pub fn weights_required() -> bool {
-    std::env::var("VIDGEN_REQUIRE_WEIGHTS").is_ok_and(|v| v == "1")
+    video_testkit::require_weights()
 }
 
 /// The weight file `file` in the weights cache: `Some` when present; when absent, a test
-/// failure naming the path under `VIDGEN_REQUIRE_WEIGHTS=1`, else `None` with a SKIPPED note.
+/// failure naming the path under `VIDGEN_REQUIRE_WEIGHTS=1`, else `None` with a SKIPPED note
+/// (video-testkit's policy, shared by every real-weight test).
 pub fn weights(file: &str) -> Option<PathBuf> {
-    let p = vidgen_eval_metrics::weights::weights_dir().join(file);
-    if p.is_file() {
-        return Some(p);
-    }
-    assert!(
-        !weights_required(),
-        "VIDGEN_REQUIRE_WEIGHTS=1 but the weights {} are absent (run `cargo run --release -p \
-         vidgen-eval-metrics --example fetch_weights`, or set VIDGEN_WEIGHTS)",
-        p.display()
-    );
-    eprintln!(
-        "SKIPPED: weights {} absent; run `cargo run --release -p vidgen-eval-metrics --example \
-         fetch_weights` (or set VIDGEN_WEIGHTS)",
-        p.display()
-    );
-    None
+    video_testkit::weights_file(file)
+}
+
+/// The weights cache the tests read (`$VIDGEN_WEIGHTS`, relative to the workspace root).
+pub fn weights_dir() -> PathBuf {
+    video_testkit::weights_dir()
 }
