@@ -392,7 +392,7 @@ impl UNetSpatioTemporalConditionModel {
     }
 
     /// [`Self::forward`] with `hooks` called inside every `TransformerSpatioTemporalModel`
-    /// (see [`crate::hooks`]).
+    /// (see [`vidgen_video_core::hooks`]).
     ///
     /// # Shapes
     /// As [`Self::forward`].
