@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use examples::cli;
 
 #[derive(Parser)]
-#[command(name = "vidgen", version, about = "Video generation systems on diffusers / transformers checkpoints")]
+#[command(
+    name = "vidgen",
+    version,
+    about = "Video generation systems on diffusers / transformers checkpoints"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -16,12 +20,15 @@ struct Cli {
 enum Command {
     /// Stable Video Diffusion: an image → a video.
     Svd(cli::svd::Args),
+    /// AID: conditioning frames + an instruction → the predicted video.
+    Aid(cli::aid::Args),
 }
 
 fn main() {
     let cli = Cli::parse();
     let (json, res) = match &cli.command {
         Command::Svd(a) => (a.common.json, cli::svd::run(a)),
+        Command::Aid(a) => (a.common.json, cli::aid::run(a)),
     };
     match res {
         Ok(report) => {

@@ -3,6 +3,7 @@
 //! a progress bar on the pipelines' step callback, `--json` reports. Errors reach `main` as one
 //! readable line naming the file or flag.
 
+pub mod aid;
 pub mod svd;
 
 use std::path::{Path, PathBuf};
