@@ -307,3 +307,76 @@ fn nan_input_is_non_finite_error() {
     let r = m.forward(&with_nan(&x.sample), &x.timestep, &x.ctx, &x.ids, None);
     assert_non_finite(r, "UNetSpatioTemporalConditionModel");
 }
+
+/// A per-frame context `[B·F, M, D]` holding each video's context repeated is the per-video
+/// call; different frames' contexts change only what the spatial cross-attention sees (the
+/// temporal layers keep reading each video's first frame).
+#[test]
+fn per_frame_context_equals_the_repeated_per_video_context() {
+    for fx in fixtures("svd_unet") {
+        let m = load(&fx, DType::F32);
+        let x = inputs(&fx);
+        let (b, f) = (x.sample.dims()[0], x.sample.dims()[1]);
+        if f < 2 {
+            continue;
+        }
+        let (_, mm, d) = x.ctx.dims3().unwrap();
+        let want = m
+            .forward(&x.sample, &x.timestep, &x.ctx, &x.ids, None)
+            .unwrap();
+        let per_frame = x
+            .ctx
+            .unsqueeze(1)
+            .unwrap()
+            .broadcast_as((b, f, mm, d))
+            .unwrap()
+            .reshape((b * f, mm, d))
+            .unwrap();
+        let got = m
+            .forward(&x.sample, &x.timestep, &per_frame, &x.ids, None)
+            .unwrap();
+        let diff = (got - &want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert_eq!(
+            diff,
+            0.0,
+            "{}: per-frame copy of the context differs",
+            fx.id()
+        );
+        // Changing a later frame's context changes the output.
+        let other = (per_frame.clone() * 0.0).unwrap();
+        let mixed = Tensor::cat(
+            &[
+                &per_frame.narrow(0, 0, 1).unwrap(),
+                &other.narrow(0, 1, b * f - 1).unwrap(),
+            ],
+            0,
+        )
+        .unwrap();
+        let changed = m
+            .forward(&x.sample, &x.timestep, &mixed, &x.ids, None)
+            .unwrap();
+        let d2 = (changed - &want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d2 > 0.0, "{}: per-frame contexts were ignored", fx.id());
+        // A context batch that is neither B nor B·F is refused.
+        let bad = per_frame.narrow(0, 0, b * f - 1).unwrap();
+        if b * f - 1 != b {
+            assert!(m
+                .forward(&x.sample, &x.timestep, &bad, &x.ids, None)
+                .is_err());
+        }
+    }
+}

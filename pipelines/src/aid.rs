@@ -540,18 +540,18 @@ impl AidPipeline {
         n: usize,
     ) -> Result<Tensor> {
         let dev = image_embeds.device();
-        let b = image_embeds.dims()[0];
+        let (b, _) = image_embeds.dims2()?;
         let dt = self.svd.dtype;
         let (t1, _) = self.encode_text(&[instruction], dev)?;
         let stage_refs: Vec<&str> = stages.iter().map(String::as_str).collect();
         let (_, pooled) = self.encode_text(&stage_refs, dev)?;
-        let t1 = t1
-            .broadcast_as((b, t1.dims()[1], t1.dims()[2]))?
-            .contiguous()?;
+        let (_, l1, dt1) = t1.dims3()?;
+        let t1 = t1.broadcast_as((b, l1, dt1))?.contiguous()?;
         // [S, D] -> [B, S, D]
+        let (ns, ds) = pooled.dims2()?;
         let t2 = pooled
             .unsqueeze(0)?
-            .broadcast_as((b, stages.len(), pooled.dims()[1]))?
+            .broadcast_as((b, ns, ds))?
             .contiguous()?;
         let ctx = self.aid.dqformer.forward(
             &t1.to_dtype(dt)?,
@@ -566,10 +566,10 @@ impl AidPipeline {
                 format!("the DQFormer makes contexts for {nq} frames, the call asks for {n}"),
             ));
         }
-        // [B, 1, D] -> [B·N, 1, D]
-        let d = image_embeds.dims()[2];
+        // [B, D] -> [B·N, 1, D]
+        let (_, d) = image_embeds.dims2()?;
         let img = image_embeds
-            .unsqueeze(1)?
+            .reshape((b, 1, 1, d))?
             .broadcast_as((b, n, 1, d))?
             .reshape((b * n, 1, d))?;
         Ok(Tensor::cat(&[&img.to_dtype(dt)?, &per_frame], 1)?)

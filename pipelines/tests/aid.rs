@@ -321,3 +321,53 @@ fn conditioning_frame_counts_and_bad_input() {
         .call(&image.unsqueeze(1).unwrap(), &zero_steps, &mut |_| {})
         .is_err());
 }
+
+#[test]
+fn the_text_branch_runs_per_frame_contexts_and_changes_the_prediction() {
+    let image = fixture_image();
+    let (_, _, h, w) = image.dims4().unwrap();
+    let aid = pipeline(3, 5, false);
+    let frames = image.unsqueeze(1).unwrap();
+    let s = aid.svd.vae_scale_factor();
+    let latents = randn_seeded(9, &[1, 3, 4, h / s, w / s], &Device::Cpu).unwrap();
+    let run = |instruction: Option<&str>| {
+        aid.call(
+            &frames,
+            &AidCall {
+                instruction: instruction.map(String::from),
+                num_frames: Some(3),
+                num_inference_steps: 2,
+                latents: Some(latents.clone()),
+                ..AidCall::default()
+            },
+            &mut |_| {},
+        )
+        .unwrap()
+    };
+    let off = run(None);
+    let left = run(Some("move left"));
+    let right = run(Some("move right"));
+    assert_eq!(
+        left.stages,
+        vec!["move left, stage 1 of 2", "move left, stage 2 of 2"]
+    );
+    assert_eq!(left.frames.dims(), off.frames.dims());
+    let diff = |a: &Tensor, b: &Tensor| {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    assert!(
+        diff(&left.latents, &off.latents) > 0.0,
+        "text changed nothing"
+    );
+    assert!(
+        diff(&left.latents, &right.latents) > 0.0,
+        "the instruction changed nothing"
+    );
+}

@@ -331,7 +331,8 @@ impl UNetSpatioTemporalConditionModel {
         }
         let cross = cfg.levels()?.cross[0];
         match context.dims() {
-            &[cb, _, cd] if cb == b && cd == cross => {}
+            // per video [B, M, D] (the pipeline's CLIP embedding) or per frame [B·F, M, D]
+            &[cb, _, cd] if (cb == b || cb == b * f) && cd == cross => {}
             d => {
                 return Err(Error::shape(
                     "encoder_hidden_states",
@@ -364,7 +365,11 @@ impl UNetSpatioTemporalConditionModel {
     ///   any `H`, `W` ≥ 1 (sizes not divisible by `2^(levels−1)` are upsampled back to each
     ///   skip connection's size, as diffusers does), `F ≤ max_frames()`
     /// - `timestep`: scalar, `[1]` or `[B]` (`c_noise = ¼ ln σ`)
-    /// - `encoder_hidden_states`: `[B, M, cross_attention_dim]` (CLIP image embeds, `M = 1`)
+    /// - `encoder_hidden_states`: `[B, M, cross_attention_dim]` (CLIP image embeds, `M = 1`),
+    ///   repeated over the frames as diffusers does; or one context per frame,
+    ///   `[B·F, M, cross_attention_dim]` (video `b`, frame `i` at row `b·F + i`: AID's
+    ///   per-frame DQFormer conditions). The temporal transformers cross-attend to each video's
+    ///   first-frame context in both cases, as the reference does.
     /// - `added_time_ids`: `[B, n]`, `n·addition_time_embed_dim = projection_class_embeddings_input_dim`
     /// - `image_only_indicator`: `[B, F]` (1 = image-only frame) or `None` (zeros)
     /// - returns `[B, F, out_channels, H, W]`
@@ -498,7 +503,11 @@ impl UNetSpatioTemporalConditionModel {
             Ok(t.unsqueeze(1)?.broadcast_as(e)?.contiguous()?.reshape(d)?)
         };
         let emb = rep(&emb)?;
-        let context = rep(&encoder_hidden_states.to_dtype(dt)?)?;
+        let context = if encoder_hidden_states.dims()[0] == b * f && f > 1 {
+            encoder_hidden_states.to_dtype(dt)?
+        } else {
+            rep(&encoder_hidden_states.to_dtype(dt)?)?
+        };
         // 2. [B, F, C, H, W] -> [B·F, C, H, W]
         let (_, _, c, h, w) = sample.dims5()?;
         let x = sample.reshape((b * f, c, h, w))?;
