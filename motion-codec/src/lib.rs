@@ -10,6 +10,7 @@ mod lavit;
 mod recon;
 mod shift;
 mod tokenizer;
+mod train;
 
 pub use block::{estimate_motion, estimate_sequence, BlockMatchConfig, SearchMethod};
 pub use codec_mv::{
@@ -30,3 +31,7 @@ pub use lavit::{
 pub use recon::{compensate_blocks, psnr, reconstruct_from_keyframe, warp_bilinear, Compensation};
 pub use shift::{frame_shift, sequence_direction, FrameShiftConfig};
 pub use tokenizer::{MotionTokenizer, MotionTokenizerConfig};
+pub use train::{
+    evaluate_reconstruction, named_vars, to_grid_units, train_motion_tokenizer, MotionStep,
+    MotionTrainConfig, ReconLoss, ReconstructionReport, TrainedMotionTokenizer,
+};
