@@ -20,17 +20,18 @@
 //!
 //! The file's tokenizer is rebuilt by [`crate::tokenizer`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use candle_core::quantized::gguf_file::{Content, Value};
-use candle_core::{DType, Device, Shape, Tensor};
-use candle_nn::var_builder::SimpleBackend;
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use vidgen_video_core::loading::{nearest_keys, LoadReport, MismatchedKey, MissingKey};
+use vidgen_video_core::loading::{
+    load_tracked, nearest_keys, tracked_var_builder, LoadReport, LoadTracker, TensorSource,
+};
 use vidgen_video_core::{Error, Result};
 
 use crate::config::{LlamaConfig, RopeParameters};
@@ -333,22 +334,13 @@ impl GgufFile {
         cfg: &LlamaConfig,
         dtype: DType,
         device: &Device,
-    ) -> (VarBuilder<'static>, GgufTracker) {
-        let state = Arc::new(Mutex::new(State::default()));
-        let backend = Backend {
+    ) -> (VarBuilder<'static>, LoadTracker) {
+        let source = Source {
             file: self.inner.clone(),
             heads: cfg.num_attention_heads,
             kv_heads: cfg.kv_heads(),
-            state: state.clone(),
         };
-        let vb = VarBuilder::from_backend(Box::new(backend), dtype, device.clone());
-        (
-            vb,
-            GgufTracker {
-                file: self.inner.clone(),
-                state,
-            },
-        )
+        tracked_var_builder(Arc::new(source), dtype, device)
     }
 
     /// Dequantises tensor `name` (llama.cpp's name) to f32 on the CPU, in the file's layout
@@ -510,31 +502,16 @@ fn regroup_rows(t: &Tensor, heads: usize, to_interleaved: bool) -> Result<Tensor
         .reshape(dims)?)
 }
 
-#[derive(Default)]
-struct State {
-    used: BTreeSet<String>,
-    missing: BTreeSet<String>,
-    mismatched: BTreeMap<String, (Vec<usize>, Vec<usize>)>,
-}
-
-struct Backend {
+/// The file's tensors under transformers' names, dequantised to f32 with q / k rows restored:
+/// the [`TensorSource`] of the tracked builder.
+struct Source {
     file: Arc<Inner>,
     heads: usize,
     kv_heads: usize,
-    state: Arc<Mutex<State>>,
 }
 
-impl Backend {
-    fn record(&self, f: impl FnOnce(&mut State)) {
-        let mut g = match self.state.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        f(&mut g)
-    }
-
-    /// The tensor for transformers key `key` in f32, rows restored; `None` when the file lacks it.
-    fn load(&self, key: &str) -> candle_core::Result<Option<Tensor>> {
+impl TensorSource for Source {
+    fn load(&self, key: &str, device: &Device) -> candle_core::Result<Option<Tensor>> {
         let Some(g) = gguf_name(key, self.heads, self.kv_heads) else {
             return Ok(None);
         };
@@ -549,124 +526,35 @@ impl Backend {
             Some(h) => unpermute_rows(&t, h).map_err(|e| candle_core::Error::Msg(e.to_string()))?,
             None => t,
         };
-        Ok(Some(t))
-    }
-}
-
-impl SimpleBackend for Backend {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        _: candle_nn::Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        let Some(t) = self.load(name)? else {
-            self.record(|st| {
-                st.missing.insert(name.to_string());
-            });
-            return Tensor::zeros(s, dtype, dev);
-        };
-        if t.shape() != &s {
-            self.record(|st| {
-                st.mismatched
-                    .insert(name.to_string(), (s.dims().to_vec(), t.dims().to_vec()));
-            });
-            return Tensor::zeros(s, dtype, dev);
-        }
-        self.record(|st| {
-            st.used.insert(name.to_string());
-        });
-        t.to_dtype(dtype)?.to_device(dev)
+        Ok(Some(t.to_device(device)?))
     }
 
-    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        match self.load(name)? {
-            Some(t) => {
-                self.record(|st| {
-                    st.used.insert(name.to_string());
-                });
-                t.to_dtype(dtype)?.to_device(dev)
-            }
-            None => {
-                self.record(|st| {
-                    st.missing.insert(name.to_string());
-                });
-                Err(candle_core::Error::Msg(format!(
-                    "missing `{name}` in {}",
-                    self.file.path.display()
-                )))
-            }
-        }
-    }
-
-    fn contains_tensor(&self, name: &str) -> bool {
+    fn contains(&self, name: &str) -> bool {
         gguf_name(name, self.heads, self.kv_heads)
             .is_some_and(|g| self.file.content.tensor_infos.contains_key(&g.name))
     }
-}
 
-/// Reads the [`LoadReport`] of a [`VarBuilder`] made by [`GgufFile::var_builder`]; keys are
-/// transformers' names, unused tensors are listed by their GGUF names.
-pub struct GgufTracker {
-    file: Arc<Inner>,
-    state: Arc<Mutex<State>>,
-}
-
-impl GgufTracker {
-    /// What was loaded, missing, mismatched, and the file's tensors the model never asked for.
-    pub fn report(&self) -> LoadReport {
-        let st = match self.state.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        let path = self.file.path.clone();
-        let file = path.display().to_string();
-        let known: Vec<String> = self
-            .file
+    fn keys(&self) -> Vec<(String, PathBuf)> {
+        // transformers' name where the tensor has one, llama.cpp's otherwise
+        self.file
             .content
             .tensor_infos
             .keys()
-            .map(|n| hf_name(n).unwrap_or_else(|| n.clone()))
-            .collect();
-        let missing = st
-            .missing
-            .iter()
-            .map(|k| MissingKey {
-                key: k.clone(),
-                file: file.clone(),
-                nearest: nearest_keys(k, known.iter().map(String::as_str), 3),
+            .map(|n| {
+                (
+                    hf_name(n).unwrap_or_else(|| n.clone()),
+                    self.file.path.clone(),
+                )
             })
-            .collect();
-        let mismatched = st
-            .mismatched
-            .iter()
-            .map(|(k, (e, f))| MismatchedKey {
-                key: k.clone(),
-                expected: e.clone(),
-                found: f.clone(),
-                file: path.clone(),
-            })
-            .collect();
-        let mut unused: Vec<(String, PathBuf)> = self
-            .file
-            .content
-            .tensor_infos
-            .keys()
-            .filter(|n| {
-                hf_name(n).is_none_or(|k| !st.used.contains(&k) && !st.mismatched.contains_key(&k))
-            })
-            .map(|n| (n.clone(), path.clone()))
-            .collect();
-        unused.sort();
-        LoadReport {
-            root: path,
-            loaded: st.used.len(),
-            missing,
-            mismatched,
-            unused,
-        }
+            .collect()
+    }
+
+    fn describe(&self) -> String {
+        self.file.path.display().to_string()
+    }
+
+    fn root(&self) -> PathBuf {
+        self.file.path.clone()
     }
 }
 
@@ -685,13 +573,14 @@ impl LlamaForCausalLM {
     ) -> Result<(Self, LoadReport)> {
         let file = GgufFile::open(path)?;
         let cfg = file.llama_config()?;
-        let (vb, tracker) = file.var_builder(&cfg, dtype, device);
-        let res = LlamaForCausalLM::new(&cfg, vb);
-        let report = tracker.report();
-        if !report.is_clean() {
-            return Err(report.into_error());
-        }
-        Ok((res?, report))
+        let source = Source {
+            file: file.inner.clone(),
+            heads: cfg.num_attention_heads,
+            kv_heads: cfg.kv_heads(),
+        };
+        load_tracked(Arc::new(source), dtype, device, |vb| {
+            LlamaForCausalLM::new(&cfg, vb)
+        })
     }
 }
 

@@ -424,24 +424,15 @@ impl ModelDir {
     /// on and one load reports every problem; use [`ModelDir::load`], which turns them into an
     /// error, unless you inspect the report yourself.
     pub fn var_builder(&self, dtype: DType, device: &Device) -> (VarBuilder<'static>, LoadTracker) {
-        let state = Arc::new(Mutex::new(State::default()));
-        let backend = TrackingBackend {
-            dir: self.inner.clone(),
-            state: state.clone(),
-        };
-        let vb = VarBuilder::from_backend(Box::new(backend), dtype, device.clone());
-        (
-            vb,
-            LoadTracker {
-                dir: self.inner.clone(),
-                state,
-            },
-        )
+        tracked_var_builder(self.inner.clone(), dtype, device)
     }
 
     /// Builds a model strictly: runs `build` on a tracking [`VarBuilder`] and fails if any key it
     /// asked for is missing or has another shape. Unused keys are listed in the report, not an
     /// error (checkpoints often carry extra buffers).
+    ///
+    /// # Errors
+    /// As [`load_tracked`].
     pub fn load<M, E>(
         &self,
         dtype: DType,
@@ -451,16 +442,7 @@ impl ModelDir {
     where
         E: Into<Error>,
     {
-        let (vb, tracker) = self.var_builder(dtype, device);
-        let res = build(vb);
-        let report = tracker.report();
-        if !report.is_clean() {
-            return Err(report.into_error());
-        }
-        match res {
-            Ok(m) => Ok((m, report)),
-            Err(e) => Err(e.into()),
-        }
+        load_tracked(self.inner.clone(), dtype, device, build)
     }
 
     fn missing(&self, key: &str) -> Error {
@@ -539,6 +521,59 @@ fn read_json(path: &Path) -> Result<serde_json::Value> {
     })
 }
 
+/// Where a tracked [`VarBuilder`] reads tensors from: a model directory's safetensors files
+/// ([`ModelDir`]), a GGUF file, a converted pickle, … Implement it to get strict loading with a
+/// [`LoadReport`] for any checkpoint format ([`tracked_var_builder`]).
+pub trait TensorSource: Send + Sync + 'static {
+    /// The tensor stored under the model key `name`, as stored, on `device`; `None` when the
+    /// source does not hold it.
+    ///
+    /// # Errors
+    /// A stored tensor that cannot be read or converted.
+    fn load(&self, name: &str, device: &Device) -> candle_core::Result<Option<Tensor>>;
+
+    /// Whether the source holds `name`.
+    fn contains(&self, name: &str) -> bool;
+
+    /// Every key the source holds (under the model's names where the format uses others) and
+    /// the file each one is in: what the report lists as unused when the model never asks.
+    fn keys(&self) -> Vec<(String, PathBuf)>;
+
+    /// The file or folder to name in errors (`model.safetensors`, `dir (3 shards)`).
+    fn describe(&self) -> String;
+
+    /// The checkpoint's folder or file (the report's `root`).
+    fn root(&self) -> PathBuf;
+}
+
+impl TensorSource for Inner {
+    fn load(&self, name: &str, device: &Device) -> candle_core::Result<Option<Tensor>> {
+        match self.index.get(name) {
+            Some(&i) => Ok(Some(self.files[i].st.load(name, device)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    fn keys(&self) -> Vec<(String, PathBuf)> {
+        self.index
+            .iter()
+            .map(|(k, &i)| (k.clone(), self.files[i].path.clone()))
+            .collect()
+    }
+
+    fn describe(&self) -> String {
+        describe_files(self)
+    }
+
+    fn root(&self) -> PathBuf {
+        self.root.clone()
+    }
+}
+
 #[derive(Default)]
 struct State {
     used: BTreeSet<String>,
@@ -547,7 +582,7 @@ struct State {
 }
 
 struct TrackingBackend {
-    dir: Arc<Inner>,
+    source: Arc<dyn TensorSource>,
     state: Arc<Mutex<State>>,
 }
 
@@ -571,13 +606,12 @@ impl SimpleBackend for TrackingBackend {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
-        let Some(&i) = self.dir.index.get(name) else {
+        let Some(t) = self.source.load(name, dev)? else {
             self.with_state(|st| {
                 st.missing.insert(name.to_string());
             });
             return Tensor::zeros(s, dtype, dev);
         };
-        let t = self.dir.files[i].st.load(name, dev)?;
         if t.shape() != &s {
             self.with_state(|st| {
                 st.mismatched
@@ -588,33 +622,80 @@ impl SimpleBackend for TrackingBackend {
         self.with_state(|st| {
             st.used.insert(name.to_string());
         });
-        t.to_dtype(dtype)
+        t.to_dtype(dtype)?.to_device(dev)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        let Some(&i) = self.dir.index.get(name) else {
+        let Some(t) = self.source.load(name, dev)? else {
             self.with_state(|st| {
                 st.missing.insert(name.to_string());
             });
             return Err(candle_core::Error::Msg(format!(
                 "missing `{name}` in {}",
-                describe_files(&self.dir)
+                self.source.describe()
             )));
         };
         self.with_state(|st| {
             st.used.insert(name.to_string());
         });
-        self.dir.files[i].st.load(name, dev)?.to_dtype(dtype)
+        t.to_dtype(dtype)?.to_device(dev)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        self.dir.index.contains_key(name)
+        self.source.contains(name)
     }
 }
 
-/// Reads the [`LoadReport`] of a [`VarBuilder`] made by [`ModelDir::var_builder`].
+/// A [`VarBuilder`] over `source` that records every access, and the tracker to read the
+/// [`LoadReport`] from once the model is built. Tensors are converted to `dtype` on `device`.
+///
+/// Missing or mismatched keys are recorded and replaced by zeros so that construction goes on
+/// and one load reports every problem; [`load_tracked`] turns them into an error.
+pub fn tracked_var_builder(
+    source: Arc<dyn TensorSource>,
+    dtype: DType,
+    device: &Device,
+) -> (VarBuilder<'static>, LoadTracker) {
+    let state = Arc::new(Mutex::new(State::default()));
+    let backend = TrackingBackend {
+        source: source.clone(),
+        state: state.clone(),
+    };
+    let vb = VarBuilder::from_backend(Box::new(backend), dtype, device.clone());
+    (vb, LoadTracker { source, state })
+}
+
+/// Builds a model strictly from `source`: runs `build` on a [`tracked_var_builder`] and fails
+/// if any key it asked for is missing or has another shape. Unused keys are listed in the
+/// report, not an error (checkpoints often carry extra buffers).
+///
+/// # Errors
+/// [`Error::Load`] listing every missing / mismatched key; whatever `build` returns.
+pub fn load_tracked<M, E>(
+    source: Arc<dyn TensorSource>,
+    dtype: DType,
+    device: &Device,
+    build: impl FnOnce(VarBuilder<'static>) -> std::result::Result<M, E>,
+) -> Result<(M, LoadReport)>
+where
+    E: Into<Error>,
+{
+    let (vb, tracker) = tracked_var_builder(source, dtype, device);
+    let res = build(vb);
+    let report = tracker.report();
+    if !report.is_clean() {
+        return Err(report.into_error());
+    }
+    match res {
+        Ok(m) => Ok((m, report)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reads the [`LoadReport`] of a [`VarBuilder`] made by [`tracked_var_builder`] (or
+/// [`ModelDir::var_builder`]).
 pub struct LoadTracker {
-    dir: Arc<Inner>,
+    source: Arc<dyn TensorSource>,
     state: Arc<Mutex<State>>,
 }
 
@@ -625,21 +706,17 @@ impl LoadTracker {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        let file_of = |k: &str| -> PathBuf {
-            self.dir
-                .index
-                .get(k)
-                .map(|&i| self.dir.files[i].path.clone())
-                .unwrap_or_else(|| self.dir.root.clone())
-        };
-        let all_keys: Vec<&str> = self.dir.index.keys().map(String::as_str).collect();
+        let keys: BTreeMap<String, PathBuf> = self.source.keys().into_iter().collect();
+        let root = self.source.root();
+        let file_of = |k: &str| -> PathBuf { keys.get(k).cloned().unwrap_or_else(|| root.clone()) };
+        let described = self.source.describe();
         let missing = st
             .missing
             .iter()
             .map(|k| MissingKey {
                 key: k.clone(),
-                file: describe_files(&self.dir),
-                nearest: nearest_keys(k, all_keys.iter().copied(), 3),
+                file: described.clone(),
+                nearest: nearest_keys(k, keys.keys().map(String::as_str), 3),
             })
             .collect();
         let mismatched = st
@@ -652,16 +729,14 @@ impl LoadTracker {
                 file: file_of(k),
             })
             .collect();
-        let mut unused: Vec<(String, PathBuf)> = self
-            .dir
-            .index
-            .keys()
-            .filter(|k| !st.used.contains(*k) && !st.mismatched.contains_key(*k))
-            .map(|k| (k.clone(), file_of(k)))
+        let mut unused: Vec<(String, PathBuf)> = keys
+            .iter()
+            .filter(|(k, _)| !st.used.contains(*k) && !st.mismatched.contains_key(*k))
+            .map(|(k, f)| (k.clone(), f.clone()))
             .collect();
         unused.sort();
         LoadReport {
-            root: self.dir.root.clone(),
+            root,
             loaded: st.used.len(),
             missing,
             mismatched,
