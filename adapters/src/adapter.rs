@@ -4,12 +4,12 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Init, VarBuilder};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use vidgen_video_core::{Error, Result, VideoShape};
 use vidgen_video_nn::{Conv3d, Conv3dConfig, Linear, MhaConfig, MultiHeadAttention};
 
 /// Sizes shared by the adapters of one [`crate::AdapterSet`].
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct AdapterConfig {
     /// Bottleneck width as a fraction of the block's channels: `r = max(1, round(C · ratio))`.
     /// Default 0.25 (the AIM / ST-Adapter bottleneck).

@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use vidgen_video_core::{Error, Result};
 use vidgen_video_nn::{LayerNorm, Linear, MhaConfig, MultiHeadAttention};
 
@@ -15,7 +15,7 @@ fn d_ffn() -> usize {
 }
 
 /// Sizes of a [`DQFormer`].
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct DQFormerConfig {
     /// Model width `C` (divisible by `heads`).
     pub dim: usize,

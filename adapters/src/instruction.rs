@@ -3,12 +3,12 @@
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use vidgen_video_core::{Error, Result};
 use vidgen_video_nn::Linear;
 
 /// Sizes of a [`MultimodalInstruction`].
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct MultimodalInstructionConfig {
     /// Width of the image embedding (e.g. CLIP vision, 1024).
     pub image_dim: usize,

@@ -51,82 +51,12 @@ use crate::{randn_seeded, StepInfo};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AidConfig {
     /// The adapters (bottleneck ratio, kernels, heads).
-    pub adapters: AdapterConfigJson,
+    pub adapters: AdapterConfig,
     /// The DQFormer; `num_frames` is the `N` predicted-video length it makes contexts for,
     /// `context_dim` the UNet's `cross_attention_dim`.
-    pub dqformer: DQFormerConfigJson,
+    pub dqformer: DQFormerConfig,
     /// Stage descriptions per instruction (the length of `t2`).
     pub stages: usize,
-}
-
-/// [`AdapterConfig`] as stored (serde both ways).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AdapterConfigJson {
-    /// `bottleneck_ratio`.
-    pub bottleneck_ratio: f64,
-    /// `short_term_kernel`.
-    pub short_term_kernel: [usize; 3],
-    /// `long_term_head_dim`.
-    pub long_term_head_dim: usize,
-}
-
-impl From<&AdapterConfigJson> for AdapterConfig {
-    fn from(a: &AdapterConfigJson) -> Self {
-        AdapterConfig {
-            bottleneck_ratio: a.bottleneck_ratio,
-            short_term_kernel: a.short_term_kernel,
-            long_term_head_dim: a.long_term_head_dim,
-        }
-    }
-}
-
-impl From<&AdapterConfig> for AdapterConfigJson {
-    fn from(a: &AdapterConfig) -> Self {
-        AdapterConfigJson {
-            bottleneck_ratio: a.bottleneck_ratio,
-            short_term_kernel: a.short_term_kernel,
-            long_term_head_dim: a.long_term_head_dim,
-        }
-    }
-}
-
-/// [`DQFormerConfig`] as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DQFormerConfigJson {
-    /// `dim`.
-    pub dim: usize,
-    /// `heads`.
-    pub heads: usize,
-    /// `num_frames`.
-    pub num_frames: usize,
-    /// `tokens_per_frame`.
-    pub tokens_per_frame: usize,
-    /// `text_dim`.
-    pub text_dim: usize,
-    /// `visual_dim`.
-    pub visual_dim: usize,
-    /// `state_dim`.
-    pub state_dim: usize,
-    /// `context_dim`.
-    pub context_dim: usize,
-    /// `ffn_mult`.
-    pub ffn_mult: usize,
-}
-
-impl From<&DQFormerConfigJson> for DQFormerConfig {
-    fn from(d: &DQFormerConfigJson) -> Self {
-        DQFormerConfig {
-            dim: d.dim,
-            heads: d.heads,
-            num_frames: d.num_frames,
-            tokens_per_frame: d.tokens_per_frame,
-            text_dim: d.text_dim,
-            visual_dim: d.visual_dim,
-            state_dim: d.state_dim,
-            context_dim: d.context_dim,
-            ffn_mult: d.ffn_mult,
-        }
-    }
 }
 
 impl AidConfig {
@@ -138,8 +68,8 @@ impl AidConfig {
         if self.stages == 0 {
             return Err(Error::config("stages", "must be at least 1"));
         }
-        DQFormerConfig::from(&self.dqformer).validate()?;
-        AdapterConfig::from(&self.adapters).validate()
+        self.dqformer.validate()?;
+        self.adapters.validate()
     }
 }
 
@@ -167,12 +97,9 @@ impl AidWeights {
     ) -> Result<Self> {
         config.validate()?;
         let (vb, recorded) = recording(vb);
-        let adapters = AdapterSet::aid_for_attention_sites(
-            sites,
-            &AdapterConfig::from(&config.adapters),
-            vb.pp("adapters"),
-        )?;
-        let dqformer = DQFormer::new(&DQFormerConfig::from(&config.dqformer), vb.pp("dqformer"))?;
+        let adapters =
+            AdapterSet::aid_for_attention_sites(sites, &config.adapters, vb.pp("adapters"))?;
+        let dqformer = DQFormer::new(&config.dqformer, vb.pp("dqformer"))?;
         Ok(Self {
             config: config.clone(),
             adapters,

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use video_testkit::{fixtures, seeded_var_builder, take};
-use vidgen_pipelines::aid::{load_text_encoder, AdapterConfigJson, DQFormerConfigJson};
+use vidgen_adapters::{AdapterConfig, DQFormerConfig};
+use vidgen_pipelines::aid::load_text_encoder;
 use vidgen_pipelines::{
     dual_guidance, randn_seeded, AidCall, AidConfig, AidPipeline, AidWeights, PipelineFolder,
     SvdCall, SvdPipeline,
@@ -24,12 +25,12 @@ fn text_dir() -> PathBuf {
 
 fn config(frames: usize) -> AidConfig {
     AidConfig {
-        adapters: AdapterConfigJson {
+        adapters: AdapterConfig {
             bottleneck_ratio: 0.25,
             short_term_kernel: [3, 3, 3],
             long_term_head_dim: 4,
         },
-        dqformer: DQFormerConfigJson {
+        dqformer: DQFormerConfig {
             dim: 16,
             heads: 2,
             num_frames: frames,
