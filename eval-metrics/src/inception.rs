@@ -10,7 +10,7 @@ use vidgen_video_kernels::Conv2dOpts;
 use vidgen_video_nn::Conv2d;
 
 use crate::frame::DataRange;
-use crate::pool::{relu_owned, Pool, PoolKind};
+use crate::pool::{relu_channels_owned, relu_owned, Pool, PoolKind};
 use crate::resize;
 use crate::weights::{load_strict, read_weights};
 
@@ -103,37 +103,100 @@ const AVG_POOL_3S1: Pool<2> = pool3(PoolKind::AvgExcludePad, 1, 1);
 /// `mixed_10`'s 3×3 s1 p1 max pool (the TF quirk; padding never wins).
 const MAX_POOL_3S1: Pool<2> = pool3(PoolKind::Max, 1, 1);
 
+/// The 1×1 convs of an Inception module that read the module's input, run as one conv with
+/// their output channels stacked: one gemm over the input instead of three or four, each
+/// packing it again. With `pool_last`, the last part is the average-pool tower's 1×1 conv moved
+/// in front of its pool: `avg_pool(W·x + b) = W·avg_pool(x) + b` holds exactly for a mean over
+/// the in-image taps (`count_include_pad=False`: the weights sum to 1), and the pool then runs
+/// on that conv's 32–192 output channels instead of the module's 192–2048 inputs. The ReLU
+/// comes after the pool, as in the graph.
+#[derive(Debug, Clone)]
+struct Heads {
+    conv: Conv2d,
+    widths: Vec<usize>,
+    pool_last: bool,
+}
+
+impl Heads {
+    /// Stacks the (folded) 1×1 layers `parts`, in output order.
+    fn new(parts: Vec<ConvBn>, pool_last: bool) -> Result<Self> {
+        let widths: Vec<usize> = parts.iter().map(|p| p.conv.out_channels()).collect();
+        let ws: Vec<&Tensor> = parts.iter().map(|p| p.conv.weight()).collect();
+        let bs = parts
+            .iter()
+            .map(|p| {
+                p.conv
+                    .bias()
+                    .ok_or_else(|| Error::invalid("inception head", "folded conv without bias"))
+            })
+            .collect::<Result<Vec<&Tensor>>>()?;
+        let conv = Conv2d::from_parts(
+            Tensor::cat(&ws, 0)?,
+            Some(Tensor::cat(&bs, 0)?),
+            Conv2dOpts::default(),
+        )?;
+        Ok(Self {
+            conv,
+            widths,
+            pool_last,
+        })
+    }
+
+    /// Each part's output `[N, width, H, W]` after its ReLU (the pooled one pooled first).
+    fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        let y = self.conv.forward(x)?;
+        let total: usize = self.widths.iter().sum();
+        let last = self.widths.last().copied().unwrap_or(0);
+        let relu_to = if self.pool_last { total - last } else { total };
+        relu_channels_owned(&y, 0, relu_to)?;
+        let mut out = Vec::with_capacity(self.widths.len());
+        let mut c0 = 0;
+        for (i, &w) in self.widths.iter().enumerate() {
+            let part = y.narrow(1, c0, w)?;
+            // Channel slices of a batch of one are contiguous: no copy.
+            out.push(if self.pool_last && i + 1 == self.widths.len() {
+                relu_owned(AVG_POOL_3S1.forward(&part)?)?
+            } else {
+                part.contiguous()?
+            });
+            c0 += w;
+        }
+        Ok(out)
+    }
+}
+
 // Built once per network; the size difference between variants does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 enum Block {
     Conv(ConvBn),
     MaxPool3s2,
-    /// InceptionA / C: `conv`, `tower` (chain), `tower_1` (chain), `tower_2` = avg pool + conv.
+    /// InceptionA / C: `heads` = [`conv`, `tower.conv`, `tower_1.conv`, `tower_2.conv`
+    /// (before its average pool)], then the rest of `tower` and `tower_1`.
     AC {
-        conv: ConvBn,
+        heads: Heads,
         tower: Vec<ConvBn>,
         tower_1: Vec<ConvBn>,
-        tower_2: ConvBn,
     },
-    /// InceptionB / D: optional `conv`, `tower` chain, optional `tower_1` chain, max pool 3 s2.
+    /// InceptionB / D: optional `conv` (3×3 stride 2), `heads` = the first 1×1 conv of
+    /// `tower` (and of `tower_1`), the rest of each tower, and the max pool 3 s2.
     BD {
         conv: Option<ConvBn>,
+        heads: Heads,
         tower: Vec<ConvBn>,
         tower_1: Vec<ConvBn>,
     },
-    /// InceptionE; `max_pool` is the TF quirk of `mixed_10`.
+    /// InceptionE: `heads` = [`conv`, `tower_conv`, `tower_1_conv`, and `tower_2_conv` when
+    /// the pool is an average]; `tower_2_conv` after a max pool otherwise (the TF quirk of
+    /// `mixed_10`).
     E {
-        conv: ConvBn,
-        tower_conv: ConvBn,
+        heads: Heads,
         tower_mixed_conv: ConvBn,
         tower_mixed_conv_1: ConvBn,
-        tower_1_conv: ConvBn,
         tower_1_conv_1: ConvBn,
         tower_1_mixed_conv: ConvBn,
         tower_1_mixed_conv_1: ConvBn,
-        tower_2_conv: ConvBn,
-        max_pool: bool,
+        max_pooled: Option<ConvBn>,
     },
 }
 
@@ -151,19 +214,19 @@ impl Block {
             Block::Conv(c) => c.forward(x),
             Block::MaxPool3s2 => MAX_POOL_3S2.forward(x),
             Block::AC {
-                conv,
+                heads,
                 tower,
                 tower_1,
-                tower_2,
             } => {
-                let a = conv.forward(x)?;
-                let b = chain(x, tower)?;
-                let c = chain(x, tower_1)?;
-                let d = tower_2.forward(&AVG_POOL_3S1.forward(x)?)?;
+                let [a, t, t1, d] = <[Tensor; 4]>::try_from(heads.forward(x)?)
+                    .map_err(|_| Error::invalid("inception block", "expected 4 heads"))?;
+                let b = chain(&t, tower)?;
+                let c = chain(&t1, tower_1)?;
                 Ok(Tensor::cat(&[a, b, c, d], 1)?)
             }
             Block::BD {
                 conv,
+                heads,
                 tower,
                 tower_1,
             } => {
@@ -171,40 +234,42 @@ impl Block {
                 if let Some(c) = conv {
                     parts.push(c.forward(x)?);
                 }
-                parts.push(chain(x, tower)?);
-                if !tower_1.is_empty() {
-                    parts.push(chain(x, tower_1)?);
+                let mut h = heads.forward(x)?.into_iter();
+                if let Some(t) = h.next() {
+                    parts.push(chain(&t, tower)?);
+                }
+                if let Some(t1) = h.next() {
+                    parts.push(chain(&t1, tower_1)?);
                 }
                 parts.push(MAX_POOL_3S2.forward(x)?);
                 Ok(Tensor::cat(&parts, 1)?)
             }
             Block::E {
-                conv,
-                tower_conv,
+                heads,
                 tower_mixed_conv,
                 tower_mixed_conv_1,
-                tower_1_conv,
                 tower_1_conv_1,
                 tower_1_mixed_conv,
                 tower_1_mixed_conv_1,
-                tower_2_conv,
-                max_pool,
+                max_pooled,
             } => {
-                let a = tower_conv.forward(x)?;
-                let b = tower_1_conv_1.forward(&tower_1_conv.forward(x)?)?;
-                let pooled = if *max_pool {
-                    MAX_POOL_3S1.forward(x)?
-                } else {
-                    AVG_POOL_3S1.forward(x)?
+                let mut h = heads.forward(x)?.into_iter();
+                let missing = || Error::invalid("inception block", "missing head");
+                let c0 = h.next().ok_or_else(missing)?;
+                let a = h.next().ok_or_else(missing)?;
+                let b = tower_1_conv_1.forward(&h.next().ok_or_else(missing)?)?;
+                let pooled = match max_pooled {
+                    Some(conv) => conv.forward(&MAX_POOL_3S1.forward(x)?)?,
+                    None => h.next().ok_or_else(missing)?,
                 };
                 Ok(Tensor::cat(
                     &[
-                        conv.forward(x)?,
+                        c0,
                         tower_mixed_conv.forward(&a)?,
                         tower_mixed_conv_1.forward(&a)?,
                         tower_1_mixed_conv.forward(&b)?,
                         tower_1_mixed_conv_1.forward(&b)?,
-                        tower_2_conv.forward(&pooled)?,
+                        pooled,
                     ],
                     1,
                 )?)
@@ -285,20 +350,21 @@ impl InceptionV3 {
             ("mixed_2", 288, 64),
         ] {
             let p = |s: &str| format!("{name}.{s}");
+            let heads = vec![
+                c(&p("conv"), cin, 64, [1, 1], 1, 0)?,
+                c(&p("tower.conv"), cin, 48, [1, 1], 1, 0)?,
+                c(&p("tower_1.conv"), cin, 64, [1, 1], 1, 0)?,
+                c(&p("tower_2.conv"), cin, pf, [1, 1], 1, 0)?,
+            ];
             layers.push((
                 name,
                 Block::AC {
-                    conv: c(&p("conv"), cin, 64, [1, 1], 1, 0)?,
-                    tower: vec![
-                        c(&p("tower.conv"), cin, 48, [1, 1], 1, 0)?,
-                        c(&p("tower.conv_1"), 48, 64, [5, 5], 1, 2)?,
-                    ],
+                    heads: Heads::new(heads, true)?,
+                    tower: vec![c(&p("tower.conv_1"), 48, 64, [5, 5], 1, 2)?],
                     tower_1: vec![
-                        c(&p("tower_1.conv"), cin, 64, [1, 1], 1, 0)?,
                         c(&p("tower_1.conv_1"), 64, 96, [3, 3], 1, 1)?,
                         c(&p("tower_1.conv_2"), 96, 96, [3, 3], 1, 1)?,
                     ],
-                    tower_2: c(&p("tower_2.conv"), cin, pf, [1, 1], 1, 0)?,
                 },
             ));
         }
@@ -307,8 +373,8 @@ impl InceptionV3 {
             "mixed_3",
             Block::BD {
                 conv: Some(c("mixed_3.conv", 288, 384, [3, 3], 2, 0)?),
+                heads: Heads::new(vec![c("mixed_3.tower.conv", 288, 64, [1, 1], 1, 0)?], false)?,
                 tower: vec![
-                    c("mixed_3.tower.conv", 288, 64, [1, 1], 1, 0)?,
                     c("mixed_3.tower.conv_1", 64, 96, [3, 3], 1, 1)?,
                     c("mixed_3.tower.conv_2", 96, 96, [3, 3], 2, 0)?,
                 ],
@@ -324,37 +390,41 @@ impl InceptionV3 {
         ] {
             let p = |s: &str| format!("{name}.{s}");
             let (row, col) = ([1, 7], [7, 1]);
+            let heads = vec![
+                c(&p("conv"), 768, 192, [1, 1], 1, 0)?,
+                c(&p("tower.conv"), 768, c7, [1, 1], 1, 0)?,
+                c(&p("tower_1.conv"), 768, c7, [1, 1], 1, 0)?,
+                c(&p("tower_2.conv"), 768, 192, [1, 1], 1, 0)?,
+            ];
             layers.push((
                 name,
                 Block::AC {
-                    conv: c(&p("conv"), 768, 192, [1, 1], 1, 0)?,
+                    heads: Heads::new(heads, true)?,
                     tower: vec![
-                        c(&p("tower.conv"), 768, c7, [1, 1], 1, 0)?,
                         c(&p("tower.conv_1"), c7, c7, row, 1, 0)?,
                         c(&p("tower.conv_2"), c7, 192, col, 1, 0)?,
                     ],
                     tower_1: vec![
-                        c(&p("tower_1.conv"), 768, c7, [1, 1], 1, 0)?,
                         c(&p("tower_1.conv_1"), c7, c7, col, 1, 0)?,
                         c(&p("tower_1.conv_2"), c7, c7, row, 1, 0)?,
                         c(&p("tower_1.conv_3"), c7, c7, col, 1, 0)?,
                         c(&p("tower_1.conv_4"), c7, 192, row, 1, 0)?,
                     ],
-                    tower_2: c(&p("tower_2.conv"), 768, 192, [1, 1], 1, 0)?,
                 },
             ));
         }
         // InceptionD.
+        let heads = vec![
+            c("mixed_8.tower.conv", 768, 192, [1, 1], 1, 0)?,
+            c("mixed_8.tower_1.conv", 768, 192, [1, 1], 1, 0)?,
+        ];
         layers.push((
             "mixed_8",
             Block::BD {
                 conv: None,
-                tower: vec![
-                    c("mixed_8.tower.conv", 768, 192, [1, 1], 1, 0)?,
-                    c("mixed_8.tower.conv_1", 192, 320, [3, 3], 2, 0)?,
-                ],
+                heads: Heads::new(heads, false)?,
+                tower: vec![c("mixed_8.tower.conv_1", 192, 320, [3, 3], 2, 0)?],
                 tower_1: vec![
-                    c("mixed_8.tower_1.conv", 768, 192, [1, 1], 1, 0)?,
                     c("mixed_8.tower_1.conv_1", 192, 192, [1, 7], 1, 0)?,
                     c("mixed_8.tower_1.conv_2", 192, 192, [7, 1], 1, 0)?,
                     c("mixed_8.tower_1.conv_3", 192, 192, [3, 3], 2, 0)?,
@@ -364,19 +434,28 @@ impl InceptionV3 {
         // InceptionE: (name, input channels, max pool in tower_2).
         for (name, cin, max_pool) in [("mixed_9", 1280, false), ("mixed_10", 2048, true)] {
             let p = |s: &str| format!("{name}.{s}");
+            let mut heads = vec![
+                c(&p("conv"), cin, 320, [1, 1], 1, 0)?,
+                c(&p("tower_conv"), cin, 384, [1, 1], 1, 0)?,
+                c(&p("tower_1_conv"), cin, 448, [1, 1], 1, 0)?,
+            ];
+            let tower_2 = c(&p("tower_2_conv"), cin, 192, [1, 1], 1, 0)?;
+            let max_pooled = if max_pool {
+                Some(tower_2)
+            } else {
+                heads.push(tower_2);
+                None
+            };
             layers.push((
                 name,
                 Block::E {
-                    conv: c(&p("conv"), cin, 320, [1, 1], 1, 0)?,
-                    tower_conv: c(&p("tower_conv"), cin, 384, [1, 1], 1, 0)?,
+                    heads: Heads::new(heads, !max_pool)?,
                     tower_mixed_conv: c(&p("tower_mixed_conv"), 384, 384, [1, 3], 1, 0)?,
                     tower_mixed_conv_1: c(&p("tower_mixed_conv_1"), 384, 384, [3, 1], 1, 0)?,
-                    tower_1_conv: c(&p("tower_1_conv"), cin, 448, [1, 1], 1, 0)?,
                     tower_1_conv_1: c(&p("tower_1_conv_1"), 448, 384, [3, 3], 1, 1)?,
                     tower_1_mixed_conv: c(&p("tower_1_mixed_conv"), 384, 384, [1, 3], 1, 0)?,
                     tower_1_mixed_conv_1: c(&p("tower_1_mixed_conv_1"), 384, 384, [3, 1], 1, 0)?,
-                    tower_2_conv: c(&p("tower_2_conv"), cin, 192, [1, 1], 1, 0)?,
-                    max_pool,
+                    max_pooled,
                 },
             ));
         }

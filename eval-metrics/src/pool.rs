@@ -253,6 +253,58 @@ impl InplaceOp1 for ReluInPlace {
     }
 }
 
+/// `max(x, 0)` in place on channels `lo..hi` of a contiguous `[N, C, …]` f32 tensor.
+struct ReluChannels {
+    lo: usize,
+    hi: usize,
+}
+
+impl InplaceOp1 for ReluChannels {
+    fn name(&self) -> &'static str {
+        "eval-metrics-relu-channels"
+    }
+
+    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> candle_core::Result<()> {
+        let CpuStorage::F32(v) = s else {
+            candle_core::bail!("relu: f32 only");
+        };
+        let Some((a, b)) = l.contiguous_offsets() else {
+            candle_core::bail!("relu: contiguous input only");
+        };
+        let dims = l.dims();
+        if dims.len() < 2 || self.lo > self.hi || self.hi > dims[1] {
+            candle_core::bail!("relu: channels {}..{} of {dims:?}", self.lo, self.hi);
+        }
+        let plane: usize = dims[2..].iter().product();
+        let per_item = dims[1] * plane;
+        if per_item == 0 {
+            return Ok(());
+        }
+        v[a..b].par_chunks_mut(per_item).for_each(|item| {
+            item[self.lo * plane..self.hi * plane]
+                .par_chunks_mut(32 * 1024)
+                .for_each(|c| c.iter_mut().for_each(|x| *x = x.max(0.0)));
+        });
+        Ok(())
+    }
+}
+
+/// ReLU on channels `lo..hi` of a freshly computed contiguous f32 `[N, C, …]` CPU tensor, in
+/// place (the other channels are left as they are). Only for tensors nothing else holds.
+pub(crate) fn relu_channels_owned(x: &Tensor, lo: usize, hi: usize) -> Result<()> {
+    if x.dtype() != DType::F32 || !x.is_contiguous() || !x.device().is_cpu() {
+        return Err(Error::invalid(
+            "relu input",
+            format!(
+                "expected a contiguous f32 CPU tensor, found {:?} {:?}",
+                x.dtype(),
+                x.dims()
+            ),
+        ));
+    }
+    Ok(x.inplace_op1(&ReluChannels { lo, hi })?)
+}
+
 /// ReLU of a freshly computed f32 tensor, in place when it is contiguous and on the CPU
 /// (else candle's `relu`). Only for tensors nothing else holds: a layer's own output.
 pub(crate) fn relu_owned(x: Tensor) -> Result<Tensor> {
@@ -376,6 +428,24 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn relu_on_a_channel_range() {
+        let x = Tensor::randn(0f32, 1.0, (2, 5, 3, 4), &Device::Cpu).unwrap();
+        let y = x.affine(1.0, 0.0).unwrap();
+        relu_channels_owned(&y, 1, 3).unwrap();
+        let want = Tensor::cat(
+            &[
+                x.narrow(1, 0, 1).unwrap(),
+                x.narrow(1, 1, 2).unwrap().relu().unwrap(),
+                x.narrow(1, 3, 2).unwrap(),
+            ],
+            1,
+        )
+        .unwrap();
+        close(&y, &want);
+        assert!(relu_channels_owned(&y, 2, 9).is_err());
     }
 
     #[test]
