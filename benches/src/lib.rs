@@ -24,6 +24,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use vidgen_video_core::Result;
 
 pub mod cases;
+pub mod cases_clip;
 pub mod cases_diffusion;
 pub mod cases_misc;
 pub mod cases_models;
@@ -72,6 +73,7 @@ pub fn all_cases() -> Vec<Case> {
     v.extend(cases_misc::samplers());
     v.extend(cases_misc::motion_codec());
     v.extend(cases_misc::adapters());
+    v.extend(cases_clip::clip_encoders());
     v
 }
 
@@ -258,12 +260,17 @@ pub const LOCAL_PEER_CASES: &[&str] = &[
     "vqmodel_decode_b16h64",
 ];
 
+/// Peer cases of `benches/peers/clip_peers.py` (transformers' CLIP towers at ViT-B/32 sizes).
+pub const CLIP_PEER_CASES: &[&str] = &["clip_text_b8_vitb32", "clip_vision_b8_vitb32"];
+
 /// The peer script that runs `case`: `benches/peers/feature_peers.py` for
-/// [`LOCAL_PEER_CASES`], else `../shared/peers/torch_peers.py` beside the repository; `None`
-/// when that file is absent.
+/// [`LOCAL_PEER_CASES`], `benches/peers/clip_peers.py` for [`CLIP_PEER_CASES`], else
+/// `../shared/peers/torch_peers.py` beside the repository; `None` when that file is absent.
 pub fn peer_script(case: &str) -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let p = if LOCAL_PEER_CASES.contains(&case) {
+    let p = if CLIP_PEER_CASES.contains(&case) {
+        dir.join("peers/clip_peers.py")
+    } else if LOCAL_PEER_CASES.contains(&case) {
         dir.join("peers/feature_peers.py")
     } else {
         dir.join("../../shared/peers/torch_peers.py")
