@@ -27,7 +27,7 @@
 //! # Checkpoint keys
 //! `D` = `hidden`, `r` = `mlp_ratio`, `(T, H, W)` = `(frames, height, width)`, `(t, h, w)` =
 //! [`MotionTokenizerConfig::code_dims`]; `i` runs over the stages (the decoder's stage `i`
-//! mirrors the encoder's), `j` over `depth`; every `*.weight` / `*.bias` pair is PyTorch's
+//! mirrors the encoder's), `j` over the stage's depth ([`MotionTokenizerConfig::depth_of`]); every `*.weight` / `*.bias` pair is PyTorch's
 //! layout (`Linear` `[out, in]`, `Conv3d` `[out, in, 3, 3, 3]`).
 //!
 //! | key | shape |
@@ -82,6 +82,11 @@ pub struct MotionTokenizerConfig {
     pub heads: usize,
     /// Transformer blocks per stage.
     pub depth: usize,
+    /// Blocks of each stage when they differ (`stage_depths[i]` for stage `i`, encoder and its
+    /// mirror in the decoder); empty (the default): `depth` for every stage. A miniature can
+    /// leave the full-resolution stage (`24 × 20 × 36` positions, 720-token spatial attention)
+    /// without blocks and keep them in the downsampled stages.
+    pub stage_depths: Vec<usize>,
     /// MLP hidden size as a multiple of `hidden`.
     pub mlp_ratio: usize,
     /// Downsampler strides `[t, h, w]`, one stage each.
@@ -102,6 +107,7 @@ impl Default for MotionTokenizerConfig {
             hidden: 256,
             heads: 4,
             depth: 1,
+            stage_depths: Vec::new(),
             mlp_ratio: 4,
             strides: vec![[1, 2, 2], [2, 1, 1], [2, 1, 1], [2, 2, 2]],
             num_codes: 1024,
@@ -141,6 +147,16 @@ impl MotionTokenizerConfig {
                 ),
             ));
         }
+        if !self.stage_depths.is_empty() && self.stage_depths.len() != self.strides.len() {
+            return Err(Error::config(
+                "stage_depths",
+                format!(
+                    "{} entries for {} stages (leave it empty to use depth everywhere)",
+                    self.stage_depths.len(),
+                    self.strides.len()
+                ),
+            ));
+        }
         for (i, s) in self.strides.iter().enumerate() {
             if s.contains(&0) {
                 return Err(Error::config(
@@ -150,6 +166,11 @@ impl MotionTokenizerConfig {
             }
         }
         Ok(())
+    }
+
+    /// Transformer blocks of stage `i` (`stage_depths[i]`, else `depth`).
+    pub fn depth_of(&self, i: usize) -> usize {
+        self.stage_depths.get(i).copied().unwrap_or(self.depth)
     }
 
     /// The code grid `(t, h, w)` (each stage: `ceil(n / s)`, as a kernel-3, padding-1 conv).
@@ -183,50 +204,11 @@ const CODEBOOK_KEY: &str = "quantize.embedding.weight";
 /// Layer-norm ε of every norm in the tokenizer.
 const LN_EPS: f64 = 1e-6;
 
-type Recorded = Arc<Mutex<Vec<(String, Tensor)>>>;
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A poisoned lock only means another thread panicked while holding it; the data is intact.
     match m.lock() {
         Ok(g) => g,
         Err(p) => p.into_inner(),
-    }
-}
-
-/// A builder backend that forwards to another `VarBuilder` and records every tensor handed out
-/// under its name relative to that builder, so that [`MotionTokenizer::save`] writes the keys
-/// `new` asked for. Recorded tensors share storage with the source (a `VarMap`'s variables
-/// keep training in place).
-struct Recording<'a> {
-    inner: VarBuilder<'a>,
-    rec: Recorded,
-}
-
-impl SimpleBackend for Recording<'_> {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        h: Init,
-        dtype: DType,
-        _dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        let t = self.inner.get_with_hints_dtype(s, name, h, dtype)?;
-        lock(&self.rec).push((name.to_string(), t.clone()));
-        Ok(t)
-    }
-
-    fn get_unchecked(
-        &self,
-        name: &str,
-        dtype: DType,
-        _dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        self.inner.get_unchecked_dtype(name, dtype)
-    }
-
-    fn contains_tensor(&self, name: &str) -> bool {
-        self.inner.contains_tensor(name)
     }
 }
 
@@ -490,17 +472,7 @@ impl MotionTokenizer {
     /// A bad config field ([`Error::BadConfig`]); a missing or mis-shaped tensor.
     pub fn new(cfg: &MotionTokenizerConfig, vb: VarBuilder) -> Result<Self> {
         cfg.validate()?;
-        let rec: Recorded = Arc::new(Mutex::new(Vec::new()));
-        let dtype = vb.dtype();
-        let device = vb.device().clone();
-        let vb = VarBuilder::from_backend(
-            Box::new(Recording {
-                inner: vb,
-                rec: rec.clone(),
-            }),
-            dtype,
-            device,
-        );
+        let (vb, rec) = vidgen_video_nn::record::recording(vb);
         // The order of the requests below is the order of `random`'s draws: keep it.
         let d = cfg.hidden;
         let dims = cfg.stage_dims();
@@ -510,7 +482,7 @@ impl MotionTokenizer {
         let mut enc_stages = Vec::new();
         for (i, s) in cfg.strides.iter().enumerate() {
             let sp = enc.pp(format!("stages.{i}"));
-            let blocks = (0..cfg.depth)
+            let blocks = (0..cfg.depth_of(i))
                 .map(|j| Block::new(cfg, sp.pp(format!("blocks.{j}"))))
                 .collect::<Result<_>>()?;
             enc_stages.push(Stage {
@@ -540,14 +512,14 @@ impl MotionTokenizer {
         for i in (0..cfg.strides.len()).rev() {
             let sp = dec.pp(format!("stages.{i}"));
             let conv = conv(d, [1, 1, 1], sp.pp("up"))?;
-            let blocks = (0..cfg.depth)
+            let blocks = (0..cfg.depth_of(i))
                 .map(|j| Block::new(cfg, sp.pp(format!("blocks.{j}"))))
                 .collect::<Result<_>>()?;
             dec_stages.push(Stage { blocks, conv });
         }
         let dec_norm = layer_norm(d, dec.pp("norm"))?;
         let dec_out = linear(d, cfg.in_channels, dec.pp("out"))?;
-        let tensors = std::mem::take(&mut *lock(&rec));
+        let tensors = rec.tensors();
         Ok(Self {
             cfg: cfg.clone(),
             dtype,
