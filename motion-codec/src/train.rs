@@ -586,6 +586,35 @@ mod tests {
     }
 
     #[test]
+    fn stage_depths_leave_a_stage_without_blocks() {
+        let cfg = MotionTokenizerConfig {
+            stage_depths: vec![0, 1],
+            ..tiny()
+        };
+        let tok = MotionTokenizer::random(&cfg, 0, &Device::Cpu).unwrap();
+        let keys: Vec<&str> = tok
+            .named_tensors()
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert!(!keys.iter().any(|k| k.contains("stages.0.blocks")));
+        assert!(keys
+            .iter()
+            .any(|k| k.starts_with("encoder.stages.1.blocks.0")));
+        assert!(keys
+            .iter()
+            .any(|k| k.starts_with("decoder.stages.1.blocks.0")));
+        let d = data(2, 0);
+        let ids = tok.tokenize(&d).unwrap();
+        assert_eq!(tok.detokenize(&ids).unwrap().dims(), d.dims());
+        let bad = MotionTokenizerConfig {
+            stage_depths: vec![1],
+            ..tiny()
+        };
+        assert!(MotionTokenizer::random(&bad, 0, &Device::Cpu).is_err());
+    }
+
+    #[test]
     fn grid_units_undo_the_normalisation() {
         let l = LavitConfig::default();
         // 1 px/frame to the right in a 72-px-wide frame: normalised 1/72/std, ÷ 10.
