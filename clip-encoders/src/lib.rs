@@ -24,3 +24,8 @@ pub use image_processor::{
 };
 pub mod clip_model;
 pub use clip_model::{l2_normalize, CLIPModel, CLIPModelOutput};
+// BERT / sentence-transformers text encoders (all-MiniLM-L6-v2), for VIMI's retrieval.
+pub mod bert;
+pub mod minilm;
+pub use bert::{BertConfig, BertModel, BertOutput};
+pub use minilm::{BertTokenizer, BertTokens, PoolingConfig, SentenceEncoder, SentenceOutput};
