@@ -22,6 +22,12 @@ enum Command {
     Svd(cli::svd::Args),
     /// AID: conditioning frames + an instruction → the predicted video.
     Aid(cli::aid::Args),
+    /// InstructPix2Pix: a picture + an instruction → the edited picture.
+    Ip2p(cli::ip2p::Args),
+    /// VIDiff: a video + an instruction (text and / or image) → the edited video, any length.
+    Edit(cli::edit::Args),
+    /// AnimateDiff: a prompt → a video.
+    Animate(cli::animate::Args),
 }
 
 fn main() {
@@ -29,6 +35,9 @@ fn main() {
     let (json, res) = match &cli.command {
         Command::Svd(a) => (a.common.json, cli::svd::run(a)),
         Command::Aid(a) => (a.common.json, cli::aid::run(a)),
+        Command::Ip2p(a) => (a.common.json, cli::ip2p::run(a)),
+        Command::Edit(a) => (a.common.json, cli::edit::run(a)),
+        Command::Animate(a) => (a.common.json, cli::animate::run(a)),
     };
     match res {
         Ok(report) => {

@@ -5,6 +5,10 @@
 
 pub mod aid;
 pub mod svd;
+// InstructPix2Pix, VIDiff, AnimateDiff (issue 28).
+pub mod animate;
+pub mod edit;
+pub mod ip2p;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
