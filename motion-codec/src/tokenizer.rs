@@ -50,7 +50,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
@@ -472,6 +472,7 @@ impl MotionTokenizer {
     /// A bad config field ([`Error::BadConfig`]); a missing or mis-shaped tensor.
     pub fn new(cfg: &MotionTokenizerConfig, vb: VarBuilder) -> Result<Self> {
         cfg.validate()?;
+        let dtype = vb.dtype();
         let (vb, rec) = vidgen_video_nn::record::recording(vb);
         // The order of the requests below is the order of `random`'s draws: keep it.
         let d = cfg.hidden;

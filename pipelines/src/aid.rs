@@ -43,9 +43,9 @@ use vidgen_samplers::diffusers::StepMemory;
 use vidgen_video_core::{check_finite, AttentionSite, Error, LoadReport, ModelDir, Result};
 
 use crate::folder::{ComponentReport, PipelineFolder};
-use crate::recording::{recording, Recorded};
 use crate::svd::{DecodeMode, SvdPipeline};
 use crate::{randn_seeded, StepInfo};
+use vidgen_video_nn::record::{recording, Recorded};
 
 /// Sizes of AID's trainable parts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -133,94 +133,17 @@ impl AidWeights {
     /// # Errors
     /// I/O errors, naming the file.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
-        let tensors: HashMap<String, Tensor> = self.recorded.tensors().into_iter().collect();
         let meta = serde_json::to_string(&self.config)
             .map_err(|e| Error::invalid("aid_config", e.to_string()))?;
-        let mut md = HashMap::new();
-        md.insert("aid_config".to_string(), meta);
-        let views: Vec<(String, Tensor)> = tensors
-            .into_iter()
-            .map(|(k, t)| Ok((k, t.to_device(&Device::Cpu)?.contiguous()?)))
-            .collect::<Result<_>>()?;
-        let data: Vec<(String, TensorBytes)> = views
-            .iter()
-            .map(|(k, t)| Ok((k.clone(), TensorBytes::new(t)?)))
-            .collect::<Result<_>>()?;
-        safetensors::serialize_to_file(data, Some(md), path).map_err(|e| Error::Io {
-            path: path.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
-        })
+        self.recorded.save(
+            path,
+            Some(HashMap::from([("aid_config".to_string(), meta)])),
+        )
     }
 
     /// Every tensor, by key (shares storage with the model: trained values are seen).
     pub fn tensors(&self) -> BTreeMap<String, Tensor> {
-        self.recorded.tensors()
-    }
-}
-
-/// A tensor's bytes for safetensors' writer.
-struct TensorBytes {
-    dtype: safetensors::Dtype,
-    shape: Vec<usize>,
-    data: Vec<u8>,
-}
-
-impl TensorBytes {
-    fn new(t: &Tensor) -> Result<Self> {
-        let (dtype, data) = match t.dtype() {
-            DType::F32 => (
-                safetensors::Dtype::F32,
-                t.flatten_all()?
-                    .to_vec1::<f32>()?
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect(),
-            ),
-            DType::F16 => (
-                safetensors::Dtype::F16,
-                t.flatten_all()?
-                    .to_vec1::<half::f16>()?
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect(),
-            ),
-            DType::BF16 => (
-                safetensors::Dtype::BF16,
-                t.flatten_all()?
-                    .to_vec1::<half::bf16>()?
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect(),
-            ),
-            other => {
-                return Err(Error::DType {
-                    key: "AID weight".into(),
-                    expected: "f32, f16 or bf16".into(),
-                    found: format!("{other:?}"),
-                })
-            }
-        };
-        Ok(Self {
-            dtype,
-            shape: t.dims().to_vec(),
-            data,
-        })
-    }
-}
-
-impl safetensors::View for TensorBytes {
-    fn dtype(&self) -> safetensors::Dtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
-        std::borrow::Cow::Borrowed(&self.data)
-    }
-    fn data_len(&self) -> usize {
-        self.data.len()
+        self.recorded.tensors().into_iter().collect()
     }
 }
 

@@ -5,12 +5,13 @@ pub mod aid;
 pub mod folder;
 pub mod image;
 pub mod planner;
-mod recording;
 pub mod svd;
 // InstructPix2Pix, AnimateDiff, VIDiff (issue 28).
 pub mod animatediff;
 pub mod denoise;
 pub mod ip2p;
+// Video-LaVIT (issue 30).
+pub mod lavit;
 pub mod prompt;
 pub mod vidiff;
 

@@ -5,6 +5,7 @@ pub mod attention;
 pub mod embeddings;
 pub mod mha;
 pub mod nn;
+pub mod record;
 pub mod resnet;
 pub mod transformer2d;
 pub mod vae;
