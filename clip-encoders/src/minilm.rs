@@ -1,6 +1,6 @@
 //! Sentence embeddings as sentence-transformers computes them, for BERT-family models such as
 //! `sentence-transformers/all-MiniLM-L6-v2` (6 layers, 384-d, 22.7 M parameters): the
-//! [`BertTokenizer`] (WordPiece), the [`BertModel`](crate::bert::BertModel), the pooling module
+//! [`BertTokenizer`] (WordPiece), the [`BertModel`], the pooling module
 //! and the optional `Normalize` module, read from a sentence-transformers folder.
 //!
 //! ```text
