@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod embeddings;
+pub mod init;
 pub mod mha;
 pub mod nn;
 pub mod record;
@@ -15,6 +16,7 @@ pub use attention::{
     FeedForwardActivation, SinusoidalPositionalEmbedding,
 };
 pub use embeddings::{timestep_embedding, TimestepEmbedding, Timesteps};
+pub use init::{seeded_var_builder, SeededVarMap};
 pub use mha::{MhaConfig, MultiHeadAttention};
 pub use nn::{
     geglu, swiglu, to_f32, Activation, Conv2d, Conv2dConfig, Conv3d, Conv3dConfig, Embedding,

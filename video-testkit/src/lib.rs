@@ -27,7 +27,6 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 mod never_panics;
-mod seeded;
 mod weights;
 
 use std::collections::HashMap;
@@ -38,7 +37,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 
 pub use never_panics::{assert_config_never_panics, assert_parser_never_panics, PARSER_CASES};
-pub use seeded::{seeded_var_builder, SeededVarMap};
+/// Seeded random weights live in video-nn (library code uses them too); re-exported for tests.
+pub use vidgen_video_nn::init::{seeded_var_builder, SeededVarMap};
 pub use weights::{require_weights, weights_dir, weights_file, weights_file_in};
 
 /// The seed of [`proptest_config`] unless `PROPTEST_RNG_SEED` is set.

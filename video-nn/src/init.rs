@@ -1,4 +1,4 @@
-//! Seeded random weights: a `VarBuilder` whose every tensor is drawn from a ChaCha stream keyed
+//! Seeded random weights (random initialisation that reproduces): a `VarBuilder` whose every tensor is drawn from a ChaCha stream keyed
 //! by `(seed, tensor name)`, so a model built twice with one seed gets bit-identical weights
 //! whatever the order (or the thread) in which it asks for them, unlike candle's `VarMap`,
 //! which draws from the device's global generator.
@@ -27,8 +27,8 @@ use rand_distr::StandardNormal;
 ///
 /// ```
 /// use candle_core::{DType, Device};
-/// let a = candle_nn::linear(4, 3, video_testkit::seeded_var_builder(7, DType::F32, &Device::Cpu)).unwrap();
-/// let b = candle_nn::linear(4, 3, video_testkit::seeded_var_builder(7, DType::F32, &Device::Cpu)).unwrap();
+/// let a = candle_nn::linear(4, 3, vidgen_video_nn::init::seeded_var_builder(7, DType::F32, &Device::Cpu)).unwrap();
+/// let b = candle_nn::linear(4, 3, vidgen_video_nn::init::seeded_var_builder(7, DType::F32, &Device::Cpu)).unwrap();
 /// assert_eq!(a.weight().to_vec2::<f32>().unwrap(), b.weight().to_vec2::<f32>().unwrap());
 /// ```
 pub fn seeded_var_builder(seed: u64, dtype: DType, device: &Device) -> VarBuilder<'static> {
