@@ -5,6 +5,7 @@ pub mod adapter;
 pub mod dqformer;
 pub mod instruction;
 pub mod params;
+pub mod retrieval;
 pub mod set;
 
 pub use adapter::{
@@ -12,6 +13,7 @@ pub use adapter::{
     SpatialAdapter,
 };
 pub use dqformer::{DQFormer, DQFormerConfig};
-pub use instruction::{ExampleBank, MultimodalInstruction, MultimodalInstructionConfig, TopK};
+pub use instruction::{MultimodalInstruction, MultimodalInstructionConfig};
 pub use params::{count_params, frozen_builder, ParamReport};
+pub use retrieval::{ExampleBank, TopK};
 pub use set::{Adapter, AdapterSet, SiteRecorder};
