@@ -28,6 +28,9 @@ pub mod cases_clip;
 pub mod cases_diffusion;
 pub mod cases_misc;
 pub mod cases_models;
+pub mod cases_pipelines;
+pub mod cases_retrieval;
+pub mod cases_trainer;
 pub mod peak;
 
 /// What a case's timed closure does once per call.
@@ -73,7 +76,10 @@ pub fn all_cases() -> Vec<Case> {
     v.extend(cases_misc::samplers());
     v.extend(cases_misc::motion_codec());
     v.extend(cases_misc::adapters());
+    v.extend(cases_trainer::trainer());
     v.extend(cases_clip::clip_encoders());
+    v.extend(cases_pipelines::pipelines());
+    v.extend(cases_retrieval::retrieval());
     v
 }
 
@@ -263,12 +269,28 @@ pub const LOCAL_PEER_CASES: &[&str] = &[
 /// Peer cases of `benches/peers/clip_peers.py` (transformers' CLIP towers at ViT-B/32 sizes).
 pub const CLIP_PEER_CASES: &[&str] = &["clip_text_b8_vitb32", "clip_vision_b8_vitb32"];
 
+/// Peer cases of `benches/peers/pipeline_peers.py` (whole diffusers pipelines).
+pub const PIPELINE_PEER_CASES: &[&str] = &["svd_pipeline_small"];
+
+/// Peer cases of `benches/peers/train_peers.py` (one training step of the small UNets).
+pub const TRAIN_PEER_CASES: &[&str] = &["train_step_unet_svd_small_aid", "train_step_unet3d_small"];
+
+/// Peer cases of `benches/peers/retrieval_peers.py` (exact top-k search in torch / numpy).
+pub const RETRIEVAL_PEER_CASES: &[&str] = &["retrieval_topk_n100k_d512_q1000_k10"];
+
 /// The peer script that runs `case`: `benches/peers/feature_peers.py` for
-/// [`LOCAL_PEER_CASES`], `benches/peers/clip_peers.py` for [`CLIP_PEER_CASES`], else
+/// [`LOCAL_PEER_CASES`], `benches/peers/clip_peers.py` for [`CLIP_PEER_CASES`],
+/// `benches/peers/train_peers.py` for [`TRAIN_PEER_CASES`], else
 /// `../shared/peers/torch_peers.py` beside the repository; `None` when that file is absent.
 pub fn peer_script(case: &str) -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let p = if CLIP_PEER_CASES.contains(&case) {
+    let p = if RETRIEVAL_PEER_CASES.contains(&case) {
+        dir.join("peers/retrieval_peers.py")
+    } else if TRAIN_PEER_CASES.contains(&case) {
+        dir.join("peers/train_peers.py")
+    } else if PIPELINE_PEER_CASES.contains(&case) {
+        dir.join("peers/pipeline_peers.py")
+    } else if CLIP_PEER_CASES.contains(&case) {
         dir.join("peers/clip_peers.py")
     } else if LOCAL_PEER_CASES.contains(&case) {
         dir.join("peers/feature_peers.py")
