@@ -43,51 +43,14 @@ fn io_err(path: &Path, source: std::io::Error) -> Error {
     }
 }
 
-/// Natural order of names: digit runs compare as numbers (`frame2` before `frame10`), the rest
-/// byte by byte; equal keys fall back to the plain name.
-pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
-    use std::cmp::Ordering;
-    let (mut x, mut y) = (a.as_bytes(), b.as_bytes());
-    loop {
-        match (x.first(), y.first()) {
-            (None, None) => return a.cmp(b),
-            (None, Some(_)) => return Ordering::Less,
-            (Some(_), None) => return Ordering::Greater,
-            (Some(p), Some(q)) if p.is_ascii_digit() && q.is_ascii_digit() => {
-                let nx = x.iter().take_while(|c| c.is_ascii_digit()).count();
-                let ny = y.iter().take_while(|c| c.is_ascii_digit()).count();
-                // Compare the runs as numbers without parsing (any length): strip leading
-                // zeros, then the longer run is larger, then byte order.
-                let tx = &x[..nx];
-                let ty = &y[..ny];
-                let sx = &tx[tx.iter().take_while(|&&c| c == b'0').count()..];
-                let sy = &ty[ty.iter().take_while(|&&c| c == b'0').count()..];
-                let o = sx.len().cmp(&sy.len()).then_with(|| sx.cmp(sy));
-                if o != Ordering::Equal {
-                    return o;
-                }
-                x = &x[nx..];
-                y = &y[ny..];
-            }
-            (Some(p), Some(q)) => {
-                if p != q {
-                    return p.cmp(q);
-                }
-                x = &x[1..];
-                y = &y[1..];
-            }
-        }
-    }
-}
-
 /// The entries of `dir` in natural order of their file names.
 fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| io_err(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
-    let name = |p: &PathBuf| p.file_name().map(|n| n.to_string_lossy().into_owned());
-    v.sort_by(|a, b| natural_cmp(&name(a).unwrap_or_default(), &name(b).unwrap_or_default()));
+    // video-io's order, the one its frame-folder reader uses.
+    v.sort_by(|a, b| vidgen_video_io::natural_path_cmp(a, b));
     Ok(v)
 }
 
