@@ -11,8 +11,9 @@ pub mod training;
 mod util;
 
 pub use diffusers::{
-    DdimScheduler, DdpmScheduler, EdmEulerScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler,
-    Scheduler, SchedulerConfig, SchedulerOutput, StepMemory,
+    DdimScheduler, DdpmScheduler, EdmEulerScheduler, EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler, HeunDiscreteScheduler, Scheduler, SchedulerConfig, SchedulerOutput,
+    StepMemory,
 };
 pub use edm::{
     euler_step, heun_step, sample, sample_scheduler, Churn, EdmSampler, EdmStep, NoiseSource,

@@ -66,6 +66,10 @@ const SAMPLES: &[&str] = &[
     r#"{"_class_name": "EDMEulerScheduler", "sigma_min": 0.002, "sigma_max": 80.0,
         "sigma_data": 0.5, "sigma_schedule": "exponential", "num_train_timesteps": 1000,
         "prediction_type": "v_prediction", "rho": 7.0, "final_sigmas_type": "sigma_min"}"#,
+    r#"{"_class_name": "EulerAncestralDiscreteScheduler", "num_train_timesteps": 1000,
+        "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+        "trained_betas": null, "prediction_type": "epsilon", "timestep_spacing": "leading",
+        "steps_offset": 1, "rescale_betas_zero_snr": false}"#,
 ];
 
 #[test]

@@ -190,6 +190,7 @@ fn training_schedule_fields_are_validated() {
         "DDIMScheduler",
         "DDPMScheduler",
         "HeunDiscreteScheduler",
+        "EulerAncestralDiscreteScheduler",
     ] {
         for (fields, field) in [
             (r#""num_train_timesteps": 0"#, "num_train_timesteps"),

@@ -284,6 +284,12 @@ fn train_tables(cfg: &SchedulerConfig) -> Option<VpSchedule> {
                 .clone(),
         ),
         SchedulerConfig::EdmEuler(_) => None,
+        SchedulerConfig::EulerAncestral(c) => Some(
+            vidgen_samplers::EulerAncestralDiscreteScheduler::new(c.clone())
+                .unwrap()
+                .schedule()
+                .clone(),
+        ),
     }
 }
 
@@ -293,8 +299,9 @@ fn num_inference_steps(fx: &Fixture, pointer: &str) -> usize {
         .unwrap_or_else(|| panic!("{}: {pointer}", fx.id())) as usize
 }
 
-/// Names of recorded per-call noise: DDIM / DDPM's `variance_noise`, Euler's churn noise.
-const NOISE_KEYS: &[&str] = &["variance_noise", "churn_noise"];
+/// Names of recorded per-call noise: DDIM / DDPM's `variance_noise`, Euler's churn noise, Euler
+/// ancestral's noise.
+const NOISE_KEYS: &[&str] = &["variance_noise", "churn_noise", "ancestral_noise"];
 
 /// The recorded per-call noise, checked against what the scheduler consumes: present exactly
 /// when some call needs noise.

@@ -423,6 +423,7 @@ fn bad_inputs_are_typed_errors() {
         "DDPMScheduler",
         "HeunDiscreteScheduler",
         "EDMEulerScheduler",
+        "EulerAncestralDiscreteScheduler",
     ] {
         let mut s = SchedulerConfig::from_json_str(&format!(r#"{{"_class_name": "{class}"}}"#))
             .unwrap()

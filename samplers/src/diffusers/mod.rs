@@ -1,6 +1,6 @@
 //! diffusers-compatible schedulers for parity and for pipelines written the diffusers way:
 //! [`EulerDiscreteScheduler`], [`DdimScheduler`], [`DdpmScheduler`], [`HeunDiscreteScheduler`],
-//! [`EdmEulerScheduler`], behind one [`Scheduler`] trait and built from a saved
+//! [`EdmEulerScheduler`], [`EulerAncestralDiscreteScheduler`], behind one [`Scheduler`] trait and built from a saved
 //! `scheduler_config.json` by [`SchedulerConfig`] (dispatching on `_class_name`).
 //!
 //! The API is diffusers' `set_timesteps / scale_model_input / step`, **without hidden step
@@ -38,7 +38,7 @@
 //! `num_train_timesteps` in `1..=`[`MAX_TRAIN_TIMESTEPS`]), an unknown class or option
 //! `Error::Unsupported`.
 //!
-//! One file per scheduler (`euler`, `ddim`, `ddpm`, `heun`, `edm_euler`); what they share (config
+//! One file per scheduler (`euler`, `ddim`, `ddpm`, `heun`, `edm_euler`, `euler_ancestral`); what they share (config
 //! defaults and validation, training tables, timestep spacing, the discrete σ schedule, x₀
 //! clipping and [`threshold_sample`]) is in `common`.
 
@@ -54,6 +54,7 @@ mod ddim;
 mod ddpm;
 mod edm_euler;
 mod euler;
+mod euler_ancestral;
 mod heun;
 
 pub use common::{threshold_sample, FinalSigmas, InterpolationType, MAX_TRAIN_TIMESTEPS};
@@ -61,6 +62,7 @@ pub use ddim::{DdimConfig, DdimScheduler};
 pub use ddpm::{DdpmConfig, DdpmScheduler, VarianceType};
 pub use edm_euler::{EdmEulerConfig, EdmEulerScheduler, EdmSigmaSchedule};
 pub use euler::{EulerDiscreteConfig, EulerDiscreteScheduler, TimestepType};
+pub use euler_ancestral::{EulerAncestralConfig, EulerAncestralDiscreteScheduler};
 pub use heun::{HeunDiscreteConfig, HeunDiscreteScheduler};
 
 use common::parse;
@@ -111,7 +113,7 @@ pub trait Scheduler {
     /// One step from call `step_index`'s network output.
     ///
     /// `noise` (shaped like `sample`) is required only by stochastic steps (DDIM η > 0, DDPM
-    /// t > 0, Euler churn > 0) and ignored otherwise.
+    /// t > 0, Euler churn > 0, Euler ancestral σ_next > 0) and ignored otherwise.
     ///
     /// # Shapes
     /// `model_output`, `sample`: same shape (any); outputs have that shape.
@@ -148,6 +150,8 @@ pub enum SchedulerConfig {
     HeunDiscrete(HeunDiscreteConfig),
     /// `EDMEulerScheduler`.
     EdmEuler(EdmEulerConfig),
+    /// `EulerAncestralDiscreteScheduler`.
+    EulerAncestral(EulerAncestralConfig),
 }
 
 impl SchedulerConfig {
@@ -201,11 +205,12 @@ impl SchedulerConfig {
             "DDPMScheduler" => SchedulerConfig::Ddpm(parse(v)?),
             "HeunDiscreteScheduler" => SchedulerConfig::HeunDiscrete(parse(v)?),
             "EDMEulerScheduler" => SchedulerConfig::EdmEuler(parse(v)?),
+            "EulerAncestralDiscreteScheduler" => SchedulerConfig::EulerAncestral(parse(v)?),
             other => {
                 return Err(Error::Unsupported {
                     field: "_class_name".into(),
                     value: other.into(),
-                    supported: "EulerDiscreteScheduler, DDIMScheduler, DDPMScheduler, HeunDiscreteScheduler, EDMEulerScheduler"
+                    supported: "EulerDiscreteScheduler, DDIMScheduler, DDPMScheduler, HeunDiscreteScheduler, EDMEulerScheduler, EulerAncestralDiscreteScheduler"
                         .into(),
                 })
             }
@@ -226,6 +231,7 @@ impl SchedulerConfig {
             SchedulerConfig::Ddpm(c) => c.validate(),
             SchedulerConfig::HeunDiscrete(c) => c.validate(),
             SchedulerConfig::EdmEuler(c) => c.validate(),
+            SchedulerConfig::EulerAncestral(c) => c.validate(),
         }
     }
 
@@ -240,6 +246,9 @@ impl SchedulerConfig {
             SchedulerConfig::Ddpm(c) => Box::new(DdpmScheduler::new(c.clone())?),
             SchedulerConfig::HeunDiscrete(c) => Box::new(HeunDiscreteScheduler::new(c.clone())?),
             SchedulerConfig::EdmEuler(c) => Box::new(EdmEulerScheduler::new(c.clone())?),
+            SchedulerConfig::EulerAncestral(c) => {
+                Box::new(EulerAncestralDiscreteScheduler::new(c.clone())?)
+            }
         })
     }
 }
