@@ -16,6 +16,7 @@ use crate::{randn_seeded, StepInfo};
 pub const SCHEDULER_CLASSES: &[&str] = &[
     "DDIMScheduler",
     "EulerDiscreteScheduler",
+    "EulerAncestralDiscreteScheduler",
     "DDPMScheduler",
     "HeunDiscreteScheduler",
     "EDMEulerScheduler",
