@@ -22,6 +22,25 @@ pub struct MultimodalInstructionConfig {
     pub example_dim: Option<usize>,
 }
 
+impl MultimodalInstructionConfig {
+    /// Checks the fields.
+    ///
+    /// # Errors
+    /// [`Error::BadConfig`] naming a zero width.
+    pub fn validate(&self) -> Result<()> {
+        if self.image_dim == 0 || self.text_dim == 0 || self.hidden_dim == 0 {
+            return Err(Error::config(
+                "image_dim/text_dim/hidden_dim",
+                "must be ≥ 1",
+            ));
+        }
+        if self.example_dim == Some(0) {
+            return Err(Error::config("example_dim", "must be ≥ 1"));
+        }
+        Ok(())
+    }
+}
+
 /// VIDiff's multimodal instruction encoder: image tokens go through `mlp.fc1 → GELU → mlp.fc2`
 /// into the text space and are appended to the text tokens; VIMI-style, `k` retrieved example
 /// embeddings (through `example_proj`) are prepended as in-context tokens.
@@ -39,14 +58,8 @@ impl MultimodalInstruction {
     /// # Errors
     /// Zero sizes; missing / mis-shaped tensors in `vb`.
     pub fn new(cfg: &MultimodalInstructionConfig, vb: VarBuilder) -> Result<Self> {
-        if cfg.image_dim == 0 || cfg.text_dim == 0 || cfg.hidden_dim == 0 {
-            return Err(Error::config(
-                "image_dim/text_dim/hidden_dim",
-                "must be ≥ 1",
-            ));
-        }
+        cfg.validate()?;
         let example_proj = match cfg.example_dim {
-            Some(0) => return Err(Error::config("example_dim", "must be ≥ 1")),
             Some(d) => Some(Linear::new(d, cfg.text_dim, true, vb.pp("example_proj"))?),
             None => None,
         };

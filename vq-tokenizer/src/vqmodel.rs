@@ -392,7 +392,9 @@ impl VQModel {
         // On a rayon worker: every parallel op of the encoder runs without a thread hand-off.
         vidgen_video_core::in_pool(|| {
             let h = self.encoder.forward(x)?;
-            self.quant_conv.forward(&h)
+            let z = self.quant_conv.forward(&h)?;
+            vidgen_video_core::check_finite(&z, "VQModel encode: latents")?;
+            Ok(z)
         })
     }
 
@@ -427,7 +429,9 @@ impl VQModel {
         vidgen_video_core::in_pool(|| {
             let z = self.post_quant_conv.forward(quant)?;
             let zq = (self.config.norm_type == "spatial").then_some(quant);
-            self.decoder.forward_cond(&z, zq)
+            let img = self.decoder.forward_cond(&z, zq)?;
+            vidgen_video_core::check_finite(&img, "VQModel decode: images")?;
+            Ok(img)
         })
     }
 
