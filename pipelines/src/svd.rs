@@ -18,7 +18,9 @@
 //! 7. Decode `latents / scaling_factor` (see [`DecodeMode`]) and map to `[0, 1]`.
 
 use candle_core::{DType, Device, Tensor};
-use vidgen_clip_encoders::{resize_with_antialiasing, CLIPVisionModelWithProjection};
+use vidgen_clip_encoders::{
+    resize_with_antialiasing, CLIPImageProcessor, CLIPVisionModelWithProjection,
+};
 use vidgen_diffusion_unet3d::svd::{
     AutoencoderKLTemporalDecoder, TemporalVaeConfig, UNetSpatioTemporalConditionModel,
     UNetSpatioTemporalConfig,
@@ -27,7 +29,6 @@ use vidgen_samplers::diffusers::{SchedulerConfig, StepMemory};
 use vidgen_video_core::{check_finite, Error, Result};
 
 use crate::folder::{ComponentReport, PipelineFolder};
-use crate::image::ImageNormalize;
 use crate::{randn_seeded, StepInfo};
 
 /// How the final latents are decoded.
@@ -130,7 +131,7 @@ pub struct SvdPipeline {
     /// `image_encoder/`.
     pub image_encoder: CLIPVisionModelWithProjection,
     /// `feature_extractor/` (only its normalisation is used, as diffusers does).
-    pub feature_extractor: ImageNormalize,
+    pub feature_extractor: CLIPImageProcessor,
     /// `unet/`.
     pub unet: UNetSpatioTemporalConditionModel,
     /// `vae/`.
@@ -177,12 +178,8 @@ impl SvdPipeline {
                 .join("scheduler_config.json"),
         )?;
         let r5 = folder.weightless("feature_extractor", &["CLIPImageProcessor"])?;
-        let feature_extractor = ImageNormalize::from_preprocessor_config(
-            folder
-                .root()
-                .join("feature_extractor")
-                .join("preprocessor_config.json"),
-        )?;
+        let feature_extractor =
+            CLIPImageProcessor::from_dir(folder.root().join("feature_extractor"))?;
         Ok(Self {
             image_encoder,
             feature_extractor,

@@ -61,11 +61,10 @@ fn call_of(fx: &Fixture) -> Ip2pCall {
         eta: f("eta").unwrap_or(d.eta),
         latents: Some(take(&fx.inputs(), "latents", &fx.id()).clone()),
         // Noise of a stochastic scheduler's steps, `[N, B, 4, h, w]`, when the fixture records it.
-        step_noise: fx.inputs().get("step_noise").map(|n| {
-            (0..n.dim(0).unwrap())
-                .map(|i| n.get(i).unwrap())
-                .collect()
-        }),
+        step_noise: fx
+            .inputs()
+            .get("step_noise")
+            .map(|n| (0..n.dim(0).unwrap()).map(|i| n.get(i).unwrap()).collect()),
         ..d
     }
 }
