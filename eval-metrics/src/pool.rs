@@ -430,6 +430,101 @@ mod tests {
         }
     }
 
+    /// The pool by definition: every output position, every in-bounds tap.
+    fn brute<const D: usize>(x: &[f32], n: [usize; D], p: &Pool<D>) -> Vec<f32> {
+        let o: Vec<usize> = (0..D).map(|d| p.out_len(d, n[d]).unwrap()).collect();
+        let count: usize = o.iter().product();
+        let mut y = Vec::with_capacity(count);
+        for flat in 0..count {
+            let mut idx = [0usize; D];
+            let mut r = flat;
+            for d in (0..D).rev() {
+                idx[d] = r % o[d];
+                r /= o[d];
+            }
+            let (mut acc, mut taps_in) = (
+                if p.kind == PoolKind::Max {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                },
+                0usize,
+            );
+            let wins: usize = p.k.iter().product();
+            for w in 0..wins {
+                let mut t = [0usize; D];
+                let mut r = w;
+                for d in (0..D).rev() {
+                    t[d] = r % p.k[d];
+                    r /= p.k[d];
+                }
+                let mut off = 0usize;
+                let mut inside = true;
+                for d in 0..D {
+                    let pos = (idx[d] * p.s[d] + t[d]) as isize - p.pad[d].0 as isize;
+                    if pos < 0 || pos >= n[d] as isize {
+                        inside = false;
+                        break;
+                    }
+                    off = off * n[d] + pos as usize;
+                }
+                if inside {
+                    taps_in += 1;
+                    acc = match p.kind {
+                        PoolKind::Max => acc.max(x[off]),
+                        PoolKind::AvgExcludePad => acc + x[off],
+                    };
+                }
+            }
+            y.push(match p.kind {
+                PoolKind::Max => acc,
+                PoolKind::AvgExcludePad => acc / taps_in.max(1) as f32,
+            });
+        }
+        y
+    }
+
+    proptest::proptest! {
+        #![proptest_config(video_testkit::proptest_config(256))]
+
+        /// Any 2-D window, stride and padding (smaller than the window, as a pool requires)
+        /// against the definition, on 1–3 planes.
+        #[test]
+        fn pool_matches_the_definition(
+            planes in 1usize..4,
+            h in 1usize..12, w in 1usize..12,
+            kh in 1usize..5, kw in 1usize..5,
+            sh in 1usize..4, sw in 1usize..4,
+            p in (0usize..3, 0usize..3, 0usize..3, 0usize..3),
+            max in proptest::bool::ANY,
+            seed in 0u64..1000,
+        ) {
+            let pad = [(p.0.min(kh - 1), p.1.min(kh - 1)), (p.2.min(kw - 1), p.3.min(kw - 1))];
+            let pool = Pool::<2> {
+                kind: if max { PoolKind::Max } else { PoolKind::AvgExcludePad },
+                k: [kh, kw],
+                s: [sh, sw],
+                pad,
+            };
+            if pool.out_len(0, h).is_none() || pool.out_len(1, w).is_none() {
+                return Ok(());
+            }
+            let n = planes * h * w;
+            let xv: Vec<f32> = (0..n)
+                .map(|i| (((i as u64 + 1) * (seed * 2 + 7919)) % 1013) as f32 / 101.0 - 5.0)
+                .collect();
+            let x = Tensor::from_vec(xv.clone(), (planes, h, w), &Device::Cpu).unwrap();
+            let got = pool.forward(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let plane_out = got.len() / planes;
+            for (pl, chunk) in got.chunks(plane_out).enumerate() {
+                let want = brute(&xv[pl * h * w..(pl + 1) * h * w], [h, w], &pool);
+                for (g, w) in chunk.iter().zip(&want) {
+                    proptest::prop_assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{g} vs {w}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn relu_on_a_channel_range() {
         let x = Tensor::randn(0f32, 1.0, (2, 5, 3, 4), &Device::Cpu).unwrap();
