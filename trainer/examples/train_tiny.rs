@@ -47,6 +47,7 @@ fn tiny_unet_config(recipe: Recipe) -> serde_json::Value {
 }
 
 fn main() -> vidgen_video_core::Result<()> {
+    vidgen_trainer::prefer_rayon_threads();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let recipe = Recipe::parse(args.first().map_or("svd", String::as_str))?;
     let steps: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(30);

@@ -184,7 +184,9 @@ impl Trainer {
         for k in 0..n {
             let loss = micro(k, &mut self.rng)?;
             total += loss.to_dtype(DType::F32)?.to_scalar::<f32>()? as f64;
-            let g = loss.backward()?;
+            // On a rayon worker, as the models' forwards run: the backward's parallel ops are
+            // then nested jobs instead of injections from an outside thread.
+            let g = vidgen_video_core::in_pool(|| loss.backward())?;
             self.grads.accumulate(&g, &self.vars, 1.0 / n as f32)?;
         }
         if self.grads.has_non_finite() {

@@ -47,7 +47,12 @@ fn same_seed_gives_the_same_clips_and_another_seed_does_not() {
         for _ in 0..6 {
             let b = ds.batch_at(seed, pos, 4, &Device::Cpu).unwrap();
             pos = b.next;
-            out.push((b.items.clone(), b.starts.clone(), flat(&b.video), b.captions.clone()));
+            out.push((
+                b.items.clone(),
+                b.starts.clone(),
+                flat(&b.video),
+                b.captions.clone(),
+            ));
         }
         out
     };
@@ -59,7 +64,11 @@ fn same_seed_gives_the_same_clips_and_another_seed_does_not() {
     for e in 0..2 {
         let mut ep: Vec<usize> = items[e * 10..(e + 1) * 10].to_vec();
         ep.sort();
-        assert_eq!(ep, (0..10).collect::<Vec<_>>(), "epoch {e} is not a permutation");
+        assert_eq!(
+            ep,
+            (0..10).collect::<Vec<_>>(),
+            "epoch {e} is not a permutation"
+        );
     }
 }
 
@@ -134,7 +143,13 @@ fn folders_of_frames_and_gifs_with_captions() {
     let src = FolderSource::open(root).unwrap();
     // natural order: anim.gif, clip2, clip10, short
     let names: Vec<String> = (0..src.len())
-        .map(|i| std::path::Path::new(&src.name(i)).file_name().unwrap().to_string_lossy().into_owned())
+        .map(|i| {
+            std::path::Path::new(&src.name(i))
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     assert_eq!(names, ["anim.gif", "clip2", "clip10", "short"]);
     let caps: Vec<String> = (0..src.len()).map(|i| src.caption(i)).collect();
@@ -149,7 +164,9 @@ fn folders_of_frames_and_gifs_with_captions() {
     let ds = Dataset::new(Arc::new(src), spec(3, 2)).unwrap();
     assert_eq!(ds.len(), 3);
     assert_eq!(ds.skipped().len(), 1);
-    let b = ds.batch_at(0, DataPosition::default(), 3, &Device::Cpu).unwrap();
+    let b = ds
+        .batch_at(0, DataPosition::default(), 3, &Device::Cpu)
+        .unwrap();
     assert_eq!(b.video.dims(), &[3, 3, 3, 12, 12]); // resized to cover, centre-cropped
     let mut caps = b.captions.clone();
     caps.sort();
@@ -174,23 +191,53 @@ fn manifests_pair_sources_and_name_bad_lines() {
     assert_eq!(src.len(), 2);
     assert!(src.has_source(0) && src.has_source(1));
     let ds = Dataset::new(Arc::new(src), spec(2, 1)).unwrap();
-    let b = ds.batch_at(1, DataPosition::default(), 2, &Device::Cpu).unwrap();
+    let b = ds
+        .batch_at(1, DataPosition::default(), 2, &Device::Cpu)
+        .unwrap();
     let s = b.source.as_ref().unwrap();
     assert_eq!(s.dims(), b.video.dims());
     // Target and source are cut at the same frames and flipped together: red channel tags.
     for i in 0..2 {
-        let tv = b.video.get(i).unwrap().get(0).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let sv = s.get(i).unwrap().get(0).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let tv = b
+            .video
+            .get(i)
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let sv = s
+            .get(i)
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         let (t, sr) = ((tv[40] + 1.0) * 127.5, (sv[40] + 1.0) * 127.5);
         assert!((t - sr - 10.0).abs() < 1.5, "target {t}, source {sr}");
     }
-    std::fs::write(root.join("manifest.jsonl"), "{\"video\": \"out0\"}\n{\"caption\": 3}\n").unwrap();
+    std::fs::write(
+        root.join("manifest.jsonl"),
+        "{\"video\": \"out0\"}\n{\"caption\": 3}\n",
+    )
+    .unwrap();
     match FolderSource::open(root) {
         Err(Error::Malformed { reason, .. }) => assert!(reason.starts_with("line 2"), "{reason}"),
         other => panic!("expected Malformed, got {other:?}"),
     }
-    std::fs::write(root.join("manifest.jsonl"), "{\"video\": \"missing.mp4\"}\n").unwrap();
-    assert!(matches!(FolderSource::open(root), Err(Error::Malformed { .. })));
+    std::fs::write(
+        root.join("manifest.jsonl"),
+        "{\"video\": \"missing.mp4\"}\n",
+    )
+    .unwrap();
+    assert!(matches!(
+        FolderSource::open(root),
+        Err(Error::Malformed { .. })
+    ));
 }
 
 #[test]
@@ -201,9 +248,27 @@ fn flips_mirror_and_bad_specs_are_named() {
     assert_eq!(flip_video(&f).unwrap(), v);
     let src: Arc<dyn ClipSource> = Arc::new(MemorySource::new(vec![(v, "x".into())]));
     for (s, field) in [
-        (ClipSpec { frames: 0, ..spec(1, 1) }, "clip.frames"),
-        (ClipSpec { stride: 0, ..spec(1, 1) }, "clip.stride"),
-        (ClipSpec { flip: 1.5, ..spec(1, 1) }, "clip.flip"),
+        (
+            ClipSpec {
+                frames: 0,
+                ..spec(1, 1)
+            },
+            "clip.frames",
+        ),
+        (
+            ClipSpec {
+                stride: 0,
+                ..spec(1, 1)
+            },
+            "clip.stride",
+        ),
+        (
+            ClipSpec {
+                flip: 1.5,
+                ..spec(1, 1)
+            },
+            "clip.flip",
+        ),
     ] {
         match Dataset::new(src.clone(), s) {
             Err(Error::BadConfig { field: f, .. }) => assert_eq!(f, field),
@@ -211,13 +276,19 @@ fn flips_mirror_and_bad_specs_are_named() {
         }
     }
     // Every item too short: an error saying so.
-    assert!(matches!(Dataset::new(src, spec(3, 2)), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(
+        Dataset::new(src, spec(3, 2)),
+        Err(Error::InvalidArgument { .. })
+    ));
 }
 
 #[test]
 fn empty_or_missing_folders_are_errors() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(matches!(FolderSource::open(dir.path()), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(
+        FolderSource::open(dir.path()),
+        Err(Error::InvalidArgument { .. })
+    ));
     assert!(matches!(
         FolderSource::open(dir.path().join("nope")),
         Err(Error::Io { .. })
@@ -260,7 +331,9 @@ fn mp4_clips_are_the_decoded_frames() {
     // A clip running past the end is an error, not a short clip.
     assert!(src.read(0, 45, 4, 3).is_err());
     let ds = Dataset::new(Arc::new(src), spec(4, 3)).unwrap();
-    let b = ds.batch_at(0, DataPosition::default(), 2, &Device::Cpu).unwrap();
+    let b = ds
+        .batch_at(0, DataPosition::default(), 2, &Device::Cpu)
+        .unwrap();
     assert_eq!(b.video.dims(), &[2, 3, 4, 12, 12]);
     assert_eq!(b.captions, ["a rabbit", "a rabbit"]);
     assert!((b.fps[0] - sample::BUNNY_FPS / 3.0).abs() < 1e-9);

@@ -263,10 +263,13 @@ fn count(m: &Media) -> Result<usize> {
         Media::Frames(_, f) => f.len(),
         Media::Gif(p) => read_gif(p)?.len(),
         Media::Video(p) => {
+            // The container's count when it states one (mp4's nb_frames); otherwise (an
+            // estimate from the duration, or none) decode once to count exactly, so that
+            // every clip the dataset asks for exists.
             let info = vidgen_video_io::probe(p)?;
             match info.frame_count {
-                Some(n) => n as usize,
-                None => vidgen_video_io::count_frames(p)? as usize,
+                Some(n) if info.frame_count_is_exact => n as usize,
+                _ => vidgen_video_io::count_frames(p)? as usize,
             }
         }
     })
@@ -299,38 +302,31 @@ fn read_media(m: &Media, start: usize, n: usize, stride: usize) -> Result<Video>
     }
 }
 
-/// Decodes `n` frames at `stride` from frame `start` of a video file: seeks near the start,
-/// decodes forward; when the container's frame count was an over-estimate and the clip runs
-/// past the end, decodes again from the first frame.
+/// Decodes `n` frames at `stride` from frame `start` of a video file: seeks to the start
+/// (FFmpeg restarts at the keyframe before and discards the frames in between) and decodes
+/// forward.
 fn read_video_clip(p: &Path, start: usize, n: usize, stride: usize) -> Result<Video> {
     let need = n.saturating_sub(1) * stride + 1;
-    let attempt = |start: usize| -> Result<(Vec<vidgen_video_io::Frame>, f64)> {
-        let mut r = vidgen_video_io::VideoReader::open(p)?;
-        let fps = r.info().fps;
-        if start > 0 {
-            // Half a frame early: the first frame at or after it is frame `start`, whatever
-            // the rounding of the container's timestamps.
-            r.seek(((start as f64 - 0.5) / fps).max(0.0))?;
+    let mut r = vidgen_video_io::VideoReader::open(p)?;
+    let fps = r.info().fps;
+    if start > 0 {
+        // Half a frame early: the first frame at or after it is frame `start`, whatever the
+        // rounding of the container's timestamps.
+        r.seek(((start as f64 - 0.5) / fps).max(0.0))?;
+    }
+    let mut frames = Vec::with_capacity(n);
+    for k in 0..need {
+        match r.next_frame()? {
+            Some(f) if k % stride == 0 => frames.push(f.frame),
+            Some(_) => {}
+            None => break,
         }
-        let mut frames = Vec::with_capacity(n);
-        for k in 0..need {
-            match r.next_frame()? {
-                Some(f) if k % stride == 0 => frames.push(f.frame),
-                Some(_) => {}
-                None => break,
-            }
-        }
-        Ok((frames, fps))
-    };
-    let (mut frames, mut fps) = attempt(start)?;
-    if frames.len() < n && start > 0 {
-        (frames, fps) = attempt(0)?;
     }
     if frames.len() < n {
         return Err(Error::Malformed {
             path: p.to_path_buf(),
             reason: format!(
-                "decoded {} frames at stride {stride}, a clip needs {n}",
+                "from frame {start}, decoded {} frames at stride {stride}; the clip needs {n}",
                 frames.len()
             ),
         });

@@ -13,9 +13,7 @@ use vidgen_trainer::{DataConfig, OptimConfig, Recipe, TrainConfig};
 pub fn setup() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-            std::env::set_var("CANDLE_NUM_THREADS", "1");
-        }
+        vidgen_trainer::prefer_rayon_threads();
     });
 }
 
