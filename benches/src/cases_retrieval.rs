@@ -21,7 +21,7 @@ pub fn retrieval() -> Vec<Case> {
         name: "retrieval_topk_n100k_d512_q1000_k10",
         shape: "ExampleBank::top_k: 1000 queries [1000, 512] (normalised inside the call) over a bank of 100000 unit rows [100000, 512], k = 10, exact cosine; peer: torch normalize + matmul + topk; twin: candle matmul of the whole bank + select_nth per row",
         amount: Some(Amount::Flops(2.0 * (Q * N * D) as f64)),
-        ours: ours,
+        ours,
         twins: vec![("candle_matmul_select", candle_twin)],
         torch: Some("retrieval_topk_n100k_d512_q1000_k10"),
     }]

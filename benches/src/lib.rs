@@ -30,6 +30,7 @@ pub mod cases_misc;
 pub mod cases_models;
 pub mod cases_pipelines;
 pub mod cases_retrieval;
+pub mod cases_sd_pipelines;
 pub mod cases_trainer;
 pub mod peak;
 
@@ -80,6 +81,7 @@ pub fn all_cases() -> Vec<Case> {
     v.extend(cases_clip::clip_encoders());
     v.extend(cases_pipelines::pipelines());
     v.extend(cases_retrieval::retrieval());
+    v.extend(cases_sd_pipelines::sd_pipelines());
     v
 }
 
@@ -272,6 +274,9 @@ pub const CLIP_PEER_CASES: &[&str] = &["clip_text_b8_vitb32", "clip_vision_b8_vi
 /// Peer cases of `benches/peers/pipeline_peers.py` (whole diffusers pipelines).
 pub const PIPELINE_PEER_CASES: &[&str] = &["svd_pipeline_small"];
 
+/// Peer cases of `benches/peers/sd_pipeline_peers.py` (InstructPix2Pix, AnimateDiff).
+pub const SD_PIPELINE_PEER_CASES: &[&str] = &["ip2p_pipeline_small", "animatediff_pipeline_small"];
+
 /// Peer cases of `benches/peers/train_peers.py` (one training step of the small UNets).
 pub const TRAIN_PEER_CASES: &[&str] = &["train_step_unet_svd_small_aid", "train_step_unet3d_small"];
 
@@ -288,6 +293,8 @@ pub fn peer_script(case: &str) -> Option<PathBuf> {
         dir.join("peers/retrieval_peers.py")
     } else if TRAIN_PEER_CASES.contains(&case) {
         dir.join("peers/train_peers.py")
+    } else if SD_PIPELINE_PEER_CASES.contains(&case) {
+        dir.join("peers/sd_pipeline_peers.py")
     } else if PIPELINE_PEER_CASES.contains(&case) {
         dir.join("peers/pipeline_peers.py")
     } else if CLIP_PEER_CASES.contains(&case) {
