@@ -13,7 +13,11 @@ pub mod ip2p;
 // Video-LaVIT (issue 30).
 pub mod lavit;
 pub mod prompt;
+// Vid-ICL (issue 33).
+pub mod vidicl;
 pub mod vidiff;
+// VIMI (issue 32).
+pub mod vimi;
 
 pub use aid::{
     dual_guidance, AidCall, AidConfig, AidOutput, AidPipeline, AidWeights, StagePlanner,
@@ -28,6 +32,9 @@ pub use animatediff::{AnimateDiffCall, AnimateDiffOutput, AnimateDiffPipeline};
 pub use denoise::{DenoiseTrace, Guidance};
 pub use ip2p::{InstructPix2PixPipeline, Ip2pCall, Ip2pOutput};
 pub use prompt::PromptEncoder;
+pub use vidicl::{
+    load_video_lm, prepare_video, VidIclCall, VidIclOutput, VidIclPipeline, VidIclTimings,
+};
 pub use vidiff::{VidiffCall, VidiffOutput, VidiffPipeline};
 
 use candle_core::{Device, Tensor};

@@ -1,0 +1,643 @@
+//! The video detokenizer: a spatio-temporal UNet (diffusers' SVD `UNetSpatioTemporalConditionModel`)
+//! that generates a clip's latents from the keyframe and the decoded motion.
+//!
+//! Conditioning, as Video-LaVIT's `video_detokenizer.py` does, on both paths:
+//! - **channel concat** (SVD style): the UNet input is `[noisy latents (C) | keyframe latents
+//!   (C, repeated over the frames) | motion (2)]`, `2C + 2` channels (Video-LaVIT: `4 + 4 + 2`);
+//! - **cross-attention**: each frame's spatial transformers attend to that frame's motion
+//!   tokens (one per latent cell, `Linear(2 → D)` plus a learned position per cell;
+//!   Video-LaVIT's condition encoder adds 12 transformer blocks on a `16 × 16` grid). The
+//!   temporal transformers attend to the first frame's tokens, as diffusers' SVD UNet does
+//!   (Video-LaVIT's attend per position to the 24-frame motion sequence).
+//!
+//! The motion is the motion tokenizer's output (`[2, 24, 20, 36]`, tokenizer units) resized
+//! bicubically to the latent grid and multiplied by `motion_scale` (Video-LaVIT divides by
+//! 10; the miniature's slow synthetic motion is about 100× smaller than real footage, so it
+//! is scaled up to unit size instead). Latents are the keyframe tokenizer's continuous latents
+//! times `latent_scale` (unit variance). Denoising is EDM (`samplers::EdmPrecond`,
+//! `c_noise = ¼ ln σ` as SVD's UNet expects) with a Karras schedule and Euler steps; the
+//! unconditional branch zeroes the keyframe latents, the motion channels and the motion
+//! tokens, and guidance rises linearly over the frames (Video-LaVIT: 1 → 4).
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use vidgen_diffusion_unet3d::svd::{UNetSpatioTemporalConditionModel, UNetSpatioTemporalConfig};
+use vidgen_samplers::{EdmPrecond, EdmSampler, EdmTraining, Solver};
+use vidgen_video_core::{Conditioning, Denoiser, Error, Result};
+use vidgen_video_nn::Linear;
+
+/// The detokenizer's settings (`config.json` of its folder).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DetokenizerConfig {
+    /// The UNet's `config.json` (diffusers' `UNetSpatioTemporalConditionModel`); its
+    /// `in_channels` must be `2 · latent_channels + 2`, `out_channels` `latent_channels`.
+    pub unet: serde_json::Value,
+    /// Latent channels (the keyframe tokenizer's code dimension).
+    pub latent_channels: usize,
+    /// Latent grid `[h, w]`.
+    pub grid: [usize; 2],
+    /// Frames per clip.
+    pub frames: usize,
+    /// Latents are the tokenizer's times this.
+    pub latent_scale: f64,
+    /// Motion (tokenizer units) times this.
+    pub motion_scale: f64,
+    /// EDM σ_data.
+    pub sigma_data: f64,
+    /// Sampling steps.
+    pub steps: usize,
+    /// Smallest σ of the schedule.
+    pub sigma_min: f64,
+    /// Largest σ.
+    pub sigma_max: f64,
+    /// Guidance on the first and the last frame (linear in between); `[1, 1]` = none.
+    pub guidance: [f64; 2],
+    /// SVD's added time ids (Video-LaVIT: fps 6, motion bucket 127, noise 0.02).
+    pub time_ids: [f64; 3],
+    /// Noise added to the keyframe pixels before encoding (0.02).
+    pub noise_aug: f64,
+}
+
+impl Default for DetokenizerConfig {
+    fn default() -> Self {
+        Self {
+            unet: mini_unet_json(8, 32, &[32, 64]),
+            latent_channels: 8,
+            grid: [5, 9],
+            frames: 24,
+            latent_scale: 1.0,
+            motion_scale: 50.0,
+            sigma_data: 1.0,
+            steps: 16,
+            sigma_min: 0.02,
+            sigma_max: 40.0,
+            guidance: [1.0, 1.0],
+            time_ids: [6.0, 127.0, 0.02],
+            noise_aug: 0.02,
+        }
+    }
+}
+
+/// A small SVD UNet config: two levels (`CrossAttnDown`, `Down` / `Up`, `CrossAttnUp`), one
+/// layer per block, `latent_channels` out and `2 · latent_channels + 2` in.
+pub fn mini_unet_json(
+    latent_channels: usize,
+    cross: usize,
+    channels: &[usize],
+) -> serde_json::Value {
+    let n = channels.len();
+    let mut down = vec!["CrossAttnDownBlockSpatioTemporal"; n];
+    down[n - 1] = "DownBlockSpatioTemporal";
+    let mut up = vec!["CrossAttnUpBlockSpatioTemporal"; n];
+    up[0] = "UpBlockSpatioTemporal";
+    serde_json::json!({
+        "_class_name": "UNetSpatioTemporalConditionModel",
+        "in_channels": 2 * latent_channels + 2,
+        "out_channels": latent_channels,
+        "block_out_channels": channels,
+        "down_block_types": down,
+        "up_block_types": up,
+        "layers_per_block": 1,
+        "cross_attention_dim": cross,
+        "num_attention_heads": channels.iter().map(|c| (c / 16).max(1)).collect::<Vec<_>>(),
+        "transformer_layers_per_block": 1,
+        "addition_time_embed_dim": 8,
+        "projection_class_embeddings_input_dim": 24,
+        "num_frames": 24,
+    })
+}
+
+impl DetokenizerConfig {
+    /// The parsed UNet config, checked against the latent channels.
+    ///
+    /// # Errors
+    /// A bad UNet config; channel counts that do not fit.
+    pub fn unet_config(&self) -> Result<UNetSpatioTemporalConfig> {
+        let u: UNetSpatioTemporalConfig = serde_json::from_value(self.unet.clone())
+            .map_err(|e| Error::config("unet", e.to_string()))?;
+        u.validate()?;
+        let c = self.latent_channels;
+        if u.in_channels != 2 * c + 2 || u.out_channels != c {
+            return Err(Error::config(
+                "unet.in_channels/out_channels",
+                format!(
+                    "{} in / {} out; {c} latent channels need {} in and {c} out",
+                    u.in_channels,
+                    u.out_channels,
+                    2 * c + 2
+                ),
+            ));
+        }
+        if self.grid.contains(&0) || self.frames == 0 || self.steps == 0 {
+            return Err(Error::config("grid/frames/steps", "must be ≥ 1"));
+        }
+        Ok(u)
+    }
+
+    fn cross_dim(&self) -> Result<usize> {
+        match self.unet.get("cross_attention_dim") {
+            Some(serde_json::Value::Number(n)) => n
+                .as_u64()
+                .map(|v| v as usize)
+                .ok_or_else(|| Error::config("unet.cross_attention_dim", "not an integer")),
+            _ => Err(Error::config(
+                "unet.cross_attention_dim",
+                "the detokenizer needs one cross-attention width",
+            )),
+        }
+    }
+}
+
+/// Per-frame motion tokens: one per latent cell, `Linear(2 → D)` plus a learned position.
+#[derive(Debug, Clone)]
+struct MotionEncoder {
+    proj: Linear,
+    pos: Tensor,
+}
+
+impl MotionEncoder {
+    fn new(cells: usize, dim: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            proj: Linear::new(2, dim, true, vb.pp("proj"))?,
+            pos: vb.get_with_hints(
+                (cells, dim),
+                "pos",
+                candle_nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.02,
+                },
+            )?,
+        })
+    }
+
+    /// `[B, 2, F, h, w]` → `[B·F, h·w, D]`.
+    fn forward(&self, motion: &Tensor) -> Result<Tensor> {
+        let (b, c, f, h, w) = motion.dims5()?;
+        let x = motion
+            .permute((0, 2, 3, 4, 1))?
+            .reshape((b * f, h * w, c))?
+            .contiguous()?;
+        Ok(self.proj.forward(&x)?.broadcast_add(&self.pos)?)
+    }
+}
+
+/// The detokenizer model.
+#[derive(Debug, Clone)]
+pub struct VideoDetokenizer {
+    cfg: DetokenizerConfig,
+    unet: UNetSpatioTemporalConditionModel,
+    motion: MotionEncoder,
+    device: Device,
+}
+
+/// The detokenizer's weights file.
+pub const DETOK_WEIGHTS: &str = "model.safetensors";
+
+impl VideoDetokenizer {
+    /// Builds the model (keys `unet.*`, `motion_encoder.{proj.weight, proj.bias, pos}`).
+    ///
+    /// # Errors
+    /// A bad config; missing / mis-shaped tensors.
+    pub fn new(cfg: &DetokenizerConfig, vb: VarBuilder) -> Result<Self> {
+        let ucfg = cfg.unet_config()?;
+        let mut unet = UNetSpatioTemporalConditionModel::new(&ucfg, vb.pp("unet"))?;
+        unet.set_max_frames(cfg.frames.max(ucfg.num_frames));
+        let motion = MotionEncoder::new(
+            cfg.grid[0] * cfg.grid[1],
+            cfg.cross_dim()?,
+            vb.pp("motion_encoder"),
+        )?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            unet,
+            motion,
+            device: vb.device().clone(),
+        })
+    }
+
+    /// Loads a folder (`config.json` + `model.safetensors`) strictly.
+    ///
+    /// # Errors
+    /// Missing files or keys.
+    pub fn from_pretrained(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let md = vidgen_video_core::ModelDir::open(dir.as_ref())?;
+        let cfg: DetokenizerConfig = md.config()?;
+        let (m, _) = md.load(DType::F32, device, |vb| Self::new(&cfg, vb))?;
+        Ok(m)
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &DetokenizerConfig {
+        &self.cfg
+    }
+
+    /// The device of the weights.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The UNet.
+    pub fn unet(&self) -> &UNetSpatioTemporalConditionModel {
+        &self.unet
+    }
+
+    /// The conditioning of a batch: concat `[B, C + 2, F, h, w]` (keyframe latents repeated,
+    /// motion) and the per-frame motion tokens `[B·F, h·w, D]`.
+    ///
+    /// # Shapes
+    /// `keyframe [B, C, h, w]` (scaled latents), `motion [B, 2, F, h, w]` (scaled, on the latent
+    /// grid).
+    ///
+    /// # Errors
+    /// Mismatched shapes.
+    pub fn conditioning(&self, keyframe: &Tensor, motion: &Tensor) -> Result<Conditioning> {
+        let (b, c, h, w) = keyframe.dims4()?;
+        let (mb, mc, f, mh, mw) = motion.dims5()?;
+        if (mb, mc, mh, mw) != (b, 2, h, w) || c != self.cfg.latent_channels {
+            return Err(Error::shape(
+                "motion",
+                &[b, 2, self.cfg.frames, h, w],
+                motion.dims(),
+            ));
+        }
+        let kf = keyframe.unsqueeze(2)?.broadcast_as((b, c, f, h, w))?;
+        let concat = Tensor::cat(&[&kf, motion], 1)?;
+        let context = self.motion.forward(motion)?;
+        Ok(Conditioning::none()
+            .with_concat(concat)
+            .with_context(context))
+    }
+
+    /// The raw network `F(x_in, c_noise, cond)`.
+    ///
+    /// # Shapes
+    /// `x_in [B, C, F, h, w]`, `c_noise [B]` → `[B, C, F, h, w]`.
+    fn network(&self, x: &Tensor, c_noise: &Tensor, cond: &Conditioning) -> Result<Tensor> {
+        let concat = cond
+            .concat
+            .as_ref()
+            .ok_or_else(|| Error::invalid("conditioning", "the detokenizer needs its concat"))?;
+        let context = cond
+            .context
+            .as_ref()
+            .ok_or_else(|| Error::invalid("conditioning", "the detokenizer needs its context"))?;
+        let b = x.dim(0)?;
+        // [B, 2C+2, F, h, w] → SVD's [B, F, 2C+2, h, w]
+        let inp = Tensor::cat(&[x, &concat.to_dtype(x.dtype())?], 1)?
+            .permute((0, 2, 1, 3, 4))?
+            .contiguous()?;
+        let ids: Vec<f32> = self
+            .cfg
+            .time_ids
+            .iter()
+            .cycle()
+            .take(3 * b)
+            .map(|&v| v as f32)
+            .collect();
+        let ids = Tensor::from_vec(ids, (b, 3), x.device())?;
+        let out = self.unet.forward(&inp, c_noise, context, &ids, None)?;
+        Ok(out.permute((0, 2, 1, 3, 4))?.contiguous()?)
+    }
+
+    /// The EDM denoiser `D(x; σ, cond)`.
+    pub fn denoiser(&self) -> impl Denoiser + '_ {
+        EdmPrecond::new(
+            move |x: &Tensor, c: &Tensor, cond: &Conditioning| self.network(x, c, cond),
+            self.cfg.sigma_data,
+        )
+    }
+
+    /// Samples a clip's latents from initial noise.
+    ///
+    /// # Shapes
+    /// `noise [B, C, F, h, w]` (unit normal), `keyframe [B, C, h, w]`, `motion [B, 2, F, h, w]`
+    /// → latents `[B, C, F, h, w]` (scaled).
+    ///
+    /// # Errors
+    /// Shape mismatches; non-finite values.
+    pub fn sample(
+        &self,
+        noise: &Tensor,
+        keyframe: &Tensor,
+        motion: &Tensor,
+        mut on_step: impl FnMut(usize, usize),
+    ) -> Result<Tensor> {
+        let cond = self.conditioning(keyframe, motion)?;
+        let c = &self.cfg;
+        let sampler = EdmSampler::karras(c.steps, c.sigma_min, c.sigma_max, 7.0, Solver::Euler)?;
+        let x = (noise * sampler.init_noise_sigma())?;
+        let [g0, g1] = c.guidance;
+        let guided = (g0 - 1.0).abs() > 1e-9 || (g1 - 1.0).abs() > 1e-9;
+        let den = self.denoiser();
+        let frames = noise.dim(2)?;
+        let scale = if guided {
+            let v: Vec<f32> = (0..frames)
+                .map(|i| {
+                    let t = if frames > 1 {
+                        i as f64 / (frames - 1) as f64
+                    } else {
+                        0.0
+                    };
+                    (g0 + (g1 - g0) * t) as f32
+                })
+                .collect();
+            Some(Tensor::from_vec(v, (1, 1, frames, 1, 1), noise.device())?)
+        } else {
+            None
+        };
+        let uncond = if guided {
+            Some(cond.without(vidgen_video_core::CondDrop {
+                context: true,
+                concat: true,
+                added: false,
+            })?)
+        } else {
+            None
+        };
+        struct Guided<'a, D: Denoiser> {
+            den: &'a D,
+            uncond: Option<&'a Conditioning>,
+            scale: Option<&'a Tensor>,
+        }
+        impl<D: Denoiser> Denoiser for Guided<'_, D> {
+            fn denoise(&self, x: &Tensor, sigma: &Tensor, cond: &Conditioning) -> Result<Tensor> {
+                let c = self.den.denoise(x, sigma, cond)?;
+                match (self.uncond, self.scale) {
+                    (Some(u), Some(s)) => {
+                        let u = self.den.denoise(x, sigma, u)?;
+                        Ok((&u + (c - &u)?.broadcast_mul(s)?)?)
+                    }
+                    _ => Ok(c),
+                }
+            }
+        }
+        let g = Guided {
+            den: &den,
+            uncond: uncond.as_ref(),
+            scale: scale.as_ref(),
+        };
+        let total = sampler.steps();
+        let mut noise_src = ChaCha8Rng::seed_from_u64(0);
+        vidgen_samplers::sample(&g, &x, &cond, &sampler, &mut noise_src, |s| {
+            on_step(s.index, total)
+        })
+    }
+}
+
+/// Bicubic resize of motion `[B, 2, F, H, W]` to `[B, 2, F, h, w]` (PyTorch's
+/// `interpolate(mode="bicubic", align_corners=False)`, per frame), times `scale`.
+///
+/// # Errors
+/// Another rank.
+pub fn motion_to_grid(motion: &Tensor, grid: [usize; 2], scale: f64) -> Result<Tensor> {
+    let (b, c, f, h, w) = motion.dims5()?;
+    let v: Vec<f32> = motion.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    let (oh, ow) = (grid[0], grid[1]);
+    let mut out = Vec::with_capacity(b * c * f * oh * ow);
+    for p in 0..b * c * f {
+        let r = vidgen_motion_codec::bicubic_resize(&v[p * h * w..(p + 1) * h * w], h, w, oh, ow)?;
+        out.extend(r.into_iter().map(|x| x * scale as f32));
+    }
+    Ok(Tensor::from_vec(out, (b, c, f, oh, ow), motion.device())?)
+}
+
+/// One training example of the detokenizer.
+#[derive(Clone, Debug)]
+pub struct DetokExample {
+    /// Scaled clip latents `[C, F, h, w]`.
+    pub latents: Tensor,
+    /// Scaled keyframe latents `[C, h, w]` (noise-augmented keyframe).
+    pub keyframe: Tensor,
+    /// Scaled motion on the latent grid `[2, F, h, w]` (as decoded by the motion tokenizer).
+    pub motion: Tensor,
+}
+
+/// Training settings of the detokenizer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DetokTrainConfig {
+    /// Steps.
+    pub steps: usize,
+    /// Clips per step.
+    pub batch: usize,
+    /// Peak learning rate (50 warm-up steps, cosine to a tenth).
+    pub lr: f64,
+    /// Probability of dropping every condition (classifier-free guidance).
+    pub cond_dropout: f64,
+    /// EDM's `P_mean` of ln σ.
+    pub p_mean: f64,
+    /// EDM's `P_std`.
+    pub p_std: f64,
+    /// Seed.
+    pub seed: u64,
+}
+
+impl Default for DetokTrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 1500,
+            batch: 4,
+            lr: 1e-3,
+            cond_dropout: 0.1,
+            p_mean: -0.4,
+            p_std: 1.2,
+            seed: 0,
+        }
+    }
+}
+
+/// A trained detokenizer and its variables.
+pub struct TrainedDetokenizer {
+    /// The model.
+    pub model: VideoDetokenizer,
+    /// Its variables.
+    pub vars: VarMap,
+    /// The loss of every step.
+    pub losses: Vec<f32>,
+}
+
+impl std::fmt::Debug for TrainedDetokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TrainedDetokenizer({:?})", self.model)
+    }
+}
+
+/// Trains a detokenizer on examples with EDM's loss.
+///
+/// # Errors
+/// No examples; a bad config; non-finite losses.
+pub fn train_detokenizer(
+    cfg: &DetokenizerConfig,
+    t: &DetokTrainConfig,
+    examples: &[DetokExample],
+    device: &Device,
+    mut on_step: impl FnMut(usize, f32),
+) -> Result<TrainedDetokenizer> {
+    if examples.is_empty() || t.batch == 0 {
+        return Err(Error::invalid("examples", "need examples and a batch ≥ 1"));
+    }
+    let vars = VarMap::new();
+    let model = VideoDetokenizer::new(cfg, VarBuilder::from_varmap(&vars, DType::F32, device))?;
+    super::keyframe::seeded_init(&vars, t.seed)?;
+    let mut opt = AdamW::new(
+        vars.all_vars(),
+        ParamsAdamW {
+            lr: t.lr,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+    )?;
+    let edm = EdmTraining {
+        p_mean: t.p_mean,
+        p_std: t.p_std,
+        sigma_data: cfg.sigma_data,
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(t.seed ^ 0x6465_746f);
+    let mut losses = Vec::with_capacity(t.steps);
+    let warm = 50usize.min(t.steps.max(1));
+    for step in 0..t.steps {
+        let picks: Vec<&DetokExample> = (0..t.batch)
+            .map(|_| &examples[rng.random_range(0..examples.len())])
+            .collect();
+        let stack = |f: &dyn Fn(&DetokExample) -> &Tensor| -> Result<Tensor> {
+            let v: Vec<Tensor> = picks.iter().map(|e| f(e).clone()).collect();
+            Ok(Tensor::stack(&v, 0)?.to_device(device)?)
+        };
+        let x0 = stack(&|e| &e.latents)?;
+        let mut kf = stack(&|e| &e.keyframe)?;
+        let mut mo = stack(&|e| &e.motion)?;
+        // Condition dropout per sample: zero keyframe, motion and motion tokens together.
+        let keep: Vec<f32> = (0..t.batch)
+            .map(|_| f32::from(u8::from(rng.random::<f64>() >= t.cond_dropout)))
+            .collect();
+        let keep = Tensor::from_vec(keep, t.batch, device)?;
+        kf = kf.broadcast_mul(&keep.reshape((t.batch, 1, 1, 1))?)?;
+        mo = mo.broadcast_mul(&keep.reshape((t.batch, 1, 1, 1, 1))?)?;
+        let mut cond = model.conditioning(&kf, &mo)?;
+        if let Some(ctx) = cond.context.take() {
+            let f = mo.dim(2)?;
+            let k = keep
+                .unsqueeze(1)?
+                .broadcast_as((t.batch, f))?
+                .reshape((t.batch * f, 1, 1))?;
+            cond.context = Some(ctx.broadcast_mul(&k)?);
+        }
+        let den = model.denoiser();
+        let loss = edm.loss_with_rng(&den, &x0, &cond, &mut rng)?;
+        let lv = loss.to_scalar::<f32>()?;
+        if !lv.is_finite() {
+            return Err(Error::NonFinite {
+                location: format!("detokenizer training loss at step {step}"),
+                nan: usize::from(lv.is_nan()),
+                inf: usize::from(lv.is_infinite()),
+                total: 1,
+            });
+        }
+        let lr = if step < warm {
+            t.lr * (step + 1) as f64 / warm as f64
+        } else {
+            let p = (step - warm) as f64 / (t.steps - warm).max(1) as f64;
+            t.lr / 10.0 + 0.45 * t.lr * (1.0 + (std::f64::consts::PI * p).cos())
+        };
+        opt.set_learning_rate(lr);
+        opt.backward_step(&loss)?;
+        on_step(step, lv);
+        losses.push(lv);
+    }
+    Ok(TrainedDetokenizer {
+        model,
+        vars,
+        losses,
+    })
+}
+
+/// Writes a detokenizer folder (`config.json` + `model.safetensors` in `dtype`).
+///
+/// # Errors
+/// Unwritable folder.
+pub fn save_detokenizer(
+    cfg: &DetokenizerConfig,
+    vars: &VarMap,
+    dir: &Path,
+    dtype: DType,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let p = dir.join("config.json");
+    let text =
+        serde_json::to_string_pretty(cfg).map_err(|e| Error::invalid("config", e.to_string()))?;
+    std::fs::write(&p, text + "\n").map_err(|source| Error::Io { path: p, source })?;
+    super::keyframe::save_vars(vars, &dir.join(DETOK_WEIGHTS), dtype)
+}
+
+/// Parameter count of a var map.
+pub fn count_params(vars: &VarMap) -> usize {
+    vars.all_vars().iter().map(|v| v.elem_count()).sum()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> DetokenizerConfig {
+        DetokenizerConfig {
+            unet: mini_unet_json(4, 32, &[32, 32]),
+            latent_channels: 4,
+            grid: [3, 5],
+            frames: 4,
+            steps: 2,
+            guidance: [1.0, 3.0],
+            ..DetokenizerConfig::default()
+        }
+    }
+
+    #[test]
+    fn trains_samples_saves_and_loads() {
+        let cfg = tiny();
+        let dev = Device::Cpu;
+        let ex = DetokExample {
+            latents: Tensor::randn(0f32, 1.0, (4, 4, 3, 5), &dev).unwrap(),
+            keyframe: Tensor::randn(0f32, 1.0, (4, 3, 5), &dev).unwrap(),
+            motion: Tensor::randn(0f32, 1.0, (2, 4, 3, 5), &dev).unwrap(),
+        };
+        let t = DetokTrainConfig {
+            steps: 2,
+            batch: 2,
+            ..DetokTrainConfig::default()
+        };
+        let r = train_detokenizer(&cfg, &t, std::slice::from_ref(&ex), &dev, |_, _| {}).unwrap();
+        assert_eq!(r.losses.len(), 2);
+        let noise = Tensor::randn(0f32, 1.0, (1, 4, 4, 3, 5), &dev).unwrap();
+        let kf = ex.keyframe.unsqueeze(0).unwrap();
+        let mo = ex.motion.unsqueeze(0).unwrap();
+        let out = r.model.sample(&noise, &kf, &mo, |_, _| {}).unwrap();
+        assert_eq!(out.dims(), &[1, 4, 4, 3, 5]);
+        let dir = tempfile::tempdir().unwrap();
+        save_detokenizer(&cfg, &r.vars, dir.path(), DType::F32).unwrap();
+        let back = VideoDetokenizer::from_pretrained(dir.path(), &dev).unwrap();
+        let out2 = back.sample(&noise, &kf, &mo, |_, _| {}).unwrap();
+        let d = (out - out2)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d < 1e-4, "{d}");
+        let m = Tensor::ones((1, 2, 4, 20, 36), DType::F32, &dev).unwrap();
+        let g = motion_to_grid(&m, [5, 9], 2.0).unwrap();
+        assert_eq!(g.dims(), &[1, 2, 4, 5, 9]);
+        let v: Vec<f32> = g.flatten_all().unwrap().to_vec1().unwrap();
+        assert!(v.iter().all(|x| (x - 2.0).abs() < 1e-5));
+    }
+}

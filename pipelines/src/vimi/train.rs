@@ -1,0 +1,635 @@
+//! VIMI's two training stages, on `vidgen-trainer` (seeded [`ParamStore`], AdamW with warm-up
+//! and cosine decay, gradient clipping, the discrete v-prediction objective, `loss.csv` /
+//! `loss.png`), for the miniature's world.
+//!
+//! 1. **Retrieval-augmented pre-training.** A corpus of captioned clips is indexed
+//!    ([`RetrievalIndex`]: BM25 over the captions, pixel embeddings for near-duplicates); the
+//!    dataset ([`build_manifest`]) gives every clip the `k` examples its caption retrieves, the
+//!    clip itself and its near-duplicates excluded. A step trains on clips with their
+//!    retrieved examples' stills. The caption the model sees loses its colour and / or shape
+//!    words with probability `p_ablate` (the retrieval used the whole caption), so the model
+//!    must read the appearance off the examples: that is what retrieval augmentation is for.
+//! 2. **Multimodal instruction fine-tuning**, one task per step, drawn uniformly:
+//!    - *text-to-video*: the full caption, with the retrieved examples half of the time;
+//!    - *text + subject image → video*: a still of the same object elsewhere, and a caption
+//!      that mostly leaves the appearance open (`a shape moving left`);
+//!    - *text + example clip → video with its motion*: a clip of another object moving in the
+//!      target's direction, and a caption naming only the subject (`a blue triangle`).
+//!
+//! In both stages a step drops all its examples with probability `p_drop_examples`, and each
+//! prompt becomes the empty prompt with probability `p_drop_text` (guidance, see
+//! [`crate::vimi::conditioning`]). Every random draw comes from the run's seed.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use vidgen_adapters::retrieval::{IndexItem, RetrievalIndex};
+use vidgen_trainer::log::{plot_loss, progress_bar, CsvLog, LogRow};
+use vidgen_trainer::{
+    CondDropout, DiscreteObjective, Loss, LrDecay, Objective, OptimConfig, ParamStore, Selection,
+    Trainer,
+};
+use vidgen_video_core::{Conditioning, Error, Result};
+use vidgen_video_io::synth::{Colour, Shape};
+use vidgen_video_io::{videos_to_tensor, PixelRange, Video};
+
+use super::dataset::{build_manifest, write_manifest, DatasetOptions, ManifestRow};
+use super::index::{add_pixel_space, TextRetrieval};
+use super::model::{VimiConfig, VimiModel};
+use super::text::SentenceStates;
+use super::world::{CaptionStyle, MiniWorld, Scene};
+
+/// Every option of a training run (written to `train.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainOptions {
+    /// Master seed (corpus, initialisation, batches, noise).
+    pub seed: u64,
+    /// Clips in the stage-1 corpus.
+    pub corpus: usize,
+    /// Optimiser steps of stage 1.
+    pub stage1_steps: usize,
+    /// Optimiser steps of stage 2.
+    pub stage2_steps: usize,
+    /// Clips per step.
+    pub batch: usize,
+    /// Peak learning rate (stage 2 uses half).
+    pub lr: f64,
+    /// Warm-up steps of each stage.
+    pub warmup: usize,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Retrieved examples per clip.
+    pub k: usize,
+    /// Probability that a step has no examples.
+    pub p_drop_examples: f64,
+    /// Probability that a prompt is replaced by the empty prompt.
+    pub p_drop_text: f64,
+    /// Stage 1: probability that the caption the model sees loses appearance words.
+    pub p_ablate: f64,
+    /// Near-duplicate threshold (pixel-embedding cosine) of the dataset's retrieval.
+    pub dedup: f32,
+    /// Store the final weights in f16 (halves the asset).
+    pub half: bool,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            corpus: 2000,
+            stage1_steps: 1500,
+            stage2_steps: 1500,
+            batch: 32,
+            lr: 1e-3,
+            warmup: 100,
+            weight_decay: 0.01,
+            k: 2,
+            p_drop_examples: 0.15,
+            p_drop_text: 0.1,
+            p_ablate: 0.75,
+            dedup: 0.98,
+            half: true,
+        }
+    }
+}
+
+/// A captioned corpus of the world with its index (BM25 + `pixels`; `text` too when a sentence
+/// encoder is given).
+#[derive(Debug, Clone)]
+pub struct Corpus {
+    /// The scenes, row `i` is index item `i`.
+    pub scenes: Vec<Scene>,
+    /// The index (captions in the [`CaptionStyle::Full`] style).
+    pub index: RetrievalIndex,
+}
+
+/// The labels recorded with a scene.
+pub fn scene_labels(s: &Scene) -> serde_json::Value {
+    serde_json::json!({
+        "colour": s.colour.name(),
+        "rgb": s.colour.rgb(),
+        "shape": s.shape.name(),
+        "direction": s.direction.name(),
+        "delta": s.direction.delta(),
+        "start": [s.start.0, s.start.1],
+    })
+}
+
+/// Draws `n` scenes from `seed` and indexes them (ids `{prefix}{i}`, media
+/// `clips/{prefix}{i}.gif`).
+///
+/// # Errors
+/// World or index errors.
+pub fn make_corpus(
+    world: &MiniWorld,
+    n: usize,
+    seed: u64,
+    prefix: &str,
+    states: Option<&SentenceStates>,
+) -> Result<Corpus> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let scenes = (0..n)
+        .map(|_| world.scene(&mut rng, None, None, None))
+        .collect::<Result<Vec<_>>>()?;
+    let items = scenes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| IndexItem {
+            id: format!("{prefix}{i}"),
+            caption: s.caption(CaptionStyle::Full),
+            media: Some(format!("clips/{prefix}{i}.gif")),
+            labels: scene_labels(s),
+        })
+        .collect();
+    let mut index = RetrievalIndex::new(items)?;
+    let stills = scenes
+        .iter()
+        .map(|s| world.still(s))
+        .collect::<Result<Vec<_>>>()?;
+    add_pixel_space(&mut index, &stills)?;
+    if let Some(st) = states {
+        super::index::add_text_space(&mut index, st)?;
+    }
+    Ok(Corpus { scenes, index })
+}
+
+/// The objective matching the model's sampler config.
+///
+/// # Errors
+/// A sampler config that does not parse.
+pub fn objective(cfg: &VimiConfig) -> Result<DiscreteObjective> {
+    let s = cfg.scheduler_config()?;
+    Ok(DiscreteObjective {
+        beta_schedule: s.beta_schedule,
+        beta_start: s.beta_start,
+        beta_end: s.beta_end,
+        num_train_timesteps: s.num_train_timesteps,
+        rescale_zero_snr: s.rescale_betas_zero_snr,
+        prediction: s.prediction_type,
+    })
+}
+
+/// What a stage did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageReport {
+    /// 1 or 2.
+    pub stage: usize,
+    /// Steps run.
+    pub steps: usize,
+    /// Wall seconds.
+    pub seconds: f64,
+    /// Mean loss of the first and the last 50 steps.
+    pub loss_start: f32,
+    /// See `loss_start`.
+    pub loss_end: f32,
+    /// Trainable parameters.
+    pub params: usize,
+    /// Steps per task (stage 2: text-to-video, subject, motion; stage 1: with / without
+    /// examples).
+    pub tasks: Vec<(String, usize)>,
+}
+
+/// A training batch: targets, prompts, example pixels.
+struct Batch {
+    x0: Tensor,
+    texts: Vec<String>,
+    examples: Option<Tensor>,
+}
+
+fn videos_tensor(v: &[Video]) -> Result<Tensor> {
+    videos_to_tensor(v, PixelRange::MinusOneToOne, &Device::Cpu)
+}
+
+/// `[B, k, F, 3, s, s]` from `B·k` example clips of `F` frames.
+fn example_tensor(ex: &[Video], b: usize, k: usize) -> Result<Tensor> {
+    let t = videos_tensor(ex)?; // [B·k, 3, F, s, s]
+    let (_, c, f, h, w) = t.dims5()?;
+    Ok(t.reshape((b, k, c, f, h, w))?
+        .permute((0, 1, 3, 2, 4, 5))?
+        .contiguous()?)
+}
+
+fn ablated(s: &Scene, p: f64, rng: &mut ChaCha8Rng) -> String {
+    if rng.random::<f64>() < p {
+        let style = [
+            CaptionStyle::Ambiguous,
+            CaptionStyle::ShapeOnly,
+            CaptionStyle::ColourOnly,
+        ][rng.random_range(0..3)];
+        s.caption(style)
+    } else {
+        s.caption(CaptionStyle::Full)
+    }
+}
+
+fn drop_text(texts: &mut [String], p: f64, rng: &mut ChaCha8Rng) {
+    for t in texts.iter_mut() {
+        if rng.random::<f64>() < p {
+            t.clear();
+        }
+    }
+}
+
+/// A still as a one-frame video.
+fn still(world: &MiniWorld, s: &Scene) -> Result<Video> {
+    Video::new(vec![world.still(s)?], world.spec().fps)
+}
+
+struct Stage1Data<'a> {
+    world: &'a MiniWorld,
+    corpus: &'a Corpus,
+    rows: &'a [ManifestRow],
+}
+
+fn stage1_batch(
+    d: &Stage1Data<'_>,
+    o: &TrainOptions,
+    rng: &mut ChaCha8Rng,
+) -> Result<(Batch, bool)> {
+    let with_examples = o.k > 0 && rng.random::<f64>() >= o.p_drop_examples;
+    let mut clips = Vec::with_capacity(o.batch);
+    let mut texts = Vec::with_capacity(o.batch);
+    let mut ex = Vec::new();
+    while clips.len() < o.batch {
+        let r = rng.random_range(0..d.rows.len());
+        let row = &d.rows[r];
+        if with_examples && row.examples.len() < o.k {
+            continue;
+        }
+        let s = &d.corpus.scenes[r];
+        clips.push(d.world.clip(s)?);
+        texts.push(ablated(s, o.p_ablate, rng));
+        if with_examples {
+            for e in row.examples.iter().take(o.k) {
+                ex.push(still(d.world, &d.corpus.scenes[e.item])?);
+            }
+        }
+    }
+    drop_text(&mut texts, o.p_drop_text, rng);
+    let examples = if with_examples {
+        Some(example_tensor(&ex, o.batch, o.k)?)
+    } else {
+        None
+    };
+    Ok((
+        Batch {
+            x0: videos_tensor(&clips)?,
+            texts,
+            examples,
+        },
+        with_examples,
+    ))
+}
+
+/// Stage-2 tasks.
+const TASKS: [&str; 3] = ["text-to-video", "subject", "motion"];
+
+fn other_appearance(world: &MiniWorld, s: &Scene, rng: &mut ChaCha8Rng) -> (Shape, Colour) {
+    let shapes: Vec<Shape> = world
+        .shapes()
+        .iter()
+        .copied()
+        .filter(|&x| x != s.shape)
+        .collect();
+    let colours: Vec<Colour> = world
+        .colours()
+        .iter()
+        .copied()
+        .filter(|&x| x != s.colour)
+        .collect();
+    (
+        if shapes.is_empty() {
+            s.shape
+        } else {
+            shapes[rng.random_range(0..shapes.len())]
+        },
+        if colours.is_empty() {
+            s.colour
+        } else {
+            colours[rng.random_range(0..colours.len())]
+        },
+    )
+}
+
+fn stage2_batch(
+    d: &Stage1Data<'_>,
+    o: &TrainOptions,
+    task: usize,
+    rng: &mut ChaCha8Rng,
+) -> Result<Batch> {
+    let w = d.world;
+    let with_examples = rng.random::<f64>() >= o.p_drop_examples;
+    let mut clips = Vec::with_capacity(o.batch);
+    let mut texts = Vec::with_capacity(o.batch);
+    let mut ex = Vec::new();
+    let mut k = 1;
+    match task {
+        0 => {
+            // text-to-video, with the retrieved examples half of the time
+            let retrieved = with_examples && o.k > 0 && rng.random::<bool>();
+            k = o.k;
+            while clips.len() < o.batch {
+                let r = rng.random_range(0..d.rows.len());
+                if retrieved && d.rows[r].examples.len() < o.k {
+                    continue;
+                }
+                let s = &d.corpus.scenes[r];
+                clips.push(w.clip(s)?);
+                texts.push(s.caption(CaptionStyle::Full));
+                if retrieved {
+                    for e in d.rows[r].examples.iter().take(o.k) {
+                        ex.push(still(w, &d.corpus.scenes[e.item])?);
+                    }
+                }
+            }
+        }
+        1 => {
+            // subject: a still of the same object elsewhere; appearance mostly left open
+            for _ in 0..o.batch {
+                let s = w.scene(rng, None, None, None)?;
+                let subject = w.scene(rng, Some(s.shape), Some(s.colour), None)?;
+                clips.push(w.clip(&s)?);
+                let u: f64 = rng.random();
+                let style = if u < 0.7 {
+                    CaptionStyle::Ambiguous
+                } else if u < 0.8 {
+                    CaptionStyle::Full
+                } else if u < 0.9 {
+                    CaptionStyle::ShapeOnly
+                } else {
+                    CaptionStyle::ColourOnly
+                };
+                texts.push(s.caption(style));
+                ex.push(still(w, &subject)?);
+            }
+        }
+        _ => {
+            // motion: another object's clip moving the target's way; the subject named
+            for _ in 0..o.batch {
+                let s = w.scene(rng, None, None, None)?;
+                let (shape, colour) = other_appearance(w, &s, rng);
+                let demo = w.scene(rng, Some(shape), Some(colour), Some(s.direction))?;
+                clips.push(w.clip(&s)?);
+                let style = if rng.random::<f64>() < 0.8 {
+                    CaptionStyle::Subject
+                } else {
+                    CaptionStyle::Nothing
+                };
+                texts.push(s.caption(style));
+                ex.push(w.clip(&demo)?);
+            }
+        }
+    }
+    drop_text(&mut texts, o.p_drop_text, rng);
+    let examples = if with_examples && !ex.is_empty() {
+        Some(example_tensor(&ex, o.batch, k)?)
+    } else {
+        None
+    };
+    Ok(Batch {
+        x0: videos_tensor(&clips)?,
+        texts,
+        examples,
+    })
+}
+
+fn batch_loss(
+    model: &VimiModel,
+    states: &SentenceStates,
+    loss: &Loss,
+    b: &Batch,
+    rng: &mut ChaCha8Rng,
+) -> Result<Tensor> {
+    let refs: Vec<&str> = b.texts.iter().map(String::as_str).collect();
+    let text = states.states(&refs)?;
+    let e = match &b.examples {
+        Some(px) => Some(model.embed_examples(px)?),
+        None => None,
+    };
+    let ctx = model.conditioner.context(&text, e.as_ref())?;
+    let cond = Conditioning::none().with_context(ctx);
+    let net = |x: &Tensor, t: &Tensor, c: &Conditioning| -> Result<Tensor> {
+        let ctx = c
+            .context
+            .as_ref()
+            .ok_or_else(|| Error::invalid("context", "missing"))?;
+        model.dit.forward(x, t, ctx)
+    };
+    Ok(loss.compute(&net, &b.x0, &cond, rng)?.loss)
+}
+
+fn mean(rows: &[LogRow]) -> f32 {
+    if rows.is_empty() {
+        return f32::NAN;
+    }
+    rows.iter().map(|r| r.loss).sum::<f32>() / rows.len() as f32
+}
+
+/// Runs one stage and writes `dir/{config.json, model.safetensors, loss.csv, loss.png}` (f32).
+#[allow(clippy::too_many_arguments)]
+fn run_stage(
+    stage: usize,
+    cfg: &VimiConfig,
+    store: ParamStore,
+    states: &SentenceStates,
+    data: &Stage1Data<'_>,
+    o: &TrainOptions,
+    dir: &Path,
+    progress: bool,
+) -> Result<(StageReport, ParamStore)> {
+    let steps = if stage == 1 {
+        o.stage1_steps
+    } else {
+        o.stage2_steps
+    };
+    let model = VimiModel::new(cfg, store.var_builder(DType::F32))?;
+    let params = store.report().trainable;
+    let lr = if stage == 1 { o.lr } else { o.lr * 0.5 };
+    let optim = OptimConfig {
+        lr,
+        warmup: o.warmup.min(steps / 4),
+        decay: LrDecay::Cosine,
+        grad_clip: Some(1.0),
+        adamw: vidgen_trainer::AdamWConfig {
+            weight_decay: o.weight_decay,
+            ..Default::default()
+        },
+        ..OptimConfig::default()
+    };
+    let mut trainer = Trainer::new(store.clone(), &optim, steps, o.seed ^ (stage as u64 * 0x51))?;
+    let loss = Loss::new(Objective::Discrete(objective(cfg)?), CondDropout::none())?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
+    let mut csv = CsvLog::open(&dir.join("loss.csv"), None)?;
+    let mut data_rng = ChaCha8Rng::seed_from_u64(o.seed.wrapping_add(1000 * stage as u64));
+    let bar = progress_bar(steps, 0, progress);
+    let mut tasks = if stage == 1 {
+        vec![
+            ("with examples".to_string(), 0),
+            ("no examples".to_string(), 0),
+        ]
+    } else {
+        TASKS.iter().map(|t| (t.to_string(), 0)).collect()
+    };
+    let t0 = Instant::now();
+    for _ in 0..steps {
+        let batch = if stage == 1 {
+            let (b, with) = stage1_batch(data, o, &mut data_rng)?;
+            tasks[usize::from(!with)].1 += 1;
+            b
+        } else {
+            let task = data_rng.random_range(0..TASKS.len());
+            tasks[task].1 += 1;
+            stage2_batch(data, o, task, &mut data_rng)?
+        };
+        let stats = trainer.step(&mut |_, rng| batch_loss(&model, states, &loss, &batch, rng))?;
+        csv.push(LogRow {
+            step: stats.step,
+            loss: stats.loss,
+            lr: stats.lr,
+            grad_norm: stats.grad_norm,
+            seconds: stats.seconds,
+        })?;
+        bar.set_message(format!("stage {stage} loss {:.4}", stats.loss));
+        bar.set_position(stats.step as u64);
+    }
+    bar.finish_and_clear();
+    let seconds = t0.elapsed().as_secs_f64();
+    let rows = csv.rows().to_vec();
+    plot_loss(
+        &rows,
+        &dir.join("loss.png"),
+        &format!("VIMI-mini stage {stage}"),
+        800,
+        480,
+    )?;
+    VimiModel::save_tensors(cfg, &store.all_tensors(), DType::F32, dir)?;
+    let n = rows.len();
+    Ok((
+        StageReport {
+            stage,
+            steps,
+            seconds,
+            loss_start: mean(&rows[..n.min(50)]),
+            loss_end: mean(&rows[n.saturating_sub(50)..]),
+            params,
+            tasks,
+        },
+        store,
+    ))
+}
+
+/// What a whole run wrote and measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainReport {
+    /// The options.
+    pub options: TrainOptions,
+    /// The stages run.
+    pub stages: Vec<StageReport>,
+    /// Where the final model is.
+    pub out: PathBuf,
+}
+
+/// Which stages to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stages {
+    /// Stage 1 only (writes `out/stage1`).
+    One,
+    /// Stage 2 only, from `out/stage1`.
+    Two,
+    /// Both, then the final model in `out`.
+    Both,
+}
+
+/// Trains the miniature: the corpus, its index and dataset (`out/stage1/manifest.jsonl`),
+/// stage 1 into `out/stage1`, stage 2 into `out/stage2`, and the final model (f16 when
+/// `half`) with `train.json`, `loss-stage{1,2}.png` / `.csv` in `out`.
+///
+/// # Errors
+/// World, index, training and I/O errors, naming what failed.
+pub fn train(
+    out: &Path,
+    cfg: &VimiConfig,
+    o: &TrainOptions,
+    states: &SentenceStates,
+    stages: Stages,
+    progress: bool,
+) -> Result<TrainReport> {
+    cfg.validate()?;
+    if o.batch == 0 || o.k > cfg.conditioner.max_examples {
+        return Err(Error::config(
+            "batch / k",
+            format!(
+                "batch must be ≥ 1 and k ≤ {} (the conditioner's slots)",
+                cfg.conditioner.max_examples
+            ),
+        ));
+    }
+    let world = MiniWorld::new(cfg.world.clone())?;
+    let corpus = make_corpus(&world, o.corpus, o.seed, "train", None)?;
+    let rows = build_manifest(
+        &corpus.index,
+        None,
+        &DatasetOptions {
+            k: o.k,
+            method: TextRetrieval::Bm25,
+            dedup: Some(o.dedup),
+        },
+    )?;
+    let s1 = out.join("stage1");
+    let s2 = out.join("stage2");
+    write_manifest(&s1.join("manifest.jsonl"), &rows)?;
+    let data = Stage1Data {
+        world: &world,
+        corpus: &corpus,
+        rows: &rows,
+    };
+    let dev = Device::Cpu;
+    let mut reports = Vec::new();
+    if matches!(stages, Stages::One | Stages::Both) {
+        let store = ParamStore::new(o.seed, &dev)
+            .create(Selection::all())
+            .trainable(Selection::all());
+        let (r, _) = run_stage(1, cfg, store, states, &data, o, &s1, progress)?;
+        reports.push(r);
+    }
+    if matches!(stages, Stages::Two | Stages::Both) {
+        let store = ParamStore::new(o.seed, &dev)
+            .with_checkpoint("", &s1)?
+            .trainable(Selection::all());
+        let (r, store) = run_stage(2, cfg, store, states, &data, o, &s2, progress)?;
+        reports.push(r);
+        let dtype = if o.half { DType::F16 } else { DType::F32 };
+        VimiModel::save_tensors(cfg, &store.all_tensors(), dtype, out)?;
+    }
+    for st in [1usize, 2] {
+        let d = out.join(format!("stage{st}"));
+        for ext in ["png", "csv"] {
+            let src = d.join(format!("loss.{ext}"));
+            if src.is_file() {
+                let dst = out.join(format!("loss-stage{st}.{ext}"));
+                std::fs::copy(&src, &dst).map_err(|e| Error::Io {
+                    path: dst,
+                    source: e,
+                })?;
+            }
+        }
+    }
+    let report = TrainReport {
+        options: o.clone(),
+        stages: reports,
+        out: out.to_path_buf(),
+    };
+    let json =
+        serde_json::to_vec_pretty(&report).map_err(|e| Error::invalid("report", e.to_string()))?;
+    let p = out.join("train.json");
+    std::fs::write(&p, json).map_err(|e| Error::Io { path: p, source: e })?;
+    Ok(report)
+}
