@@ -30,5 +30,7 @@
 //! This crate has no cargo features.
 #![deny(missing_docs)]
 
+pub mod aidmini;
 pub mod cli;
+pub mod minis;
 pub mod vidicl;

@@ -20,24 +20,32 @@ struct Cli {
 enum Command {
     /// Stable Video Diffusion: an image → a video.
     Svd(cli::svd::Args),
-    /// AID: conditioning frames + an instruction → the predicted video.
-    Aid(cli::aid::Args),
+    /// AID: conditioning frames + an instruction → the predicted video; `aid train` / `aid
+    /// eval`: the AID miniature.
+    Aid(cli::aid_mini::AidCommand),
     /// InstructPix2Pix: a picture + an instruction → the edited picture.
     Ip2p(cli::ip2p::Args),
     /// VIDiff: a video + an instruction (text and / or image) → the edited video, any length.
     Edit(cli::edit::Args),
     /// AnimateDiff: a prompt → a video.
     Animate(cli::animate::Args),
+    /// Vid-ICL: demo clip(s) + a query clip → the query's continuation (VQ tokenizer + Llama).
+    Icl(cli::icl::Args),
 }
 
 fn main() {
     let cli = Cli::parse();
     let (json, res) = match &cli.command {
         Command::Svd(a) => (a.common.json, cli::svd::run(a)),
-        Command::Aid(a) => (a.common.json, cli::aid::run(a)),
+        Command::Aid(a) => match (&a.mini, &a.run) {
+            (Some(m), _) => (m.json(), cli::aid_mini::run(m)),
+            (None, Some(r)) => (r.common.json, cli::aid::run(r)),
+            (None, None) => (false, Err(cli::aid_mini::missing())),
+        },
         Command::Ip2p(a) => (a.common.json, cli::ip2p::run(a)),
         Command::Edit(a) => (a.common.json, cli::edit::run(a)),
         Command::Animate(a) => (a.common.json, cli::animate::run(a)),
+        Command::Icl(a) => (a.common.json, cli::icl::run(a)),
     };
     match res {
         Ok(report) => {

@@ -4,11 +4,15 @@
 //! readable line naming the file or flag.
 
 pub mod aid;
+// The AID and VIDiff miniatures (issue 31).
+pub mod aid_mini;
 pub mod svd;
 // InstructPix2Pix, VIDiff, AnimateDiff (issue 28).
 pub mod animate;
 pub mod edit;
 pub mod ip2p;
+// Vid-ICL (issue 33).
+pub mod icl;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

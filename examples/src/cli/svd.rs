@@ -78,7 +78,9 @@ pub fn run(a: &Args) -> Result<serde_json::Value> {
         seed: a.common.seed,
     };
     let bar = step_bar(a.steps, "svd", a.common.json);
-    let out = pipe.call(&image, &call, &mut |s| bar.set_position((s.index + 1) as u64))?;
+    let out = pipe.call(&image, &call, &mut |s| {
+        bar.set_position((s.index + 1) as u64)
+    })?;
     bar.finish_and_clear();
     t.mark("generate");
     let frames = out.frames.get(0)?;

@@ -16,11 +16,18 @@ use std::path::Path;
 
 use vidgen_video_core::Error;
 
+pub mod classifier;
 pub mod eval;
+pub mod instruct;
 pub mod motion;
 pub mod patch_vq;
+pub mod recipes;
+pub mod sharp;
+pub mod sim;
 pub mod train;
+pub mod vqgan;
 pub mod world;
+pub mod world32;
 
 /// Where the shipped weights live (`examples/assets/vidicl-mini`).
 pub fn shipped_weights() -> std::path::PathBuf {

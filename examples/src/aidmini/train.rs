@@ -1,0 +1,744 @@
+//! Training the AID miniature, in three stages that each write their part of the folder:
+//!
+//! 1. **`vae`**: the temporal VAE on clips of the world (L1 + L2 reconstruction of a posterior
+//!    sample, KL weight 1e-5); its `scaling_factor` is then set to one over the standard
+//!    deviation of the latents of the training clips, so the UNet sees unit-variance latents.
+//! 2. **`base`**: the SVD UNet, everything trainable, image-to-video on episodes with a random
+//!    direction (the object at rest in the first two frames, then moving): conditioning as SVD
+//!    (the first frame's latents in every frame slot, its CLIP image embedding as the one
+//!    context token, time ids `[fps − 1, motion_bucket_id, 0.02]`), the EDM objective with SVD's
+//!    preconditioning (v-prediction, `c_noise = ¼ ln σ`), `ln σ ~ N(P_mean, P_std²)`; both frame
+//!    conditions dropped together for 10 % of the clips (the frame guidance's unconditional
+//!    branch).
+//! 3. **`aid`**: the UNet frozen; AID's adapters (every attention site) and the DQFormer train on
+//!    the same episodes with their instruction. Each micro-batch is built exactly as
+//!    [`vidgen_pipelines::AidPipeline`] conditions its three branches: with the text
+//!    (per-frame context `[image embedding; DQFormer tokens of frame i]`, 85 %), without it
+//!    (the image embedding alone, 10 %), or with neither frames nor text (zero latents and image
+//!    embedding, 5 %).
+//!
+//! The episodes' latents, image embeddings and CLIP visual tokens are computed once with the
+//! frozen encoders (`cache.safetensors` in the output folder, reused by later stages).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, IndexOp, Tensor, D};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use vidgen_adapters::{AdapterConfig, DQFormerConfig};
+use vidgen_clip_encoders::{resize_with_antialiasing, CLIPTextModel, CLIPTokenizer};
+use vidgen_diffusion_unet3d::svd::{
+    AutoencoderKLTemporalDecoder, TemporalVaeConfig, UNetSpatioTemporalConditionModel,
+    UNetSpatioTemporalConfig,
+};
+use vidgen_pipelines::aid::{StagePlanner, TemplatePlanner};
+use vidgen_pipelines::{AidConfig, AidWeights, ImageNormalize, PipelineFolder, SvdPipeline};
+use vidgen_trainer::{
+    CondDropout, EdmObjective, EdmPreconditioning, Loss, Objective, OptimConfig, ParamStore,
+    Selection, Trainer,
+};
+use vidgen_trainer::{LrDecay, ParamReport as StoreReport};
+use vidgen_video_core::{Conditioning, Error, Result};
+use vidgen_video_io::synth::Direction;
+use vidgen_video_io::{videos_to_tensor, PixelRange, Video};
+
+use super::folder::{unet_config, vae_config, write_static, CONTEXT_DIM};
+use super::{instruction, Episodes, MiniConfig};
+use crate::minis::train::{run_stage, StageLog};
+use crate::minis::{io_err, mkdir, write_json};
+
+/// The time id for the noise added to the conditioning frames (the pipeline's default).
+pub const NOISE_AUG: f32 = 0.02;
+
+/// Settings of one stage's optimisation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageOptions {
+    /// Optimiser steps.
+    pub steps: usize,
+    /// Clips per step.
+    pub batch: usize,
+    /// Peak learning rate (linear warm-up over 5 % of the steps, then half a cosine to 0).
+    pub lr: f64,
+}
+
+/// Every option of a training run (`train.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainOptions {
+    /// Master seed.
+    pub seed: u64,
+    /// Episode geometry and inference defaults.
+    pub mini: MiniConfig,
+    /// Episodes whose latents are cached for the base and AID stages.
+    pub clips: usize,
+    /// Stage 1.
+    pub vae: StageOptions,
+    /// Frames per clip in the VAE stage.
+    pub vae_frames: usize,
+    /// Stage 2.
+    pub base: StageOptions,
+    /// Stage 3.
+    pub aid: StageOptions,
+    /// `P_mean` of `ln σ` in training (stages 2 and 3).
+    pub p_mean: f64,
+    /// `P_std` of `ln σ`.
+    pub p_std: f64,
+    /// AID's adapter bottleneck as a fraction of the channels.
+    pub bottleneck_ratio: f64,
+    /// DQFormer width.
+    pub dqformer_dim: usize,
+    /// Decomposed queries per frame.
+    pub tokens_per_frame: usize,
+    /// Show progress bars.
+    pub progress: bool,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            mini: MiniConfig::default(),
+            clips: 2400,
+            vae: StageOptions {
+                steps: 600,
+                batch: 8,
+                lr: 2e-3,
+            },
+            vae_frames: 4,
+            base: StageOptions {
+                steps: 2000,
+                batch: 8,
+                lr: 1e-3,
+            },
+            aid: StageOptions {
+                steps: 1500,
+                batch: 8,
+                lr: 1e-3,
+            },
+            p_mean: -0.4,
+            p_std: 1.2,
+            bottleneck_ratio: 0.5,
+            dqformer_dim: 32,
+            tokens_per_frame: 2,
+            progress: true,
+        }
+    }
+}
+
+/// Which stages to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The temporal VAE.
+    Vae,
+    /// The SVD UNet.
+    Base,
+    /// Adapters + DQFormer.
+    Aid,
+}
+
+impl Stage {
+    /// All, in order.
+    pub const ALL: [Stage; 3] = [Stage::Vae, Stage::Base, Stage::Aid];
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Vae => "vae",
+            Stage::Base => "base",
+            Stage::Aid => "aid",
+        }
+    }
+
+    /// Parses `vae`, `base`, `aid`.
+    ///
+    /// # Errors
+    /// Another name.
+    pub fn parse(s: &str) -> Result<Self> {
+        Stage::ALL
+            .into_iter()
+            .find(|x| x.name() == s)
+            .ok_or_else(|| Error::Unsupported {
+                field: "--stage".into(),
+                value: s.into(),
+                supported: "vae, base, aid, all".into(),
+            })
+    }
+}
+
+fn optim(s: &StageOptions) -> OptimConfig {
+    OptimConfig {
+        lr: s.lr,
+        warmup: (s.steps / 20).max(1),
+        decay: LrDecay::Cosine,
+        grad_clip: Some(1.0),
+        ..OptimConfig::default()
+    }
+}
+
+/// A stage's parameter counts and loss, for the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageSummary {
+    /// Stage name.
+    pub stage: String,
+    /// Steps.
+    pub steps: usize,
+    /// Wall seconds.
+    pub seconds: f64,
+    /// Mean loss of the first and last 50 steps.
+    pub loss_first_last: (f32, f32),
+    /// Trainable / total parameters of what the stage built.
+    pub trainable: usize,
+    /// Total.
+    pub total: usize,
+}
+
+fn summary(stage: Stage, log: &StageLog, r: &StoreReport) -> StageSummary {
+    StageSummary {
+        stage: stage.name().into(),
+        steps: log.rows.len(),
+        seconds: log.seconds,
+        loss_first_last: log.first_last(50),
+        trainable: r.trainable,
+        total: r.total(),
+    }
+}
+
+/// Runs `stages` into `out` (the miniature's folder). Writes `train.json`, the folder's
+/// static parts (first time), each stage's weights and `loss-<stage>.{csv,png}`.
+///
+/// # Errors
+/// Configuration, I/O and training errors; a stage whose inputs (earlier stages) are missing.
+pub fn train(opts: &TrainOptions, stages: &[Stage], out: &Path) -> Result<Vec<StageSummary>> {
+    opts.mini.validate()?;
+    mkdir(out)?;
+    write_json(&out.join("train.json"), opts)?;
+    write_json(&out.join("mini.json"), &opts.mini)?;
+    if !out.join("text_encoder").is_dir() || !out.join("image_encoder").is_dir() {
+        write_static(out, opts.seed)?;
+    }
+    let mut done = Vec::new();
+    for &s in stages {
+        let r = match s {
+            Stage::Vae => train_vae(opts, out)?,
+            Stage::Base => train_base(opts, out)?,
+            Stage::Aid => train_aid(opts, out)?,
+        };
+        if opts.progress {
+            eprintln!(
+                "stage {}: {} steps in {:.0} s, loss {:.4} -> {:.4}; {} of {} parameters trained",
+                r.stage,
+                r.steps,
+                r.seconds,
+                r.loss_first_last.0,
+                r.loss_first_last.1,
+                r.trainable,
+                r.total
+            );
+        }
+        done.push(r);
+    }
+    Ok(done)
+}
+
+/// Episode streams: training draws from these, evaluations from others.
+const STREAM_VAE: u64 = 0x7a3;
+const STREAM_CLIPS: u64 = 0xc11;
+
+/// `frames` of episodes as `[B, 3, T, H, W]` in `[-1, 1]`.
+fn clips_tensor(videos: &[Video], dev: &Device) -> Result<Tensor> {
+    videos_to_tensor(videos, PixelRange::MinusOneToOne, dev)
+}
+
+fn vae_cfg(opts: &TrainOptions, sf: f64) -> Result<TemporalVaeConfig> {
+    let v = vae_config(&opts.mini, sf);
+    let c: TemporalVaeConfig =
+        serde_json::from_value(v).map_err(|e| Error::config("vae config", e.to_string()))?;
+    Ok(c)
+}
+
+fn save_model_dir(
+    dir: &Path,
+    config: &serde_json::Value,
+    tensors: &BTreeMap<String, Tensor>,
+) -> Result<()> {
+    mkdir(dir)?;
+    vidgen_trainer::checkpoint::save_tensors(
+        tensors,
+        &dir.join("diffusion_pytorch_model.safetensors"),
+    )?;
+    write_json(&dir.join("config.json"), config)
+}
+
+fn train_vae(opts: &TrainOptions, out: &Path) -> Result<StageSummary> {
+    let dev = Device::Cpu;
+    let eps = Episodes::new(&opts.mini)?;
+    let cfg = vae_cfg(opts, 1.0)?;
+    let store = ParamStore::new(opts.seed ^ 0x0a5e, &dev)
+        .create(Selection::all())
+        .trainable(Selection::all());
+    let vae = AutoencoderKLTemporalDecoder::new(&cfg, store.var_builder(DType::F32))?;
+    let s = &opts.vae;
+    let mut trainer = Trainer::new(store.clone(), &optim(s), s.steps, opts.seed ^ 0x0a5e)?;
+    let t = opts.vae_frames.min(opts.mini.frames).max(1);
+    let n = opts.mini.frames;
+    let mut micro = |k: usize, rng: &mut ChaCha8Rng| -> Result<Tensor> {
+        let mut videos = Vec::with_capacity(s.batch);
+        for b in 0..s.batch {
+            let e = eps.episode(opts.seed ^ STREAM_VAE, (k * s.batch + b) as u64, None)?;
+            let start = rng.random_range(0..=n - t);
+            videos.push(Video::new(e.frames[start..start + t].to_vec(), 8.0)?);
+        }
+        let x = clips_tensor(&videos, &dev)?; // [B, 3, T, H, W]
+        let (frames, _) = vidgen_video_core::VideoShape::fold(&x)?; // [B·T, 3, H, W]
+        let post = vae.encode_frames(&frames)?;
+        let noise = randn(rng, post.mean.dims(), &dev)?;
+        let z = (&post.mean + (post.std()? * noise)?)?;
+        let rec = vae.decode(&z, t)?;
+        let d = (rec - &frames)?;
+        let l1 = d.abs()?.mean_all()?;
+        let l2 = d.sqr()?.mean_all()?;
+        let kl = (((post.mean.sqr()? + post.logvar.exp()?)? - 1.0)? - &post.logvar)?
+            .mean_all()?
+            .affine(0.5, 0.0)?;
+        let total = ((l1 + l2)? + (kl * 1e-5)?)?;
+        Ok(total)
+    };
+    let log = run_stage(&mut trainer, s.steps, out, "vae", opts.progress, &mut micro)?;
+    // Scaling factor: one over the std of the posterior means of training clips.
+    let mut vals = Vec::new();
+    for i in 0..32u64 {
+        let e = eps.episode(opts.seed ^ STREAM_VAE, 1_000_000 + i, None)?;
+        let x = clips_tensor(&[Video::new(e.frames, 8.0)?], &dev)?;
+        let (frames, _) = vidgen_video_core::VideoShape::fold(&x)?;
+        vals.extend(
+            vae.encode_frames(&frames)?
+                .mean
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+        );
+    }
+    let mean = vals.iter().map(|&v| v as f64).sum::<f64>() / vals.len() as f64;
+    let var = vals.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / vals.len() as f64;
+    let sf = 1.0 / var.sqrt().max(1e-6);
+    save_model_dir(
+        &out.join("vae"),
+        &vae_config(&opts.mini, sf),
+        &store.all_tensors(),
+    )?;
+    let report = store.report();
+    Ok(summary(Stage::Vae, &log, &report))
+}
+
+/// The frozen encoders' view of the training episodes.
+struct Cache {
+    /// Scaled latents `[M, 4, N, h, w]`.
+    x0: Tensor,
+    /// First-frame latents, unscaled `[M, 4, h, w]`.
+    cond: Tensor,
+    /// CLIP image embeddings `[M, D]`.
+    embeds: Tensor,
+    /// CLIP vision last hidden state `[M, P, Dv]`.
+    visual: Tensor,
+    /// Direction index per clip.
+    dirs: Vec<usize>,
+}
+
+/// The CLIP image inputs of frames as the SVD / AID pipelines make them.
+///
+/// # Shapes
+/// `frames [B, 3, H, W]` in `[0, 1]` → `[B, 3, 224, 224]` normalised.
+pub fn clip_pixels(frames: &Tensor, norm: &ImageNormalize) -> Result<Tensor> {
+    let x = ((frames * 2.0)? - 1.0)?;
+    let clip_in = ((resize_with_antialiasing(&x, (224, 224))? + 1.0)? / 2.0)?;
+    norm.normalize(&clip_in)
+}
+
+fn build_cache(opts: &TrainOptions, out: &Path, svd: &SvdPipeline) -> Result<Cache> {
+    let path = out.join("cache.safetensors");
+    let dev = Device::Cpu;
+    if path.is_file() {
+        let m = candle_core::safetensors::load(&path, &dev)?;
+        let get = |k: &str| {
+            m.get(k).cloned().ok_or_else(|| Error::Malformed {
+                path: path.clone(),
+                reason: format!("no `{k}`"),
+            })
+        };
+        let x0 = get("x0")?;
+        if x0.dim(0)? == opts.clips {
+            let dirs = get("dirs")?
+                .to_vec1::<u32>()?
+                .into_iter()
+                .map(|d| d as usize)
+                .collect();
+            return Ok(Cache {
+                x0,
+                cond: get("cond")?,
+                embeds: get("embeds")?,
+                visual: get("visual")?,
+                dirs,
+            });
+        }
+    }
+    let eps = Episodes::new(&opts.mini)?;
+    let sf = svd.vae.config().scaling_factor;
+    let n = opts.mini.frames;
+    let (mut x0s, mut conds, mut embs, mut viss, mut dirs) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let chunk = 16;
+    let bar = vidgen_trainer::log::progress_bar(opts.clips, 0, opts.progress);
+    bar.set_message("encoding the training episodes");
+    let mut i = 0;
+    while i < opts.clips {
+        let m = chunk.min(opts.clips - i);
+        let mut videos = Vec::with_capacity(m);
+        for j in 0..m {
+            let e = eps.episode(opts.seed ^ STREAM_CLIPS, (i + j) as u64, None)?;
+            dirs.push(
+                Direction::ALL
+                    .iter()
+                    .position(|&d| d == e.direction)
+                    .unwrap_or(0) as u32,
+            );
+            videos.push(Video::new(e.frames, 8.0)?);
+        }
+        let x = clips_tensor(&videos, &dev)?; // [m, 3, N, H, W]
+        let (frames, _) = vidgen_video_core::VideoShape::fold(&x)?;
+        let mode = svd.vae.encode_frames(&frames)?.mode().clone(); // [m·N, 4, h, w]
+        let lat = vidgen_video_core::VideoShape::unfold(&mode, n)?; // [m, 4, N, h, w]
+        x0s.push((&lat * sf)?);
+        conds.push(lat.i((.., .., 0))?.contiguous()?);
+        let first = ((x.i((.., .., 0))? + 1.0)? / 2.0)?; // [m, 3, H, W] in [0, 1]
+        let pv = clip_pixels(&first, &svd.feature_extractor)?;
+        let vis = svd.image_encoder.forward(&pv)?;
+        embs.push(
+            vis.image_embeds
+                .ok_or_else(|| Error::invalid("image_encoder", "no image_embeds"))?,
+        );
+        viss.push(vis.last_hidden_state);
+        i += m;
+        bar.set_position(i as u64);
+    }
+    bar.finish_and_clear();
+    let c = Cache {
+        x0: Tensor::cat(&x0s, 0)?,
+        cond: Tensor::cat(&conds, 0)?,
+        embeds: Tensor::cat(&embs, 0)?,
+        visual: Tensor::cat(&viss, 0)?,
+        dirs: dirs.iter().map(|&d| d as usize).collect(),
+    };
+    let dv = Tensor::from_vec(dirs, opts.clips, &dev)?;
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([
+            ("x0".to_string(), c.x0.clone()),
+            ("cond".to_string(), c.cond.clone()),
+            ("embeds".to_string(), c.embeds.clone()),
+            ("visual".to_string(), c.visual.clone()),
+            ("dirs".to_string(), dv),
+        ]),
+        &path,
+    )?;
+    Ok(c)
+}
+
+/// An SVD pipeline over `out` whose UNet may not exist yet (the base stage builds it): the
+/// folder is opened with a throw-away random UNet when `unet/` is missing.
+fn frozen_parts(out: &Path) -> Result<SvdPipeline> {
+    if !out.join("vae").join("config.json").is_file() {
+        return Err(Error::invalid(
+            out.join("vae").display().to_string(),
+            "missing: run the vae stage first",
+        ));
+    }
+    let folder = PipelineFolder::open(out)?;
+    if out.join("unet").join("config.json").is_file() {
+        return SvdPipeline::from_pretrained(&folder, DType::F32, &Device::Cpu);
+    }
+    Err(Error::invalid(
+        out.join("unet").display().to_string(),
+        "missing: run the base stage first",
+    ))
+}
+
+fn edm(opts: &TrainOptions) -> Result<Loss> {
+    Loss::new(
+        Objective::Edm(EdmObjective {
+            p_mean: opts.p_mean,
+            p_std: opts.p_std,
+            sigma_data: 1.0,
+            precond: EdmPreconditioning::Svd,
+        }),
+        CondDropout::none(),
+    )
+}
+
+fn time_ids(b: usize, dev: &Device) -> Result<Tensor> {
+    Ok(Tensor::new(&[[6f32, 127.0, NOISE_AUG]], dev)?.repeat((b, 1))?)
+}
+
+/// Rows `idx` of `t` (dim 0).
+fn rows(t: &Tensor, idx: &[usize]) -> Result<Tensor> {
+    let ids: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
+    let n = ids.len();
+    Ok(t.index_select(&Tensor::from_vec(ids, n, t.device())?, 0)?)
+}
+
+/// Standard normal noise of `shape` drawn from `rng`.
+pub fn randn(rng: &mut ChaCha8Rng, shape: &[usize], dev: &Device) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal))
+        .collect();
+    Ok(Tensor::from_vec(v, shape, dev)?)
+}
+
+/// `[B, …]` mask of 0 / 1 per sample, as `t`'s rank.
+fn keep_mask(keep: &[bool], rank: usize, dev: &Device) -> Result<Tensor> {
+    let v: Vec<f32> = keep.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect();
+    let mut shape = vec![1usize; rank];
+    shape[0] = keep.len();
+    Ok(Tensor::from_vec(v, shape, dev)?)
+}
+
+fn train_base(opts: &TrainOptions, out: &Path) -> Result<StageSummary> {
+    let dev = Device::Cpu;
+    // The base needs the VAE and CLIP vision only; write the UNet config and seed it.
+    let ucv = unet_config(&opts.mini);
+    let ucfg: UNetSpatioTemporalConfig = serde_json::from_value(ucv.clone())
+        .map_err(|e| Error::config("unet config", e.to_string()))?;
+    let store = ParamStore::new(opts.seed ^ 0xba5e, &dev)
+        .create(Selection::all())
+        .trainable(Selection::all());
+    let unet = UNetSpatioTemporalConditionModel::new(&ucfg, store.var_builder(DType::F32))?;
+    // Provisional UNet so that the folder loads (replaced at the end of the stage).
+    save_model_dir(&out.join("unet"), &ucv, &store.all_tensors())?;
+    let svd = frozen_parts(out)?;
+    let cache = build_cache(opts, out, &svd)?;
+    drop(svd);
+    let loss = edm(opts)?;
+    let s = &opts.base;
+    let mut trainer = Trainer::new(store.clone(), &optim(s), s.steps, opts.seed ^ 0xba5e)?;
+    let m = cache.x0.dim(0)?;
+    let n = opts.mini.frames;
+    let net = |x: &Tensor, c: &Tensor, cond: &Conditioning| unet.forward_raw(x, c, cond);
+    let mut micro = |_k: usize, rng: &mut ChaCha8Rng| -> Result<Tensor> {
+        let idx: Vec<usize> = (0..s.batch).map(|_| rng.random_range(0..m)).collect();
+        let keep: Vec<bool> = (0..s.batch).map(|_| rng.random::<f64>() >= 0.1).collect();
+        let x0 = rows(&cache.x0, &idx)?;
+        let c = rows(&cache.cond, &idx)?
+            .unsqueeze(2)?
+            .repeat((1, 1, n, 1, 1))?;
+        let c = c.broadcast_mul(&keep_mask(&keep, 5, &dev)?)?;
+        let e = rows(&cache.embeds, &idx)?.broadcast_mul(&keep_mask(&keep, 2, &dev)?)?;
+        let mut cond = Conditioning::none().with_context(e.unsqueeze(1)?);
+        cond.concat = Some(c);
+        cond.added
+            .insert("added_time_ids".into(), time_ids(s.batch, &dev)?);
+        Ok(loss.compute(&net, &x0, &cond, rng)?.loss)
+    };
+    let log = run_stage(
+        &mut trainer,
+        s.steps,
+        out,
+        "base",
+        opts.progress,
+        &mut micro,
+    )?;
+    save_model_dir(&out.join("unet"), &ucv, &store.all_tensors())?;
+    Ok(summary(Stage::Base, &log, &store.report()))
+}
+
+/// AID's configuration for this miniature.
+pub fn aid_config(opts: &TrainOptions) -> AidConfig {
+    AidConfig {
+        adapters: AdapterConfig {
+            bottleneck_ratio: opts.bottleneck_ratio,
+            short_term_kernel: [3, 3, 3],
+            long_term_head_dim: 8,
+        },
+        dqformer: DQFormerConfig {
+            dim: opts.dqformer_dim,
+            heads: 2,
+            num_frames: opts.mini.frames,
+            tokens_per_frame: opts.tokens_per_frame,
+            text_dim: 32,
+            visual_dim: 32,
+            state_dim: 32,
+            context_dim: CONTEXT_DIM,
+            ffn_mult: 2,
+        },
+        stages: opts.mini.stages,
+    }
+}
+
+/// Per instruction (by direction index): `t1 [1, L, D]` and the stages' pooled `[S, D]`.
+pub fn encode_instructions(
+    te: &CLIPTextModel,
+    tok: &CLIPTokenizer,
+    stages: usize,
+    dev: &Device,
+) -> Result<Vec<(Tensor, Tensor)>> {
+    Direction::ALL
+        .iter()
+        .map(|&d| {
+            let text = instruction(d);
+            let ids = tok.encode_batch(&[text.as_str()], dev)?;
+            let t1 = te.forward(&ids.input_ids)?.last_hidden_state;
+            let st = TemplatePlanner.plan(&text, stages)?;
+            let refs: Vec<&str> = st.iter().map(String::as_str).collect();
+            let ids = tok.encode_batch(&refs, dev)?;
+            let t2 = te.forward(&ids.input_ids)?.pooler_output;
+            Ok((t1, t2))
+        })
+        .collect()
+}
+
+fn train_aid(opts: &TrainOptions, out: &Path) -> Result<StageSummary> {
+    let dev = Device::Cpu;
+    let svd = frozen_parts(out)?;
+    let cache = build_cache(opts, out, &svd)?;
+    let (te, tok) = vidgen_pipelines::aid::load_text_encoder(out, DType::F32, &dev)?;
+    let texts = encode_instructions(&te, &tok, opts.mini.stages, &dev)?;
+    let ucfg = svd.unet.config().clone();
+    let sites = ucfg.attention_sites()?;
+    let acfg = aid_config(opts);
+    // The frozen UNet's tensors come from its folder; adapters and DQFormer are created.
+    let store = ParamStore::new(opts.seed ^ 0xa1d0, &dev)
+        .with_checkpoint("", out.join("unet"))?
+        .create(Selection::parse(&["adapters*", "dqformer*"]))
+        .trainable(Selection::parse(&["adapters*", "dqformer*"]));
+    let vb = store.var_builder(DType::F32);
+    let unet = UNetSpatioTemporalConditionModel::new(&ucfg, vb.clone())?;
+    let aid = AidWeights::new(&acfg, &sites, vb)?;
+    drop(svd);
+    let loss = edm(opts)?;
+    let s = &opts.aid;
+    let mut trainer = Trainer::new(store.clone(), &optim(s), s.steps, opts.seed ^ 0xa1d0)?;
+    let m = cache.x0.dim(0)?;
+    let n = opts.mini.frames;
+    let b = s.batch;
+    let mut micro = |_k: usize, rng: &mut ChaCha8Rng| -> Result<Tensor> {
+        let idx: Vec<usize> = (0..b).map(|_| rng.random_range(0..m)).collect();
+        let u: f64 = rng.random();
+        let (text, frames) = (u < 0.85, u < 0.95);
+        let x0 = rows(&cache.x0, &idx)?;
+        let mut c = rows(&cache.cond, &idx)?
+            .unsqueeze(2)?
+            .repeat((1, 1, n, 1, 1))?;
+        let mut e = rows(&cache.embeds, &idx)?; // [B, D]
+        if !frames {
+            c = c.zeros_like()?;
+            e = e.zeros_like()?;
+        }
+        let mut cond = Conditioning::none();
+        cond.concat = Some(c);
+        cond.added
+            .insert("added_time_ids".into(), time_ids(b, &dev)?);
+        if text {
+            let t1 = Tensor::cat(
+                &idx.iter()
+                    .map(|&i| texts[cache.dirs[i]].0.clone())
+                    .collect::<Vec<_>>(),
+                0,
+            )?; // [B, L, D]
+            let t2 = Tensor::stack(
+                &idx.iter()
+                    .map(|&i| texts[cache.dirs[i]].1.clone())
+                    .collect::<Vec<_>>(),
+                0,
+            )?; // [B, S, D]
+            let vis = rows(&cache.visual, &idx)?;
+            cond.extra.insert("t1".into(), t1);
+            cond.extra.insert("t2".into(), t2);
+            cond.extra.insert("visual".into(), vis);
+        }
+        cond.extra.insert("embeds".into(), e);
+        let net = |x: &Tensor, cn: &Tensor, cond: &Conditioning| -> Result<Tensor> {
+            let e = cond
+                .extra
+                .get("embeds")
+                .ok_or_else(|| Error::invalid("embeds", "missing"))?;
+            let bb = e.dim(0)?;
+            let d = e.dim(D::Minus1)?;
+            let mut cc = cond.clone();
+            cc.context = Some(
+                match (
+                    cond.extra.get("t1"),
+                    cond.extra.get("t2"),
+                    cond.extra.get("visual"),
+                ) {
+                    (Some(t1), Some(t2), Some(v)) => {
+                        // As AidPipeline::text_context: [image embedding; DQFormer tokens of frame i].
+                        let ctx = aid.dqformer.forward(t1, v, t2)?;
+                        let per_frame = aid.dqformer.per_frame_contexts(&ctx)?; // [B·N, L1+Nt, D]
+                        let img = e
+                            .reshape((bb, 1, 1, d))?
+                            .broadcast_as((bb, n, 1, d))?
+                            .reshape((bb * n, 1, d))?;
+                        Tensor::cat(&[&img, &per_frame], 1)?
+                    }
+                    _ => e.unsqueeze(1)?,
+                },
+            );
+            unet.forward_raw_with_hooks(x, cn, &cc, &aid.adapters)
+        };
+        Ok(loss.compute(&net, &x0, &cond, rng)?.loss)
+    };
+    let log = run_stage(&mut trainer, s.steps, out, "aid", opts.progress, &mut micro)?;
+    aid.save(out.join("aid.safetensors"))?;
+    Ok(summary(Stage::Aid, &log, &store.report()))
+}
+
+/// The parameter counts behind AID's share: the frozen UNet, the adapters, the DQFormer.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ParamShare {
+    /// UNet parameters.
+    pub unet: usize,
+    /// Adapter parameters.
+    pub adapters: usize,
+    /// DQFormer parameters.
+    pub dqformer: usize,
+}
+
+impl ParamShare {
+    /// Adapters + DQFormer as a fraction of the UNet.
+    pub fn share(&self) -> f64 {
+        (self.adapters + self.dqformer) as f64 / self.unet.max(1) as f64
+    }
+}
+
+/// Counts a miniature folder's parameters.
+///
+/// # Errors
+/// Unreadable configs or weights.
+pub fn param_share(dir: &Path) -> Result<ParamShare> {
+    let ucfg: UNetSpatioTemporalConfig =
+        vidgen_video_core::loading::read_config(dir.join("unet").join("config.json"))?;
+    let sites = ucfg.attention_sites()?;
+    let acfg = vidgen_pipelines::aid::read_aid_config(&dir.join("aid.safetensors"))?;
+    let adapters = vidgen_adapters::AdapterSet::aid_param_count(&sites, &acfg.adapters)?;
+    let (w, _) = AidWeights::load(
+        dir.join("aid.safetensors"),
+        &sites,
+        DType::F32,
+        &Device::Cpu,
+    )?;
+    let total: usize = w.tensors().values().map(|t| t.elem_count()).sum();
+    Ok(ParamShare {
+        unet: ucfg.param_count()?,
+        adapters,
+        dqformer: total - adapters,
+    })
+}
+
+/// Where stage outputs live.
+pub fn default_out() -> PathBuf {
+    PathBuf::from("aid-mini-train")
+}
+
+/// The I/O error helper, re-exported for the CLI.
+pub fn io(path: &Path, e: std::io::Error) -> Error {
+    io_err(path, e)
+}

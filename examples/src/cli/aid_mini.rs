@@ -1,0 +1,206 @@
+//! `vidgen aid train` / `vidgen aid eval`: the AID miniature (`examples/assets/aid-mini`),
+//! trained on the synthetic world and measured (see [`crate::aidmini`]).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use vidgen_video_core::Result;
+
+use crate::aidmini::eval::{evaluate, format_report, EvalOptions};
+use crate::aidmini::folder::load_pipeline;
+use crate::aidmini::train::{param_share, train, Stage, TrainOptions};
+use crate::aidmini::{shipped_dir, MiniConfig};
+
+/// `vidgen aid` as a group: the pipeline run (flags, see `cli::aid`) or a miniature command.
+#[derive(Debug, Clone, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct AidCommand {
+    /// Train or evaluate the AID miniature.
+    #[command(subcommand)]
+    pub mini: Option<AidMini>,
+    /// Run AID on a pipeline folder.
+    #[command(flatten)]
+    pub run: Option<super::aid::Args>,
+}
+
+/// The miniature's commands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum AidMini {
+    /// Train the AID miniature on the synthetic world (VAE, SVD base, then adapters + DQFormer).
+    Train(TrainArgs),
+    /// Measure instruction following of an AID miniature (default: the shipped one).
+    Eval(EvalArgs),
+}
+
+/// Arguments of `vidgen aid train`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// Output folder (the miniature's pipeline folder; ship it by copying to
+    /// `examples/assets/aid-mini`).
+    #[arg(long, default_value = "aid-mini-train")]
+    pub out: PathBuf,
+    /// Stage to run: vae, base, aid, or all (in that order).
+    #[arg(long, default_value = "all")]
+    pub stage: String,
+    /// Master seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Override the steps of the selected stage(s).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Episodes whose latents are cached for the base and AID stages.
+    #[arg(long)]
+    pub clips: Option<usize>,
+    /// Hide the progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Arguments of `vidgen aid eval`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalArgs {
+    /// The miniature's folder (default: the shipped `examples/assets/aid-mini`).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Episodes per condition.
+    #[arg(long, default_value_t = 200)]
+    pub episodes: usize,
+    /// Evaluation stream.
+    #[arg(long, default_value_t = 2024)]
+    pub seed: u64,
+    /// Denoising steps (default: the miniature's).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Text guidance values of the dual-guidance sweep (comma-separated; empty: none).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    pub sweep: Vec<f64>,
+    /// Write every generated clip as a GIF, and `episodes.json`, into this folder.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Skip the reference rows (ground truth, ground truth via the VAE).
+    #[arg(long)]
+    pub no_references: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs a miniature command; returns its JSON report.
+///
+/// # Errors
+/// Training, evaluation and I/O errors.
+pub fn run(cmd: &AidMini) -> Result<serde_json::Value> {
+    match cmd {
+        AidMini::Train(a) => run_train(a),
+        AidMini::Eval(a) => run_eval(a),
+    }
+}
+
+fn run_train(a: &TrainArgs) -> Result<serde_json::Value> {
+    let stages: Vec<Stage> = if a.stage == "all" {
+        Stage::ALL.to_vec()
+    } else {
+        vec![Stage::parse(&a.stage)?]
+    };
+    let mut opts = TrainOptions {
+        seed: a.seed,
+        progress: !a.quiet,
+        ..TrainOptions::default()
+    };
+    if let Some(c) = a.clips {
+        opts.clips = c;
+    }
+    if let Some(s) = a.steps {
+        for st in &stages {
+            match st {
+                Stage::Vae => opts.vae.steps = s,
+                Stage::Base => opts.base.steps = s,
+                Stage::Aid => opts.aid.steps = s,
+            }
+        }
+    }
+    let t0 = Instant::now();
+    let done = train(&opts, &stages, &a.out)?;
+    println!(
+        "vidgen aid train: {} stage(s) in {:.0} s into {}",
+        done.len(),
+        t0.elapsed().as_secs_f64(),
+        a.out.display()
+    );
+    Ok(serde_json::json!({ "command": "aid train", "out": a.out, "stages": done }))
+}
+
+fn run_eval(a: &EvalArgs) -> Result<serde_json::Value> {
+    let dir = a.model.clone().unwrap_or_else(shipped_dir);
+    let t0 = Instant::now();
+    let cfg = MiniConfig::load(&dir)?;
+    let pipe = load_pipeline(&dir)?;
+    let share = param_share(&dir)?;
+    let opts = EvalOptions {
+        episodes: a.episodes,
+        seed: a.seed,
+        steps: a.steps,
+        sweep: a.sweep.clone(),
+        out: a.out.clone(),
+        references: !a.no_references,
+        ..EvalOptions::default()
+    };
+    if !a.json {
+        println!(
+            "vidgen aid eval: {} ({} episodes per condition, stream {}, {} steps, s_V {:?})",
+            dir.display(),
+            opts.episodes,
+            opts.seed,
+            opts.steps.unwrap_or(cfg.steps),
+            cfg.frame_guidance
+        );
+    }
+    let quiet = a.json;
+    let rep = evaluate(&pipe, &cfg, &opts, &mut |label| {
+        if !quiet {
+            eprintln!("  running {label} …");
+        }
+    })?;
+    if !a.json {
+        println!("{}", format_report(&rep));
+        println!(
+            "  AID's trainable parts: adapters {} + DQFormer {} parameters = {:.2}% of the UNet's {}",
+            share.adapters,
+            share.dqformer,
+            100.0 * share.share(),
+            share.unet
+        );
+        println!(
+            "  chance (8 directions): 12.5%; total {:.0} s",
+            t0.elapsed().as_secs_f64()
+        );
+        if let Some(o) = &a.out {
+            println!("  clips and episodes.json in {}", o.display());
+        }
+    }
+    Ok(serde_json::json!({
+        "command": "aid eval",
+        "model": dir,
+        "report": rep,
+        "params": share,
+        "seconds": t0.elapsed().as_secs_f64(),
+    }))
+}
+
+impl AidMini {
+    /// Whether `--json` was given.
+    pub fn json(&self) -> bool {
+        match self {
+            AidMini::Train(_) => false,
+            AidMini::Eval(a) => a.json,
+        }
+    }
+}
+
+/// The error for `vidgen aid` with neither flags nor a subcommand (clap normally catches it).
+pub fn missing() -> vidgen_video_core::Error {
+    vidgen_video_core::Error::invalid(
+        "vidgen aid",
+        "give the pipeline flags (--model, --adapters, --frames …) or a subcommand (train, eval)",
+    )
+}

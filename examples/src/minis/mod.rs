@@ -1,0 +1,58 @@
+//! What the shipped diffusion miniatures share: reading the object back out of generated
+//! frames ([`score`]), measured proportions with Wilson intervals and the `episodes.json` /
+//! GIF output of their evaluations ([`report`]), the synthetic-world sprites their episodes are
+//! drawn from ([`sprites`]), and the small training loop helpers ([`train`]).
+
+pub mod report;
+pub mod score;
+pub mod sprites;
+pub mod train;
+
+use std::path::{Path, PathBuf};
+
+use vidgen_video_core::Error;
+
+/// An I/O error naming `path`.
+pub fn io_err(path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// `examples/assets/<name>` in this source tree.
+pub fn asset_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets")
+        .join(name)
+}
+
+/// Writes `value` as pretty JSON to `path`.
+///
+/// # Errors
+/// I/O errors naming the file.
+pub fn write_json(path: &Path, value: &impl serde::Serialize) -> vidgen_video_core::Result<()> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))?;
+    std::fs::write(path, text + "\n").map_err(|e| io_err(path, e))
+}
+
+/// Reads JSON from `path`.
+///
+/// # Errors
+/// I/O or parse errors naming the file.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> vidgen_video_core::Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| io_err(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::Malformed {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// Creates `dir` and its parents.
+///
+/// # Errors
+/// I/O errors naming the folder.
+pub fn mkdir(dir: &Path) -> vidgen_video_core::Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))
+}

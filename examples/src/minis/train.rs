@@ -1,0 +1,79 @@
+//! The training loop of the miniatures' stages: the trainer crate's [`Trainer`] (AdamW,
+//! warm-up + cosine, clipping) stepping a closure that returns one micro-batch's loss, with
+//! its `loss-<stage>.csv`, `loss-<stage>.png` and a progress bar.
+
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::Tensor;
+use rand_chacha::ChaCha8Rng;
+use vidgen_trainer::log::{plot_loss, progress_bar, CsvLog, LogRow};
+use vidgen_trainer::Trainer;
+use vidgen_video_core::Result;
+
+/// What a stage's loop did.
+#[derive(Debug, Clone)]
+pub struct StageLog {
+    /// Every step.
+    pub rows: Vec<LogRow>,
+    /// Wall seconds.
+    pub seconds: f64,
+}
+
+impl StageLog {
+    /// Mean loss of the first and last `k` steps.
+    pub fn first_last(&self, k: usize) -> (f32, f32) {
+        let mean = |r: &[LogRow]| r.iter().map(|x| x.loss).sum::<f32>() / r.len().max(1) as f32;
+        let k = k.min(self.rows.len());
+        (
+            mean(&self.rows[..k]),
+            mean(&self.rows[self.rows.len() - k..]),
+        )
+    }
+}
+
+/// Runs `steps` optimiser steps of `micro` (step index, generator → loss) and writes
+/// `<out>/loss-<stage>.csv` and `.png`.
+///
+/// # Errors
+/// The closure's errors; I/O.
+pub fn run_stage(
+    trainer: &mut Trainer,
+    steps: usize,
+    out: &Path,
+    stage: &str,
+    progress: bool,
+    micro: &mut dyn FnMut(usize, &mut ChaCha8Rng) -> Result<Tensor>,
+) -> Result<StageLog> {
+    let mut csv = CsvLog::open(&out.join(format!("loss-{stage}.csv")), None)?;
+    let bar = progress_bar(steps, 0, progress);
+    let t0 = Instant::now();
+    let mut smooth: Option<f32> = None;
+    while trainer.step_count() < steps {
+        let k = trainer.step_count();
+        let stats = trainer.step(&mut |_, rng| micro(k, rng))?;
+        csv.push(LogRow {
+            step: stats.step,
+            loss: stats.loss,
+            lr: stats.lr,
+            grad_norm: stats.grad_norm,
+            seconds: stats.seconds,
+        })?;
+        let s = smooth.map_or(stats.loss, |p| 0.95 * p + 0.05 * stats.loss);
+        smooth = Some(s);
+        bar.set_message(format!("{stage}: loss {s:.4}  lr {:.2e}", stats.lr));
+        bar.set_position(stats.step as u64);
+    }
+    bar.finish_and_clear();
+    plot_loss(
+        csv.rows(),
+        &out.join(format!("loss-{stage}.png")),
+        &format!("stage {stage}"),
+        800,
+        480,
+    )?;
+    Ok(StageLog {
+        rows: csv.rows().to_vec(),
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
