@@ -41,7 +41,7 @@
 //! use vidgen_video_core::Conditioning;
 //! use vidgen_video_io::synth::WorldConfig;
 //!
-//! # fn main() -> vidgen_video_core::Result<()> {
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let src = MemorySource::synthetic(&WorldConfig::new(16, 16, 4), 8, 0)?;
 //! let spec = ClipSpec { frames: 2, width: 8, height: 8, ..ClipSpec::default() };
 //! let data = Arc::new(Dataset::new(Arc::new(src), spec)?);
