@@ -184,9 +184,10 @@ impl Trainer {
         for k in 0..n {
             let loss = micro(k, &mut self.rng)?;
             total += loss.to_dtype(DType::F32)?.to_scalar::<f32>()? as f64;
-            // On a rayon worker, as the models' forwards run: the backward's parallel ops are
-            // then nested jobs instead of injections from an outside thread.
-            let g = vidgen_video_core::in_pool(|| loss.backward())?;
+            // Not inside `in_pool`: run from a rayon worker, some backward reductions split
+            // adaptively (work stealing decides the tree), so f32 sums differed between runs and
+            // resuming stopped being bit-exact (tests/resume.rs).
+            let g = loss.backward()?;
             self.grads.accumulate(&g, &self.vars, 1.0 / n as f32)?;
         }
         if self.grads.has_non_finite() {
