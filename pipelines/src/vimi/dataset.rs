@@ -1,7 +1,7 @@
 //! VIMI's multimodal prompt dataset: for every (caption, clip) of a corpus, the `k` examples
 //! its caption retrieves from the corpus index, the clip itself and its near-duplicates
 //! excluded; written as JSON Lines, one row per clip, read back by the trainer
-//! ([`crate::vimi::train`]).
+//! ([`mod@crate::vimi::train`]).
 //!
 //! Row: `{"id", "caption", "media"?, "labels"?, "examples": [{"id", "item", "score",
 //! "caption", "media"?}]}` (`item` is the example's row in the index).

@@ -14,7 +14,7 @@
 //! - [`model`], [`text`]: the trained parts and their folder; the frozen prompt encoder.
 //! - [`pipeline`]: [`VimiPipeline`]: prompt + given or retrieved examples → video, with text
 //!   and example guidance.
-//! - [`train`]: the two stages on `vidgen-trainer`: retrieval-augmented pre-training, then
+//! - [`mod@train`]: the two stages on `vidgen-trainer`: retrieval-augmented pre-training, then
 //!   three instruction tasks (text-to-video, text + subject image, text + example clip).
 //! - [`world`], [`probe`], [`eval`]: the miniature's synthetic world, the pixel probe that
 //!   reads colour / shape / direction off a clip, and `vidgen vimi eval`.
