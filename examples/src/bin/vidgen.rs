@@ -31,6 +31,10 @@ enum Command {
     Animate(cli::animate::Args),
     /// Vid-ICL: demo clip(s) + a query clip → the query's continuation (VQ tokenizer + Llama).
     Icl(cli::icl::Args),
+    /// VIMI: retrieval-augmented multimodal instructions (train / eval / generate / index /
+    /// search on the miniature).
+    #[command(subcommand)]
+    Vimi(cli::vimi::VimiCommand),
 }
 
 fn main() {
@@ -46,6 +50,7 @@ fn main() {
         Command::Edit(a) => (a.common.json, cli::edit::run(a)),
         Command::Animate(a) => (a.common.json, cli::animate::run(a)),
         Command::Icl(a) => (a.common.json, cli::icl::run(a)),
+        Command::Vimi(c) => (c.json(), cli::vimi::run(c)),
     };
     match res {
         Ok(report) => {

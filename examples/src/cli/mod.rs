@@ -13,6 +13,8 @@ pub mod edit;
 pub mod ip2p;
 // Vid-ICL (issue 33).
 pub mod icl;
+// VIMI (issue 32).
+pub mod vimi;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -8,6 +8,7 @@
 //! |---|---|---|---|---|
 //! | `given-image` | `a shape moving left` | a still of the target's object elsewhere | the example's | the text's |
 //! | `retrieved` | `a shape moving left` | the top-k of a held-out index for `a blue triangle` | the query's | the text's |
+//! | `random-retrieved` | `a shape moving left` | `k` random items of the held-out index | (chance: the baseline of `retrieved`) | the text's |
 //! | `no-example` | `a shape moving left` | none | (chance) | the text's |
 //! | `text-only` | `a blue triangle moving left` | none | the text's | the text's |
 //! | `example-clip` | `a blue triangle` | a clip of another object moving the target's way | the text's | the example's |
@@ -54,6 +55,9 @@ pub enum Condition {
     GivenImage,
     /// Ambiguous text + examples retrieved by the subject's description.
     Retrieved,
+    /// Ambiguous text + examples drawn at random from the held-out index (the retrieval
+    /// baseline: the same number of examples, no ranking).
+    RandomRetrieved,
     /// Ambiguous text alone.
     NoExample,
     /// The full caption alone.
@@ -64,9 +68,10 @@ pub enum Condition {
 
 impl Condition {
     /// Every condition, in report order.
-    pub const ALL: [Condition; 5] = [
+    pub const ALL: [Condition; 6] = [
         Condition::GivenImage,
         Condition::Retrieved,
+        Condition::RandomRetrieved,
         Condition::NoExample,
         Condition::TextOnly,
         Condition::ExampleClip,
@@ -77,6 +82,7 @@ impl Condition {
         match self {
             Condition::GivenImage => "given-image",
             Condition::Retrieved => "retrieved",
+            Condition::RandomRetrieved => "random-retrieved",
             Condition::NoExample => "no-example",
             Condition::TextOnly => "text-only",
             Condition::ExampleClip => "example-clip",
@@ -389,6 +395,18 @@ fn make_episode(
             for h in hits {
                 ep.examples
                     .push(Example::Image(world.still(&held.scenes[h.item])?));
+            }
+        }
+        Condition::RandomRetrieved => {
+            use rand::Rng;
+            let n = held.scenes.len();
+            if n == 0 {
+                return Err(Error::invalid("index_size", "the held-out index is empty"));
+            }
+            for _ in 0..opts.retrieve.max(1) {
+                let item = rng.random_range(0..n);
+                ep.examples
+                    .push(Example::Image(world.still(&held.scenes[item])?));
             }
         }
         Condition::NoExample => ep.fixes_look = false,
