@@ -243,6 +243,10 @@ pub fn conditions(cfg: &MiniConfig, opts: &EvalOptions) -> Vec<Condition> {
         },
     ];
     for &s in &opts.sweep {
+        // The instructed row is this point of the sweep: not run twice.
+        if (s - cfg.text_guidance).abs() < 1e-9 {
+            continue;
+        }
         c.push(Condition {
             label: format!("s_T={s}"),
             text: true,
@@ -509,6 +513,11 @@ pub fn format_report(r: &EvalReport) -> String {
         .map(|c| {
             vec![
                 c.condition.label.clone(),
+                if c.condition.text && c.condition.text_guidance > 0.0 {
+                    format!("{}", c.condition.text_guidance)
+                } else {
+                    "-".to_string()
+                },
                 c.direction.display(),
                 c.identity.display(),
                 format!("{:.1}%", 100.0 * c.colour.rate()),
@@ -522,6 +531,7 @@ pub fn format_report(r: &EvalReport) -> String {
     table(
         &[
             "condition",
+            "s_T",
             "direction agrees [95% CI]",
             "identity kept [95% CI]",
             "colour",

@@ -4,7 +4,7 @@
 //! | component | class | size |
 //! |---|---|---|
 //! | `vae/` | `AutoencoderKLTemporalDecoder` | channels 32, 32, 64; 4 latent channels; factor 4 |
-//! | `unet/` | `UNetSpatioTemporalConditionModel` | channels 32, 64; cross-attention width 32; 8 frames |
+//! | `unet/` | `UNetSpatioTemporalConditionModel` | channels 32, 32; cross-attention width 32; 8 frames |
 //! | `image_encoder/` | `CLIPVisionModelWithProjection` | 1 layer, width 32, patches 32 px of 224 |
 //! | `text_encoder/` | `CLIPTextModel` | 1 layer, width 32, 16 positions |
 //! | `tokenizer/` | `CLIPTokenizer` | CLIP's BPE, 500 merges (1 014 tokens), padded to 16 |
@@ -66,12 +66,12 @@ pub fn unet_config(cfg: &MiniConfig) -> Value {
         "_class_name": "UNetSpatioTemporalConditionModel",
         "_diffusers_version": "0.42.1",
         "addition_time_embed_dim": 8,
-        "block_out_channels": [32, 64],
+        "block_out_channels": [32, 32],
         "cross_attention_dim": CONTEXT_DIM,
         "down_block_types": ["CrossAttnDownBlockSpatioTemporal", "CrossAttnDownBlockSpatioTemporal"],
         "in_channels": 8,
         "layers_per_block": 1,
-        "num_attention_heads": [2, 4],
+        "num_attention_heads": [2, 2],
         "num_frames": cfg.frames,
         "out_channels": 4,
         "projection_class_embeddings_input_dim": 24,

@@ -100,22 +100,22 @@ impl Default for TrainOptions {
         Self {
             seed: 0,
             mini: MiniConfig::default(),
-            clips: 2400,
+            clips: 1200,
             vae: StageOptions {
+                steps: 300,
+                batch: 4,
+                lr: 2e-3,
+            },
+            vae_frames: 2,
+            base: StageOptions {
                 steps: 600,
                 batch: 8,
                 lr: 2e-3,
             },
-            vae_frames: 4,
-            base: StageOptions {
-                steps: 2000,
-                batch: 8,
-                lr: 1e-3,
-            },
             aid: StageOptions {
-                steps: 1500,
+                steps: 600,
                 batch: 8,
-                lr: 1e-3,
+                lr: 2e-3,
             },
             p_mean: -0.4,
             p_std: 1.2,
