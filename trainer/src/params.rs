@@ -10,12 +10,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use candle_core::{DType, Device, Shape, Tensor, Var};
-use candle_nn::init::NormalOrUniform;
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 use vidgen_video_core::{Error, ModelDir, Result};
 
@@ -645,15 +641,8 @@ impl SimpleBackend for ParamStore {
     }
 }
 
-/// FNV-1a of the name: a stable (toolchain-independent) stream number.
-fn stream_of(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
-/// Tensor `name` drawn from the layer's hint with the ChaCha8 stream `(seed, name)`, as
-/// `video_testkit::seeded_var_builder` draws it (same seed, same values).
+/// Tensor `name` drawn from the layer's hint with the ChaCha8 stream `(seed, name)`: exactly
+/// `vidgen_video_nn::init::seeded_var_builder`'s values (same seed, same tensors), in f32.
 pub(crate) fn draw(
     seed: u64,
     name: &str,
@@ -661,37 +650,5 @@ pub(crate) fn draw(
     h: Init,
     dev: &Device,
 ) -> candle_core::Result<Tensor> {
-    let n = s.elem_count();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(stream_of(name));
-    let normal = |rng: &mut ChaCha8Rng, mean: f64, std: f64| -> Vec<f32> {
-        (0..n)
-            .map(|_| (mean + std * rng.sample::<f64, _>(StandardNormal)) as f32)
-            .collect()
-    };
-    let uniform = |rng: &mut ChaCha8Rng, lo: f64, up: f64| -> Vec<f32> {
-        (0..n)
-            .map(|_| (lo + (up - lo) * rng.random::<f64>()) as f32)
-            .collect()
-    };
-    let v: Vec<f32> = match h {
-        Init::Const(c) => vec![c as f32; n],
-        Init::Randn { mean, stdev } => normal(&mut rng, mean, stdev),
-        Init::Uniform { lo, up } => uniform(&mut rng, lo, up),
-        Init::Kaiming {
-            dist,
-            fan,
-            non_linearity,
-        } => {
-            let std = non_linearity.gain() / (fan.for_shape(s) as f64).sqrt();
-            match dist {
-                NormalOrUniform::Normal => normal(&mut rng, 0.0, std),
-                NormalOrUniform::Uniform => {
-                    let bound = 3f64.sqrt() * std;
-                    uniform(&mut rng, -bound, bound)
-                }
-            }
-        }
-    };
-    Tensor::from_vec(v, s.clone(), &Device::Cpu)?.to_device(dev)
+    vidgen_video_nn::init::seeded_tensor(seed, name, s, h, DType::F32, dev)
 }

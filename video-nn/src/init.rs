@@ -153,6 +153,24 @@ fn stream_of(name: &str) -> u64 {
     })
 }
 
+/// The values [`seeded_var_builder`] gives tensor `name` of shape `s` under the layer's hint
+/// `h`: `h` applied to draws from the ChaCha8 stream `(seed, FNV-1a(name))`, made in f32 then
+/// cast to `dtype`. Public so that other initialisers (the trainer's new modules next to
+/// pretrained weights) draw exactly the same values.
+///
+/// # Errors
+/// Candle errors building the tensor.
+pub fn seeded_tensor(
+    seed: u64,
+    name: &str,
+    s: &Shape,
+    h: Init,
+    dtype: DType,
+    dev: &Device,
+) -> Result<Tensor> {
+    draw(seed, name, s, h, dtype, dev)
+}
+
 /// The values of tensor `name`: `h` applied to draws from stream `stream_of(name)` of seed `seed`.
 fn draw(seed: u64, name: &str, s: &Shape, h: Init, dtype: DType, dev: &Device) -> Result<Tensor> {
     let n = s.elem_count();
