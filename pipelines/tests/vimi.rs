@@ -492,3 +492,40 @@ fn wilson_intervals() {
     let (lo, _) = wilson(0, 200);
     assert_eq!(lo, 0.0);
 }
+
+/// The shipped miniature (`examples/assets/vimi-mini`) on 50 seeded prompts of the
+/// `given-image` condition: the generated object must take the example image's colour and
+/// shape. Needs the real all-MiniLM-L6-v2 weights (skipped without them unless
+/// `VIDGEN_REQUIRE_WEIGHTS=1`).
+#[test]
+fn shipped_miniature_follows_the_example() {
+    let Some(weights) = video_testkit::weights_file("all-minilm-l6-v2/model.safetensors") else {
+        return;
+    };
+    let asset = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/assets/vimi-mini");
+    if !asset.join("model.safetensors").is_file() {
+        eprintln!("SKIPPED: no shipped miniature at {}", asset.display());
+        return;
+    }
+    let minilm = weights.parent().unwrap();
+    let pipe = VimiPipeline::load(&asset, minilm).unwrap();
+    let opts = EvalOptions {
+        prompts: 50,
+        steps: 10,
+        index_size: 200,
+        conditions: vec![Condition::GivenImage],
+        ..EvalOptions::default()
+    };
+    let r = evaluate(&pipe, &opts, None, &mut |_, _, _| {}).unwrap();
+    let c = &r.conditions[0];
+    assert_eq!(c.n, 50);
+    assert!(
+        c.object * 100 >= SHIPPED_MIN_OBJECT_PERCENT * c.n,
+        "example agreement {}/{} below {SHIPPED_MIN_OBJECT_PERCENT}%",
+        c.object,
+        c.n
+    );
+}
+
+/// The smoke test's floor on example agreement (colour and shape), in percent.
+const SHIPPED_MIN_OBJECT_PERCENT: usize = 70;

@@ -562,13 +562,13 @@ fn precision(
 /// The report as an aligned text table.
 pub fn format_report(r: &EvalReport) -> String {
     let mut s = String::new();
-    s.push_str("condition       n     object (colour+shape)       colour   shape    direction (8-way)          chance obj/dir\n");
-    s.push_str("------------    ---   -------------------------   ------   ------   -------------------------  --------------\n");
+    s.push_str("condition         n     object (colour+shape)       colour   shape    direction (8-way)          chance obj/dir\n");
+    s.push_str("--------------    ---   -------------------------   ------   ------   -------------------------  --------------\n");
     for c in &r.conditions {
         let (o, olo, ohi) = c.rate(c.object);
         let (d, dlo, dhi) = c.rate(c.direction);
         s.push_str(&format!(
-            "{:<14}  {:>3}   {:5.1}% [{:5.1}, {:5.1}]%     {:5.1}%   {:5.1}%   {:5.1}% [{:5.1}, {:5.1}]%   {:4.1}% / {:4.1}%\n",
+            "{:<16}  {:>3}   {:5.1}% [{:5.1}, {:5.1}]%     {:5.1}%   {:5.1}%   {:5.1}% [{:5.1}, {:5.1}]%   {:4.1}% / {:4.1}%\n",
             c.condition.label(),
             c.n,
             100.0 * o,
