@@ -172,7 +172,7 @@ pub struct GenerateArgs {
     /// Upscale the written GIF by this factor (nearest neighbour).
     #[arg(long, default_value_t = 4)]
     pub upscale: u32,
-    /// The output GIF.
+    /// The output: a `.gif`, or a folder of PNG frames.
     #[arg(long, short, default_value = "vimi.gif")]
     pub out: PathBuf,
     /// Print a JSON report.
@@ -438,7 +438,7 @@ fn run_generate(a: &GenerateArgs) -> Result<serde_json::Value> {
         .next()
         .ok_or_else(|| Error::invalid("generate", "no clip came back"))?;
     let clip = upscale(&clip, a.upscale.max(1))?;
-    write_gif(&a.out, &clip)?;
+    super::write_output(&a.out, &clip)?;
     if !a.json {
         println!(
             "vidgen vimi generate: {} ({} retrieved) in {:.2} s",
