@@ -5,9 +5,16 @@
 //! classification accuracy) and as the simulator's **inverse dynamics model** (frame pair →
 //! push, 8 directions plus "no move"; trained on random rollouts of the environment).
 //!
-//! Input: both frames 2×2 average-pooled to `size/2 × size/2`, in `[-1, 1]`, concatenated
-//! (`6 · (size/2)²` values). Network: `linear (→ hidden) → ReLU → linear (→ classes)`,
-//! trained with cross-entropy and AdamW on seeded mini-batches.
+//! Input ([`pair_features`]): per frame, a colour-blind **foreground map** (each pixel's L1
+//! distance to the frame's background colour, the per-channel median, scaled to `[0, 1]`),
+//! 2×2 average-pooled to `size/2 × size/2`, its column and row profiles (`size` values each)
+//! and its centroid (2 values); both frames' features concatenated
+//! (`2 · ((size/2)² + 2·size + 2)` values). Raw pixels made a poor inverse dynamics model
+//! (36% of held-out pushes with 4000 rollouts: objects differ in colour and shape, and the
+//! network had to learn every position's displacement separately); the foreground map, its
+//! profiles and centroid make a displacement a shift / difference it can read anywhere.
+//! Network: `linear (→ hidden) → ReLU → linear (→ classes)`, trained with cross-entropy and
+//! AdamW on seeded mini-batches.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -57,10 +64,35 @@ impl ClassifierConfig {
         }
     }
 
-    /// Input width `6 · (size/2)²`.
+    /// Input width `2 · ((size/2)² + 2·size + 2)`.
     pub fn input_dim(&self) -> usize {
-        6 * (self.size / 2) * (self.size / 2)
+        2 * (features_per_frame(self.size))
     }
+}
+
+fn features_per_frame(size: usize) -> usize {
+    (size / 2) * (size / 2) + 2 * size + 2
+}
+
+/// Per-channel median of a frame's pixels (the flat background, which covers most of it).
+fn background(d: &[u8]) -> [u8; 3] {
+    let mut bg = [0u8; 3];
+    for (c, b) in bg.iter_mut().enumerate() {
+        let mut hist = [0u32; 256];
+        for px in d.chunks_exact(3) {
+            hist[px[c] as usize] += 1;
+        }
+        let half = (d.len() / 3).div_ceil(2) as u32;
+        let mut acc = 0;
+        for (v, n) in hist.iter().enumerate() {
+            acc += n;
+            if acc >= half {
+                *b = v as u8;
+                break;
+            }
+        }
+    }
+    bg
 }
 
 /// The features of a frame pair (see the module docs).
@@ -68,30 +100,61 @@ impl ClassifierConfig {
 /// # Errors
 /// Frames of another size than `size`.
 pub fn pair_features(a: &Frame, b: &Frame, size: usize) -> Result<Vec<f32>> {
-    let mut out = Vec::with_capacity(6 * (size / 2) * (size / 2));
+    let mut out = Vec::with_capacity(2 * features_per_frame(size));
     for f in [a, b] {
-        if (f.width() as usize, f.height() as usize) != (size, size) {
+        if (f.width() as usize, f.height() as usize) != (size, size) || size < 2 {
             return Err(Error::invalid(
                 "frame",
                 format!(
-                    "{}×{}, the classifier takes {size}×{size}",
+                    "{}×{}, the classifier takes {size}×{size} (size >= 2)",
                     f.width(),
                     f.height()
                 ),
             ));
         }
         let d = f.data();
-        for c in 0..3 {
-            for y in 0..size / 2 {
-                for x in 0..size / 2 {
-                    let mut s = 0u32;
-                    for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
-                        s += d[((2 * y + dy) * size + 2 * x + dx) * 3 + c] as u32;
-                    }
-                    out.push(s as f32 / (4.0 * 127.5) - 1.0);
+        let bg = background(d);
+        // Foreground: L1 distance to the background, saturating at 96 levels.
+        let fg: Vec<f32> = d
+            .chunks_exact(3)
+            .map(|px| {
+                let l1: u32 = px
+                    .iter()
+                    .zip(bg)
+                    .map(|(&p, q)| (p as i32 - q as i32).unsigned_abs())
+                    .sum();
+                (l1 as f32 / 96.0).min(1.0)
+            })
+            .collect();
+        for y in 0..size / 2 {
+            for x in 0..size / 2 {
+                let mut s = 0.0;
+                for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                    s += fg[(2 * y + dy) * size + 2 * x + dx];
                 }
+                out.push(s / 4.0);
             }
         }
+        let total: f32 = fg.iter().sum::<f32>().max(1e-6);
+        let (mut cx, mut cy) = (0f32, 0f32);
+        let mut cols = vec![0f32; size];
+        let mut rows = vec![0f32; size];
+        for y in 0..size {
+            for x in 0..size {
+                let v = fg[y * size + x];
+                cols[x] += v;
+                rows[y] += v;
+                cx += v * x as f32;
+                cy += v * y as f32;
+            }
+        }
+        // Profiles as shares of the foreground, × 4 to bring them near unit scale.
+        out.extend(cols.iter().map(|v| 4.0 * v / total));
+        out.extend(rows.iter().map(|v| 4.0 * v / total));
+        // Centroid in [-1, 1].
+        let half = (size as f32 - 1.0) / 2.0;
+        out.push((cx / total - half) / half.max(1.0));
+        out.push((cy / total - half) / half.max(1.0));
     }
     Ok(out)
 }
