@@ -11,7 +11,7 @@
 //! |---|---|
 //! | `instructed` | the episode's instruction, the miniature's `s_T` and `s_V` |
 //! | `no-text` | no instruction (the text branch off); scored against the direction the instruction would have named: chance is 1/8 |
-//! | `s_T=x` | the instruction with text guidance `x` (the dual-guidance sweep) |
+//! | `s_T=x` | the instruction with text guidance `x` (the dual-guidance sweep, on the first `sweep_episodes` episodes; the value equal to the miniature's own `s_T` is the `instructed` row, not run twice) |
 //!
 //! Each generated clip is read by [`crate::minis::score`]: direction of the centroid's
 //! displacement from the last conditioning frame to the last frame (none when under 1.5 px),
@@ -58,6 +58,8 @@ pub struct EvalOptions {
     pub steps: Option<usize>,
     /// The dual-guidance sweep's `s_T` values (empty: no sweep).
     pub sweep: Vec<f64>,
+    /// Episodes of each sweep condition (the first ones; `None`: all `episodes`).
+    pub sweep_episodes: Option<usize>,
     /// Clips per pipeline call.
     pub batch: usize,
     /// Write every clip as a GIF and `episodes.json` here.
@@ -73,6 +75,7 @@ impl Default for EvalOptions {
             seed: 2024,
             steps: None,
             sweep: vec![1.0, 2.0, 4.0],
+            sweep_episodes: None,
             batch: 25,
             out: None,
             references: true,
@@ -461,27 +464,38 @@ pub fn evaluate(
     for cond in conditions(cfg, opts) {
         progress(&cond.label);
         let mut write_err: Option<Error> = None;
-        let rep = run_condition(pipe, cfg, &cond, &episodes, opts, &mut |i, frames, sc| {
-            let Some(w) = writer.as_mut() else { return };
-            let e = &episodes[i];
-            let rec = EpisodeRecord {
-                file: String::new(),
-                condition: cond.label.replace('=', "-"),
-                instruction: cond.text.then(|| instruction(e.direction)),
-                expected_direction: Some(direction_vector(e.direction)),
-                expected_color: Some(e.colour.rgb()),
-                expected_shape: Some(e.shape.name().to_string()),
-                scored: serde_json::json!({
-                    "direction": sc.direction.map(direction_vector),
-                    "color": sc.colour.map(|c| c.name()),
-                    "shape": sc.shape.map(|s| s.name()),
-                    "direction_agrees": sc.hit,
-                }),
-            };
-            if let Err(err) = w.add(&format!("{i:04}"), frames, rec) {
-                write_err.get_or_insert(err);
-            }
-        })?;
+        let m = match opts.sweep_episodes {
+            Some(m) if cond.label.starts_with("s_T=") => m.min(episodes.len()),
+            _ => episodes.len(),
+        };
+        let rep = run_condition(
+            pipe,
+            cfg,
+            &cond,
+            &episodes[..m],
+            opts,
+            &mut |i, frames, sc| {
+                let Some(w) = writer.as_mut() else { return };
+                let e = &episodes[i];
+                let rec = EpisodeRecord {
+                    file: String::new(),
+                    condition: cond.label.replace('=', "-"),
+                    instruction: cond.text.then(|| instruction(e.direction)),
+                    expected_direction: Some(direction_vector(e.direction)),
+                    expected_color: Some(e.colour.rgb()),
+                    expected_shape: Some(e.shape.name().to_string()),
+                    scored: serde_json::json!({
+                        "direction": sc.direction.map(direction_vector),
+                        "color": sc.colour.map(|c| c.name()),
+                        "shape": sc.shape.map(|s| s.name()),
+                        "direction_agrees": sc.hit,
+                    }),
+                };
+                if let Err(err) = w.add(&format!("{i:04}"), frames, rec) {
+                    write_err.get_or_insert(err);
+                }
+            },
+        )?;
         if let Some(e) = write_err {
             return Err(e);
         }

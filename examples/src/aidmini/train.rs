@@ -1,8 +1,11 @@
-//! Training the AID miniature, in three stages that each write their part of the folder:
+//! Training the AID miniature, in four stages that each write their part of the folder:
 //!
 //! 1. **`vae`**: the temporal VAE on clips of the world (L1 + L2 reconstruction of a posterior
 //!    sample, KL weight 1e-5); its `scaling_factor` is then set to one over the standard
 //!    deviation of the latents of the training clips, so the UNet sees unit-variance latents.
+//!    Then **`decoder`**: the VAE's decoder alone on whole episodes, the encoder frozen (so the
+//!    latent space, and every later stage, stays valid), with the object's pixels (brightest
+//!    channel at or above the scorer's threshold) weighted `1 + object_weight`.
 //! 2. **`base`**: the SVD UNet, everything trainable, image-to-video on episodes with a random
 //!    direction (the object at rest in the first two frames, then moving): conditioning as SVD
 //!    (the first frame's latents in every frame slot, its CLIP image embedding as the one
@@ -77,6 +80,11 @@ pub struct TrainOptions {
     pub vae: StageOptions,
     /// Frames per clip in the VAE stage.
     pub vae_frames: usize,
+    /// Stage 1b: the VAE's decoder fine-tuned with the encoder (and so the latent space)
+    /// frozen, on whole episodes, the object's pixels weighted up.
+    pub decoder: StageOptions,
+    /// Extra loss weight of the object's pixels in the decoder stage.
+    pub object_weight: f64,
     /// Stage 2.
     pub base: StageOptions,
     /// Stage 3.
@@ -107,6 +115,12 @@ impl Default for TrainOptions {
                 lr: 2e-3,
             },
             vae_frames: 2,
+            decoder: StageOptions {
+                steps: 400,
+                batch: 2,
+                lr: 1e-3,
+            },
+            object_weight: 4.0,
             base: StageOptions {
                 steps: 600,
                 batch: 8,
@@ -132,6 +146,9 @@ impl Default for TrainOptions {
 pub enum Stage {
     /// The temporal VAE.
     Vae,
+    /// The VAE's decoder alone (encoder frozen: the latent space stays, so it may run after
+    /// the later stages too).
+    Decoder,
     /// The SVD UNet.
     Base,
     /// Adapters + DQFormer.
@@ -140,12 +157,13 @@ pub enum Stage {
 
 impl Stage {
     /// All, in order.
-    pub const ALL: [Stage; 3] = [Stage::Vae, Stage::Base, Stage::Aid];
+    pub const ALL: [Stage; 4] = [Stage::Vae, Stage::Decoder, Stage::Base, Stage::Aid];
 
     /// Its name.
     pub fn name(self) -> &'static str {
         match self {
             Stage::Vae => "vae",
+            Stage::Decoder => "decoder",
             Stage::Base => "base",
             Stage::Aid => "aid",
         }
@@ -162,7 +180,7 @@ impl Stage {
             .ok_or_else(|| Error::Unsupported {
                 field: "--stage".into(),
                 value: s.into(),
-                supported: "vae, base, aid, all".into(),
+                supported: "vae, decoder, base, aid, all".into(),
             })
     }
 }
@@ -222,6 +240,7 @@ pub fn train(opts: &TrainOptions, stages: &[Stage], out: &Path) -> Result<Vec<St
     for &s in stages {
         let r = match s {
             Stage::Vae => train_vae(opts, out)?,
+            Stage::Decoder => train_decoder(opts, out)?,
             Stage::Base => train_base(opts, out)?,
             Stage::Aid => train_aid(opts, out)?,
         };
@@ -245,6 +264,7 @@ pub fn train(opts: &TrainOptions, stages: &[Stage], out: &Path) -> Result<Vec<St
 /// Episode streams: training draws from these, evaluations from others.
 const STREAM_VAE: u64 = 0x7a3;
 const STREAM_CLIPS: u64 = 0xc11;
+const STREAM_DECODER: u64 = 0xdec;
 
 /// `frames` of episodes as `[B, 3, T, H, W]` in `[-1, 1]`.
 fn clips_tensor(videos: &[Video], dev: &Device) -> Result<Tensor> {
@@ -329,6 +349,61 @@ fn train_vae(opts: &TrainOptions, out: &Path) -> Result<StageSummary> {
     )?;
     let report = store.report();
     Ok(summary(Stage::Vae, &log, &report))
+}
+
+fn train_decoder(opts: &TrainOptions, out: &Path) -> Result<StageSummary> {
+    let dev = Device::Cpu;
+    let vdir = out.join("vae");
+    if !vdir.join("config.json").is_file() {
+        return Err(Error::invalid(
+            vdir.display().to_string(),
+            "missing: run the vae stage first",
+        ));
+    }
+    let cfg: TemporalVaeConfig = vidgen_video_core::loading::read_config(vdir.join("config.json"))?;
+    let eps = Episodes::new(&opts.mini)?;
+    let store = ParamStore::new(opts.seed ^ 0xdec0, &dev)
+        .with_checkpoint("", &vdir)?
+        .trainable(Selection::parse(&["decoder*"]));
+    let vae = AutoencoderKLTemporalDecoder::new(&cfg, store.var_builder(DType::F32))?;
+    let s = &opts.decoder;
+    let n = opts.mini.frames;
+    let w = opts.object_weight;
+    let mut trainer = Trainer::new(store.clone(), &optim(s), s.steps, opts.seed ^ 0xdec0)?;
+    let mut micro = |k: usize, rng: &mut ChaCha8Rng| -> Result<Tensor> {
+        let mut videos = Vec::with_capacity(s.batch);
+        for b in 0..s.batch {
+            let e = eps.episode(opts.seed ^ STREAM_DECODER, (k * s.batch + b) as u64, None)?;
+            videos.push(Video::new(e.frames, 8.0)?);
+        }
+        let x = clips_tensor(&videos, &dev)?; // [B, 3, N, H, W]
+        let (frames, _) = vidgen_video_core::VideoShape::fold(&x)?; // [B·N, 3, H, W]
+        let post = vae.encode_frames(&frames)?;
+        let noise = randn(rng, post.mean.dims(), &dev)?;
+        let z = (post.mean.detach() + (post.std()?.detach() * noise)?)?;
+        let rec = vae.decode(&z, n)?;
+        let d = (rec - &frames)?;
+        let per = (d.abs()? + d.sqr()?)?; // [B·N, 3, H, W]
+                                          // The object's pixels: brightest channel at or above the scorer's threshold.
+        let thr = 2.0 * f64::from(crate::minis::score::OBJECT_THRESHOLD) / 255.0 - 1.0;
+        let mask = frames.max_keepdim(1)?.ge(thr)?.to_dtype(DType::F32)?; // [B·N, 1, H, W]
+        let obj = per.broadcast_mul(&mask)?.mean_all()?;
+        Ok((per.mean_all()? + (obj * w)?)?)
+    };
+    let log = run_stage(
+        &mut trainer,
+        s.steps,
+        out,
+        "decoder",
+        opts.progress,
+        &mut micro,
+    )?;
+    save_model_dir(
+        &vdir,
+        &vae_config(&opts.mini, cfg.scaling_factor),
+        &store.all_tensors(),
+    )?;
+    Ok(summary(Stage::Decoder, &log, &store.report()))
 }
 
 /// The frozen encoders' view of the training episodes.

@@ -39,7 +39,7 @@ pub struct TrainArgs {
     /// `examples/assets/aid-mini`).
     #[arg(long, default_value = "aid-mini-train")]
     pub out: PathBuf,
-    /// Stage to run: vae, base, aid, or all (in that order).
+    /// Stage to run: vae, decoder, base, aid, or all (in that order).
     #[arg(long, default_value = "all")]
     pub stage: String,
     /// Master seed.
@@ -74,6 +74,9 @@ pub struct EvalArgs {
     /// Text guidance values of the dual-guidance sweep (comma-separated; empty: none).
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
     pub sweep: Vec<f64>,
+    /// Episodes of each sweep condition (the first ones of the stream; default: --episodes).
+    #[arg(long)]
+    pub sweep_episodes: Option<usize>,
     /// Write every generated clip as a GIF, and `episodes.json`, into this folder.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -114,6 +117,7 @@ fn run_train(a: &TrainArgs) -> Result<serde_json::Value> {
         for st in &stages {
             match st {
                 Stage::Vae => opts.vae.steps = s,
+                Stage::Decoder => opts.decoder.steps = s,
                 Stage::Base => opts.base.steps = s,
                 Stage::Aid => opts.aid.steps = s,
             }
@@ -141,6 +145,7 @@ fn run_eval(a: &EvalArgs) -> Result<serde_json::Value> {
         seed: a.seed,
         steps: a.steps,
         sweep: a.sweep.clone(),
+        sweep_episodes: a.sweep_episodes,
         out: a.out.clone(),
         references: !a.no_references,
         ..EvalOptions::default()
