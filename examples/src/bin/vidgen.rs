@@ -35,6 +35,9 @@ enum Command {
     /// search on the miniature).
     #[command(subcommand)]
     Vimi(cli::vimi::VimiCommand),
+    /// Diffusion training (recipes svd, aid, vidiff, animate, unet3d) on a folder of videos or
+    /// the synthetic world: loss.csv, loss.png, checkpoints, exact --resume.
+    Train(cli::train::Args),
 }
 
 fn main() {
@@ -51,6 +54,7 @@ fn main() {
         Command::Animate(a) => (a.common.json, cli::animate::run(a)),
         Command::Icl(a) => (a.common.json, cli::icl::run(a)),
         Command::Vimi(c) => (c.json(), cli::vimi::run(c)),
+        Command::Train(a) => (a.json, cli::train::run(a)),
     };
     match res {
         Ok(report) => {

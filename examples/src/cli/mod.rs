@@ -11,6 +11,8 @@ pub mod svd;
 pub mod animate;
 pub mod edit;
 pub mod ip2p;
+// Training (issue 29).
+pub mod train;
 // Vid-ICL (issue 33).
 pub mod icl;
 // VIMI (issue 32).
