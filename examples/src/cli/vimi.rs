@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use vidgen_adapters::retrieval::RetrievalIndex;
 use vidgen_pipelines::vimi::eval::{evaluate, format_report, Condition, EvalOptions};
-use vidgen_pipelines::vimi::index::{add_text_space, search_text, TextRetrieval};
+use vidgen_pipelines::vimi::index::{add_text_space, search_text, ClipEmbedder, TextRetrieval};
 use vidgen_pipelines::vimi::train::{make_corpus, train, Stages, TrainOptions};
 use vidgen_pipelines::vimi::{
     default_minilm_dir, Example, MiniWorld, SentenceStates, VimiConfig, VimiGuidance, VimiOptions,
@@ -200,6 +200,10 @@ pub struct IndexArgs {
     /// Skip writing the clips' GIFs.
     #[arg(long)]
     pub no_media: bool,
+    /// Also embed the captions (`clip_text`) and the clips' first frames (`clip_image`) with a
+    /// transformers CLIP folder (`CLIPModel` + tokenizer + `preprocessor_config.json`).
+    #[arg(long)]
+    pub clip: Option<PathBuf>,
 }
 
 /// Arguments of `vidgen vimi search`.
@@ -491,6 +495,15 @@ fn run_index(a: &IndexArgs) -> Result<serde_json::Value> {
     let mut corpus = make_corpus(&world, a.clips, a.seed, "item", None)?;
     if let Some(st) = &states {
         add_text_space(&mut corpus.index, st)?;
+    }
+    if let Some(dir) = &a.clip {
+        let clip = ClipEmbedder::load(dir)?;
+        let stills = corpus
+            .scenes
+            .iter()
+            .map(|s| world.still(s))
+            .collect::<Result<Vec<_>>>()?;
+        clip.add_spaces(&mut corpus.index, &stills)?;
     }
     corpus.index.save(&a.dir)?;
     if !a.no_media {
