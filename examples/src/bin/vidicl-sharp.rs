@@ -530,7 +530,7 @@ fn eval(a: &EvalArgs) -> Result<()> {
         let name = sharp.recipe().name();
         let c = sharp.world.config();
         println!(
-            "== {} ({}): {0}×{0}… frames {}×{} px, {} tokens/frame, codebook {}, Llama {} layers × {}, \
+            "== {} ({}): frames {}×{} px, {} tokens/frame, codebook {}, Llama {} layers × {}, \
              demo {} frames, query {} frame at rest, {} generated",
             dir.display(),
             name,
