@@ -85,7 +85,7 @@ impl Default for MiniConfig {
             colours: Colour::ALL.iter().map(|c| c.name().to_string()).collect(),
             fps: 4.0,
             stages: 2,
-            steps: 12,
+            steps: 8,
             frame_guidance: (1.0, 1.0),
             text_guidance: 2.0,
         }

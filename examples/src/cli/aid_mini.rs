@@ -48,6 +48,12 @@ pub struct TrainArgs {
     /// Override the steps of the selected stage(s).
     #[arg(long)]
     pub steps: Option<usize>,
+    /// Override the peak learning rate of the selected stage(s).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Override `P_mean` of the training noise levels (`ln σ ~ N(P_mean, P_std²)`).
+    #[arg(long)]
+    pub p_mean: Option<f64>,
     /// Episodes whose latents are cached for the base and AID stages.
     #[arg(long)]
     pub clips: Option<usize>,
@@ -71,7 +77,9 @@ pub struct EvalArgs {
     /// Denoising steps (default: the miniature's).
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Text guidance values of the dual-guidance sweep (comma-separated; empty: none).
+    /// Text guidance values of the dual-guidance sweep (comma-separated; a value equal to the
+    /// miniature's own s_T is the instructed row and is not run again, so giving only that value
+    /// skips the sweep).
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
     pub sweep: Vec<f64>,
     /// Episodes of each sweep condition (the first ones of the stream; default: --episodes).
@@ -112,6 +120,19 @@ fn run_train(a: &TrainArgs) -> Result<serde_json::Value> {
     };
     if let Some(c) = a.clips {
         opts.clips = c;
+    }
+    if let Some(m) = a.p_mean {
+        opts.p_mean = m;
+    }
+    if let Some(lr) = a.lr {
+        for st in &stages {
+            match st {
+                Stage::Vae => opts.vae.lr = lr,
+                Stage::Decoder => opts.decoder.lr = lr,
+                Stage::Base => opts.base.lr = lr,
+                Stage::Aid => opts.aid.lr = lr,
+            }
+        }
     }
     if let Some(s) = a.steps {
         for st in &stages {
