@@ -180,6 +180,10 @@ struct TrainArgs {
     /// Paired recipe: train without instruction prefixes.
     #[arg(long)]
     no_text: bool,
+    /// Continue from this decoder folder (f32 weights of the same architecture) instead of
+    /// the seeded initialisation.
+    #[arg(long)]
+    init: Option<PathBuf>,
 }
 
 fn parse_recipe(s: &str) -> std::result::Result<Recipe, String> {
@@ -411,6 +415,7 @@ fn train(a: &TrainArgs) -> Result<()> {
     if a.no_text {
         opts.text = false;
     }
+    opts.init = a.init.clone();
     let spec = TextEncoderSpec::default();
     let table = if opts.text {
         Some(InstructionEncoder::with_vendored_tokenizer(&spec)?.direction_table()?)

@@ -93,6 +93,10 @@ pub struct LmOptions {
     pub text_demo_share: f64,
     /// Zero-shot recipe only: the clips' dynamics.
     pub dynamics: ClipDynamics,
+    /// Continue from this decoder folder (its `model.safetensors` and, with text, its
+    /// [`TEXT_PROJECTION_FILE`], f32, same architecture) instead of the seeded initialisation.
+    #[serde(default)]
+    pub init: Option<std::path::PathBuf>,
 }
 
 impl LmOptions {
@@ -115,6 +119,7 @@ impl LmOptions {
             text_only_share: 0.2,
             text_demo_share: 0.2,
             dynamics: ClipDynamics::default(),
+            init: None,
         }
     }
 
@@ -281,11 +286,14 @@ pub fn train_lm(
     let max_len = text_len + c.sequence_frames() * c.tokens_per_frame();
     let cfg = opts.llama_config(tok.vocab_size(), max_len);
     cfg.validate()?;
-    let vars = VarMap::new();
+    let mut vars = VarMap::new();
     let vb = VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
     let mut lm = VideoLm::new(LlamaForCausalLM::new(&cfg, vb)?);
     seeded_init(&vars, &mut seeded_rng(mix(opts.seed, 1, 20)))?;
-    let text_vars = VarMap::new();
+    if let Some(dir) = &opts.init {
+        vars.load(dir.join("model.safetensors"))?;
+    }
+    let mut text_vars = VarMap::new();
     let table = if opts.text {
         let table = text_table.ok_or_else(|| {
             Error::invalid("text", "training with text needs the instruction table")
@@ -302,6 +310,9 @@ pub fn train_lm(
         let tvb = VarBuilder::from_varmap(&text_vars, DType::F32, &Device::Cpu);
         lm = lm.with_text_projection(TextProjection::new(&pcfg, tvb)?);
         seeded_init(&text_vars, &mut seeded_rng(mix(opts.seed, 1, 21)))?;
+        if let Some(dir) = &opts.init {
+            text_vars.load(dir.join(TEXT_PROJECTION_FILE))?;
+        }
         Some(table)
     } else {
         None
