@@ -20,6 +20,8 @@
 
 pub mod eval;
 pub mod folder;
+#[cfg(test)]
+mod smoke_tests;
 pub mod train;
 
 use std::path::{Path, PathBuf};
