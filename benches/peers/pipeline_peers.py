@@ -43,6 +43,10 @@ def main():
     g = torch.Generator().manual_seed(0)
     image = (torch.randn(1, 3, 64, 64, generator=g) * 0.25 + 0.5).clamp(0, 1)
     latents = torch.randn(1, 8, 4, 16, 16, generator=g)
+    # A PIL image, as users pass one: diffusers resizes PIL / numpy input to CLIP's 224 px but
+    # hands a tensor to the CLIP encoder unresized (and the 224 px vision tower refuses 64 px).
+    from PIL import Image
+    image = Image.fromarray((image[0].permute(1, 2, 0) * 255).round().byte().numpy())
 
     def f():
         return pipe(image, height=64, width=64, num_frames=8, num_inference_steps=10,
