@@ -119,6 +119,71 @@ fn streaming_equals_chunked_and_one_chunk_equals_single_pass() {
     }
 }
 
+/// The exact chunked decode equals the single pass for every chunk size (where diffusers'
+/// chunked decode differs by the order of the output), for one video and for a batch of two;
+/// the streaming form hands the chunks out in order; bad arguments are errors.
+#[test]
+fn exact_chunked_decode_equals_the_single_pass() {
+    for fx in fixtures("svd_vae") {
+        let m = load(&fx);
+        let f = frames(&fx);
+        let z = take(&fx.inputs(), "z", "inputs").clone();
+        let single = m.decode(&z, f).unwrap(); // [B·F, 3, H, W]
+        let scale = max_abs(&single).max(1.0);
+        let zv = VideoShape::unfold(&z, f).unwrap(); // [B, 4, F, h, w]
+                                                     // A second, different video in the batch: statistics are per video.
+        let z2 = Tensor::cat(&[&zv, &(&zv * -0.5).unwrap()], 0).unwrap();
+        let (z2f, _) = VideoShape::fold(&z2).unwrap();
+        let single2 = VideoShape::unfold(&m.decode(&z2f, f).unwrap(), f).unwrap();
+        for chunk in 1..=f + 1 {
+            let exact = m.decode_exact(&zv, chunk).unwrap();
+            let d = max_abs(&(VideoShape::fold(&exact).unwrap().0 - &single).unwrap());
+            let diffusers = max_abs(
+                &(VideoShape::fold(&m.decode_chunked(&zv, chunk).unwrap())
+                    .unwrap()
+                    .0
+                    - &single)
+                    .unwrap(),
+            );
+            println!(
+                "{} chunk {chunk}: max |exact − single| = {d:.3e}, max |diffusers chunked − \
+                 single| = {diffusers:.3e}",
+                fx.id()
+            );
+            assert!(
+                d <= 2e-5 * scale,
+                "{} chunk {chunk}: exact decode differs from the single pass by {d}",
+                fx.id()
+            );
+            let d2 = max_abs(&(m.decode_exact(&z2, chunk).unwrap() - &single2).unwrap());
+            assert!(d2 <= 2e-5 * scale, "batch of 2, chunk {chunk}: {d2}");
+            let mut starts = Vec::new();
+            let mut parts = Vec::new();
+            m.decode_exact_streaming(&zv, chunk, |t0, t| {
+                starts.push(t0);
+                parts.push(t);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(starts, (0..f).step_by(chunk).collect::<Vec<_>>());
+            assert_eq!(
+                bits(&Tensor::cat(&parts, 2).unwrap()),
+                bits(&exact),
+                "streamed = collected"
+            );
+        }
+        assert!(m.decode_exact(&zv, 0).is_err());
+        let bad = Tensor::zeros((1, 5, 2, 4, 4), DType::F32, &Device::Cpu).unwrap();
+        assert!(m.decode_exact(&bad, 1).is_err());
+        let e = m
+            .decode_exact_streaming(&zv, 1, |_, _| {
+                Err(vidgen_video_core::Error::invalid("sink", "full"))
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("full"), "{e}");
+    }
+}
+
 /// The `Codec` impl on the fixture's video and on the video cropped by one pixel (sizes the
 /// downsampling does not divide): shapes computed from the config alone (`⌊H/s⌋` latents,
 /// `s·⌊H/s⌋` decoded), the scaling factor, and typed errors.
@@ -180,6 +245,7 @@ fn nan_is_a_non_finite_error() {
     assert_non_finite(m.decode(&with_nan(z), f), "AutoencoderKLTemporalDecoder");
     let zv = VideoShape::unfold(&with_nan(z), f).unwrap();
     assert_non_finite(m.decode_chunked(&zv, 1), "AutoencoderKLTemporalDecoder");
+    assert_non_finite(m.decode_exact(&zv, 1), "AutoencoderKLTemporalDecoder");
     let video = VideoShape::unfold(&with_nan(x), f).unwrap();
     assert_non_finite(m.encode(&video), "AutoencoderKLTemporalDecoder");
 }

@@ -26,7 +26,7 @@ use vidgen_diffusion_unet3d::svd::{
     UNetSpatioTemporalConfig,
 };
 use vidgen_samplers::diffusers::{SchedulerConfig, StepMemory};
-use vidgen_video_core::{check_finite, Error, Result};
+use vidgen_video_core::{check_finite, Error, Result, VideoShape};
 
 use crate::folder::{ComponentReport, PipelineFolder};
 use crate::{randn_seeded, StepInfo};
@@ -42,6 +42,11 @@ pub enum DecodeMode {
     /// All frames in one pass of the temporal decoder (what `decode_chunk_size ≥ num_frames`
     /// gives): the reference result without chunking artefacts, at the memory of one pass.
     Whole,
+    /// The [`DecodeMode::Whole`] result (to f32 round-off) computed `decode_chunk_size` frames
+    /// at a time, layer by layer, with the temporal layers' statistics and neighbours taken
+    /// over the whole clip ([`AutoencoderKLTemporalDecoder::decode_exact`]): no chunking
+    /// artefacts, at a lower peak memory than one pass.
+    Exact,
 }
 
 /// The arguments of `StableVideoDiffusionPipeline.__call__`, with its defaults (`None` =
@@ -441,7 +446,7 @@ impl SvdPipeline {
         let z = (latents.reshape((b * f, c, h, w))? / sf)?.to_dtype(dtype)?;
         let chunk = match mode {
             DecodeMode::Whole => f,
-            DecodeMode::Chunked => chunk.unwrap_or(f),
+            DecodeMode::Chunked | DecodeMode::Exact => chunk.unwrap_or(f),
         };
         if chunk == 0 {
             return Err(Error::invalid("decode_chunk_size", "must be at least 1"));
@@ -449,6 +454,12 @@ impl SvdPipeline {
         let mut videos = Vec::with_capacity(b);
         for bi in 0..b {
             let zb = z.narrow(0, bi * f, f)?;
+            if mode == DecodeMode::Exact {
+                // [F, 4, h, w] -> [1, 4, F, h, w] -> [1, 3, F, H, W] -> [F, 3, H, W]
+                let v = self.vae.decode_exact(&VideoShape::unfold(&zb, f)?, chunk)?;
+                videos.push(VideoShape::fold(&v)?.0);
+                continue;
+            }
             let mut parts = Vec::new();
             let mut s0 = 0;
             while s0 < f {

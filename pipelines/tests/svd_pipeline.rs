@@ -139,3 +139,42 @@ fn svd_pipeline_parity_every_fixture() {
         p.finish();
     }
 }
+
+/// `DecodeMode::Exact` gives the single pass's frames for every chunk size, where diffusers'
+/// chunked decode (`DecodeMode::Chunked`) changes them; `Whole` ignores the chunk size.
+#[test]
+fn exact_decode_mode_equals_the_whole_pass() {
+    use vidgen_pipelines::DecodeMode;
+    for fx in fixtures("svd_pipeline") {
+        let folder = PipelineFolder::open(fx.dir.join("pipeline")).unwrap();
+        let pipe = SvdPipeline::from_pretrained(&folder, DType::F32, &Device::Cpu).unwrap();
+        let latents = take(&fx.inputs(), "latents", &fx.id()).clone(); // [B, F, 4, h, w]
+        let f = latents.dims()[1];
+        let whole = pipe.decode(&latents, Some(1), DecodeMode::Whole).unwrap();
+        let diff = |a: &Tensor| {
+            (a - &whole)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        for chunk in 1..=f {
+            let exact = pipe
+                .decode(&latents, Some(chunk), DecodeMode::Exact)
+                .unwrap();
+            let chunked = pipe
+                .decode(&latents, Some(chunk), DecodeMode::Chunked)
+                .unwrap();
+            let (de, dc) = (diff(&exact), diff(&chunked));
+            println!(
+                "{} decode_chunk_size {chunk}: exact {de:.3e}, diffusers chunked {dc:.3e}",
+                fx.id()
+            );
+            assert!(de <= 1e-5, "{}: exact decode off by {de}", fx.id());
+        }
+        assert!(pipe.decode(&latents, Some(0), DecodeMode::Exact).is_err());
+    }
+}

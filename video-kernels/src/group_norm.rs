@@ -147,6 +147,204 @@ pub fn group_norm(
         eps,
         silu,
         n,
+        fixed: None,
+    };
+    let y = f32c(x)?.apply_op3(&f32c(weight)?, &f32c(bias)?, op)?;
+    Ok(if dt == DType::F32 { y } else { y.to_dtype(dt)? })
+}
+
+/// The moments of one `(sample, group)` slice of a GroupNorm input: the number of values, their
+/// mean and the sum of squared deviations from it (`m2`), in f64.
+///
+/// Moments of parts of a slice merge into the moments of the whole ([`GroupMoments::merge`],
+/// Chan et al.'s pairwise update), so a GroupNorm whose statistics span a whole clip can be
+/// applied to the clip one chunk of frames at a time: gather [`group_norm_moments`] of every
+/// chunk, merge, then [`group_norm_with_moments`] per chunk. The result equals [`group_norm`]
+/// on the whole clip to f32 round-off.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct GroupMoments {
+    /// Number of values.
+    pub count: f64,
+    /// Their mean.
+    pub mean: f64,
+    /// `Σ (x − mean)²`.
+    pub m2: f64,
+}
+
+impl GroupMoments {
+    /// The moments of the union of two disjoint sets of values.
+    pub fn merge(self, other: Self) -> Self {
+        if self.count == 0.0 {
+            return other;
+        }
+        if other.count == 0.0 {
+            return self;
+        }
+        let n = self.count + other.count;
+        let d = other.mean - self.mean;
+        Self {
+            count: n,
+            mean: self.mean + d * (other.count / n),
+            m2: self.m2 + other.m2 + d * d * (self.count * other.count / n),
+        }
+    }
+
+    /// `(mean, 1 / sqrt(var + eps))` with the biased variance `m2 / count` (torch's GroupNorm).
+    pub fn mean_rstd(&self, eps: f64) -> (f64, f64) {
+        let var = if self.count > 0.0 {
+            self.m2 / self.count
+        } else {
+            0.0
+        };
+        (self.mean, 1.0 / (var + eps).sqrt())
+    }
+}
+
+/// Merges per-slice moments element by element (`acc[i] = acc[i] ⊕ part[i]`); an empty `acc`
+/// takes `part`.
+///
+/// # Errors
+/// Lists of different lengths (moments of inputs with other batch or group counts).
+pub fn merge_group_moments(acc: &mut Vec<GroupMoments>, part: &[GroupMoments]) -> Result<()> {
+    if acc.is_empty() {
+        acc.extend_from_slice(part);
+        return Ok(());
+    }
+    if acc.len() != part.len() {
+        return Err(Error::invalid(
+            "group_norm moments",
+            format!(
+                "cannot merge moments of {} and {} (sample, group) slices",
+                acc.len(),
+                part.len()
+            ),
+        ));
+    }
+    for (a, p) in acc.iter_mut().zip(part) {
+        *a = a.merge(*p);
+    }
+    Ok(())
+}
+
+/// The moments of every `(sample, group)` slice of `x`, in the order `b · groups + g`.
+///
+/// # Shapes
+/// `x [B, C, …]` (rank ≥ 3) → `B · groups` moments.
+///
+/// # Errors
+/// Rank below 3, `groups` zero or not dividing `C`, a non-float dtype.
+pub fn group_norm_moments(x: &Tensor, groups: usize) -> Result<Vec<GroupMoments>> {
+    let dims = x.dims();
+    if dims.len() < 3 {
+        return Err(Error::invalid(
+            "group_norm input",
+            format!("expected [B, C, …] of rank ≥ 3, found {dims:?}"),
+        ));
+    }
+    let c = dims[1];
+    if groups == 0 || !c.is_multiple_of(groups) {
+        return Err(Error::invalid(
+            "group_norm groups",
+            format!("{groups} groups must be ≥ 1 and divide the {c} channels of {dims:?}"),
+        ));
+    }
+    if !x.dtype().is_float() {
+        return Err(Error::DType {
+            key: "group_norm input".into(),
+            expected: "a float dtype".into(),
+            found: format!("{:?}", x.dtype()),
+        });
+    }
+    let slices = dims[0] * groups;
+    let n = x.elem_count().checked_div(slices).unwrap_or(0);
+    if n == 0 {
+        return Ok(vec![GroupMoments::default(); slices]);
+    }
+    let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    Ok(xs
+        .par_chunks(n)
+        .map(|xi| {
+            let count = xi.len() as f64;
+            let mean = sum8(xi, |v| v as f64) / count;
+            let m2 = sum8(xi, |v| {
+                let d = v as f64 - mean;
+                d * d
+            });
+            GroupMoments { count, mean, m2 }
+        })
+        .collect())
+}
+
+/// [`group_norm`] with given statistics: each `(sample, group)` slice is normalised with
+/// `moments[b · groups + g]` instead of its own (see [`GroupMoments`] for the chunked use).
+/// Inference only: the op has no backward.
+///
+/// # Shapes
+/// As [`group_norm`]; `moments` holds `B · groups` entries.
+///
+/// # Errors
+/// As [`group_norm`]; a `moments` list of another length.
+pub fn group_norm_with_moments(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    groups: usize,
+    moments: &[GroupMoments],
+    eps: f64,
+    silu: bool,
+) -> Result<Tensor> {
+    let (_, n) = check(x, weight, bias, groups)?;
+    let b = x.dims()[0];
+    if moments.len() != b * groups {
+        return Err(Error::invalid(
+            "group_norm moments",
+            format!(
+                "{} moments for {b} samples of {groups} groups (expected {})",
+                moments.len(),
+                b * groups
+            ),
+        ));
+    }
+    let stats: Vec<(f32, f32)> = moments
+        .iter()
+        .map(|m| {
+            let (mean, rstd) = m.mean_rstd(eps);
+            (mean as f32, rstd as f32)
+        })
+        .collect();
+    if n == 0 || x.elem_count() == 0 {
+        return Ok(x.zeros_like()?);
+    }
+    let dt = x.dtype();
+    if !x.device().is_cpu() || crate::reference_forced() {
+        // Plain ops: ((x − μ) · rstd) per slice, then the affine map and SiLU per channel.
+        let dims = x.dims().to_vec();
+        let c = dims[1];
+        let (mu, rs): (Vec<f32>, Vec<f32>) = stats.into_iter().unzip();
+        let mu = Tensor::from_vec(mu, (b, groups, 1), x.device())?;
+        let rs = Tensor::from_vec(rs, (b, groups, 1), x.device())?;
+        let xg = x.to_dtype(DType::F32)?.reshape((b, groups, n))?;
+        let xh = xg
+            .broadcast_sub(&mu)?
+            .broadcast_mul(&rs)?
+            .reshape(dims.as_slice())?;
+        let mut pshape = vec![1usize; dims.len()];
+        pshape[1] = c;
+        let w = weight.to_dtype(DType::F32)?.reshape(pshape.as_slice())?;
+        let bb = bias.to_dtype(DType::F32)?.reshape(pshape.as_slice())?;
+        let mut y = xh.broadcast_mul(&w)?.broadcast_add(&bb)?;
+        if silu {
+            y = candle_nn::ops::silu(&y)?;
+        }
+        return Ok(y.to_dtype(dt)?);
+    }
+    let f32c = |t: &Tensor| -> Result<Tensor> { Ok(t.to_dtype(DType::F32)?.contiguous()?) };
+    let op = GroupNormOp {
+        groups,
+        eps,
+        silu,
+        n,
+        fixed: Some(stats),
     };
     let y = f32c(x)?.apply_op3(&f32c(weight)?, &f32c(bias)?, op)?;
     Ok(if dt == DType::F32 { y } else { y.to_dtype(dt)? })
@@ -159,6 +357,8 @@ struct GroupNormOp {
     silu: bool,
     /// Values per `(sample, group)` slice (≥ 1).
     n: usize,
+    /// Given `(mean, rstd)` per slice ([`group_norm_with_moments`]); `None`: the slice's own.
+    fixed: Option<Vec<(f32, f32)>>,
 }
 
 /// `Σ f(x)` in f64 over eight interleaved partial sums (added at the end), so that the loop
@@ -232,6 +432,16 @@ impl CustomOp3 for GroupNormOp {
         );
         let cpg = self.check_lens(xs, w, bias)?;
         let (n, groups, eps, silu) = (self.n, self.groups, self.eps, self.silu);
+        if let Some(f) = &self.fixed {
+            if f.len() * n != xs.len() {
+                return Err(CError::Msg(format!(
+                    "video-kernels group_norm: {} statistics for {} slices",
+                    f.len(),
+                    xs.len() / n
+                )));
+            }
+        }
+        let fixed = self.fixed.as_deref();
         let spatial = n / cpg;
         let mut out = vec![0f32; xs.len()];
         out.par_chunks_mut(n)
@@ -239,8 +449,13 @@ impl CustomOp3 for GroupNormOp {
             .enumerate()
             .for_each(|(bg, (o, xi))| {
                 let g = bg % groups;
-                let (mean, rstd) = stats(xi, eps);
-                let (mean, rstd) = (mean as f32, rstd as f32);
+                let (mean, rstd) = match fixed {
+                    Some(f) => f[bg],
+                    None => {
+                        let (mean, rstd) = stats(xi, eps);
+                        (mean as f32, rstd as f32)
+                    }
+                };
                 for c in 0..cpg {
                     let ch = g * cpg + c;
                     let (a, sh) = (w[ch] * rstd, bias[ch]);
@@ -273,6 +488,11 @@ impl CustomOp3 for GroupNormOp {
         _out: &Tensor,
         dout: &Tensor,
     ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        if self.fixed.is_some() {
+            return Err(CError::Msg(
+                "video-kernels group_norm_with_moments is inference only (no backward)".into(),
+            ));
+        }
         let vec = |t: &Tensor| -> CResult<Vec<f32>> {
             t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
         };

@@ -21,7 +21,10 @@ pub use activation::{
 };
 pub use attention::*;
 pub use conv3d::*;
-pub use group_norm::{group_norm, group_norm_reference};
+pub use group_norm::{
+    group_norm, group_norm_moments, group_norm_reference, group_norm_with_moments,
+    merge_group_moments, GroupMoments,
+};
 pub use linear::{linear, linear_reference, SKINNY_ROWS};
 pub use nearest_code::{nearest_code, nearest_code_reference, PreparedCodebook, SMALL_DIM};
 pub use norm::{

@@ -138,6 +138,23 @@ fn every_fused_op_runs_its_twin_under_the_guard() {
             &vk::group_norm(&xg, &gw, &gb, 4, 1e-6, silu).unwrap(),
             &vk::group_norm_reference(&xg, &gw, &gb, 4, 1e-6, silu).unwrap(),
         );
+        // With given moments the plain-ops path (other devices) runs: it has no twin to be
+        // identical to, but must agree with the reference GroupNorm.
+        let m = vk::group_norm_moments(&xg, 4).unwrap();
+        let got = vk::group_norm_with_moments(&xg, &gw, &gb, 4, &m, 1e-6, silu).unwrap();
+        let want = vk::group_norm_reference(&xg, &gw, &gb, 4, 1e-6, silu).unwrap();
+        let d = (got - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            d < 1e-5,
+            "group_norm_with_moments (plain ops) silu={silu}: {d}"
+        );
     }
 
     // Activations.

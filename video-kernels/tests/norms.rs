@@ -9,7 +9,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use video_testkit::assert_close;
 use vidgen_video_core::Error;
-use vidgen_video_kernels::{group_norm, group_norm_reference, layer_norm, layer_norm_reference};
+use vidgen_video_kernels::{
+    group_norm, group_norm_moments, group_norm_reference, group_norm_with_moments, layer_norm,
+    layer_norm_reference, merge_group_moments, GroupMoments,
+};
 
 /// Uniform values in `offset ± scale`.
 fn rand(shape: &[usize], seed: u64, offset: f32, scale: f32) -> Tensor {
@@ -146,6 +149,61 @@ proptest! {
             close(&format!("{c:?} {name}"), g, w, 1e-4);
         }
     }
+}
+
+proptest! {
+    #![proptest_config(video_testkit::proptest_config(128))]
+
+    /// Moments gathered over chunks of dim 2 and merged equal the whole input's, and the
+    /// GroupNorm applied per chunk with them equals the GroupNorm of the whole input (what the
+    /// exact chunked decode of SVD's temporal VAE rests on).
+    #[test]
+    fn chunked_moments_give_the_whole_group_norm(c in gn_case(), cut in 0.0f64..1.0) {
+        let (x, w, b) = gn_tensors(&c);
+        let t = c.shape[2];
+        let k = ((cut * t as f64) as usize).min(t);
+        let parts: Vec<Tensor> = [(0, k), (k, t - k)]
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|&(s, n)| x.narrow(2, s, n).unwrap())
+            .collect();
+        let mut acc: Vec<GroupMoments> = Vec::new();
+        for p in &parts {
+            merge_group_moments(&mut acc, &group_norm_moments(p, c.groups).unwrap()).unwrap();
+        }
+        let whole = group_norm_moments(&x, c.groups).unwrap();
+        prop_assert_eq!(acc.len(), whole.len());
+        for (a, m) in acc.iter().zip(&whole) {
+            prop_assert_eq!(a.count, m.count);
+            prop_assert!((a.mean - m.mean).abs() <= 1e-12 * (1.0 + m.mean.abs()));
+            prop_assert!((a.m2 - m.m2).abs() <= 1e-9 * (1.0 + m.m2));
+        }
+        let got: Vec<Tensor> = parts
+            .iter()
+            .map(|p| group_norm_with_moments(p, &w, &b, c.groups, &acc, c.eps, c.silu).unwrap())
+            .collect();
+        let got = Tensor::cat(&got, 2).unwrap();
+        let want = group_norm(&x, &w, &b, c.groups, c.eps, c.silu).unwrap();
+        close(&format!("{c:?} cut {k}"), &got, &want, 2e-6);
+    }
+}
+
+#[test]
+fn moments_errors_are_named() {
+    let x = rand(&[2, 4, 3, 5], 7, 0.0, 1.0);
+    let (w, b) = (rand(&[4], 8, 1.0, 0.1), rand(&[4], 9, 0.0, 0.1));
+    assert!(group_norm_moments(&x, 3).is_err());
+    let rank2 = x.flatten_from(1).unwrap();
+    assert!(group_norm_moments(&rank2, 1).is_err());
+    let m = group_norm_moments(&x, 2).unwrap();
+    assert_eq!(m.len(), 4);
+    let e = group_norm_with_moments(&x, &w, &b, 2, &m[..3], 1e-6, false).unwrap_err();
+    assert!(e.to_string().contains("moments"), "{e}");
+    let mut acc = m.clone();
+    assert!(merge_group_moments(&mut acc, &m[..2]).is_err());
+    // Merging with nothing is the identity.
+    assert_eq!(GroupMoments::default().merge(m[0]), m[0]);
+    assert_eq!(m[0].merge(GroupMoments::default()), m[0]);
 }
 
 #[derive(Debug, Clone)]

@@ -165,7 +165,48 @@ impl GroupNorm {
         self.forward_act(x, true)
     }
 
-    fn forward_act(&self, x: &Tensor, silu: bool) -> Result<Tensor> {
+    /// The moments of every `(sample, group)` slice of `x` (see
+    /// [`vidgen_video_kernels::GroupMoments`]): gathered over chunks of a clip and merged, they
+    /// give [`GroupNorm::forward_with_moments`] the statistics of the whole clip.
+    ///
+    /// # Shapes
+    /// `x [B, C, …]` → `B · groups` moments.
+    ///
+    /// # Errors
+    /// A wrong channel count or rank.
+    pub fn moments(&self, x: &Tensor) -> Result<Vec<vidgen_video_kernels::GroupMoments>> {
+        self.check_input(x)?;
+        vidgen_video_kernels::group_norm_moments(x, self.groups)
+    }
+
+    /// Normalises `x` with given statistics (`B · groups` moments, e.g. merged over a whole clip
+    /// by [`GroupNorm::moments`]), then SiLU when `silu`. Inference only.
+    ///
+    /// # Shapes
+    /// As [`GroupNorm::forward`].
+    ///
+    /// # Errors
+    /// A wrong channel count or rank; a moments list of another length.
+    pub fn forward_with_moments(
+        &self,
+        x: &Tensor,
+        moments: &[vidgen_video_kernels::GroupMoments],
+        silu: bool,
+    ) -> Result<Tensor> {
+        self.check_input(x)?;
+        let (w, b) = self.params_as(x.dtype())?;
+        vidgen_video_kernels::group_norm_with_moments(
+            x,
+            &w,
+            &b,
+            self.groups,
+            moments,
+            self.eps,
+            silu,
+        )
+    }
+
+    fn check_input(&self, x: &Tensor) -> Result<()> {
         let dims = x.dims();
         if dims.len() < 3 || dims[1] != self.channels {
             return Err(Error::invalid(
@@ -176,15 +217,23 @@ impl GroupNorm {
                 ),
             ));
         }
-        // The fused op computes statistics in f64 (f32 on its reference path) for any input
-        // dtype and returns the input's dtype; an f32 model on half inputs, or the reverse,
-        // has its parameters brought to the input's dtype first.
-        let dt = x.dtype();
-        let (w, b) = if self.weight.dtype() == dt {
+        Ok(())
+    }
+
+    fn params_as(&self, dt: DType) -> Result<(Tensor, Tensor)> {
+        Ok(if self.weight.dtype() == dt {
             (self.weight.clone(), self.bias.clone())
         } else {
             (self.weight.to_dtype(dt)?, self.bias.to_dtype(dt)?)
-        };
+        })
+    }
+
+    fn forward_act(&self, x: &Tensor, silu: bool) -> Result<Tensor> {
+        self.check_input(x)?;
+        // The fused op computes statistics in f64 (f32 on its reference path) for any input
+        // dtype and returns the input's dtype; an f32 model on half inputs, or the reverse,
+        // has its parameters brought to the input's dtype first.
+        let (w, b) = self.params_as(x.dtype())?;
         vidgen_video_kernels::group_norm(x, &w, &b, self.groups, self.eps, silu)
     }
 }
@@ -709,6 +758,7 @@ impl Module for Conv3d {
 #[derive(Debug, Clone)]
 pub struct TemporalConv {
     inner: Conv3d,
+    kt: usize,
 }
 
 impl TemporalConv {
@@ -723,7 +773,14 @@ impl TemporalConv {
         };
         Ok(Self {
             inner: Conv3d::new(cin, cout, [kt, 1, 1], &cfg, vb)?,
+            kt,
         })
+    }
+
+    /// The temporal kernel size `kT`: an output frame depends on the `kT / 2` input frames on
+    /// each side of it.
+    pub fn kernel_t(&self) -> usize {
+        self.kt
     }
 
     /// Applies the convolution (f32 accumulation for any float dtype).

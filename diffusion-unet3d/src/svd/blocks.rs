@@ -275,6 +275,121 @@ impl SpatioTemporalResBlock {
         // [B, C, F, H, W] -> [B·F, C, H, W]
         Ok(VideoShape::fold(&mixed)?.0)
     }
+
+    /// [`Self::forward`] without a time embedding or indicator (the VAE decoder's use) over a
+    /// clip held as consecutive chunks of frames, layer by layer, with the single pass's result:
+    /// the spatial block runs per chunk; each temporal GroupNorm is applied with the moments of
+    /// the **whole clip** (gathered over the chunks, then merged); each `(kT, 1, 1)` temporal
+    /// convolution sees its chunk plus `kT / 2` neighbouring frames on each side. Equal to the
+    /// single pass up to the summation order of the GroupNorm statistics (f32 round-off); it
+    /// keeps two clip-sized activations of this block (its spatial output and the first
+    /// temporal convolution's) and works on one chunk at a time otherwise.
+    ///
+    /// # Shapes
+    /// `chunks[i] [B, Cin, nᵢ, H, W]` (frames in clip order) → `[B, Cout, nᵢ, H, W]`, in place.
+    ///
+    /// # Errors
+    /// An empty chunk list or mis-shaped chunks.
+    pub fn forward_frame_chunks(&self, chunks: &mut [Tensor]) -> Result<()> {
+        if chunks.is_empty() {
+            return Err(Error::invalid("chunks", "a clip needs at least one chunk"));
+        }
+        for c in chunks.iter_mut() {
+            let (frames, s) = VideoShape::fold(c)?;
+            *c = VideoShape::unfold(&self.spatial_res_block.forward(&frames, None)?, s.t)?;
+        }
+        let tr = &self.temporal_res_block;
+        let m1 = clip_moments(&tr.norm1, chunks)?;
+        let t1 = temporal_conv_over_chunks(chunks, tr.conv1.kernel_t() / 2, |w| {
+            tr.conv1
+                .forward(&tr.norm1.forward_with_moments(w, &m1, true)?)
+        })?;
+        let m2 = clip_moments(&tr.norm2, &t1)?;
+        let halo = tr.conv2.kernel_t() / 2;
+        for (i, x) in chunks.iter_mut().enumerate() {
+            let t2 = temporal_conv_at(&t1, i, halo, |w| {
+                tr.conv2
+                    .forward(&tr.norm2.forward_with_moments(w, &m2, true)?)
+            })?;
+            let t = match &tr.conv_shortcut {
+                Some(c) => (c.forward(x)? + t2)?,
+                None => (&*x + t2)?,
+            };
+            *x = self.time_mixer.forward_video(x, &t, None)?;
+        }
+        Ok(())
+    }
+}
+
+/// The merged GroupNorm moments of a clip held as chunks `[B, C, nᵢ, H, W]`.
+fn clip_moments(
+    norm: &GroupNorm,
+    chunks: &[Tensor],
+) -> Result<Vec<vidgen_video_kernels::GroupMoments>> {
+    let mut acc = Vec::new();
+    for c in chunks {
+        vidgen_video_kernels::merge_group_moments(&mut acc, &norm.moments(c)?)?;
+    }
+    Ok(acc)
+}
+
+/// `f` (a frame-local map followed by a temporal convolution of radius `halo`) applied to chunk
+/// `i` of a clip of chunks `[B, C, nᵢ, H, W]`: the chunk is extended by up to `halo` frames
+/// of its neighbours on each side (fewer at the clip's ends, where the convolution's zero
+/// padding applies exactly as in the single pass), and only its own frames are kept.
+pub(crate) fn temporal_conv_at(
+    chunks: &[Tensor],
+    i: usize,
+    halo: usize,
+    f: impl Fn(&Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let n = chunks[i].dim(2)?;
+    let mut parts: Vec<Tensor> = Vec::with_capacity(2 * halo + 1);
+    // Up to `halo` frames before, walking back over as many chunks as needed.
+    let mut need = halo;
+    let mut before = Vec::new();
+    let mut j = i;
+    while need > 0 && j > 0 {
+        j -= 1;
+        let m = chunks[j].dim(2)?;
+        let take = need.min(m);
+        before.push(chunks[j].narrow(2, m - take, take)?);
+        need -= take;
+    }
+    let lead: usize = before.iter().map(|t| t.dims()[2]).sum();
+    parts.extend(before.into_iter().rev());
+    parts.push(chunks[i].clone());
+    let mut need = halo;
+    let mut j = i + 1;
+    while need > 0 && j < chunks.len() {
+        let m = chunks[j].dim(2)?;
+        let take = need.min(m);
+        parts.push(chunks[j].narrow(2, 0, take)?);
+        need -= take;
+        j += 1;
+    }
+    let window = if parts.len() == 1 {
+        parts.swap_remove(0)
+    } else {
+        Tensor::cat(&parts, 2)?
+    };
+    let y = f(&window)?;
+    if y.dim(2)? == n {
+        Ok(y)
+    } else {
+        Ok(y.narrow(2, lead, n)?)
+    }
+}
+
+/// [`temporal_conv_at`] for every chunk.
+pub(crate) fn temporal_conv_over_chunks(
+    chunks: &[Tensor],
+    halo: usize,
+    f: impl Fn(&Tensor) -> Result<Tensor>,
+) -> Result<Vec<Tensor>> {
+    (0..chunks.len())
+        .map(|i| temporal_conv_at(chunks, i, halo, &f))
+        .collect()
 }
 
 /// diffusers' `TemporalBasicTransformerBlock`: attention over the frames of each pixel

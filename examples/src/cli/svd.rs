@@ -44,6 +44,11 @@ pub struct Args {
     /// Frames decoded at a time (diffusers' chunked decode; default: all at once).
     #[arg(long)]
     pub decode_chunk_size: Option<usize>,
+    /// Decode `--decode-chunk-size` frames at a time with the single pass's result (the
+    /// temporal layers see the whole clip's statistics and neighbours; diffusers' chunking
+    /// changes the video). Lower peak memory than one pass.
+    #[arg(long)]
+    pub exact_decode: bool,
     #[command(flatten)]
     /// Shared flags.
     pub common: Common,
@@ -72,7 +77,11 @@ pub fn run(a: &Args) -> Result<serde_json::Value> {
         motion_bucket_id: a.motion_bucket_id,
         noise_aug_strength: a.noise_aug_strength,
         decode_chunk_size: a.decode_chunk_size,
-        decode_mode: DecodeMode::Chunked,
+        decode_mode: if a.exact_decode {
+            DecodeMode::Exact
+        } else {
+            DecodeMode::Chunked
+        },
         latents: None,
         aug_noise: None,
         seed: a.common.seed,
