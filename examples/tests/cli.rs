@@ -43,6 +43,43 @@ fn svd_writes_a_gif_and_a_json_report() {
     assert_eq!(gif.len(), 3);
 }
 
+/// `--exact-decode` decodes one frame at a time and writes the frames of the whole-clip decode;
+/// diffusers' chunking (`--decode-chunk-size 1` alone) writes others.
+#[test]
+fn svd_exact_decode_writes_the_whole_pass_frames() {
+    let fx = root().join("fixtures/svd_pipeline/base");
+    let dir = tempfile::tempdir().unwrap();
+    let (model, image) = (fx.join("pipeline"), fx.join("image.png"));
+    let run = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            "svd",
+            "--model",
+            model.to_str().unwrap(),
+            "--image",
+            image.to_str().unwrap(),
+            "--steps",
+            "2",
+            "--frames",
+            "3",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let o = vidgen(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read(&out).unwrap()
+    };
+    let whole = run("whole.gif", &[]);
+    let exact = run("exact.gif", &["--decode-chunk-size", "1", "--exact-decode"]);
+    let chunked = run("chunked.gif", &["--decode-chunk-size", "1"]);
+    assert_eq!(exact, whole, "exact decode changed the frames");
+    assert_ne!(
+        chunked, whole,
+        "diffusers' chunking is expected to change them"
+    );
+}
+
 #[test]
 fn bad_input_is_one_line_and_exit_1() {
     let fx = root().join("fixtures/svd_pipeline/base");
