@@ -38,17 +38,8 @@ fn halo_decode(
     Ok(Tensor::cat(&parts, 2)?)
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> vidgen_video_core::Result<f32> {
+    Ok((a - b)?.abs()?.max_all()?.to_scalar::<f32>()?)
 }
 
 fn main() -> vidgen_video_core::Result<()> {
@@ -93,14 +84,14 @@ fn main() -> vidgen_video_core::Result<()> {
             let single = vae.decode_chunked(&z, T)?;
             println!(
                 "max |single| = {:.3}",
-                max_abs_diff(&single, &single.zeros_like()?)
+                max_abs_diff(&single, &single.zeros_like()?)?
             );
             for chunk in [1, 5, 8] {
-                let d = max_abs_diff(&vae.decode_chunked(&z, chunk)?, &single);
-                let e = max_abs_diff(&vae.decode_exact(&z, chunk)?, &single);
+                let d = max_abs_diff(&vae.decode_chunked(&z, chunk)?, &single)?;
+                let e = max_abs_diff(&vae.decode_exact(&z, chunk)?, &single)?;
                 print!("chunk {chunk}: diffusers chunked {d:.3e}, exact {e:.3e}, halo");
                 for halo in [1, 2, 4, 8, 12] {
-                    let h = max_abs_diff(&halo_decode(&vae, &z, chunk, halo)?, &single);
+                    let h = max_abs_diff(&halo_decode(&vae, &z, chunk, halo)?, &single)?;
                     print!(" {halo}: {h:.3e}");
                 }
                 println!();

@@ -26,8 +26,8 @@ use vidgen_video_core::{Error, Result};
 
 use crate::storage::f32_slice;
 
-/// Checks the arguments; returns `(channels, values per (sample, group) slice)`.
-fn check(x: &Tensor, weight: &Tensor, bias: &Tensor, groups: usize) -> Result<(usize, usize)> {
+/// Checks the input's rank and the group count; returns the channel count.
+fn check_input(x: &Tensor, groups: usize) -> Result<usize> {
     let dims = x.dims();
     if dims.len() < 3 {
         return Err(Error::invalid(
@@ -42,6 +42,13 @@ fn check(x: &Tensor, weight: &Tensor, bias: &Tensor, groups: usize) -> Result<(u
             format!("{groups} groups must be ≥ 1 and divide the {c} channels of {dims:?}"),
         ));
     }
+    Ok(c)
+}
+
+/// Checks the arguments; returns `(channels, values per (sample, group) slice)`.
+fn check(x: &Tensor, weight: &Tensor, bias: &Tensor, groups: usize) -> Result<(usize, usize)> {
+    let dims = x.dims();
+    let c = check_input(x, groups)?;
     for (name, t) in [("group_norm weight", weight), ("group_norm bias", bias)] {
         if t.dims() != [c] {
             return Err(Error::shape(name, &[c], t.dims()));
@@ -234,20 +241,8 @@ pub fn merge_group_moments(acc: &mut Vec<GroupMoments>, part: &[GroupMoments]) -
 /// # Errors
 /// Rank below 3, `groups` zero or not dividing `C`, a non-float dtype.
 pub fn group_norm_moments(x: &Tensor, groups: usize) -> Result<Vec<GroupMoments>> {
+    check_input(x, groups)?;
     let dims = x.dims();
-    if dims.len() < 3 {
-        return Err(Error::invalid(
-            "group_norm input",
-            format!("expected [B, C, …] of rank ≥ 3, found {dims:?}"),
-        ));
-    }
-    let c = dims[1];
-    if groups == 0 || !c.is_multiple_of(groups) {
-        return Err(Error::invalid(
-            "group_norm groups",
-            format!("{groups} groups must be ≥ 1 and divide the {c} channels of {dims:?}"),
-        ));
-    }
     if !x.dtype().is_float() {
         return Err(Error::DType {
             key: "group_norm input".into(),

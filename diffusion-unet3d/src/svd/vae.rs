@@ -441,17 +441,7 @@ impl AutoencoderKLTemporalDecoder {
         chunk: usize,
         mut sink: impl FnMut(usize, Tensor) -> Result<()>,
     ) -> Result<()> {
-        let s = VideoShape::of(z)?;
-        if chunk == 0 {
-            return Err(Error::invalid("chunk", "must be ≥ 1 frame"));
-        }
-        if s.c != self.cfg.latent_channels {
-            return Err(Error::shape(
-                "z",
-                &[s.b, self.cfg.latent_channels, s.t, s.h, s.w],
-                z.dims(),
-            ));
-        }
+        let s = self.check_latents(z, chunk)?;
         let mut t0 = 0;
         while t0 < s.t {
             let n = chunk.min(s.t - t0);
@@ -469,13 +459,36 @@ impl AutoencoderKLTemporalDecoder {
     /// # Shapes
     /// `z [B, latent, T, h, w]` (unscaled) → `[B, out_channels, T, h·s, w·s]`.
     pub fn decode_chunked(&self, z: &Tensor, chunk: usize) -> Result<Tensor> {
-        let mut parts = Vec::new();
-        self.decode_streaming(z, chunk, |_, t| {
-            parts.push(t);
-            Ok(())
-        })?;
-        Ok(Tensor::cat(&parts, 2)?)
+        collect_frames(|sink| self.decode_streaming(z, chunk, sink))
     }
+
+    /// The shape of latents `[B, latent, T, h, w]` for a chunked decode.
+    fn check_latents(&self, z: &Tensor, chunk: usize) -> Result<VideoShape> {
+        let s = VideoShape::of(z)?;
+        if chunk == 0 {
+            return Err(Error::invalid("chunk", "must be ≥ 1 frame"));
+        }
+        if s.c != self.cfg.latent_channels {
+            return Err(Error::shape(
+                "z",
+                &[s.b, self.cfg.latent_channels, s.t, s.h, s.w],
+                z.dims(),
+            ));
+        }
+        Ok(s)
+    }
+}
+
+/// Runs a streaming decode and concatenates the chunks it hands out over the frames.
+fn collect_frames(
+    decode: impl FnOnce(&mut dyn FnMut(usize, Tensor) -> Result<()>) -> Result<()>,
+) -> Result<Tensor> {
+    let mut parts = Vec::new();
+    decode(&mut |_, t| {
+        parts.push(t);
+        Ok(())
+    })?;
+    Ok(Tensor::cat(&parts, 2)?)
 }
 
 impl AutoencoderKLTemporalDecoder {
@@ -497,17 +510,7 @@ impl AutoencoderKLTemporalDecoder {
         chunk: usize,
         mut sink: impl FnMut(usize, Tensor) -> Result<()>,
     ) -> Result<()> {
-        let s = VideoShape::of(z)?;
-        if chunk == 0 {
-            return Err(Error::invalid("chunk", "must be ≥ 1 frame"));
-        }
-        if s.c != self.cfg.latent_channels {
-            return Err(Error::shape(
-                "z",
-                &[s.b, self.cfg.latent_channels, s.t, s.h, s.w],
-                z.dims(),
-            ));
-        }
+        let s = self.check_latents(z, chunk)?;
         if s.t == 0 {
             return Err(Error::invalid("z", "no frames to decode"));
         }
@@ -533,12 +536,7 @@ impl AutoencoderKLTemporalDecoder {
     /// # Shapes
     /// `z [B, latent, T, h, w]` (unscaled) → `[B, out_channels, T, h·s, w·s]`.
     pub fn decode_exact(&self, z: &Tensor, chunk: usize) -> Result<Tensor> {
-        let mut parts = Vec::new();
-        self.decode_exact_streaming(z, chunk, |_, t| {
-            parts.push(t);
-            Ok(())
-        })?;
-        Ok(Tensor::cat(&parts, 2)?)
+        collect_frames(|sink| self.decode_exact_streaming(z, chunk, sink))
     }
 }
 
