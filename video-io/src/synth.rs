@@ -69,8 +69,9 @@ impl Shape {
     }
 
     /// Whether the point `(u, v)`, in units of the object's radius from its centre, is inside.
-    /// Every shape fits in `|u|, |v| <= 1`.
-    fn contains(self, u: f32, v: f32) -> bool {
+    /// Every shape fits in `|u|, |v| <= 1`. The renderer paints exactly these outlines, so
+    /// scorers and masks built on them match the rendered pixels.
+    pub fn contains(self, u: f32, v: f32) -> bool {
         match self {
             Shape::Circle => u * u + v * v <= 1.0,
             Shape::Square => u.abs() <= 0.8 && v.abs() <= 0.8,

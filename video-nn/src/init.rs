@@ -209,3 +209,37 @@ fn draw(seed: u64, name: &str, s: &Shape, h: Init, dtype: DType, dev: &Device) -
         .to_dtype(dtype)?
         .to_device(dev)
 }
+
+/// Overwrites every variable of a candle `VarMap` in name order with `values(name, dims)` (which
+/// must return one value per element): the skeleton of the seeded re-initialisations that give
+/// a `VarMap`-built model its own scheme (norm scales 1, biases 0, LeCun normal, …) from one
+/// seeded stream, reproducibly, since candle's own CPU initialisation is not seedable.
+///
+/// # Errors
+/// A poisoned lock; an error from `values`; a value count that does not match the variable.
+pub fn reinit_var_map(
+    vars: &candle_nn::VarMap,
+    mut values: impl FnMut(&str, &[usize]) -> vidgen_video_core::Result<Vec<f32>>,
+) -> vidgen_video_core::Result<()> {
+    use vidgen_video_core::Error;
+    let data = vars
+        .data()
+        .lock()
+        .map_err(|_| Error::invalid("var map", "lock poisoned"))?;
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    for name in names {
+        let var = &data[name];
+        let dims = var.dims().to_vec();
+        let v = values(name, &dims)?;
+        let n: usize = dims.iter().product();
+        if v.len() != n {
+            return Err(Error::invalid(
+                "var map re-initialisation",
+                format!("{} values for `{name}` of shape {dims:?}", v.len()),
+            ));
+        }
+        var.set(&Tensor::from_vec(v, dims, var.device())?)?;
+    }
+    Ok(())
+}

@@ -16,7 +16,7 @@ pub use attention::{
     FeedForwardActivation, SinusoidalPositionalEmbedding,
 };
 pub use embeddings::{timestep_embedding, TimestepEmbedding, Timesteps};
-pub use init::{seeded_var_builder, SeededVarMap};
+pub use init::{reinit_var_map, seeded_var_builder, SeededVarMap};
 pub use mha::{MhaConfig, MultiHeadAttention};
 pub use nn::{
     geglu, swiglu, to_f32, Activation, Conv2d, Conv2dConfig, Conv3d, Conv3dConfig, Embedding,

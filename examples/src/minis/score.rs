@@ -8,8 +8,8 @@
 //! - **position**: the mask's centroid (pixel centres at `x + 0.5`);
 //! - **colour**: the mean RGB of the mask, snapped to the nearest of the world's 8 colours;
 //! - **shape**: the best intersection-over-union between the mask and each candidate outline
-//!   drawn at the mask's centroid over a range of radii (the outlines are video-io's, copied in
-//!   [`shape_contains`] and checked against the world's own masks in the tests);
+//!   drawn at the mask's centroid over a range of radii (the outlines are video-io's,
+//!   `Shape::contains`, the ones the world renders);
 //! - **direction**: the displacement of the centroid between two frames, snapped to the
 //!   nearest of the 8 directions (`y` down, as [`Direction::delta`]), or none when it moved
 //!   less than [`MIN_DISPLACEMENT`] pixels.
@@ -26,24 +26,6 @@ pub const MIN_DISPLACEMENT: f64 = 1.5;
 /// Fewest mask pixels that count as an object.
 pub const MIN_AREA: usize = 6;
 
-/// Whether `(u, v)`, in units of the radius from the object's centre, is inside `shape`:
-/// video-io's outlines (`synth::Shape`), which that crate keeps private.
-pub fn shape_contains(shape: Shape, u: f32, v: f32) -> bool {
-    match shape {
-        Shape::Circle => u * u + v * v <= 1.0,
-        Shape::Square => u.abs() <= 0.8 && v.abs() <= 0.8,
-        Shape::Triangle => (-0.9..=0.8).contains(&v) && u.abs() <= (v + 0.9) / 1.7,
-        Shape::Diamond => u.abs() + v.abs() <= 1.0,
-        Shape::Cross => {
-            (u.abs() <= 0.33 && v.abs() <= 0.95) || (v.abs() <= 0.33 && u.abs() <= 0.95)
-        }
-        Shape::Ring => {
-            let r2 = u * u + v * v;
-            (0.25..=1.0).contains(&r2)
-        }
-    }
-}
-
 /// The centroid of `shape`'s outline relative to its centre, in radii (the triangle's sits
 /// below its centre).
 fn outline_centroid(shape: Shape) -> (f64, f64) {
@@ -53,7 +35,7 @@ fn outline_centroid(shape: Shape) -> (f64, f64) {
         for i in 0..n {
             let u = -1.0 + (i as f32 + 0.5) * 2.0 / n as f32;
             let v = -1.0 + (j as f32 + 0.5) * 2.0 / n as f32;
-            if shape_contains(shape, u, v) {
+            if shape.contains(u, v) {
                 sx += u as f64;
                 sy += v as f64;
                 c += 1;
@@ -136,7 +118,7 @@ pub fn read_object(frame: &Frame, shapes: &[Shape], radii: &[f32]) -> Option<Obj
             for (i, &m) in mask.iter().enumerate() {
                 let u = ((i % w) as f64 + 0.5 - cx) as f32 / r;
                 let v = ((i / w) as f64 + 0.5 - cy) as f32 / r;
-                let t = shape_contains(s, u, v);
+                let t = s.contains(u, v);
                 inter += usize::from(t && m);
                 union += usize::from(t || m);
             }

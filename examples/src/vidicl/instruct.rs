@@ -147,17 +147,9 @@ impl InstructionEncoder {
 /// biases 0, embeddings `N(0, 0.02)` (CLIP's initialiser range), matrices `N(0, 1/fan_in)`.
 fn seeded_text_init(vars: &VarMap, seed: u64) -> Result<()> {
     let mut rng = seeded_rng(seed);
-    let data = vars
-        .data()
-        .lock()
-        .map_err(|_| Error::invalid("var map", "lock poisoned"))?;
-    let mut names: Vec<&String> = data.keys().collect();
-    names.sort();
-    for name in names {
-        let var = &data[name];
-        let dims = var.dims().to_vec();
+    vidgen_video_nn::reinit_var_map(vars, |name, dims| {
         let n: usize = dims.iter().product();
-        let values: Vec<f32> = if dims.len() == 1 {
+        Ok(if dims.len() == 1 {
             let one = name.contains("layer_norm") && name.ends_with(".weight");
             vec![if one { 1.0 } else { 0.0 }; n]
         } else {
@@ -171,10 +163,8 @@ fn seeded_text_init(vars: &VarMap, seed: u64) -> Result<()> {
             let normal =
                 Normal::new(0.0f32, std).map_err(|e| Error::invalid("init", e.to_string()))?;
             (0..n).map(|_| normal.sample(&mut rng)).collect()
-        };
-        var.set(&Tensor::from_vec(values, dims, &Device::Cpu)?)?;
-    }
-    Ok(())
+        })
+    })
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -160,27 +160,17 @@ pub fn episode_prompt(
 /// reproducible; candle's own CPU init is not seedable): RMSNorm weights 1, matrices
 /// `N(0, 1/fan_in)`.
 pub fn seeded_init(vars: &VarMap, rng: &mut ChaCha8Rng) -> Result<()> {
-    let data = vars
-        .data()
-        .lock()
-        .map_err(|_| Error::invalid("var map", "lock poisoned"))?;
-    let mut names: Vec<&String> = data.keys().collect();
-    names.sort();
-    for name in names {
-        let var = &data[name];
-        let dims = var.dims().to_vec();
+    vidgen_video_nn::reinit_var_map(vars, |name, dims| {
         let n: usize = dims.iter().product();
-        let values: Vec<f32> = if name.ends_with("norm.weight") {
+        Ok(if name.ends_with("norm.weight") {
             vec![1.0; n]
         } else {
             let fan_in = dims.last().copied().unwrap_or(1).max(1) as f32;
             let normal = Normal::new(0.0f32, fan_in.sqrt().recip())
                 .map_err(|e| Error::invalid("init", e.to_string()))?;
             (0..n).map(|_| normal.sample(rng)).collect()
-        };
-        var.set(&Tensor::from_vec(values, dims, &Device::Cpu)?)?;
-    }
-    Ok(())
+        })
+    })
 }
 
 /// What one training step reports.

@@ -375,27 +375,17 @@ pub fn save_vqgan(
 /// `fan_in` the product of all dimensions but the first (LeCun normal for convolutions and
 /// linear layers alike).
 pub fn seeded_conv_init(vars: &VarMap, rng: &mut ChaCha8Rng) -> Result<()> {
-    let data = vars
-        .data()
-        .lock()
-        .map_err(|_| Error::invalid("var map", "lock poisoned"))?;
-    let mut names: Vec<&String> = data.keys().collect();
-    names.sort();
-    for name in names {
-        let var = &data[name];
-        let dims = var.dims().to_vec();
+    vidgen_video_nn::reinit_var_map(vars, |name, dims| {
         let n: usize = dims.iter().product();
-        let values: Vec<f32> = if dims.len() == 1 {
+        Ok(if dims.len() == 1 {
             vec![if name.ends_with(".weight") { 1.0 } else { 0.0 }; n]
         } else {
             let fan_in = dims[1..].iter().product::<usize>().max(1) as f32;
             let normal = Normal::new(0.0f32, fan_in.sqrt().recip())
                 .map_err(|e| Error::invalid("init", e.to_string()))?;
             (0..n).map(|_| normal.sample(rng)).collect()
-        };
-        var.set(&Tensor::from_vec(values, dims, &Device::Cpu)?)?;
-    }
-    Ok(())
+        })
+    })
 }
 
 /// What one tokenizer training step reports.

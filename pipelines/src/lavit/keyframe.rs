@@ -348,17 +348,9 @@ pub fn save_vars(vars: &VarMap, path: &Path, dtype: DType) -> Result<()> {
 /// A poisoned lock.
 pub fn seeded_init(vars: &VarMap, seed: u64) -> Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let data = vars
-        .data()
-        .lock()
-        .map_err(|_| Error::invalid("var map", "lock poisoned"))?;
-    let mut names: Vec<&String> = data.keys().collect();
-    names.sort();
-    for name in names {
-        let var = &data[name];
-        let dims = var.dims().to_vec();
+    vidgen_video_nn::reinit_var_map(vars, |name, dims| {
         let n: usize = dims.iter().product();
-        let values: Vec<f32> = if name.ends_with("embedding.weight") && dims.len() == 2 {
+        Ok(if name.ends_with("embedding.weight") && dims.len() == 2 {
             let b = 1.0 / dims[0].max(1) as f32;
             (0..n).map(|_| rng.random_range(-b..b)).collect()
         } else if name.ends_with(".bias") || name.ends_with("norm.bias") {
@@ -374,10 +366,8 @@ pub fn seeded_init(vars: &VarMap, seed: u64) -> Result<()> {
                     (z * std) as f32
                 })
                 .collect()
-        };
-        var.set(&Tensor::from_vec(values, dims, var.device())?)?;
-    }
-    Ok(())
+        })
+    })
 }
 
 /// A trained keyframe tokenizer with its variables.

@@ -243,24 +243,6 @@ impl LavitWorld {
     }
 }
 
-/// Whether `(u, v)` (units of the radius from the centre) is inside `shape`: the outlines of
-/// `vidgen_video_io::synth` (kept in step with its `Shape::contains`).
-pub fn shape_contains(shape: Shape, u: f32, v: f32) -> bool {
-    match shape {
-        Shape::Circle => u * u + v * v <= 1.0,
-        Shape::Square => u.abs() <= 0.8 && v.abs() <= 0.8,
-        Shape::Triangle => (-0.9..=0.8).contains(&v) && u.abs() <= (v + 0.9) / 1.7,
-        Shape::Diamond => u.abs() + v.abs() <= 1.0,
-        Shape::Cross => {
-            (u.abs() <= 0.33 && v.abs() <= 0.95) || (v.abs() <= 0.33 && u.abs() <= 0.95)
-        }
-        Shape::Ring => {
-            let r2 = u * u + v * v;
-            (0.25..=1.0).contains(&r2)
-        }
-    }
-}
-
 /// What a frame shows, as far as a simple reader can tell.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct FrameReading {
@@ -332,7 +314,7 @@ pub fn read_frame(frame: &Frame, background: [u8; 3]) -> FrameReading {
             for y in 0..h {
                 for x in 0..w {
                     let (u, v) = ((x as f32 + 0.5 - cx) / r, (y as f32 + 0.5 - cy) / r);
-                    a += usize::from(shape_contains(shape, u, v));
+                    a += usize::from(shape.contains(u, v));
                 }
             }
             a
@@ -351,7 +333,7 @@ pub fn read_frame(frame: &Frame, background: [u8; 3]) -> FrameReading {
         for y in 0..h {
             for x in 0..w {
                 let (u, v) = ((x as f32 + 0.5 - cx) / r, (y as f32 + 0.5 - cy) / r);
-                let t = shape_contains(shape, u, v);
+                let t = shape.contains(u, v);
                 let m = mask[y * w + x];
                 inter += usize::from(t && m);
                 uni += usize::from(t || m);
