@@ -124,7 +124,7 @@ fn dataset_excludes_the_clip_and_its_near_duplicates() {
     let mut same_object = 0;
     let mut total = 0;
     for (i, r) in rows.iter().enumerate() {
-        assert_eq!(r.id, format!("c{i}"));
+        assert_eq!(r.item.id, format!("c{i}"));
         assert_eq!(r.examples.len(), 3, "{r:?}");
         let mut seen: Vec<usize> = Vec::new();
         for e in &r.examples {

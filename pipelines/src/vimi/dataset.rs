@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use vidgen_adapters::retrieval::RetrievalIndex;
+use vidgen_adapters::retrieval::{IndexItem, RetrievalIndex};
 use vidgen_video_core::{Error, Result};
 
 use super::index::{search_text, TextRetrieval};
@@ -35,16 +35,9 @@ pub struct ExampleRef {
 /// One training clip with its retrieved examples.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ManifestRow {
-    /// The clip's id (its index item id).
-    pub id: String,
-    /// Its caption.
-    pub caption: String,
-    /// Its media file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub media: Option<String>,
-    /// Its labels, as in the index.
-    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
-    pub labels: serde_json::Value,
+    /// The clip's index item (id, caption, media, labels), its fields inline in the JSON line.
+    #[serde(flatten)]
+    pub item: IndexItem,
     /// The retrieved examples, best first.
     pub examples: Vec<ExampleRef>,
 }
@@ -99,10 +92,7 @@ pub fn build_manifest(
         for (&i, h) in chunk.iter().zip(hits) {
             let it = &items[i];
             rows.push(ManifestRow {
-                id: it.id.clone(),
-                caption: it.caption.clone(),
-                media: it.media.clone(),
-                labels: it.labels.clone(),
+                item: it.clone(),
                 examples: h
                     .iter()
                     .map(|x| ExampleRef {
@@ -178,12 +168,12 @@ pub fn read_manifest(path: &Path) -> Result<Vec<ManifestRow>> {
 pub fn validate_rows(rows: &[ManifestRow], n: usize) -> Result<()> {
     for (i, r) in rows.iter().enumerate() {
         for e in &r.examples {
-            if e.item >= n || e.id == r.id {
+            if e.item >= n || e.id == r.item.id {
                 return Err(Error::invalid(
                     "manifest",
                     format!(
                         "row {i} ({}): example {} (item {}) is out of range or the clip itself",
-                        r.id, e.id, e.item
+                        r.item.id, e.id, e.item
                     ),
                 ));
             }
