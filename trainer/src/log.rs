@@ -24,6 +24,19 @@ pub struct LogRow {
     pub seconds: f64,
 }
 
+impl From<&crate::trainer::StepStats> for LogRow {
+    /// The row of a finished step (its fields, one for one).
+    fn from(s: &crate::trainer::StepStats) -> Self {
+        LogRow {
+            step: s.step,
+            loss: s.loss,
+            lr: s.lr,
+            grad_norm: s.grad_norm,
+            seconds: s.seconds,
+        }
+    }
+}
+
 const HEADER: &str = "step,loss,lr,grad_norm,seconds";
 
 /// `loss.csv`: a header and one row per step, flushed as it goes. Opening it for a resumed run

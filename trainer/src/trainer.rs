@@ -451,13 +451,7 @@ pub fn fit<M: Network>(
             Ok(loss.compute(net, &x0, &cond, rng)?.loss)
         })?;
         model.after_update();
-        csv.push(LogRow {
-            step: stats.step,
-            loss: stats.loss,
-            lr: stats.lr,
-            grad_norm: stats.grad_norm,
-            seconds: stats.seconds,
-        })?;
+        csv.push((&stats).into())?;
         let s = smooth.map_or(stats.loss, |p| 0.9 * p + 0.1 * stats.loss);
         smooth = Some(s);
         bar.set_message(format!("loss {s:.4}  lr {:.2e}", stats.lr));

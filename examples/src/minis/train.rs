@@ -52,13 +52,7 @@ pub fn run_stage(
     while trainer.step_count() < steps {
         let k = trainer.step_count();
         let stats = trainer.step(&mut |_, rng| micro(k, rng))?;
-        csv.push(LogRow {
-            step: stats.step,
-            loss: stats.loss,
-            lr: stats.lr,
-            grad_norm: stats.grad_norm,
-            seconds: stats.seconds,
-        })?;
+        csv.push((&stats).into())?;
         let s = smooth.map_or(stats.loss, |p| 0.95 * p + 0.05 * stats.loss);
         smooth = Some(s);
         bar.set_message(format!("{stage}: loss {s:.4}  lr {:.2e}", stats.lr));

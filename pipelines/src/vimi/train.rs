@@ -490,13 +490,7 @@ fn run_stage(
             stage2_batch(data, o, task, &mut data_rng)?
         };
         let stats = trainer.step(&mut |_, rng| batch_loss(&model, states, &loss, &batch, rng))?;
-        csv.push(LogRow {
-            step: stats.step,
-            loss: stats.loss,
-            lr: stats.lr,
-            grad_norm: stats.grad_norm,
-            seconds: stats.seconds,
-        })?;
+        csv.push((&stats).into())?;
         bar.set_message(format!("stage {stage} loss {:.4}", stats.loss));
         bar.set_position(stats.step as u64);
     }
