@@ -64,6 +64,32 @@ impl LumaFrame {
         video.frames().iter().map(Self::from_rgb).collect()
     }
 
+    /// The luma planes of every frame of a video, cropped to the largest multiple of the
+    /// block size `bs` (the area block matching covers); returns the planes and the cropped
+    /// `(width, height)`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the frames are smaller than one block.
+    pub fn from_video_in_blocks(
+        video: &vidgen_video_io::Video,
+        bs: usize,
+    ) -> Result<(Vec<Self>, usize, usize)> {
+        let bs = bs.max(1);
+        let (w, h) = (video.width() as usize, video.height() as usize);
+        let (cw, ch) = (w / bs * bs, h / bs * bs);
+        if cw == 0 || ch == 0 {
+            return Err(Error::invalid(
+                "video",
+                format!("{w}x{h} frames are smaller than one {bs}x{bs} block"),
+            ));
+        }
+        let lumas = Self::from_video(video)
+            .iter()
+            .map(|l| l.crop(cw, ch))
+            .collect::<Result<_>>()?;
+        Ok((lumas, cw, ch))
+    }
+
     /// An RGB frame with this luma on all three channels (for viewing and PSNR on RGB tools).
     ///
     /// # Errors

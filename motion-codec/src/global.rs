@@ -340,25 +340,13 @@ pub fn video_global_motion(
     video: &vidgen_video_io::Video,
     cfg: &GlobalMotionConfig,
 ) -> Result<(GlobalMotion, Vec<GlobalMotion>)> {
-    let bs = cfg.block_match.block_size.max(1);
-    let (w, h) = (video.width() as usize, video.height() as usize);
-    let (cw, ch) = (w / bs * bs, h / bs * bs);
     if video.len() < 2 {
         return Err(Error::invalid(
             "video",
             format!("{} frame(s): motion needs at least two frames", video.len()),
         ));
     }
-    if cw == 0 || ch == 0 {
-        return Err(Error::invalid(
-            "video",
-            format!("{w}x{h} frames are smaller than one {bs}x{bs} block"),
-        ));
-    }
-    let lumas: Vec<LumaFrame> = LumaFrame::from_video(video)
-        .iter()
-        .map(|l| l.crop(cw, ch))
-        .collect::<Result<_>>()?;
+    let (lumas, _, _) = LumaFrame::from_video_in_blocks(video, cfg.block_match.block_size)?;
     let mut per_pair = Vec::with_capacity(lumas.len() - 1);
     let mut pooled: Vec<Point> = Vec::new();
     for p in lumas.windows(2) {

@@ -97,19 +97,7 @@ impl MotionConfig {
 /// # Errors
 /// Frames smaller than one block.
 pub fn block_vectors(video: &Video, cfg: &MotionConfig) -> Result<Vec<FrameVectors>> {
-    let bs = cfg.block_size.max(1);
-    let (w, h) = (video.width() as usize, video.height() as usize);
-    let (cw, ch) = (w / bs * bs, h / bs * bs);
-    if cw == 0 || ch == 0 {
-        return Err(Error::invalid(
-            "video",
-            format!("{w}x{h} frames are smaller than one {bs}x{bs} block"),
-        ));
-    }
-    let lumas: Vec<LumaFrame> = LumaFrame::from_video(video)
-        .iter()
-        .map(|l| l.crop(cw, ch))
-        .collect::<Result<_>>()?;
+    let (lumas, cw, ch) = LumaFrame::from_video_in_blocks(video, cfg.block_size)?;
     let bm = cfg.block_match();
     let mut out = Vec::with_capacity(lumas.len());
     out.push(FrameVectors {
