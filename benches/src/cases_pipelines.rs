@@ -86,15 +86,7 @@ pub fn svd_small_folder() -> Result<PathBuf> {
     }
     write_json(
         &tmp.join("model_index.json"),
-        &serde_json::json!({
-            "_class_name": "StableVideoDiffusionPipeline",
-            "_diffusers_version": "0.42.1",
-            "feature_extractor": ["transformers", "CLIPImageProcessor"],
-            "image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
-            "scheduler": ["diffusers", "EulerDiscreteScheduler"],
-            "unet": ["diffusers", "UNetSpatioTemporalConditionModel"],
-            "vae": ["diffusers", "AutoencoderKLTemporalDecoder"]
-        }),
+        &vidgen_pipelines::SvdPipeline::model_index(),
     )?;
     let unet = serde_json::json!({
         "_class_name": "UNetSpatioTemporalConditionModel", "_diffusers_version": "0.42.1",

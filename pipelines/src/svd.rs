@@ -150,6 +150,20 @@ pub struct SvdPipeline {
 }
 
 impl SvdPipeline {
+    /// The `model_index.json` diffusers writes for this pipeline (components and their classes),
+    /// for tools that assemble a pipeline folder from parts.
+    pub fn model_index() -> serde_json::Value {
+        serde_json::json!({
+            "_class_name": "StableVideoDiffusionPipeline",
+            "_diffusers_version": "0.42.1",
+            "feature_extractor": ["transformers", "CLIPImageProcessor"],
+            "image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
+            "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+            "unet": ["diffusers", "UNetSpatioTemporalConditionModel"],
+            "vae": ["diffusers", "AutoencoderKLTemporalDecoder"]
+        })
+    }
+
     /// Loads a `StableVideoDiffusionPipeline` folder.
     ///
     /// # Errors

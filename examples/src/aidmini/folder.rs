@@ -203,15 +203,7 @@ pub fn write_static(dir: &Path, seed: u64) -> Result<()> {
     mkdir(dir)?;
     write_json(
         &dir.join("model_index.json"),
-        &json!({
-            "_class_name": "StableVideoDiffusionPipeline",
-            "_diffusers_version": "0.42.1",
-            "feature_extractor": ["transformers", "CLIPImageProcessor"],
-            "image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
-            "scheduler": ["diffusers", "EulerDiscreteScheduler"],
-            "unet": ["diffusers", "UNetSpatioTemporalConditionModel"],
-            "vae": ["diffusers", "AutoencoderKLTemporalDecoder"]
-        }),
+        &vidgen_pipelines::SvdPipeline::model_index(),
     )?;
     let sd = dir.join("scheduler");
     mkdir(&sd)?;
