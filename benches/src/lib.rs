@@ -126,35 +126,18 @@ fn rayon_threads() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-/// A randomly initialised model for inference: `build` runs once on a `VarMap` builder (to
-/// create the variables with the model's own initialisers) and once on detached copies of them,
-/// so the returned model holds plain tensors, as a loaded checkpoint does (variables would select
-/// the autograd-friendly paths of some layers).
+/// A randomly initialised model for inference: `build` runs on a seeded builder
+/// ([`vidgen_video_nn::seeded_var_builder`], seed 0, each layer's own initialiser hints), so the
+/// returned model holds plain tensors, as a loaded checkpoint does (variables would select the
+/// autograd-friendly paths of some layers), and the same values every run.
 ///
 /// # Errors
-/// Whatever `build` returns; a poisoned `VarMap` lock.
+/// Whatever `build` returns.
 pub fn random_model<T>(
     device: &Device,
     build: impl Fn(candle_nn::VarBuilder<'static>) -> Result<T>,
 ) -> Result<T> {
-    let vars = candle_nn::VarMap::new();
-    build(candle_nn::VarBuilder::from_varmap(
-        &vars,
-        DType::F32,
-        device,
-    ))?;
-    let tensors = vars
-        .data()
-        .lock()
-        .map_err(|_| vidgen_video_core::Error::invalid("VarMap", "lock poisoned"))?
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
-        .collect();
-    build(candle_nn::VarBuilder::from_tensors(
-        tensors,
-        DType::F32,
-        device,
-    ))
+    build(vidgen_video_nn::seeded_var_builder(0, DType::F32, device))
 }
 
 /// A seeded normal tensor (our own generator: values do not change the work done).

@@ -26,20 +26,7 @@ fn time<T>(what: &str, reps: usize, mut f: impl FnMut() -> T) {
 /// A builder over plain tensors (random values from a `VarMap`, detached): the layers then
 /// take their inference paths, as with a loaded checkpoint.
 fn frozen<T>(dev: &Device, build: impl Fn(candle_nn::VarBuilder<'static>) -> T) -> T {
-    let vm = candle_nn::VarMap::new();
-    build(candle_nn::VarBuilder::from_varmap(&vm, DType::F32, dev));
-    let tensors = vm
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
-        .collect();
-    build(candle_nn::VarBuilder::from_tensors(
-        tensors,
-        DType::F32,
-        dev,
-    ))
+    build(vidgen_video_nn::seeded_var_builder(0, DType::F32, dev))
 }
 
 fn layer_parts(
