@@ -164,6 +164,71 @@ impl VaeMidBlock {
     }
 }
 
+/// The fields of a diffusers autoencoder config (`AutoencoderKL`, `VQModel`) that shape its
+/// [`Encoder`] and [`Decoder`], borrowed from the config; [`VaeBlocks::encoder`] and
+/// [`VaeBlocks::decoder`] build their construction arguments.
+#[derive(Debug, Clone, Copy)]
+pub struct VaeBlocks<'a> {
+    /// Image channels in.
+    pub in_channels: usize,
+    /// Image channels out.
+    pub out_channels: usize,
+    /// Latent channels.
+    pub latent_channels: usize,
+    /// Channels per resolution.
+    pub block_out_channels: &'a [usize],
+    /// diffusers' `down_block_types`.
+    pub down_block_types: &'a [String],
+    /// diffusers' `up_block_types`.
+    pub up_block_types: &'a [String],
+    /// ResNets per block.
+    pub layers_per_block: usize,
+    /// GroupNorm groups.
+    pub norm_num_groups: usize,
+    /// diffusers' `act_fn`.
+    pub act_fn: &'a str,
+    /// Whether the mid block has its attention layer.
+    pub mid_block_add_attention: bool,
+}
+
+impl VaeBlocks<'_> {
+    /// The encoder's arguments (`double_z`: mean and log-variance, as KL autoencoders).
+    ///
+    /// # Errors
+    /// An unknown block type or activation.
+    pub fn encoder(&self, double_z: bool) -> Result<EncoderConfig> {
+        Ok(EncoderConfig {
+            in_channels: self.in_channels,
+            latent_channels: self.latent_channels,
+            block_out_channels: self.block_out_channels.to_vec(),
+            attention: attention_levels(self.down_block_types, "down_block_types")?,
+            layers_per_block: self.layers_per_block,
+            norm_num_groups: self.norm_num_groups,
+            act: Activation::parse(self.act_fn)?,
+            double_z,
+            mid_block_add_attention: self.mid_block_add_attention,
+        })
+    }
+
+    /// The decoder's arguments (`spatial_norm`: see [`DecoderConfig::spatial_norm`]).
+    ///
+    /// # Errors
+    /// An unknown block type or activation.
+    pub fn decoder(&self, spatial_norm: Option<usize>) -> Result<DecoderConfig> {
+        Ok(DecoderConfig {
+            latent_channels: self.latent_channels,
+            out_channels: self.out_channels,
+            block_out_channels: self.block_out_channels.to_vec(),
+            attention: attention_levels(self.up_block_types, "up_block_types")?,
+            layers_per_block: self.layers_per_block,
+            norm_num_groups: self.norm_num_groups,
+            act: Activation::parse(self.act_fn)?,
+            mid_block_add_attention: self.mid_block_add_attention,
+            spatial_norm,
+        })
+    }
+}
+
 /// Construction arguments of an [`Encoder`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncoderConfig {

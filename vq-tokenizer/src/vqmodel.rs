@@ -18,7 +18,6 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 use vidgen_video_core::{Error, LoadReport, ModelDir, Result};
-use vidgen_video_nn::vae::attention_levels;
 use vidgen_video_nn::{Activation, Conv2d, Decoder, DecoderConfig, Encoder, EncoderConfig};
 
 use crate::quantizer::{Quantized, QuantizerConfig, VectorQuantizer};
@@ -254,17 +253,7 @@ impl VQModelConfig {
     /// # Errors
     /// An unknown block type or activation.
     pub fn encoder(&self) -> Result<EncoderConfig> {
-        Ok(EncoderConfig {
-            in_channels: self.in_channels,
-            latent_channels: self.latent_channels,
-            block_out_channels: self.block_out_channels.clone(),
-            attention: attention_levels(&self.down_block_types, "down_block_types")?,
-            layers_per_block: self.layers_per_block,
-            norm_num_groups: self.norm_num_groups,
-            act: Activation::parse(&self.act_fn)?,
-            double_z: false,
-            mid_block_add_attention: self.mid_block_add_attention,
-        })
+        self.blocks().encoder(false)
     }
 
     /// The decoder's construction arguments (SpatialNorm on the quantised latents when
@@ -273,17 +262,23 @@ impl VQModelConfig {
     /// # Errors
     /// An unknown block type or activation.
     pub fn decoder(&self) -> Result<DecoderConfig> {
-        Ok(DecoderConfig {
-            latent_channels: self.latent_channels,
+        self.blocks()
+            .decoder((self.norm_type == "spatial").then_some(self.embed_dim()))
+    }
+
+    fn blocks(&self) -> vidgen_video_nn::vae::VaeBlocks<'_> {
+        vidgen_video_nn::vae::VaeBlocks {
+            in_channels: self.in_channels,
             out_channels: self.out_channels,
-            block_out_channels: self.block_out_channels.clone(),
-            attention: attention_levels(&self.up_block_types, "up_block_types")?,
+            latent_channels: self.latent_channels,
+            block_out_channels: &self.block_out_channels,
+            down_block_types: &self.down_block_types,
+            up_block_types: &self.up_block_types,
             layers_per_block: self.layers_per_block,
             norm_num_groups: self.norm_num_groups,
-            act: Activation::parse(&self.act_fn)?,
+            act_fn: &self.act_fn,
             mid_block_add_attention: self.mid_block_add_attention,
-            spatial_norm: (self.norm_type == "spatial").then_some(self.embed_dim()),
-        })
+        }
     }
 }
 

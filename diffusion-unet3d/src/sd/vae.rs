@@ -146,32 +146,27 @@ impl AutoencoderKLConfig {
 
     /// The encoder's construction arguments.
     pub fn encoder(&self) -> Result<EncoderConfig> {
-        Ok(EncoderConfig {
-            in_channels: self.in_channels,
-            latent_channels: self.latent_channels,
-            block_out_channels: self.block_out_channels.clone(),
-            attention: attention_levels(&self.down_block_types, "down_block_types")?,
-            layers_per_block: self.layers_per_block,
-            norm_num_groups: self.norm_num_groups,
-            act: Activation::parse(&self.act_fn)?,
-            double_z: true,
-            mid_block_add_attention: self.mid_block_add_attention,
-        })
+        self.blocks().encoder(true)
     }
 
     /// The decoder's construction arguments.
     pub fn decoder(&self) -> Result<DecoderConfig> {
-        Ok(DecoderConfig {
-            latent_channels: self.latent_channels,
+        self.blocks().decoder(None)
+    }
+
+    fn blocks(&self) -> vidgen_video_nn::vae::VaeBlocks<'_> {
+        vidgen_video_nn::vae::VaeBlocks {
+            in_channels: self.in_channels,
             out_channels: self.out_channels,
-            block_out_channels: self.block_out_channels.clone(),
-            attention: attention_levels(&self.up_block_types, "up_block_types")?,
+            latent_channels: self.latent_channels,
+            block_out_channels: &self.block_out_channels,
+            down_block_types: &self.down_block_types,
+            up_block_types: &self.up_block_types,
             layers_per_block: self.layers_per_block,
             norm_num_groups: self.norm_num_groups,
-            act: Activation::parse(&self.act_fn)?,
+            act_fn: &self.act_fn,
             mid_block_add_attention: self.mid_block_add_attention,
-            spatial_norm: None,
-        })
+        }
     }
 
     /// Pixels per latent cell along H and W: `2^(blocks − 1)` (8 for SD; saturating at
