@@ -98,14 +98,37 @@ pub fn group_norm_reference(
     let xc = xf.broadcast_sub(&mean)?;
     let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
     let xn = xc.broadcast_div(&(var + eps)?.sqrt()?)?;
+    affine_plain(&xn, &dims, c, weight, bias, silu, dt)
+}
+
+/// The plain-ops tail of both twins: normalised values `xn` (any shape of `dims`' size, f32)
+/// → `xn · weight[c] + bias[c]`, SiLU when asked, in `dt`.
+fn affine_plain(
+    xn: &Tensor,
+    dims: &[usize],
+    c: usize,
+    weight: &Tensor,
+    bias: &Tensor,
+    silu: bool,
+    dt: DType,
+) -> Result<Tensor> {
     let mut wd = vec![1usize; dims.len()];
     wd[1] = c;
     let y = xn
         .reshape(dims)?
-        .broadcast_mul(&weight.to_dtype(DType::F32)?.reshape(wd.clone())?)?
-        .broadcast_add(&bias.to_dtype(DType::F32)?.reshape(wd)?)?;
+        .broadcast_mul(&weight.to_dtype(DType::F32)?.reshape(wd.as_slice())?)?
+        .broadcast_add(&bias.to_dtype(DType::F32)?.reshape(wd.as_slice())?)?;
     let y = if silu { candle_nn::ops::silu(&y)? } else { y };
     Ok(y.to_dtype(dt)?)
+}
+
+/// `op` (the fused CPU pass) on `(x, weight, bias)` brought to contiguous f32, back in `x`'s
+/// dtype.
+fn fused(x: &Tensor, weight: &Tensor, bias: &Tensor, op: GroupNormOp) -> Result<Tensor> {
+    let dt = x.dtype();
+    let f32c = |t: &Tensor| -> Result<Tensor> { Ok(t.to_dtype(DType::F32)?.contiguous()?) };
+    let y = f32c(x)?.apply_op3(&f32c(weight)?, &f32c(bias)?, op)?;
+    Ok(if dt == DType::F32 { y } else { y.to_dtype(dt)? })
 }
 
 /// `torch.nn.GroupNorm(groups, C, eps)(x)` with its affine `weight` and `bias`, followed by SiLU
@@ -147,8 +170,6 @@ pub fn group_norm(
     if n == 0 || x.elem_count() == 0 {
         return Ok(x.zeros_like()?);
     }
-    let dt = x.dtype();
-    let f32c = |t: &Tensor| -> Result<Tensor> { Ok(t.to_dtype(DType::F32)?.contiguous()?) };
     let op = GroupNormOp {
         groups,
         eps,
@@ -156,8 +177,7 @@ pub fn group_norm(
         n,
         fixed: None,
     };
-    let y = f32c(x)?.apply_op3(&f32c(weight)?, &f32c(bias)?, op)?;
-    Ok(if dt == DType::F32 { y } else { y.to_dtype(dt)? })
+    fused(x, weight, bias, op)
 }
 
 /// The moments of one `(sample, group)` slice of a GroupNorm input: the number of values, their
@@ -288,7 +308,7 @@ pub fn group_norm_with_moments(
     eps: f64,
     silu: bool,
 ) -> Result<Tensor> {
-    let (_, n) = check(x, weight, bias, groups)?;
+    let (c, n) = check(x, weight, bias, groups)?;
     let b = x.dims()[0];
     if moments.len() != b * groups {
         return Err(Error::invalid(
@@ -310,30 +330,18 @@ pub fn group_norm_with_moments(
     if n == 0 || x.elem_count() == 0 {
         return Ok(x.zeros_like()?);
     }
-    let dt = x.dtype();
     if !x.device().is_cpu() || crate::reference_forced() {
-        // Plain ops: ((x − μ) · rstd) per slice, then the affine map and SiLU per channel.
-        let dims = x.dims().to_vec();
-        let c = dims[1];
+        // Plain ops: ((x − μ) · rstd) per slice, then the twins' affine map and SiLU.
         let (mu, rs): (Vec<f32>, Vec<f32>) = stats.into_iter().unzip();
         let mu = Tensor::from_vec(mu, (b, groups, 1), x.device())?;
         let rs = Tensor::from_vec(rs, (b, groups, 1), x.device())?;
-        let xg = x.to_dtype(DType::F32)?.reshape((b, groups, n))?;
-        let xh = xg
+        let xn = x
+            .to_dtype(DType::F32)?
+            .reshape((b, groups, n))?
             .broadcast_sub(&mu)?
-            .broadcast_mul(&rs)?
-            .reshape(dims.as_slice())?;
-        let mut pshape = vec![1usize; dims.len()];
-        pshape[1] = c;
-        let w = weight.to_dtype(DType::F32)?.reshape(pshape.as_slice())?;
-        let bb = bias.to_dtype(DType::F32)?.reshape(pshape.as_slice())?;
-        let mut y = xh.broadcast_mul(&w)?.broadcast_add(&bb)?;
-        if silu {
-            y = candle_nn::ops::silu(&y)?;
-        }
-        return Ok(y.to_dtype(dt)?);
+            .broadcast_mul(&rs)?;
+        return affine_plain(&xn, x.dims(), c, weight, bias, silu, x.dtype());
     }
-    let f32c = |t: &Tensor| -> Result<Tensor> { Ok(t.to_dtype(DType::F32)?.contiguous()?) };
     let op = GroupNormOp {
         groups,
         eps,
@@ -341,8 +349,7 @@ pub fn group_norm_with_moments(
         n,
         fixed: Some(stats),
     };
-    let y = f32c(x)?.apply_op3(&f32c(weight)?, &f32c(bias)?, op)?;
-    Ok(if dt == DType::F32 { y } else { y.to_dtype(dt)? })
+    fused(x, weight, bias, op)
 }
 
 /// The fused pass as a candle op on contiguous f32 `(x, weight, bias)`.

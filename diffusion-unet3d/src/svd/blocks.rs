@@ -335,50 +335,35 @@ fn clip_moments(
 
 /// `f` (a frame-local map followed by a temporal convolution of radius `halo`) applied to chunk
 /// `i` of a clip of chunks `[B, C, nᵢ, H, W]`: the chunk is extended by up to `halo` frames
-/// of its neighbours on each side (fewer at the clip's ends, where the convolution's zero
-/// padding applies exactly as in the single pass), and only its own frames are kept.
+/// of the clip on each side (fewer at the clip's ends, where the convolution's zero padding
+/// applies exactly as in the single pass), and only its own frames are kept. The frame-local
+/// part of `f` is recomputed on those few borrowed frames rather than kept for the whole clip
+/// (memory over a little repeated work).
 pub(crate) fn temporal_conv_at(
     chunks: &[Tensor],
     i: usize,
     halo: usize,
     f: impl Fn(&Tensor) -> Result<Tensor>,
 ) -> Result<Tensor> {
-    let n = chunks[i].dim(2)?;
-    let mut parts: Vec<Tensor> = Vec::with_capacity(2 * halo + 1);
-    // Up to `halo` frames before, walking back over as many chunks as needed.
-    let mut need = halo;
-    let mut before = Vec::new();
-    let mut j = i;
-    while need > 0 && j > 0 {
-        j -= 1;
-        let m = chunks[j].dim(2)?;
-        let take = need.min(m);
-        before.push(chunks[j].narrow(2, m - take, take)?);
-        need -= take;
+    let lens = chunks
+        .iter()
+        .map(|c| c.dim(2))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let start: usize = lens[..i].iter().sum();
+    let (n, total) = (lens[i], lens.iter().sum::<usize>());
+    let (a, b) = (start.saturating_sub(halo), (start + n + halo).min(total));
+    // Frames [a, b) of the clip, gathered from the chunks that hold them.
+    let mut parts = Vec::new();
+    let mut s0 = 0;
+    for (c, &len) in chunks.iter().zip(&lens) {
+        let (lo, hi) = (a.max(s0), b.min(s0 + len));
+        if lo < hi {
+            parts.push(c.narrow(2, lo - s0, hi - lo)?);
+        }
+        s0 += len;
     }
-    let lead: usize = before.iter().map(|t| t.dims()[2]).sum();
-    parts.extend(before.into_iter().rev());
-    parts.push(chunks[i].clone());
-    let mut need = halo;
-    let mut j = i + 1;
-    while need > 0 && j < chunks.len() {
-        let m = chunks[j].dim(2)?;
-        let take = need.min(m);
-        parts.push(chunks[j].narrow(2, 0, take)?);
-        need -= take;
-        j += 1;
-    }
-    let window = if parts.len() == 1 {
-        parts.swap_remove(0)
-    } else {
-        Tensor::cat(&parts, 2)?
-    };
-    let y = f(&window)?;
-    if y.dim(2)? == n {
-        Ok(y)
-    } else {
-        Ok(y.narrow(2, lead, n)?)
-    }
+    let window = Tensor::cat(&parts, 2)?;
+    Ok(f(&window)?.narrow(2, start - a, n)?)
 }
 
 /// [`temporal_conv_at`] for every chunk.
