@@ -44,7 +44,7 @@ const HEADER: &str = "step,loss,lr,grad_norm,seconds";
 #[derive(Debug)]
 pub struct CsvLog {
     path: PathBuf,
-    file: std::fs::File,
+    file: Option<std::fs::File>,
     rows: Vec<LogRow>,
 }
 
@@ -79,9 +79,18 @@ impl CsvLog {
         file.write_all(text.as_bytes()).map_err(|e| io(path, e))?;
         Ok(Self {
             path: path.to_path_buf(),
-            file,
+            file: Some(file),
             rows,
         })
+    }
+
+    /// A log kept in memory only (data-parallel ranks other than 0 write no file).
+    pub fn memory() -> Self {
+        Self {
+            path: PathBuf::new(),
+            file: None,
+            rows: Vec::new(),
+        }
     }
 
     /// Appends a row.
@@ -89,10 +98,11 @@ impl CsvLog {
     /// # Errors
     /// I/O.
     pub fn push(&mut self, row: LogRow) -> Result<()> {
-        self.file
-            .write_all(fmt_row(&row).as_bytes())
-            .and_then(|_| self.file.flush())
-            .map_err(|e| io(&self.path, e))?;
+        if let Some(file) = &mut self.file {
+            file.write_all(fmt_row(&row).as_bytes())
+                .and_then(|_| file.flush())
+                .map_err(|e| io(&self.path, e))?;
+        }
         self.rows.push(row);
         Ok(())
     }
@@ -102,7 +112,7 @@ impl CsvLog {
         &self.rows
     }
 
-    /// The file.
+    /// The file (empty for [`CsvLog::memory`]).
     pub fn path(&self) -> &Path {
         &self.path
     }

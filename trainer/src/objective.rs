@@ -15,6 +15,7 @@
 //! Random draws happen in a fixed order per micro-batch (dropout uniforms, then σ or t, then
 //! the noise), from the caller's generator, so a run is reproducible from its seed.
 
+use crate::data::BatchShard;
 use candle_core::{DType, Tensor};
 use rand::Rng;
 use rand_distr::StandardNormal;
@@ -495,7 +496,48 @@ impl Loss {
             .first()
             .copied()
             .ok_or_else(|| Error::invalid("x0", "a scalar has no batch"))?;
-        let (text, frames) = self.dropout.draw(b, rng);
+        self.compute_shard(net, x0, cond, rng, BatchShard::whole(b))
+    }
+
+    /// [`Loss::compute`] on one rank's rows of a global batch (data-parallel training): every
+    /// per-sample draw (dropout, σ or t, noise) is made for the `shard.global` rows, in the
+    /// order one process would make them, and this rank keeps its rows. The loss is the mean
+    /// over this rank's rows, so the mean of the ranks' gradients is the global batch's.
+    ///
+    /// # Shapes
+    /// As [`Loss::compute`], with `B = shard.len`.
+    ///
+    /// # Errors
+    /// As [`Loss::compute`]; `x0`'s batch is not `shard.len`.
+    pub fn compute_shard<R: Rng + ?Sized>(
+        &self,
+        net: &dyn Network,
+        x0: &Tensor,
+        cond: &Conditioning,
+        rng: &mut R,
+        shard: BatchShard,
+    ) -> Result<LossOutput> {
+        let b = x0
+            .dims()
+            .first()
+            .copied()
+            .ok_or_else(|| Error::invalid("x0", "a scalar has no batch"))?;
+        if b != shard.len || shard.offset + shard.len > shard.global {
+            return Err(Error::invalid(
+                "x0",
+                format!(
+                    "a batch of {b} for rows {}..{} of a global batch of {}",
+                    shard.offset,
+                    shard.offset + shard.len,
+                    shard.global
+                ),
+            ));
+        }
+        let (text, frames) = {
+            let (t, f) = self.dropout.draw(shard.global, rng);
+            let r = shard.offset..shard.offset + shard.len;
+            (t[r.clone()].to_vec(), f[r].to_vec())
+        };
         let cond = if text.iter().chain(&frames).any(|d| *d) {
             self.dropout
                 .apply(cond, &text, &frames, self.null_context.as_ref())?
@@ -506,14 +548,12 @@ impl Loss {
         let (loss, levels) = match (&self.objective, &self.schedule) {
             (Objective::Edm(e), _) => {
                 let tr = e.training();
-                let sig: Vec<f32> = (0..b)
-                    .map(|_| {
-                        let n: f64 = rng.sample(StandardNormal);
-                        (e.p_mean + e.p_std * n).exp() as f32
-                    })
-                    .collect();
+                let sig: Vec<f32> = shard.draw(1, || {
+                    let n: f64 = rng.sample(StandardNormal);
+                    (e.p_mean + e.p_std * n).exp() as f32
+                });
                 let sigmas = Tensor::from_vec(sig.clone(), b, x0.device())?;
-                let noise = randn_like(rng, &x0)?;
+                let noise = randn_rows(rng, &x0, shard)?;
                 let loss = match e.precond {
                     EdmPreconditioning::Svd => {
                         tr.loss(&SvdPrecond::new(NetRef(net)), &x0, &cond, &sigmas, &noise)?
@@ -530,8 +570,8 @@ impl Loss {
             }
             (Objective::Discrete(d), Some(sched)) => {
                 let n = d.num_train_timesteps;
-                let ts: Vec<usize> = (0..b).map(|_| rng.random_range(0..n)).collect();
-                let noise = randn_like(rng, &x0)?;
+                let ts: Vec<usize> = shard.draw(1, || rng.random_range(0..n));
+                let noise = randn_rows(rng, &x0, shard)?;
                 let x_t = add_noise(sched, &x0, &noise, &ts)?;
                 let tt: Vec<f32> = ts.iter().map(|t| *t as f32).collect();
                 let t_tensor = Tensor::from_vec(tt.clone(), b, x0.device())?;
@@ -570,6 +610,21 @@ pub(crate) fn randn_like<R: Rng + ?Sized>(rng: &mut R, x: &Tensor) -> Result<Ten
     let v: Vec<f32> = (0..x.elem_count())
         .map(|_| rng.sample::<f32, _>(StandardNormal))
         .collect();
+    Ok(Tensor::from_vec(v, x.dims(), x.device())?)
+}
+
+/// Standard normal noise shaped like `x` (`[B, …]` with `B = shard.len`, f32): the rows
+/// `shard` takes of noise drawn for all `shard.global` rows.
+pub(crate) fn randn_rows<R: Rng + ?Sized>(
+    rng: &mut R,
+    x: &Tensor,
+    shard: BatchShard,
+) -> Result<Tensor> {
+    if shard.is_whole() {
+        return randn_like(rng, x);
+    }
+    let per_row = x.dims()[1..].iter().product::<usize>();
+    let v = shard.draw(per_row, || rng.sample::<f32, _>(StandardNormal));
     Ok(Tensor::from_vec(v, x.dims(), x.device())?)
 }
 

@@ -129,6 +129,34 @@ impl Gradients {
             .any(|g| g.par_iter().any(|v| !v.is_finite()))
     }
 
+    /// Replaces every gradient by its mean over the ranks of `group` (data-parallel
+    /// training): one all-reduce of all gradients, flattened in name order, then `1 / world`.
+    ///
+    /// # Errors
+    /// Backend failures.
+    pub fn all_reduce_mean(&mut self, group: &dyn vidgen_collective::Collective) -> Result<()> {
+        let world = group.world_size();
+        if world == 1 {
+            return Ok(());
+        }
+        let total: usize = self.grads.values().map(Vec::len).sum();
+        let mut flat = Vec::with_capacity(total);
+        for g in self.grads.values() {
+            flat.extend_from_slice(g);
+        }
+        group.all_reduce_sum_f32(&mut flat)?;
+        let inv = 1.0 / world as f32;
+        let mut at = 0;
+        for g in self.grads.values_mut() {
+            let n = g.len();
+            g.iter_mut()
+                .zip(&flat[at..at + n])
+                .for_each(|(d, s)| *d = s * inv);
+            at += n;
+        }
+        Ok(())
+    }
+
     /// Forgets every gradient (the next step starts from zero).
     pub fn clear(&mut self) {
         self.grads.clear();

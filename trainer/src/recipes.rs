@@ -21,6 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
@@ -32,6 +33,7 @@ use vidgen_adapters::{AdapterConfig, AdapterSet, DQFormer, DQFormerConfig};
 use vidgen_clip_encoders::{
     resize_with_antialiasing, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection,
 };
+use vidgen_collective::{Collective, Local};
 use vidgen_diffusion_unet3d::sd::{
     AutoencoderKL, MotionAdapterConfig, MotionUNetSpec, UNet2DConditionConfig,
     UNet3DConditionModel, UNet3DConfig, UNetMotionConfig, UNetMotionModel,
@@ -47,8 +49,8 @@ use vidgen_video_io::synth::WorldConfig;
 
 use crate::checkpoint::{latest_checkpoint, save_tensors, Checkpoint};
 use crate::data::{
-    Batch, ClipSource, ClipSpec, DataPosition, Dataset, FolderSource, Loader, LoaderConfig,
-    MemorySource,
+    Batch, ClipSource, ClipSpec, DataPosition, DataShard, Dataset, FolderSource, Loader,
+    LoaderConfig, MemorySource,
 };
 use crate::objective::{
     describe, CondDropout, CondField, DiscreteObjective, EdmObjective, Loss, Objective,
@@ -952,14 +954,13 @@ impl Conditioner {
                 let (_, _, t, _, _) = video.dims5()?;
                 let k = s.cond_frames.clamp(1, t);
                 // noise augmentation: one σ per sample, ln σ ~ N(mean, std²)
-                let aug: Vec<f32> = (0..bsz)
-                    .map(|_| {
-                        let n: f64 = rng.sample(StandardNormal);
-                        (s.noise_aug_mean + s.noise_aug_std * n).exp() as f32
-                    })
-                    .collect();
+                // Drawn for the whole global batch, this rank keeping its rows (see BatchShard).
+                let aug: Vec<f32> = b.shard.draw(1, || {
+                    let n: f64 = rng.sample(StandardNormal);
+                    (s.noise_aug_mean + s.noise_aug_std * n).exp() as f32
+                });
                 let first = video.narrow(2, 0, k)?; // [B, 3, K, H, W]
-                let noise = crate::objective::randn_like(rng, &first)?;
+                let noise = crate::objective::randn_rows(rng, &first, b.shard)?;
                 let sig = Tensor::from_vec(aug.clone(), (bsz, 1, 1, 1, 1), dev)?;
                 let noisy = (&first + noise.broadcast_mul(&sig)?)?;
                 let lat = self.parts.latents.encode_unscaled(&noisy)?; // [B, C, K, h, w]
@@ -1075,24 +1076,41 @@ impl Session {
     /// # Errors
     /// A bad config (field named), unreadable model or data.
     pub fn new(cfg: &TrainConfig) -> Result<Self> {
+        Self::new_in(cfg, Rc::new(Local))
+    }
+
+    /// [`Session::new`] for one rank of data-parallel training over `group` (every rank calls
+    /// it with the same config): `cfg.batch` clips per rank, a global batch of
+    /// `cfg.batch · world`, each rank reading its rows of every global batch; the weights are
+    /// broadcast from rank 0 after they are built or resumed (rank 0 reads the checkpoint and
+    /// sends its files, so the other ranks need no shared file system); only rank 0 writes
+    /// `train.json`, logs, checkpoints and `final/`.
+    ///
+    /// # Errors
+    /// As [`Session::new`]; backend failures. A rank that fails while the others wait in a
+    /// collective leaves them waiting: wrap the call in [`vidgen_collective::or_abort`].
+    pub fn new_in(cfg: &TrainConfig, group: Rc<dyn Collective>) -> Result<Self> {
         let device = Device::Cpu;
+        let root = group.rank() == 0;
         if cfg.steps == 0 {
             return Err(Error::config("steps", "must be >= 1"));
         }
         if cfg.batch == 0 {
             return Err(Error::config("batch", "must be >= 1"));
         }
-        std::fs::create_dir_all(&cfg.out).map_err(|e| Error::Io {
-            path: cfg.out.clone(),
-            source: e,
-        })?;
-        let json = serde_json::to_string_pretty(cfg)
-            .map_err(|e| Error::config("config", e.to_string()))?;
-        let tj = cfg.out.join("train.json");
-        std::fs::write(&tj, json).map_err(|e| Error::Io {
-            path: tj,
-            source: e,
-        })?;
+        if root {
+            std::fs::create_dir_all(&cfg.out).map_err(|e| Error::Io {
+                path: cfg.out.clone(),
+                source: e,
+            })?;
+            let json = serde_json::to_string_pretty(cfg)
+                .map_err(|e| Error::config("config", e.to_string()))?;
+            let tj = cfg.out.join("train.json");
+            std::fs::write(&tj, json).map_err(|e| Error::Io {
+                path: tj,
+                source: e,
+            })?;
+        }
 
         let source = make_source(cfg)?;
         let has_source = (0..source.len()).any(|i| source.has_source(i));
@@ -1134,8 +1152,18 @@ impl Session {
         let loss = Loss::new(objective.clone(), dropout)?;
         let eval_loss = Loss::new(objective.clone(), CondDropout::none())?;
         let dataset = Arc::new(Dataset::new(source, cfg.clip.clone())?);
-        if cfg.verbose {
+        let verbose = cfg.verbose && root;
+        if verbose {
             eprintln!("vidgen train {}: {}", cfg.recipe.name(), asm.store.report());
+            if group.world_size() > 1 {
+                eprintln!(
+                    "  data-parallel over {} {} ranks: global batch {} ({} per rank)",
+                    group.world_size(),
+                    group.backend(),
+                    cfg.batch * group.world_size(),
+                    cfg.batch
+                );
+            }
             eprintln!(
                 "  objective: {}; data: {} clips ({} skipped as too short), {} frames at stride {}, {}x{}; batch {} x {} accumulated; {} steps",
                 describe(&objective),
@@ -1158,22 +1186,27 @@ impl Session {
                 }
             }
         }
-        let mut trainer = Trainer::new(asm.store.clone(), &cfg.optim, cfg.steps, cfg.seed)?;
+        let mut trainer = Trainer::new(asm.store.clone(), &cfg.optim, cfg.steps, cfg.seed)?
+            .with_group(group.clone());
         let mut start = DataPosition::default();
         if let Some(r) = &cfg.resume {
-            let dir = if r.join(crate::checkpoint::STATE_FILE).is_file() {
-                r.clone()
-            } else {
-                latest_checkpoint(r)?.ok_or_else(|| {
-                    Error::invalid("resume", format!("no checkpoint under {}", r.display()))
-                })?
-            };
-            let ck = Checkpoint::load(&dir)?;
-            start = trainer.restore(&ck, &dir)?;
-            if cfg.verbose {
-                eprintln!("  resumed from {} at step {}", dir.display(), ck.state.step);
+            let (dir, scratch) = shared_checkpoint(group.as_ref(), r)?;
+            let loaded = Checkpoint::load(&dir).and_then(|ck| {
+                let at = trainer.restore(&ck, &dir)?;
+                Ok((at, ck.state.step))
+            });
+            if let Some(s) = scratch {
+                let _ = std::fs::remove_dir_all(s);
+            }
+            let (at, step) = loaded?;
+            start = at;
+            if verbose {
+                eprintln!("  resumed from {} at step {step}", dir.display());
             }
         }
+        // Every rank starts from rank 0's weights (the seeded initialisation and the restored
+        // checkpoint are already the same everywhere; this makes it so by construction).
+        trainer.broadcast_weights()?;
         let cond = Conditioner {
             recipe: cfg.recipe,
             parts,
@@ -1255,7 +1288,8 @@ impl Session {
     /// Data, model and I/O errors.
     pub fn run(&mut self) -> Result<TrainOutcome> {
         let cfg = &self.cfg;
-        let mut loader = Loader::spawn(
+        let group = self.trainer.group();
+        let mut loader = Loader::spawn_shard(
             self.dataset.clone(),
             LoaderConfig {
                 batch: cfg.batch,
@@ -1264,6 +1298,10 @@ impl Session {
             },
             self.start,
             Device::Cpu,
+            DataShard {
+                rank: group.rank(),
+                world: group.world_size(),
+            },
         )?;
         let cond = &self.cond;
         let mut prepare = |b: &Batch, rng: &mut ChaCha8Rng| cond.prepare(b, rng);
@@ -1287,7 +1325,9 @@ impl Session {
         self.start = loader.position();
         let final_dir = if summary.steps_done >= cfg.steps {
             let d = cfg.out.join("final");
-            export(&self.trainer, &self.unet_config, self.in_channels, &d)?;
+            if self.trainer.is_root() {
+                export(&self.trainer, &self.unet_config, self.in_channels, &d)?;
+            }
             Some(d)
         } else {
             None
@@ -1313,6 +1353,75 @@ impl Session {
 /// A bad config (field named), unreadable model or data, training errors.
 pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome> {
     Session::new(cfg)?.run()
+}
+
+/// The checkpoint folder to resume from, on every rank: rank 0 finds it under `resume` (a
+/// checkpoint, or a run folder whose latest checkpoint is taken) and sends its files; the other
+/// ranks write them to a scratch folder (returned second, to delete after loading), so that
+/// only rank 0 needs the run's folder.
+fn shared_checkpoint(group: &dyn Collective, resume: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
+    let local = || -> Result<PathBuf> {
+        if resume.join(crate::checkpoint::STATE_FILE).is_file() {
+            Ok(resume.to_path_buf())
+        } else {
+            latest_checkpoint(resume)?.ok_or_else(|| {
+                Error::invalid(
+                    "resume",
+                    format!("no checkpoint under {}", resume.display()),
+                )
+            })
+        }
+    };
+    if group.world_size() == 1 {
+        return Ok((local()?, None));
+    }
+    const FILES: [&str; 4] = [
+        crate::checkpoint::STATE_FILE,
+        crate::checkpoint::TRAINABLE_FILE,
+        crate::checkpoint::OPTIMIZER_FILE,
+        crate::checkpoint::EMA_FILE,
+    ];
+    let root_dir = if group.rank() == 0 {
+        Some(local()?)
+    } else {
+        None
+    };
+    let scratch = std::env::temp_dir().join(format!(
+        "vidgen-resume-{}-rank{}",
+        std::process::id(),
+        group.rank()
+    ));
+    if root_dir.is_none() {
+        std::fs::create_dir_all(&scratch).map_err(|e| Error::Io {
+            path: scratch.clone(),
+            source: e,
+        })?;
+    }
+    for name in FILES {
+        // An absent file travels as a single 0 byte, a present one as 1 + its bytes.
+        let mut bytes = match &root_dir {
+            Some(d) => {
+                let p = d.join(name);
+                if p.is_file() {
+                    let mut v = vec![1u8];
+                    v.extend(std::fs::read(&p).map_err(|e| Error::Io { path: p, source: e })?);
+                    v
+                } else {
+                    vec![0u8]
+                }
+            }
+            None => Vec::new(),
+        };
+        group.broadcast_bytes(&mut bytes, 0)?;
+        if root_dir.is_none() && bytes.first() == Some(&1) {
+            let p = scratch.join(name);
+            std::fs::write(&p, &bytes[1..]).map_err(|e| Error::Io { path: p, source: e })?;
+        }
+    }
+    Ok(match root_dir {
+        Some(d) => (d, None),
+        None => (scratch.clone(), Some(scratch)),
+    })
 }
 
 /// The UNet's context width, read from the model folder or `unet_config`.

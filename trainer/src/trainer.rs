@@ -4,6 +4,7 @@
 //! [`Loader`] with logs, checkpoints and a progress bar.
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Instant;
 
 use candle_core::{DType, Tensor, Var};
@@ -11,6 +12,7 @@ use candle_nn::VarBuilder;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use vidgen_collective::{all_reduce_scalar, broadcast_tensor, Collective, Local};
 use vidgen_samplers::Network;
 use vidgen_video_core::{Conditioning, Error, Result};
 
@@ -68,6 +70,8 @@ pub struct StepStats {
     pub grad_norm: f64,
     /// Wall time, seconds.
     pub seconds: f64,
+    /// Of which waiting for the gradient all-reduce (data-parallel training), seconds.
+    pub comm_seconds: f64,
 }
 
 /// The optimiser side of a run: the trainable variables of a [`ParamStore`], AdamW, the EMA,
@@ -83,6 +87,23 @@ pub struct Trainer {
     rng: ChaCha8Rng,
     step: usize,
     grads: Gradients,
+    group: Group,
+}
+
+/// The process group a [`Trainer`] averages gradients over.
+#[derive(Clone)]
+struct Group(Rc<dyn Collective>);
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} rank {} of {}",
+            self.0.backend(),
+            self.0.rank(),
+            self.0.world_size()
+        )
+    }
 }
 
 impl Trainer {
@@ -131,7 +152,45 @@ impl Trainer {
             rng: ChaCha8Rng::seed_from_u64(seed),
             step: 0,
             grads: Gradients::new(),
+            group: Group(Rc::new(Local)),
         })
+    }
+
+    /// Trains data-parallel over `group`: each step's gradients (and its logged loss) are
+    /// averaged over the ranks before clipping and AdamW, so every rank applies the same
+    /// update. Every rank must hold the same weights and generator state when training
+    /// starts: build the model from the same seed or checkpoint, then call
+    /// [`Trainer::broadcast_weights`]. Give each rank its part of every global batch
+    /// ([`crate::data::Loader::spawn_shard`]); [`fit`] then writes logs and checkpoints from
+    /// rank 0 only.
+    pub fn with_group(mut self, group: Rc<dyn Collective>) -> Self {
+        self.group = Group(group);
+        self
+    }
+
+    /// The process group (a one-process [`Local`] unless [`Trainer::with_group`] set one).
+    pub fn group(&self) -> &dyn Collective {
+        self.group.0.as_ref()
+    }
+
+    /// Whether this rank writes logs and checkpoints (rank 0).
+    pub fn is_root(&self) -> bool {
+        self.group.0.rank() == 0
+    }
+
+    /// Sets every trainable variable to rank 0's values on every rank.
+    ///
+    /// # Errors
+    /// Backend failures; tensor copies.
+    pub fn broadcast_weights(&self) -> Result<()> {
+        if self.group.0.world_size() == 1 {
+            return Ok(());
+        }
+        for (_, var) in &self.vars {
+            let t = broadcast_tensor(self.group.0.as_ref(), var.as_tensor(), 0)?;
+            var.set(&t)?;
+        }
+        Ok(())
     }
 
     /// Steps completed.
@@ -190,6 +249,19 @@ impl Trainer {
             let g = loss.backward()?;
             self.grads.accumulate(&g, &self.vars, 1.0 / n as f32)?;
         }
+        let t_comm = Instant::now();
+        if self.group.0.world_size() > 1 {
+            // The mean of the ranks' gradients of their rows' mean loss is the gradient of
+            // the global batch's mean loss (every rank holds the same number of rows).
+            self.grads.all_reduce_mean(self.group.0.as_ref())?;
+            total =
+                all_reduce_scalar(self.group.0.as_ref(), total)? / self.group.0.world_size() as f64;
+        }
+        let comm_seconds = if self.group.0.world_size() > 1 {
+            t_comm.elapsed().as_secs_f64()
+        } else {
+            0.0
+        };
         if self.grads.has_non_finite() {
             return Err(Error::NonFinite {
                 location: format!("gradients of step {}", self.step + 1),
@@ -213,6 +285,7 @@ impl Trainer {
             lr,
             grad_norm,
             seconds: t0.elapsed().as_secs_f64(),
+            comm_seconds,
         })
     }
 
@@ -395,6 +468,9 @@ pub struct RunSummary {
     pub session_seconds: f64,
     /// Seconds of it spent waiting for the data worker.
     pub data_wait_seconds: f64,
+    /// Seconds of it spent in the gradient all-reduce (data-parallel training; 0 on one
+    /// process), which includes waiting for the slowest rank.
+    pub comm_seconds: f64,
     /// The last checkpoint written.
     pub checkpoint: Option<PathBuf>,
     /// The parameter report.
@@ -434,13 +510,20 @@ pub fn fit<M: Network>(
     })?;
     let start = trainer.step_count();
     let resumed = (start > 0).then_some(start);
-    let mut csv = CsvLog::open(&opts.out_dir.join("loss.csv"), resumed)?;
+    // Data-parallel ranks other than 0 keep their log in memory and write nothing.
+    let root = trainer.is_root();
+    let mut csv = if root {
+        CsvLog::open(&opts.out_dir.join("loss.csv"), resumed)?
+    } else {
+        CsvLog::memory()
+    };
     let end = opts.stop_after.map_or(opts.steps, |s| s.min(opts.steps));
-    let bar = progress_bar(opts.steps, start, opts.progress);
+    let bar = progress_bar(opts.steps, start, opts.progress && root);
     let mut wait = 0f64;
     let mut last_ck = None;
     let t_session = Instant::now();
     let mut smooth: Option<f32> = None;
+    let mut comm = 0f64;
     while trainer.step_count() < end {
         let stats = trainer.step(&mut |_, rng| {
             let t = Instant::now();
@@ -448,9 +531,10 @@ pub fn fit<M: Network>(
             wait += t.elapsed().as_secs_f64();
             let (x0, cond) = prepare.prepare(&batch, rng)?;
             let net = model.get()?;
-            Ok(loss.compute(net, &x0, &cond, rng)?.loss)
+            Ok(loss.compute_shard(net, &x0, &cond, rng, batch.shard)?.loss)
         })?;
         model.after_update();
+        comm += stats.comm_seconds;
         csv.push((&stats).into())?;
         let s = smooth.map_or(stats.loss, |p| 0.9 * p + 0.1 * stats.loss);
         smooth = Some(s);
@@ -461,13 +545,15 @@ pub fn fit<M: Network>(
             .is_some_and(|k| k > 0 && stats.step % k == 0);
         if due || stats.step == end {
             let dir = checkpoint_dir(&opts.out_dir, stats.step);
-            trainer.checkpoint(loader.position())?.save(&dir)?;
+            if root {
+                trainer.checkpoint(loader.position())?.save(&dir)?;
+            }
             last_ck = Some(dir);
         }
     }
     bar.finish_and_clear();
     let session_seconds = t_session.elapsed().as_secs_f64();
-    if opts.plot && !csv.rows().is_empty() {
+    if root && opts.plot && !csv.rows().is_empty() {
         plot_loss(
             csv.rows(),
             &opts.out_dir.join("loss.png"),
@@ -482,6 +568,7 @@ pub fn fit<M: Network>(
         session_steps: trainer.step_count() - start,
         session_seconds,
         data_wait_seconds: wait,
+        comm_seconds: comm,
         checkpoint: last_ck,
         report: trainer.store().report(),
     })

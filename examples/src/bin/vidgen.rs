@@ -58,7 +58,8 @@ fn main() {
     };
     match res {
         Ok(report) => {
-            if json {
+            // `null`: a data-parallel rank other than 0, which reports nothing.
+            if json && !report.is_null() {
                 println!("{report}");
             }
         }

@@ -4,8 +4,13 @@
 
 use std::path::PathBuf;
 
+use std::rc::Rc;
 use vidgen_trainer::data::ClipSpec;
-use vidgen_trainer::{train, DataConfig, LrDecay, OptimConfig, Precision, Recipe, TrainConfig};
+
+use vidgen_collective::{or_abort, Collective};
+use vidgen_trainer::{
+    DataConfig, LrDecay, OptimConfig, Precision, Recipe, Session, TrainConfig, Trainer,
+};
 use vidgen_video_core::{Error, Result};
 
 /// Arguments of `vidgen train`.
@@ -192,19 +197,69 @@ pub fn config(a: &Args) -> Result<TrainConfig> {
     })
 }
 
-/// Runs the subcommand; returns the `--json` report.
+/// A digest of the trained weights (their bits, in name order), to check that data-parallel
+/// replicas stayed identical.
+fn weights_digest(t: &Trainer) -> Result<u64> {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (name, var) in t.vars() {
+        let v = var
+            .as_tensor()
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        for b in name
+            .bytes()
+            .chain(v.iter().flat_map(|x| x.to_bits().to_le_bytes()))
+        {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    Ok(h)
+}
+
+/// Runs the subcommand; returns the `--json` report (`null` on data-parallel ranks other
+/// than 0, which print nothing).
+///
+/// Under `mpirun -np N` (built with the `mpi` feature) every rank runs this: `--batch` clips
+/// per rank, a global batch of `N · batch`, gradients averaged over the ranks, logs and
+/// checkpoints from rank 0. A rank that fails aborts the job. At the end the ranks compare
+/// digests of their weights, and a mismatch is an error.
 ///
 /// # Errors
 /// Invalid flags (named), unreadable model or data folders (named), training errors (a
 /// non-finite loss names its step).
 pub fn run(a: &Args) -> Result<serde_json::Value> {
     let cfg = config(a)?;
+    let group: Rc<dyn Collective> = Rc::from(vidgen_collective::init()?);
     let t0 = std::time::Instant::now();
-    let outcome = train(&cfg)?;
+    let (outcome, digest) = or_abort(group.as_ref(), || {
+        let mut session = Session::new_in(&cfg, group.clone())?;
+        let outcome = session.run()?;
+        let digest = weights_digest(session.trainer())?;
+        // Exact in f64: a digest is below 2^64 but compared as two 32-bit halves.
+        let halves = [(digest >> 32) as f64, (digest & 0xffff_ffff) as f64];
+        let all = group.all_gather_f64(&halves)?;
+        if let Some(r) = all.iter().position(|h| h[..] != halves[..]) {
+            return Err(Error::invalid(
+                "data-parallel replicas",
+                format!(
+                    "rank {r}'s weights differ from rank {}'s after training",
+                    group.rank()
+                ),
+            ));
+        }
+        Ok((outcome, digest))
+    })?;
+    if group.rank() != 0 {
+        return Ok(serde_json::Value::Null);
+    }
     let s = &outcome.summary;
     let last = s.rows.last();
     Ok(serde_json::json!({
         "command": "train",
+        "ranks": group.world_size(),
+        "global_batch": cfg.batch * group.world_size(),
+        "weights_digest": format!("{digest:016x}"),
         "recipe": cfg.recipe.name(),
         "out": outcome.out.display().to_string(),
         "final": outcome.final_dir.as_ref().map(|p| p.display().to_string()),
@@ -214,6 +269,7 @@ pub fn run(a: &Args) -> Result<serde_json::Value> {
         "last_loss": last.map(|r| r.loss),
         "session_seconds": s.session_seconds,
         "data_wait_seconds": s.data_wait_seconds,
+        "comm_seconds": s.comm_seconds,
         "seconds": t0.elapsed().as_secs_f64(),
     }))
 }

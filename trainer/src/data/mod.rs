@@ -182,6 +182,61 @@ pub struct Batch {
     pub fps: Vec<f64>,
     /// Where the next batch starts.
     pub next: DataPosition,
+    /// Which rows of the step's global batch these are (data-parallel training); the whole
+    /// batch in one process.
+    pub shard: BatchShard,
+}
+
+/// The rows a rank holds of one global batch: rows `offset..offset + len` of `global`. Random
+/// draws per sample (noise, σ, dropout, noise augmentation) are made for all `global` rows
+/// from the generator that every rank holds in the same state, and each rank keeps its rows:
+/// so `N` ranks with batch `B / N` compute what one process with batch `B` computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchShard {
+    /// The first row of this rank's part.
+    pub offset: usize,
+    /// This rank's rows.
+    pub len: usize,
+    /// Rows of the global batch.
+    pub global: usize,
+}
+
+impl BatchShard {
+    /// All `n` rows (one process).
+    pub fn whole(n: usize) -> Self {
+        Self {
+            offset: 0,
+            len: n,
+            global: n,
+        }
+    }
+
+    /// Rank `rank`'s rows of a global batch of `global` split over `world` ranks (contiguous,
+    /// balanced: [`vidgen_collective::shard_range`]).
+    pub fn of(global: usize, rank: usize, world: usize) -> Self {
+        let r = vidgen_collective::shard_range(global, rank, world);
+        Self {
+            offset: r.start,
+            len: r.len(),
+            global,
+        }
+    }
+
+    /// Whether this is the whole batch.
+    pub fn is_whole(&self) -> bool {
+        self.offset == 0 && self.len == self.global
+    }
+
+    /// Draws `per_row` values for each of the `global` rows with `draw` (in row order) and
+    /// keeps this shard's rows: the same values one process drawing the whole batch would give
+    /// these rows.
+    pub fn draw<T>(&self, per_row: usize, mut draw: impl FnMut() -> T) -> Vec<T> {
+        let all: Vec<T> = (0..self.global * per_row).map(|_| draw()).collect();
+        all.into_iter()
+            .skip(self.offset * per_row)
+            .take(self.len * per_row)
+            .collect()
+    }
 }
 
 /// `(seed, epoch, order)` of the epoch being read.
@@ -377,19 +432,49 @@ impl Dataset {
         batch: usize,
         device: &Device,
     ) -> Result<Batch> {
-        if batch == 0 {
+        self.batch_at_shard(seed, pos, batch, BatchShard::whole(batch), device)
+    }
+
+    /// One rank's part of the global batch of `global` samples from `pos`: the samples of rows
+    /// `shard.offset..` of it (exactly those [`Dataset::batch_at`] would put there), with
+    /// `next` the position after the whole global batch. Over the ranks of a step the parts
+    /// are disjoint, and every clip comes once per epoch across ranks.
+    ///
+    /// # Errors
+    /// As [`Dataset::batch_at`]; a shard outside the global batch.
+    pub fn batch_at_shard(
+        &self,
+        seed: u64,
+        pos: DataPosition,
+        global: usize,
+        shard: BatchShard,
+        device: &Device,
+    ) -> Result<Batch> {
+        if global == 0 || shard.len == 0 {
             return Err(Error::config("batch", "must be >= 1"));
         }
+        if shard.global != global || shard.offset + shard.len > global {
+            return Err(Error::invalid(
+                "shard",
+                format!(
+                    "rows {}..{} of a batch of {global}",
+                    shard.offset,
+                    shard.offset + shard.len
+                ),
+            ));
+        }
         let mut p = pos;
-        let mut samples = Vec::with_capacity(batch);
-        for _ in 0..batch {
+        let mut samples = Vec::with_capacity(shard.len);
+        for row in 0..global {
             if p.index >= self.items.len() {
                 p = DataPosition {
                     epoch: p.epoch + 1,
                     index: 0,
                 };
             }
-            samples.push(self.sample_at(seed, p)?);
+            if (shard.offset..shard.offset + shard.len).contains(&row) {
+                samples.push(self.sample_at(seed, p)?);
+            }
             p.index += 1;
         }
         if p.index >= self.items.len() {
@@ -423,6 +508,7 @@ impl Dataset {
                 .map(|s| s.video.fps() / self.spec.stride as f64)
                 .collect(),
             next: p,
+            shard,
         })
     }
 }
@@ -459,6 +545,22 @@ pub struct LoaderConfig {
     pub seed: u64,
     /// Batches decoded ahead (the channel's bound, ≥ 1).
     pub prefetch: usize,
+}
+
+/// Which part of each global batch a [`Loader`] makes: rank `rank` of `world` data-parallel
+/// ranks, each with [`LoaderConfig::batch`] clips of a global batch of `batch · world`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataShard {
+    /// This rank.
+    pub rank: usize,
+    /// The number of ranks.
+    pub world: usize,
+}
+
+impl Default for DataShard {
+    fn default() -> Self {
+        Self { rank: 0, world: 1 }
+    }
 }
 
 /// Batches made on a worker thread, in order, `prefetch` ahead of the consumer.
@@ -504,16 +606,45 @@ impl Loader {
         start: DataPosition,
         device: Device,
     ) -> Result<Self> {
+        Self::spawn_shard(dataset, cfg, start, device, DataShard::default())
+    }
+
+    /// [`Loader::spawn`] for one rank of data-parallel training: batches of `cfg.batch` clips,
+    /// this rank's rows of global batches of `cfg.batch · shard.world` (see
+    /// [`Dataset::batch_at_shard`]); positions count global batches, so every rank is at the
+    /// same position after each step.
+    ///
+    /// # Errors
+    /// `batch == 0`; a rank outside the world; the thread could not be spawned.
+    pub fn spawn_shard(
+        dataset: Arc<Dataset>,
+        cfg: LoaderConfig,
+        start: DataPosition,
+        device: Device,
+        shard: DataShard,
+    ) -> Result<Self> {
         if cfg.batch == 0 {
             return Err(Error::config("batch", "must be >= 1"));
         }
+        if shard.world == 0 || shard.rank >= shard.world {
+            return Err(Error::invalid(
+                "rank",
+                format!("rank {} of a world of {}", shard.rank, shard.world),
+            ));
+        }
+        let global = cfg.batch * shard.world;
+        let rows = BatchShard {
+            offset: shard.rank * cfg.batch,
+            len: cfg.batch,
+            global,
+        };
         let (tx, rx) = sync_channel(cfg.prefetch.max(1));
         let worker = std::thread::Builder::new()
             .name("vidgen-data".into())
             .spawn(move || {
                 let mut pos = start;
                 loop {
-                    let b = dataset.batch_at(cfg.seed, pos, cfg.batch, &device);
+                    let b = dataset.batch_at_shard(cfg.seed, pos, global, rows, &device);
                     let failed = b.is_err();
                     if let Ok(b) = &b {
                         pos = b.next;
