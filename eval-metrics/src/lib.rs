@@ -15,6 +15,7 @@ pub(crate) mod pickle;
 mod pool;
 mod probe;
 mod resize;
+pub mod shard;
 mod stats;
 pub mod weights;
 

@@ -245,6 +245,33 @@ impl FeatureStats {
         &self.mean
     }
 
+    /// The co-moment matrix `Σ (x−μ)(x−μ)ᵀ`, `D·D` values row-major.
+    pub fn comoment(&self) -> &[f64] {
+        &self.comoment
+    }
+
+    /// Statistics from their parts (`mean`: `D` values, `comoment`: `D·D`), as
+    /// [`FeatureStats::mean`] and [`FeatureStats::comoment`] give them.
+    ///
+    /// # Errors
+    /// Wrong lengths; non-finite values.
+    pub fn from_parts(dim: usize, count: u64, mean: Vec<f64>, comoment: Vec<f64>) -> Result<Self> {
+        let mut s = Self::new(dim)?;
+        if mean.len() != dim || comoment.len() != dim * dim {
+            return Err(Error::shape(
+                "mean / comoment",
+                &[dim, dim * dim],
+                &[mean.len(), comoment.len()],
+            ));
+        }
+        check_finite_slice(&mean, "mean")?;
+        check_finite_slice(&comoment, "comoment")?;
+        s.count = count;
+        s.mean = mean;
+        s.comoment = comoment;
+        Ok(s)
+    }
+
     /// Adds a batch of feature rows.
     ///
     /// # Shapes

@@ -12,6 +12,12 @@
 //!   `*.mov` file. The first `frames` frames of each are used; a shorter video is an error.
 //! * a `*.safetensors` statistics file written by [`FeatureStats::save_safetensors`] stands in
 //!   for a folder (its features are not kept, so KID / KVD need folders).
+//!
+//! Sharded runs: under `mpirun -np N` (eval-metrics built with its `mpi` feature) each rank
+//! takes its share of every folder's files (contiguous, in natural order), and rank 0 prints the
+//! scores of the statistics merged and the feature rows gathered from all ranks. Without MPI,
+//! `--shard i/n --partial FILE` computes shard `i` of `n` and writes it to FILE, and
+//! `--merge FILE...` combines every shard's file and prints the scores.
 
 // Each example uses a part of this module.
 #![allow(dead_code)]
@@ -142,8 +148,12 @@ fn bar(n: usize, what: &str, show: bool) -> ProgressBar {
     pb
 }
 
-fn finish(stats: FeatureStats, rows: Vec<Tensor>) -> Result<FeatureSet> {
-    let features = Tensor::cat(&rows, 0)?;
+fn finish(stats: FeatureStats, rows: Vec<Tensor>, dim: usize) -> Result<FeatureSet> {
+    let features = if rows.is_empty() {
+        Tensor::zeros((0, dim), candle_core::DType::F32, &Device::Cpu)?
+    } else {
+        Tensor::cat(&rows, 0)?
+    };
     Ok(FeatureSet {
         stats,
         features: Some(features),
@@ -157,7 +167,16 @@ pub fn image_folder_features(
     batch: usize,
     progress: bool,
 ) -> Result<FeatureSet> {
-    let files = list_images(dir)?;
+    image_files_features(net, &list_images(dir)?, batch, progress)
+}
+
+/// Inception features of the PNG `files`, `batch` images per forward pass (no files: no rows).
+pub fn image_files_features(
+    net: &InceptionV3,
+    files: &[PathBuf],
+    batch: usize,
+    progress: bool,
+) -> Result<FeatureSet> {
     let batch = batch.max(1);
     let pb = bar(files.len(), "inception", progress);
     let mut stats = FeatureStats::new(InceptionV3::FEATURES)?;
@@ -176,7 +195,7 @@ pub fn image_folder_features(
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();
-    finish(stats, rows)
+    finish(stats, rows, I3d::CLASSES)
 }
 
 /// I3D logits of every video of `dir` (first `frames` frames each), `batch` clips per pass.
@@ -196,7 +215,18 @@ pub fn video_folder_features(
             ),
         ));
     }
-    let files = list_videos(dir)?;
+    video_files_features(net, &list_videos(dir)?, frames, batch, progress)
+}
+
+/// I3D logits of the videos `files` (first `frames` frames each), `batch` clips per pass (no
+/// files: no rows).
+pub fn video_files_features(
+    net: &I3d,
+    files: &[PathBuf],
+    frames: usize,
+    batch: usize,
+    progress: bool,
+) -> Result<FeatureSet> {
     let batch = batch.max(1);
     let pb = bar(files.len(), "i3d", progress);
     let mut stats = FeatureStats::new(I3d::CLASSES)?;
@@ -212,7 +242,7 @@ pub fn video_folder_features(
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();
-    finish(stats, rows)
+    finish(stats, rows, I3d::CLASSES)
 }
 
 /// A stats file (`*.safetensors`) or the result of `compute` on a folder.
@@ -261,6 +291,12 @@ pub struct Args {
     pub kernel: bool,
     /// `--quiet`: no progress bar.
     pub quiet: bool,
+    /// `--shard i/n`: compute only shard `i` of `n` of each folder (needs `--partial`).
+    pub shard: Option<(usize, usize)>,
+    /// `--partial FILE`: where a `--shard` run writes its shard.
+    pub partial: Option<PathBuf>,
+    /// `--merge`: the inputs are every shard's `--partial` file; print the scores.
+    pub merge: bool,
 }
 
 impl Args {
@@ -274,6 +310,9 @@ impl Args {
             save_stats: Vec::new(),
             kernel: false,
             quiet: false,
+            shard: None,
+            partial: None,
+            merge: false,
         };
         let mut i = 0;
         let value = |i: usize, flag: &str| -> Result<String> {
@@ -305,6 +344,15 @@ impl Args {
                         .push(PathBuf::from(value(i + 1, "--save-stats")?));
                     i += 2;
                 }
+                "--shard" => {
+                    a.shard = Some(vidgen_collective::parse_shard(&value(i, "--shard")?)?);
+                    i += 1;
+                }
+                "--partial" => {
+                    a.partial = Some(PathBuf::from(value(i, "--partial")?));
+                    i += 1;
+                }
+                "--merge" => a.merge = true,
                 "--kid" | "--kvd" => a.kernel = true,
                 "--quiet" | "-q" => a.quiet = true,
                 f if f.starts_with('-') => {
@@ -313,6 +361,21 @@ impl Args {
                 p => a.inputs.push(PathBuf::from(p)),
             }
             i += 1;
+        }
+        if a.merge {
+            if a.inputs.is_empty() || a.shard.is_some() {
+                return Err(Error::invalid(
+                    "--merge",
+                    "give every shard's --partial file, and no --shard",
+                ));
+            }
+            return Ok(a);
+        }
+        if a.shard.is_some() != a.partial.is_some() {
+            return Err(Error::invalid(
+                "--shard",
+                "--shard i/n and --partial FILE go together",
+            ));
         }
         if a.inputs.len() != 2 {
             return Err(Error::invalid(
@@ -328,31 +391,152 @@ impl Args {
 }
 
 /// Runs FID (`video = false`) or FVD (`video = true`) for parsed [`Args`] and returns the
-/// report lines (the score first, then KID / KVD when asked).
+/// report lines (the score first, then KID / KVD when asked). Under `mpirun` each rank computes
+/// its share and rank 0 returns the lines (the others none); a rank that fails aborts the job.
 pub fn run(args: &Args, video: bool) -> Result<Vec<String>> {
+    let group = vidgen_collective::init()?;
+    vidgen_collective::or_abort(group.as_ref(), || run_in(group.as_ref(), args, video))
+}
+
+fn run_in(
+    group: &dyn vidgen_collective::Collective,
+    args: &Args,
+    video: bool,
+) -> Result<Vec<String>> {
+    use vidgen_eval_metrics::shard::{
+        gather_features, merge_partials, merge_stats_across, Partial,
+    };
+    let metric = if video { "fvd" } else { "fid" };
+    if args.merge {
+        let parts: Vec<Partial> = args
+            .inputs
+            .iter()
+            .map(Partial::load)
+            .collect::<Result<_>>()?;
+        let merged = merge_partials(&parts)?;
+        if merged.metric != metric || merged.sets.len() != 2 {
+            return Err(Error::invalid(
+                "--merge",
+                format!(
+                    "the shards are of `{}` with {} sets, not of {metric} with 2",
+                    merged.metric,
+                    merged.sets.len()
+                ),
+            ));
+        }
+        let sets: Vec<FeatureSet> = merged
+            .sets
+            .into_iter()
+            .map(|(stats, f)| FeatureSet {
+                stats,
+                features: Some(f),
+            })
+            .collect();
+        return score(&sets, args, video);
+    }
+    let (world, rank) = (group.world_size(), group.rank());
+    if world > 1 && args.shard.is_some() {
+        return Err(Error::invalid(
+            "--shard",
+            "not under mpirun: the ranks are the shards",
+        ));
+    }
+    let (i, n) = if world > 1 {
+        (rank, world)
+    } else {
+        args.shard.unwrap_or((0, 1))
+    };
     let default = weights_dir().join(if video { I3D_FILE } else { FID_INCEPTION_FILE });
     let wpath = args.weights.clone().unwrap_or(default);
-    let progress = !args.quiet;
-    let sets: Vec<FeatureSet> = if video {
+    let progress = !args.quiet && rank == 0;
+    let shard_of = |files: Vec<PathBuf>| -> Vec<PathBuf> {
+        let r = vidgen_collective::shard_range(files.len(), i, n);
+        files[r].to_vec()
+    };
+    let sharded = n > 1;
+    if sharded && args.inputs.iter().any(|p| !p.is_dir()) {
+        return Err(Error::invalid(
+            "inputs",
+            "a sharded run needs two folders (a statistics file cannot be split)",
+        ));
+    }
+    let mut sets: Vec<FeatureSet> = if video {
         let net = I3d::load(&wpath)?;
         args.inputs
             .iter()
             .map(|p| {
-                stats_or(p, |d| {
-                    video_folder_features(&net, d, args.frames, args.batch, progress)
-                })
+                if sharded {
+                    video_files_features(
+                        &net,
+                        &shard_of(list_videos(p)?),
+                        args.frames,
+                        args.batch,
+                        progress,
+                    )
+                } else {
+                    stats_or(p, |d| {
+                        video_folder_features(&net, d, args.frames, args.batch, progress)
+                    })
+                }
             })
             .collect::<Result<_>>()?
     } else {
         let net = InceptionV3::load(&wpath)?;
         args.inputs
             .iter()
-            .map(|p| stats_or(p, |d| image_folder_features(&net, d, args.batch, progress)))
+            .map(|p| {
+                if sharded {
+                    image_files_features(&net, &shard_of(list_images(p)?), args.batch, progress)
+                } else {
+                    stats_or(p, |d| image_folder_features(&net, d, args.batch, progress))
+                }
+            })
             .collect::<Result<_>>()?
     };
+    if world > 1 {
+        // Exact merge of the statistics and every rank's rows in rank order: what one process
+        // over all files holds.
+        for s in &mut sets {
+            s.stats = merge_stats_across(group, &s.stats)?;
+            if let Some(f) = &s.features {
+                s.features = Some(gather_features(group, f)?);
+            }
+        }
+        if rank != 0 {
+            return Ok(Vec::new());
+        }
+    } else if let (true, Some(out)) = (sharded, &args.partial) {
+        let sets = sets
+            .into_iter()
+            .map(|s| {
+                let f = s
+                    .features
+                    .ok_or_else(|| Error::invalid("features", "missing"))?;
+                Ok((s.stats, f))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let counts: Vec<u64> = sets.iter().map(|s| s.0.count()).collect();
+        Partial {
+            shard: (i, n),
+            metric: metric.into(),
+            sets,
+        }
+        .save(out)?;
+        return Ok(vec![format!(
+            "shard {i}/{n} of {metric}: {} + {} items written to {}",
+            counts[0],
+            counts[1],
+            out.display()
+        )]);
+    }
     for (s, out) in sets.iter().zip(&args.save_stats) {
         s.stats.save_safetensors(out)?;
     }
+    score(&sets, args, video)
+}
+
+/// The report lines of two feature sets.
+fn score(sets: &[FeatureSet], args: &Args, video: bool) -> Result<Vec<String>> {
     let (name, kname) = if video {
         ("FVD", "KVD")
     } else {
