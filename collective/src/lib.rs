@@ -236,10 +236,7 @@ pub fn parse_shard(s: &str) -> Result<(usize, usize)> {
 /// # Errors
 /// Tensor copies; backend failures.
 pub fn all_reduce_mean(c: &dyn Collective, t: &Tensor) -> Result<Tensor> {
-    let mut v = t
-        .to_dtype(DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
+    let mut v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
     c.all_reduce_sum_f32(&mut v)?;
     let inv = 1.0 / c.world_size() as f32;
     v.iter_mut().for_each(|x| *x *= inv);
@@ -265,10 +262,7 @@ pub fn broadcast_tensor(c: &dyn Collective, t: &Tensor, root: usize) -> Result<T
             found: format!("{:?}", t.dtype()),
         });
     }
-    let mut v = t
-        .to_dtype(DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
+    let mut v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
     c.broadcast_f32(&mut v, root)?;
     Ok(Tensor::from_vec(v, t.dims(), &candle_core::Device::Cpu)?
         .to_dtype(t.dtype())?
@@ -329,7 +323,10 @@ mod tests {
         assert_eq!(parse_shard("0/3").ok(), Some((0, 3)));
         assert_eq!(parse_shard(" 2 / 3 ").ok(), Some((2, 3)));
         for bad in ["3/3", "1/0", "a/2", "1", "", "-1/2", "1/2/3"] {
-            let e = parse_shard(bad).err().map(|e| e.to_string()).unwrap_or_default();
+            let e = parse_shard(bad)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             assert!(e.contains("i/n"), "{bad}: {e}");
         }
     }

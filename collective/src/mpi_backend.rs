@@ -34,9 +34,8 @@ impl Mpi {
     /// # Errors
     /// MPI was already initialised in this process, or gave less than funnelled threading.
     pub fn init() -> Result<Self> {
-        let (universe, level) = mpi::initialize_with_threading(Threading::Funneled).ok_or_else(
-            || Error::backend("mpi", "MPI is already initialised in this process"),
-        )?;
+        let (universe, level) = mpi::initialize_with_threading(Threading::Funneled)
+            .ok_or_else(|| Error::backend("mpi", "MPI is already initialised in this process"))?;
         if level < Threading::Funneled {
             return Err(Error::backend(
                 "mpi",

@@ -86,7 +86,11 @@ impl Nccl {
         &self.stream
     }
 
-    fn through_device<T>(&self, buf: &mut [T], op: impl FnOnce(&mut CudaSlice<T>) -> Result<()>) -> Result<()>
+    fn through_device<T>(
+        &self,
+        buf: &mut [T],
+        op: impl FnOnce(&mut CudaSlice<T>) -> Result<()>,
+    ) -> Result<()>
     where
         T: cudarc::driver::DeviceRepr + cudarc::nccl::NcclType,
     {

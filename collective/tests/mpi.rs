@@ -1,11 +1,12 @@
 //! The MPI backend across real processes: each test re-runs this test binary under
 //! `mpirun -np N`, where the `*_rank` test (ignored in a plain run) does the collective work.
 #![cfg(feature = "mpi")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use vidgen_collective::{all_reduce_mean, broadcast_tensor, init, or_abort, Collective};
+use vidgen_collective::{all_reduce_mean, broadcast_tensor, init, or_abort};
 use vidgen_video_core::Result;
 
 /// Runs test `name` of this binary on `np` ranks; returns (success, stdout + stderr). Kills the
@@ -13,9 +14,21 @@ use vidgen_video_core::Result;
 fn mpirun(np: usize, name: &str, limit: Duration) -> (bool, String) {
     let exe = std::env::current_exe().expect("test binary path");
     let mut child = Command::new("mpirun")
-        .args(["--allow-run-as-root", "--oversubscribe", "-np", &np.to_string()])
+        .args([
+            "--allow-run-as-root",
+            "--oversubscribe",
+            "-np",
+            &np.to_string(),
+        ])
         .arg(exe)
-        .args(["--exact", name, "--ignored", "--nocapture", "--test-threads", "1"])
+        .args([
+            "--exact",
+            name,
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
         .env("VIDGEN_MPI_CHILD", "1")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -69,7 +82,9 @@ fn ops_rank() -> Result<()> {
     let (r, n) = (c.rank(), c.world_size());
     assert_eq!(c.backend(), "mpi");
     // sums: same bits on every rank
-    let mut v: Vec<f32> = (0..1000).map(|i| (i as f32 + 0.1) * (r as f32 + 1.0)).collect();
+    let mut v: Vec<f32> = (0..1000)
+        .map(|i| (i as f32 + 0.1) * (r as f32 + 1.0))
+        .collect();
     c.all_reduce_sum_f32(&mut v)?;
     let want: Vec<f32> = (0..1000).map(|i| (i as f32 + 0.1) * 6.0).collect();
     for (a, b) in v.iter().zip(&want) {
@@ -85,20 +100,33 @@ fn ops_rank() -> Result<()> {
     let mut b: Vec<f32> = (0..5).map(|i| (i + 10 * r) as f32).collect();
     c.broadcast_f32(&mut b, 2)?;
     assert_eq!(b, vec![20., 21., 22., 23., 24.]);
-    let mut bytes = if r == 1 { b"checkpoint".to_vec() } else { vec![] };
+    let mut bytes = if r == 1 {
+        b"checkpoint".to_vec()
+    } else {
+        vec![]
+    };
     c.broadcast_bytes(&mut bytes, 1)?;
     assert_eq!(bytes, b"checkpoint");
     assert!(c.broadcast_f32(&mut b, 3).is_err());
     // gathers of different lengths
     let mine: Vec<f64> = (0..r + 1).map(|i| (10 * r + i) as f64).collect();
     let all = c.all_gather_f64(&mine)?;
-    assert_eq!(all, vec![vec![0.0], vec![10.0, 11.0], vec![20.0, 21.0, 22.0]]);
+    assert_eq!(
+        all,
+        vec![vec![0.0], vec![10.0, 11.0], vec![20.0, 21.0, 22.0]]
+    );
     // tensors
     let dev = candle_core::Device::Cpu;
     let t = candle_core::Tensor::new(&[r as f32, 2.0 * r as f32], &dev)?;
-    assert_eq!(all_reduce_mean(c.as_ref(), &t)?.to_vec1::<f32>()?, vec![1.0, 2.0]);
+    assert_eq!(
+        all_reduce_mean(c.as_ref(), &t)?.to_vec1::<f32>()?,
+        vec![1.0, 2.0]
+    );
     let t = broadcast_tensor(c.as_ref(), &t.to_dtype(candle_core::DType::BF16)?, 1)?;
-    assert_eq!(t.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?, vec![1.0, 2.0]);
+    assert_eq!(
+        t.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?,
+        vec![1.0, 2.0]
+    );
     c.barrier()?;
     println!("rank {r} of {n} ok");
     Ok(())

@@ -313,16 +313,16 @@ pub fn merge_partials(parts: &[Partial]) -> Result<Partial> {
 mod tests {
     use super::*;
 
-    fn rows(n: usize, d: usize, seed: u64) -> Tensor {
+    fn rows(n: usize, d: usize, seed: u64) -> Result<Tensor> {
         let v: Vec<f32> = (0..n * d)
             .map(|i| (((i as u64 * 2654435761 + seed * 97) % 1000) as f32) / 100.0 - 5.0)
             .collect();
-        Tensor::from_vec(v, (n, d), &Device::Cpu).unwrap_or_else(|e| panic!("{e}"))
+        Ok(Tensor::from_vec(v, (n, d), &Device::Cpu)?)
     }
 
     #[test]
     fn shards_round_trip_and_merge_to_the_whole() -> Result<()> {
-        let all = rows(11, 3, 1);
+        let all = rows(11, 3, 1)?;
         let whole = FeatureStats::from_features(&all)?;
         let b = whole.to_buffer();
         assert_eq!(FeatureStats::from_buffer(&b)?, whole);
