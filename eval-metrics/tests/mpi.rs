@@ -1,7 +1,7 @@
-#![cfg(feature = "mpi")]
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Sharded FVD / KVD with the real I3D weights: over 2 MPI ranks (this test binary re-run
 //! under `mpirun -np 2`), and over 3 file shards + `--merge`, equal to one process.
+#![cfg(feature = "mpi")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../examples/common/mod.rs"]
 mod common;
