@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use candle_core::Device;
 use vidgen_trainer::data::{
-    epoch_order, flip_video, ClipSource, ClipSpec, DataPosition, Dataset, FolderSource, Loader,
-    LoaderConfig, MemorySource,
+    epoch_order, flip_video, BatchShard, ClipSource, ClipSpec, DataPosition, DataShard, Dataset,
+    FolderSource, Loader, LoaderConfig, MemorySource,
 };
 use vidgen_video_core::Error;
 use vidgen_video_io::synth::WorldConfig;
@@ -115,6 +115,78 @@ fn loader_thread_yields_the_synchronous_batches() {
         pos = want.next;
     }
     drop(l); // joins the worker while it is blocked on a full channel
+}
+
+/// Data-parallel loaders: rank r of 3 (batch 2 each, global batch 6) gets rows 2r..2r+2 of the
+/// one-process batch of 6, every rank is at the global position after each step, and over an
+/// epoch the ranks read every clip exactly once between them.
+#[test]
+fn sharded_loaders_split_the_global_batch() {
+    common::setup();
+    let ds = synth(12);
+    let cfg = LoaderConfig {
+        batch: 2,
+        seed: 4,
+        prefetch: 1,
+    };
+    let mut loaders: Vec<Loader> = (0..3)
+        .map(|rank| {
+            Loader::spawn_shard(
+                ds.clone(),
+                cfg,
+                DataPosition::default(),
+                Device::Cpu,
+                DataShard { rank, world: 3 },
+            )
+            .unwrap()
+        })
+        .collect();
+    let mut pos = DataPosition::default();
+    let mut epoch0 = Vec::new();
+    for step in 0..3 {
+        let whole = ds.batch_at(4, pos, 6, &Device::Cpu).unwrap();
+        let w = flat(&whole.video);
+        let per = w.len() / 6;
+        for (rank, l) in loaders.iter_mut().enumerate() {
+            let b = l.next_batch().unwrap();
+            assert_eq!(
+                b.shard,
+                BatchShard {
+                    offset: 2 * rank,
+                    len: 2,
+                    global: 6
+                }
+            );
+            assert_eq!(b.items, whole.items[2 * rank..2 * rank + 2]);
+            assert_eq!(flat(&b.video), w[2 * rank * per..(2 * rank + 2) * per]);
+            assert_eq!(b.next, whole.next);
+            if step < 2 {
+                epoch0.extend(b.items.clone());
+            }
+        }
+        pos = whole.next;
+    }
+    epoch0.sort_unstable();
+    assert_eq!(
+        epoch0,
+        (0..12).collect::<Vec<_>>(),
+        "every clip once per epoch"
+    );
+    assert!(
+        Loader::spawn_shard(ds, cfg, pos, Device::Cpu, DataShard { rank: 3, world: 3 }).is_err()
+    );
+    // per-sample draws: a shard keeps its rows of the global draw
+    let mut n = 0u32;
+    let all = BatchShard::whole(6).draw(2, || {
+        n += 1;
+        n
+    });
+    let mut n = 0u32;
+    let mid = BatchShard::of(6, 1, 3).draw(2, || {
+        n += 1;
+        n
+    });
+    assert_eq!(mid, all[4..8]);
 }
 
 fn frames(n: usize, w: u32, h: u32, tag: u8) -> Video {

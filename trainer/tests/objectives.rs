@@ -74,3 +74,61 @@ fn v_prediction_loss_decreases() {
         "v-prediction on UNetMotion",
     );
 }
+
+/// Data-parallel losses: each shard's draws (dropout, σ or t, noise) are its rows of the whole
+/// batch's, so the mean of the shards' losses is the whole batch's loss.
+#[test]
+fn shard_losses_average_to_the_whole_batch_loss() {
+    use candle_core::{Device, Tensor};
+    use rand::SeedableRng;
+    use vidgen_trainer::data::BatchShard;
+    use vidgen_trainer::Loss;
+    use vidgen_video_core::Conditioning;
+    common::setup();
+    let x0 = Tensor::randn(0f32, 1.0, (4, 3, 2, 4, 4), &Device::Cpu).unwrap();
+    // A per-sample network: its output for a row depends on that row only.
+    let net = |x: &Tensor, c: &Tensor, _: &Conditioning| -> vidgen_video_core::Result<Tensor> {
+        let c = c
+            .to_dtype(candle_core::DType::F32)?
+            .reshape(((), 1, 1, 1, 1))?;
+        Ok((x * 0.5)?.broadcast_add(&c.broadcast_mul(&Tensor::new(0.01f32, x.device())?)?)?)
+    };
+    for objective in [
+        Objective::Edm(EdmObjective::karras()),
+        Objective::Discrete(DiscreteObjective::default()),
+    ] {
+        let loss = Loss::new(objective, CondDropout::independent(0.3, 0.3)).unwrap();
+        let rng = || rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let whole = loss
+            .compute(&net, &x0, &Conditioning::none(), &mut rng())
+            .unwrap();
+        let mut sum = 0f64;
+        let mut levels = Vec::new();
+        for r in 0..2 {
+            let s = BatchShard::of(4, r, 2);
+            let part = loss
+                .compute_shard(
+                    &net,
+                    &x0.narrow(0, 2 * r, 2).unwrap(),
+                    &Conditioning::none(),
+                    &mut rng(),
+                    s,
+                )
+                .unwrap();
+            sum += part.loss.to_scalar::<f32>().unwrap() as f64;
+            levels.extend(part.noise_levels);
+        }
+        assert_eq!(levels, whole.noise_levels);
+        let w = whole.loss.to_scalar::<f32>().unwrap() as f64;
+        assert!(
+            (sum / 2.0 - w).abs() <= 1e-6 * w.abs(),
+            "{} vs {w}",
+            sum / 2.0
+        );
+        // a shard that does not match its rows is an error
+        let bad = BatchShard::of(4, 0, 2);
+        assert!(loss
+            .compute_shard(&net, &x0, &Conditioning::none(), &mut rng(), bad)
+            .is_err());
+    }
+}
