@@ -603,3 +603,52 @@ fn output_size_formula() {
         None
     );
 }
+
+/// A frozen kernel and bias (plain tensors) get no gradient; the input's is unchanged.
+#[test]
+fn frozen_weights_skip_the_weight_gradient() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let mut r = |shape: &[usize]| {
+        let n: usize = shape.iter().product();
+        Tensor::from_vec(
+            (0..n)
+                .map(|_| rng.random_range(-1.0f32..1.0))
+                .collect::<Vec<_>>(),
+            shape,
+            &Device::Cpu,
+        )
+        .unwrap()
+    };
+    let x = r(&[1, 3, 3, 5, 5]);
+    let w = r(&[4, 3, 3, 3, 3]);
+    let b = r(&[4]);
+    let opts = Conv3dOpts {
+        padding: [1, 1, 1],
+        ..Conv3dOpts::default()
+    };
+    let xv = Var::from_tensor(&x).unwrap();
+    let (wv, bv) = (Var::from_tensor(&w).unwrap(), Var::from_tensor(&b).unwrap());
+    let frozen = conv3d(xv.as_tensor(), &w, Some(&b), &opts)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap();
+    let tracked = conv3d(xv.as_tensor(), wv.as_tensor(), Some(bv.as_tensor()), &opts)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap();
+    let (gf, gt) = (frozen.backward().unwrap(), tracked.backward().unwrap());
+    assert!(gf.get(&w).is_none() && gf.get(&b).is_none());
+    assert!(gt.get(wv.as_tensor()).is_some() && gt.get(bv.as_tensor()).is_some());
+    let (a, c) = (
+        gf.get(xv.as_tensor()).unwrap(),
+        gt.get(xv.as_tensor()).unwrap(),
+    );
+    assert_eq!(
+        a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        c.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    );
+}

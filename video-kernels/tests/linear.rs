@@ -251,3 +251,34 @@ fn silu_matches_candle() {
     vidgen_video_kernels::silu_slice(&mut s);
     assert!(max_rel(&Tensor::new(s.as_slice(), &Device::Cpu).unwrap(), &want) < 1e-6);
 }
+
+/// A frozen weight (plain tensor) with a tracked input takes the fused op: same output and
+/// input gradient as candle's matmul, and no weight gradient is computed.
+#[test]
+fn frozen_weights_give_only_the_input_gradient() {
+    for rows in [3usize, 40] {
+        let xv = Var::from_tensor(&randn(&[rows, 24], 11)).unwrap();
+        let w = randn(&[17, 24], 12);
+        let b = randn(&[17], 13);
+        let up = randn(&[rows, 17], 14);
+        let y = linear(xv.as_tensor(), &w, Some(&b)).unwrap();
+        let y_ref = linear_reference(xv.as_tensor(), &w, Some(&b)).unwrap();
+        assert!(max_rel(&y, &y_ref) < 1e-5);
+        let g = (y * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        let g_ref = (y_ref * &up)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let dx = g.get(xv.as_tensor()).unwrap();
+        assert!(
+            max_rel(dx, g_ref.get(xv.as_tensor()).unwrap()) < 1e-5,
+            "rows {rows}"
+        );
+        assert!(
+            g.get(&w).is_none() && g.get(&b).is_none(),
+            "a frozen weight got a gradient"
+        );
+    }
+}

@@ -126,18 +126,33 @@ impl CustomOp2 for Conv3dOp {
                 g.out_dims()
             );
         }
+        // A gradient nobody asked for is not computed: a frozen weight (a plain tensor, as in
+        // adapter training on a frozen UNet) needs no weight gradient, the first layer's input
+        // no input gradient. candle's own convolution computes both whatever is tracked.
         let (dx, dw) = with_f32(&dy, "conv3d dy", |dyv| {
-            let dx = with_f32(w, "conv3d weight", |wv| {
-                backward_input(g, dyv, wv).map_err(wrap)
-            })?;
-            let dw = with_f32(x, "conv3d x", |xv| {
-                backward_weight(g, xv, dyv).map_err(wrap)
-            })?;
+            let dx = if x.track_op() {
+                Some(with_f32(w, "conv3d weight", |wv| {
+                    backward_input(g, dyv, wv).map_err(wrap)
+                })?)
+            } else {
+                None
+            };
+            let dw = if w.track_op() {
+                Some(with_f32(x, "conv3d x", |xv| {
+                    backward_weight(g, xv, dyv).map_err(wrap)
+                })?)
+            } else {
+                None
+            };
             Ok::<_, candle_core::Error>((dx, dw))
         })?;
-        let dx = Tensor::from_vec(dx, g.in_dims().to_vec(), x.device())?;
-        let dw = Tensor::from_vec(dw, g.w_dims().to_vec(), w.device())?;
-        Ok((Some(dx), Some(dw)))
+        let dx = dx
+            .map(|v| Tensor::from_vec(v, g.in_dims().to_vec(), x.device()))
+            .transpose()?;
+        let dw = dw
+            .map(|v| Tensor::from_vec(v, g.w_dims().to_vec(), w.device()))
+            .transpose()?;
+        Ok((dx, dw))
     }
 }
 
@@ -190,6 +205,9 @@ impl CustomOp3 for Conv3dBiasOp {
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (dx, dw) = Conv3dOp { geom: self.geom }.bwd(x, w, res, dy)?;
+        if !b.track_op() {
+            return Ok((dx, dw, None));
+        }
         let g = &self.geom;
         let dy = dy.to_dtype(candle_core::DType::F32)?;
         let db = with_f32(&dy, "conv3d dy", |dyv| {

@@ -53,8 +53,32 @@ pub fn linear_reference(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> R
 /// mismatched dtypes: each names the shapes.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let (rows, in_dim, out_dim, out_shape) = check(x, weight, bias)?;
-    let tracked = x.track_op() || weight.track_op() || bias.is_some_and(|b| b.track_op());
+    let params_tracked = weight.track_op() || bias.is_some_and(|b| b.track_op());
+    let tracked = x.track_op() || params_tracked;
     let f32_cpu = |t: &Tensor| t.dtype() == DType::F32 && matches!(t.device(), Device::Cpu);
+    if x.track_op()
+        && !params_tracked
+        && rows > 0
+        && in_dim > 0
+        && out_dim > 0
+        && f32_cpu(x)
+        && f32_cpu(weight)
+        && bias.is_none_or(f32_cpu)
+        && !crate::reference_forced()
+    {
+        // Frozen weights, tracked input (adapter training on a frozen model): the fast
+        // forward, and a backward that computes only the input's gradient (candle's matmul
+        // would also compute the weight's, a third of the work, for nothing).
+        let op = FrozenLinear {
+            weight: weight.contiguous()?,
+            bias: bias.map(|b| b.to_vec1::<f32>()).transpose()?,
+            rows,
+            in_dim,
+            out_dim,
+        };
+        let y = x.reshape((rows, in_dim))?.contiguous()?.apply_op1(op)?;
+        return Ok(y.reshape(out_shape)?);
+    }
     if rows == 0
         || tracked
         || !f32_cpu(x)
@@ -80,6 +104,85 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
         }
     })?;
     Ok(Tensor::from_vec(y, out_shape, x.device())?)
+}
+
+/// `y = x · Wᵀ + b` with a frozen `W` / `b` as a custom op on a tracked `x [rows, in]`: its
+/// backward is `dx = dy · W` only.
+struct FrozenLinear {
+    weight: Tensor,
+    bias: Option<Vec<f32>>,
+    rows: usize,
+    in_dim: usize,
+    out_dim: usize,
+}
+
+fn to_candle(e: Error) -> candle_core::Error {
+    match e {
+        Error::Candle(c) => c,
+        other => candle_core::Error::wrap(other),
+    }
+}
+
+impl candle_core::CustomOp1 for FrozenLinear {
+    fn name(&self) -> &'static str {
+        "video-kernels-linear-frozen"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &candle_core::CpuStorage,
+        l: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let (rows, in_dim, out) = (self.rows, self.in_dim, self.out_dim);
+        if l.dims() != [rows, in_dim] {
+            candle_core::bail!(
+                "frozen linear: x {:?}, expected [{rows}, {in_dim}]",
+                l.dims()
+            );
+        }
+        let x = crate::storage::f32_slice(s, l, "linear input")?;
+        let y = with_f32(&self.weight, "linear weight", |ws| {
+            if rows <= SKINNY_ROWS {
+                Ok(skinny(x, rows, ws, out, in_dim, self.bias.as_deref()))
+            } else {
+                gemm_rows(x, rows, ws, out, in_dim, self.bias.as_deref()).map_err(to_candle)
+            }
+        })?;
+        Ok((
+            candle_core::CpuStorage::F32(y),
+            candle_core::Shape::from((rows, out)),
+        ))
+    }
+
+    fn bwd(&self, _x: &Tensor, _res: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let (rows, in_dim, out) = (self.rows, self.in_dim, self.out_dim);
+        let dy = dy.to_dtype(DType::F32)?.contiguous()?;
+        let n = rows * in_dim;
+        let dx = with_f32(&dy, "linear dy", |dys| {
+            with_f32(&self.weight, "linear weight", |ws| {
+                let mut dx: Vec<f32> = Vec::with_capacity(n);
+                // dx (rows × in) = dy (rows × out) · W (out × in), both row-major.
+                gemm_uninit(
+                    rows,
+                    in_dim,
+                    out,
+                    &mut dx.spare_capacity_mut()[..n],
+                    View::row_major(in_dim),
+                    dys,
+                    View::row_major(out),
+                    ws,
+                    View::row_major(in_dim),
+                    Threads::All,
+                )
+                .map_err(to_candle)?;
+                // SAFETY: `gemm_uninit` returned Ok: the rows × in row-major view, the first
+                // `n` elements, is initialised.
+                unsafe { dx.set_len(n) };
+                Ok::<_, candle_core::Error>(dx)
+            })
+        })?;
+        Ok(Some(Tensor::from_vec(dx, (rows, in_dim), dy.device())?))
+    }
 }
 
 /// `y = x · wᵀ (+ bias)` through the `gemm` crate for many rows, into a buffer that is not
