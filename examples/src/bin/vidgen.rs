@@ -36,7 +36,8 @@ enum Command {
     #[command(subcommand)]
     Vimi(cli::vimi::VimiCommand),
     /// Diffusion training (recipes svd, aid, vidiff, animate, unet3d) on a folder of videos or
-    /// the synthetic world: loss.csv, loss.png, checkpoints, exact --resume.
+    /// the synthetic world: loss.csv, loss.png, checkpoints, exact --resume; data-parallel under
+    /// `mpirun -np N` when built with the `mpi` feature.
     Train(cli::train::Args),
 }
 

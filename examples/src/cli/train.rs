@@ -39,7 +39,7 @@ pub struct Args {
     /// Optimiser steps.
     #[arg(long, default_value_t = 100)]
     pub steps: usize,
-    /// Clips per micro-batch.
+    /// Clips per micro-batch (per rank under `mpirun`: the global batch is ranks × batch).
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
     /// Micro-batches per optimiser step.
