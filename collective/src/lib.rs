@@ -156,15 +156,11 @@ pub(crate) fn check_root(root: usize, world: usize) -> Result<()> {
     Ok(())
 }
 
-/// Environment variables through which MPI launchers tell a process the size of its job
-/// (OpenMPI, MPICH / Intel MPI's PMI, PMIx, Slurm's `srun`).
-const WORLD_SIZE_VARS: &[&str] = &[
-    "OMPI_COMM_WORLD_SIZE",
-    "PMI_SIZE",
-    "PMIX_SIZE",
-    "MPI_LOCALNRANKS",
-    "SLURM_NTASKS",
-];
+/// Environment variables through which MPI launchers tell each process they start the size of
+/// its job: OpenMPI's `mpirun`, and PMI (MPICH / Intel MPI's `mpiexec`, Slurm's `srun
+/// --mpi=pmi2`). Not Slurm's allocation variables: a batch script in a many-task allocation is
+/// still one process.
+const WORLD_SIZE_VARS: &[&str] = &["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"];
 
 /// The world size an MPI launcher announced in this process's environment, if any.
 pub fn launcher_world_size() -> Option<usize> {
