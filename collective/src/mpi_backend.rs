@@ -50,6 +50,19 @@ impl Mpi {
     }
 }
 
+impl Mpi {
+    /// MPI_Allreduce (sum) of `buf` in place, at most [`PIECE`] values per call.
+    fn sum_in_pieces<T: Equivalence + Copy + Default>(&self, buf: &mut [T]) {
+        let mut out = vec![T::default(); buf.len().min(PIECE)];
+        for piece in buf.chunks_mut(PIECE) {
+            let o = &mut out[..piece.len()];
+            self.world
+                .all_reduce_into(&*piece, o, SystemOperation::sum());
+            piece.copy_from_slice(o);
+        }
+    }
+}
+
 impl Collective for Mpi {
     fn rank(&self) -> usize {
         self.world.rank() as usize
@@ -69,24 +82,12 @@ impl Collective for Mpi {
     }
 
     fn all_reduce_sum_f32(&self, buf: &mut [f32]) -> Result<()> {
-        let mut out = vec![0f32; buf.len().min(PIECE)];
-        for piece in buf.chunks_mut(PIECE) {
-            let o = &mut out[..piece.len()];
-            self.world
-                .all_reduce_into(&*piece, o, SystemOperation::sum());
-            piece.copy_from_slice(o);
-        }
+        self.sum_in_pieces(buf);
         Ok(())
     }
 
     fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<()> {
-        let mut out = vec![0f64; buf.len().min(PIECE)];
-        for piece in buf.chunks_mut(PIECE) {
-            let o = &mut out[..piece.len()];
-            self.world
-                .all_reduce_into(&*piece, o, SystemOperation::sum());
-            piece.copy_from_slice(o);
-        }
+        self.sum_in_pieces(buf);
         Ok(())
     }
 

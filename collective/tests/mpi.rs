@@ -3,64 +3,18 @@
 #![cfg(feature = "mpi")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vidgen_collective::{all_reduce_mean, broadcast_tensor, init, or_abort};
 use vidgen_video_core::Result;
 
-/// Runs test `name` of this binary on `np` ranks; returns (success, stdout + stderr). Kills the
-/// job after `limit`.
+/// Runs test `name` on `np` ranks (video-testkit's `mpirun`).
 fn mpirun(np: usize, name: &str, limit: Duration) -> (bool, String) {
-    let exe = std::env::current_exe().expect("test binary path");
-    let mut child = Command::new("mpirun")
-        .args([
-            "--allow-run-as-root",
-            "--oversubscribe",
-            "-np",
-            &np.to_string(),
-        ])
-        .arg(exe)
-        .args([
-            "--exact",
-            name,
-            "--ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env("VIDGEN_MPI_CHILD", "1")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("mpirun (install openmpi-bin) could not be started");
-    let t0 = Instant::now();
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        if t0.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("mpirun output");
-            panic!(
-                "mpirun -np {np} {name} still running after {limit:?} (a hang):\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().expect("mpirun output");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    video_testkit::mpirun(np, name, &[], limit, || {})
 }
 
 fn is_child() -> bool {
-    std::env::var_os("VIDGEN_MPI_CHILD").is_some()
+    video_testkit::is_mpi_child()
 }
 
 #[test]

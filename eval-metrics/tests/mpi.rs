@@ -9,7 +9,6 @@ mod common;
 mod testing;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use vidgen_eval_metrics::weights::I3D_FILE;
@@ -67,7 +66,8 @@ fn scores(lines: &[String]) -> (f64, f64) {
 #[test]
 #[ignore = "run under mpirun by sharded_fvd_equals_one_process"]
 fn fvd_rank() {
-    let (Some(root), Some(w)) = (
+    let (true, Some(root), Some(w)) = (
+        video_testkit::is_mpi_child(),
         std::env::var_os("VIDGEN_TEST_ROOT"),
         std::env::var_os("VIDGEN_TEST_WEIGHTS"),
     ) else {
@@ -95,37 +95,13 @@ fn sharded_fvd_equals_one_process() {
     let (fvd, kvd) = scores(&one);
 
     // 2 MPI ranks
-    let exe = std::env::current_exe().unwrap();
     let t0 = Instant::now();
-    let mut child = Command::new("mpirun")
-        .args(["--allow-run-as-root", "--oversubscribe", "-np", "2"])
-        .arg(exe)
-        .args([
-            "--exact",
-            "fvd_rank",
-            "--ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env("VIDGEN_TEST_ROOT", root)
-        .env("VIDGEN_TEST_WEIGHTS", &w)
-        .env("RAYON_NUM_THREADS", "1")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("mpirun (install openmpi-bin)");
-    while child.try_wait().unwrap().is_none() {
-        assert!(t0.elapsed() < Duration::from_secs(600), "mpirun hangs");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let env = [
+        ("VIDGEN_TEST_ROOT", root.display().to_string()),
+        ("VIDGEN_TEST_WEIGHTS", w.display().to_string()),
+    ];
+    let (ok, out) = video_testkit::mpirun(2, "fvd_rank", &env, Duration::from_secs(600), || {});
+    assert!(ok, "{out}");
     let t_two = t0.elapsed();
     let mpi: Vec<String> = std::fs::read_to_string(root.join("mpi.txt"))
         .unwrap()

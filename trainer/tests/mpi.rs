@@ -13,10 +13,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use video_testkit::mpirun;
 use vidgen_collective::{init, or_abort, Collective};
 use vidgen_trainer::checkpoint::load_tensors;
 use vidgen_trainer::{train, CondDropout, Recipe, Session, TrainConfig};
@@ -30,71 +31,10 @@ fn config(out: &Path, batch: usize) -> TrainConfig {
     c
 }
 
-/// Runs test `name` on `np` ranks with `env`; returns (success, output). Calls `during` every
-/// 50 ms with the child's pid while it runs; kills it after `limit`.
-fn mpirun(
-    np: usize,
-    name: &str,
-    env: &[(&str, String)],
-    limit: Duration,
-    mut during: impl FnMut(),
-) -> (bool, String) {
-    let exe = std::env::current_exe().unwrap();
-    let mut cmd = Command::new("mpirun");
-    cmd.args([
-        "--allow-run-as-root",
-        "--oversubscribe",
-        "-np",
-        &np.to_string(),
-    ])
-    .arg(exe)
-    .args([
-        "--exact",
-        name,
-        "--ignored",
-        "--nocapture",
-        "--test-threads",
-        "1",
-    ])
-    .env("VIDGEN_MPI_CHILD", "1")
-    // Two ranks on two cores: one rayon thread each.
-    .env("RAYON_NUM_THREADS", "1")
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("mpirun (install openmpi-bin)");
-    let t0 = Instant::now();
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        if t0.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "mpirun {name} still running after {limit:?}: a hang\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        during();
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 fn child_env(key: &str) -> Option<PathBuf> {
-    std::env::var_os("VIDGEN_MPI_CHILD")?;
+    if !video_testkit::is_mpi_child() {
+        return None;
+    }
     std::env::var_os(key).map(PathBuf::from)
 }
 

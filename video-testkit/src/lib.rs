@@ -26,8 +26,11 @@
 //! crate is never a dependency of library code.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+mod mpi;
 mod never_panics;
 mod weights;
+
+pub use mpi::{is_mpi_child, mpirun, MPI_CHILD_VAR};
 
 use std::collections::HashMap;
 use std::ffi::OsString;
