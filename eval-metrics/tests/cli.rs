@@ -127,21 +127,7 @@ fn cli_front_ends() {
         assert!(common::Args::parse(&["a".into(), "b".into(), "--bogus".into()]).is_err());
     }
     // FVD / KVD on two sets of two synthetic 10-frame videos (PNG folder + GIF).
-    let mk = |seed: u32| -> vidgen_video_io::Video {
-        let frames = (0..10u32)
-            .map(|t| {
-                let mut data = Vec::with_capacity(48 * 64 * 3);
-                for y in 0..48u32 {
-                    for x in 0..64u32 {
-                        let v = ((x * 3 + y * 5 + t * 7 + seed * 31) % 256) as u8;
-                        data.extend_from_slice(&[v, v.wrapping_mul(3), 255 - v]);
-                    }
-                }
-                vidgen_video_io::Frame::new(64, 48, data).unwrap()
-            })
-            .collect();
-        vidgen_video_io::Video::new(frames, 10.0).unwrap()
-    };
+    let mk = |seed: u32| testing::band_video(seed, 3, 7);
     for (s, seeds) in [("va", [1, 2]), ("vb", [5, 9])] {
         let d = tmp.path().join(s);
         std::fs::create_dir_all(&d).unwrap();

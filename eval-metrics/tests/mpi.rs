@@ -15,22 +15,7 @@ use vidgen_eval_metrics::weights::I3D_FILE;
 
 /// Two folders of small GIF clips (10 frames, 64×48): 4 and 3 clips.
 fn folders(root: &Path) {
-    let mk = |seed: u32| -> vidgen_video_io::Video {
-        let frames = (0..10u32)
-            .map(|t| {
-                let mut data = Vec::with_capacity(48 * 64 * 3);
-                for y in 0..48u32 {
-                    for x in 0..64u32 {
-                        let v =
-                            ((x * (3 + seed % 4) + y * 5 + t * (7 + seed) + seed * 31) % 256) as u8;
-                        data.extend_from_slice(&[v, v.wrapping_mul(3), 255 - v]);
-                    }
-                }
-                vidgen_video_io::Frame::new(64, 48, data).unwrap()
-            })
-            .collect();
-        vidgen_video_io::Video::new(frames, 10.0).unwrap()
-    };
+    let mk = |seed: u32| testing::band_video(seed, 3 + seed % 4, 7 + seed);
     for (s, seeds) in [("a", &[1u32, 2, 3, 4][..]), ("b", &[5, 9, 11][..])] {
         let d = root.join(s);
         std::fs::create_dir_all(&d).unwrap();

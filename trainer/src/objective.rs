@@ -491,11 +491,7 @@ impl Loss {
         cond: &Conditioning,
         rng: &mut R,
     ) -> Result<LossOutput> {
-        let b = x0
-            .dims()
-            .first()
-            .copied()
-            .ok_or_else(|| Error::invalid("x0", "a scalar has no batch"))?;
+        let b = batch_of(x0)?;
         self.compute_shard(net, x0, cond, rng, BatchShard::whole(b))
     }
 
@@ -517,11 +513,7 @@ impl Loss {
         rng: &mut R,
         shard: BatchShard,
     ) -> Result<LossOutput> {
-        let b = x0
-            .dims()
-            .first()
-            .copied()
-            .ok_or_else(|| Error::invalid("x0", "a scalar has no batch"))?;
+        let b = batch_of(x0)?;
         if b != shard.len || shard.offset + shard.len > shard.global {
             return Err(Error::invalid(
                 "x0",
@@ -603,6 +595,14 @@ impl Loss {
             frames_dropped: frames,
         })
     }
+}
+
+/// The batch size of `x0` (its first dim).
+fn batch_of(x0: &Tensor) -> Result<usize> {
+    x0.dims()
+        .first()
+        .copied()
+        .ok_or_else(|| Error::invalid("x0", "a scalar has no batch"))
 }
 
 /// Standard normal noise shaped like `x` (f32), drawn from `rng`.

@@ -210,3 +210,21 @@ pub fn weights(file: &str) -> Option<PathBuf> {
 pub fn weights_dir() -> PathBuf {
     video_testkit::weights_dir()
 }
+
+/// A synthetic 10-frame 64×48 video of diagonal colour bands that move by `kt` per frame
+/// (band slope `kx`, phase from `seed`): distinct clips for the FVD front-end tests.
+pub fn band_video(seed: u32, kx: u32, kt: u32) -> vidgen_video_io::Video {
+    let frames = (0..10u32)
+        .map(|t| {
+            let mut data = Vec::with_capacity(48 * 64 * 3);
+            for y in 0..48u32 {
+                for x in 0..64u32 {
+                    let v = ((x * kx + y * 5 + t * kt + seed * 31) % 256) as u8;
+                    data.extend_from_slice(&[v, v.wrapping_mul(3), 255 - v]);
+                }
+            }
+            vidgen_video_io::Frame::new(64, 48, data).unwrap()
+        })
+        .collect();
+    vidgen_video_io::Video::new(frames, 10.0).unwrap()
+}
