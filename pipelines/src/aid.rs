@@ -30,6 +30,13 @@
 //! AID's weights (adapters + DQFormer) are one safetensors file with the configuration in its
 //! metadata (key `aid_config`, JSON of [`AidConfig`]); [`AidWeights::save`] writes it,
 //! [`AidWeights::load`] reads it strictly.
+//!
+//! **Tuned UNet layers.** AID's recipe trains the UNet's cross-attention layers with the
+//! adapters and the DQFormer (the paper's method figure; everything else in the UNet, and the
+//! VAE, stays frozen). Their trained values travel in the same file under `unet.<UNet key>`
+//! ([`AidWeights::unet`]); [`AidPipeline::from_pretrained`] builds the UNet from the base folder
+//! with those keys replaced, strictly: every `unet.` key must be one the UNet asks for, with the
+//! shape it asks for. A file without `unet.` keys leaves the base untouched.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -81,6 +88,11 @@ pub struct AidWeights {
     pub adapters: AdapterSet,
     /// The DQFormer (key prefix `dqformer.`).
     pub dqformer: DQFormer,
+    /// UNet tensors AID trained (its recipe tunes the cross-attention layers), keyed as in the
+    /// UNet's checkpoint (`down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight`);
+    /// stored under `unet.` in the file and applied over the base by
+    /// [`AidPipeline::from_pretrained`]. Empty: the base UNet as it is.
+    pub unet: BTreeMap<String, Tensor>,
     recorded: Recorded,
 }
 
@@ -104,6 +116,7 @@ impl AidWeights {
             config: config.clone(),
             adapters,
             dqformer,
+            unet: BTreeMap::new(),
             recorded,
         })
     }
@@ -125,26 +138,153 @@ impl AidWeights {
             path.parent().unwrap_or_else(|| Path::new(".")),
             &[path.to_path_buf()],
         )?;
-        md.load(dtype, device, |vb| Self::new(&config, sites, vb))
+        let tuned: Vec<(String, Vec<usize>)> = md
+            .tensors()
+            .into_iter()
+            .filter_map(|t| {
+                t.name
+                    .strip_prefix(UNET_PREFIX)
+                    .map(|k| (k.to_string(), t.shape.clone()))
+            })
+            .collect();
+        md.load(dtype, device, |vb| -> Result<Self> {
+            let mut w = Self::new(&config, sites, vb.clone())?;
+            for (k, shape) in tuned {
+                let t = vb.get(shape, &format!("{UNET_PREFIX}{k}"))?;
+                w.unet.insert(k, t);
+            }
+            Ok(w)
+        })
     }
 
-    /// Writes every tensor (keys `adapters.…`, `dqformer.…`) and the config to `path`.
+    /// Writes every tensor (keys `adapters.…`, `dqformer.…`, and `unet.…` for
+    /// [`AidWeights::unet`]) and the config to `path`.
     ///
     /// # Errors
     /// I/O errors, naming the file.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let meta = serde_json::to_string(&self.config)
             .map_err(|e| Error::invalid("aid_config", e.to_string()))?;
-        self.recorded.save(
-            path,
+        let mut all = self.recorded.tensors();
+        all.extend(
+            self.unet
+                .iter()
+                .map(|(k, t)| (format!("{UNET_PREFIX}{k}"), t.clone())),
+        );
+        vidgen_video_nn::record::save_safetensors(
+            &all,
             Some(HashMap::from([("aid_config".to_string(), meta)])),
+            path,
         )
     }
 
-    /// Every tensor, by key (shares storage with the model: trained values are seen).
+    /// Every adapter and DQFormer tensor, by key (shares storage with the model: trained values
+    /// are seen). The tuned UNet tensors are [`AidWeights::unet`].
     pub fn tensors(&self) -> BTreeMap<String, Tensor> {
         self.recorded.tensors().into_iter().collect()
     }
+
+    /// Parameters of the tuned UNet layers ([`AidWeights::unet`]).
+    pub fn unet_param_count(&self) -> usize {
+        self.unet.values().map(Tensor::elem_count).sum()
+    }
+}
+
+/// Key prefix of the tuned UNet tensors in an AID weights file.
+pub const UNET_PREFIX: &str = "unet.";
+
+/// A UNet checkpoint with some tensors replaced: what AID's tuned layers make of the base.
+struct Overlay {
+    base: ModelDir,
+    over: HashMap<String, Tensor>,
+    file: PathBuf,
+}
+
+impl vidgen_video_core::TensorSource for Overlay {
+    fn load(&self, name: &str, device: &Device) -> candle_core::Result<Option<Tensor>> {
+        match self.over.get(name) {
+            Some(t) => Ok(Some(t.to_device(device)?)),
+            None if self.base.contains(name) => Ok(Some(
+                self.base
+                    .get(name, device)
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.over.contains_key(name) || self.base.contains(name)
+    }
+
+    fn keys(&self) -> Vec<(String, PathBuf)> {
+        let mut k: Vec<(String, PathBuf)> = self
+            .base
+            .tensors()
+            .into_iter()
+            .filter(|t| !self.over.contains_key(&t.name))
+            .map(|t| (t.name, t.file))
+            .collect();
+        k.extend(self.over.keys().map(|n| (n.clone(), self.file.clone())));
+        k
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} with {} tensors from {}",
+            self.base.root().display(),
+            self.over.len(),
+            self.file.display()
+        )
+    }
+
+    fn root(&self) -> PathBuf {
+        self.base.root().to_path_buf()
+    }
+}
+
+/// Rebuilds `svd`'s UNet from its folder with `tuned` tensors replacing the stored ones.
+///
+/// # Errors
+/// A tuned key the UNet does not ask for, or with another shape (named); loading errors.
+fn apply_tuned_unet(
+    svd: &mut SvdPipeline,
+    folder: &PipelineFolder,
+    tuned: &BTreeMap<String, Tensor>,
+    file: &Path,
+    dtype: DType,
+    device: &Device,
+) -> Result<LoadReport> {
+    use vidgen_diffusion_unet3d::svd::UNetSpatioTemporalConditionModel;
+    let (_, dir) = folder.component("unet", &["UNetSpatioTemporalConditionModel"])?;
+    let base = ModelDir::open_variant(&dir, folder.variant())?;
+    let source = Overlay {
+        base,
+        over: tuned.iter().map(|(k, t)| (k.clone(), t.clone())).collect(),
+        file: file.to_path_buf(),
+    };
+    let cfg = svd.unet.config().clone();
+    let (unet, report) =
+        vidgen_video_core::load_tracked(std::sync::Arc::new(source), dtype, device, |vb| {
+            UNetSpatioTemporalConditionModel::new(&cfg, vb)
+        })?;
+    let stray: Vec<String> = report
+        .unused
+        .iter()
+        .filter(|(k, _)| tuned.contains_key(k))
+        .map(|(k, _)| format!("{UNET_PREFIX}{k}"))
+        .collect();
+    if !stray.is_empty() {
+        return Err(Error::invalid(
+            file.display().to_string(),
+            format!(
+                "tuned UNet tensors the UNet does not have: {}",
+                stray.join(", ")
+            ),
+        ));
+    }
+    svd.unet = unet;
+    Ok(report)
 }
 
 /// Reads the `aid_config` metadata of an AID weights file.
@@ -325,15 +465,30 @@ impl AidPipeline {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        let svd = SvdPipeline::from_pretrained(folder, dtype, device)?;
+        let mut svd = SvdPipeline::from_pretrained(folder, dtype, device)?;
         let sites = svd.unet.config().attention_sites()?;
         let (aid, load) = AidWeights::load(aid_weights, &sites, dtype, device)?;
+        if !aid.unet.is_empty() {
+            let r = apply_tuned_unet(&mut svd, folder, &aid.unet, aid_weights, dtype, device)?;
+            if let Some(c) = svd.report.iter_mut().find(|c| c.name == "unet") {
+                c.load = Some(r);
+            }
+        }
         let mut report = svd.report.clone();
         report.push(ComponentReport {
             name: "aid".into(),
-            class: "AID adapters + DQFormer".into(),
+            class: if aid.unet.is_empty() {
+                "AID adapters + DQFormer".into()
+            } else {
+                "AID adapters + DQFormer + tuned UNet layers".into()
+            },
             dtype: Some(dtype),
-            params: aid.tensors().values().map(|t| t.elem_count()).sum(),
+            params: aid
+                .tensors()
+                .values()
+                .map(|t| t.elem_count())
+                .sum::<usize>()
+                + aid.unet_param_count(),
             load: Some(load),
         });
         let (text_encoder, tokenizer, r) = load_text(text, dtype, device)?;

@@ -406,3 +406,129 @@ fn smollm2_plans_stages() {
         .unwrap();
     assert_eq!(steps, again, "greedy planning is deterministic");
 }
+
+/// The prediction of `aid` with the text branch off (2 steps, fixed noise).
+fn text_off_frames(aid: &AidPipeline) -> Vec<u32> {
+    let image = fixture_image();
+    let (_, _, h, w) = image.dims4().unwrap();
+    let s = aid.svd.vae_scale_factor();
+    let latents = randn_seeded(1, &[1, 3, 4, h / s, w / s], &Device::Cpu).unwrap();
+    let aug = randn_seeded(2, &[1, 1, 3, h, w], &Device::Cpu).unwrap();
+    let out = aid
+        .call(
+            &image.unsqueeze(1).unwrap(),
+            &AidCall {
+                instruction: None,
+                num_frames: Some(3),
+                num_inference_steps: 2,
+                latents: Some(latents),
+                aug_noise: Some(aug),
+                ..AidCall::default()
+            },
+            &mut |_| {},
+        )
+        .unwrap();
+    bits(&out.frames)
+}
+
+#[test]
+fn tuned_unet_layers_travel_in_the_file_and_replace_the_base() {
+    use vidgen_pipelines::TextEncoderSource;
+    use vidgen_video_core::ModelDir;
+    let folder = PipelineFolder::open(svd_dir()).unwrap();
+    let svd = SvdPipeline::from_pretrained(&folder, DType::F32, &Device::Cpu).unwrap();
+    let sites = svd.unet.config().attention_sites().unwrap();
+    let text = TextEncoderSource { dir: text_dir() };
+    let md = ModelDir::open(svd_dir().join("unet")).unwrap();
+    let cross: Vec<String> = md
+        .tensors()
+        .into_iter()
+        .map(|t| t.name)
+        .filter(|k| k.contains(".attn2."))
+        .collect();
+    assert!(!cross.is_empty(), "the fixture UNet has no cross-attention");
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, scale: f64, extra: Option<(&str, Tensor)>| {
+        let mut a = AidWeights::new(
+            &config(3),
+            &sites,
+            seeded_var_builder(5, DType::F32, &Device::Cpu),
+        )
+        .unwrap();
+        for k in &cross {
+            let t = md.get(k, &Device::Cpu).unwrap();
+            a.unet.insert(k.clone(), (t * scale).unwrap());
+        }
+        if let Some((k, t)) = extra {
+            a.unet.insert(k.to_string(), t);
+        }
+        let path = dir.path().join(name);
+        a.save(&path).unwrap();
+        path
+    };
+    let plain = AidPipeline::from_parts(
+        svd,
+        load_text_encoder(&text_dir(), DType::F32, &Device::Cpu)
+            .unwrap()
+            .0,
+        load_text_encoder(&text_dir(), DType::F32, &Device::Cpu)
+            .unwrap()
+            .1,
+        AidWeights::new(
+            &config(3),
+            &sites,
+            seeded_var_builder(5, DType::F32, &Device::Cpu),
+        )
+        .unwrap(),
+    );
+    let want = text_off_frames(&plain);
+
+    // The base's own values, stored as tuned layers: the same prediction, a clean report.
+    let same = write("same.safetensors", 1.0, None);
+    let aid =
+        AidPipeline::from_pretrained(&folder, &text, &same, DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(aid.aid.unet.len(), cross.len());
+    for c in &aid.report {
+        if let Some(r) = &c.load {
+            assert!(
+                r.is_clean() && r.unused.is_empty(),
+                "{}: unused {:?}",
+                c.name,
+                r.unused
+            );
+        }
+    }
+    assert_eq!(text_off_frames(&aid), want);
+
+    // Other values: they replace the base's (another prediction).
+    let scaled = write("scaled.safetensors", 1.5, None);
+    let aid =
+        AidPipeline::from_pretrained(&folder, &text, &scaled, DType::F32, &Device::Cpu).unwrap();
+    assert_ne!(text_off_frames(&aid), want);
+
+    // A key the UNet does not have, or a wrong shape: named errors.
+    let stray = write(
+        "stray.safetensors",
+        1.0,
+        Some((
+            "mid_block.no_such.weight",
+            Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap(),
+        )),
+    );
+    let err = AidPipeline::from_pretrained(&folder, &text, &stray, DType::F32, &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("unet.mid_block.no_such.weight"), "{err}");
+    let k0 = cross[0].clone();
+    let bad = write(
+        "bad.safetensors",
+        1.0,
+        Some((&k0, Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap())),
+    );
+    let err = AidPipeline::from_pretrained(&folder, &text, &bad, DType::F32, &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains(&k0), "{err}");
+}

@@ -1,26 +1,28 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The shipped AID miniature (`examples/assets/aid-mini`): its weights load strictly (no
-//! missing, mismatched or unused key in any component), AID's parts are a small share of the
-//! UNet, and on 50 seeded episodes the pipeline generates clips in which the scorer finds a
-//! moving object that mostly keeps its colour.
+//! missing, mismatched or unused key in any component, the tuned cross-attention included),
+//! AID's parts are a small share of the UNet, and on 50 seeded episodes the predicted motion
+//! follows the instruction in at least 80 % of the clips (chance: 12.5 %), with a moving
+//! object that mostly keeps its colour.
 //!
-//! What this test does NOT assert: that the motion follows the instruction. The shipped
-//! weights do not (14.0 % agreement over 200 episodes, the same as with the text dropped and
-//! as chance, 12.5 %; see the asset's README), so the "≥ 80 % on 50 episodes" is not
-//! asserted; the figure is printed.
+//! What this test does NOT assert: the identity target. The shipped VAE blurs shapes
+//! (even the ground truth through it keeps colour and shape together in 21.5 % of clips; see
+//! the asset's README), so identity is printed, not asserted.
 
 use super::eval::{eval_episodes, run_condition, Condition, EvalOptions};
 use super::folder::load_pipeline;
 use super::train::param_share;
 use super::{shipped_dir, Episodes, MiniConfig};
 
-/// Of 50 clips, those in which a moving object is found (measured 82 % of 200).
+/// Of 50 clips, those whose motion follows the instruction (the 80 %).
+const MIN_DIRECTION: usize = 40;
+/// Of 50 clips, those in which a moving object is found.
 const MIN_MOVING: usize = 30;
 /// Of 50 clips, those whose object keeps its colour (measured 51 % of 200).
 const MIN_COLOUR: usize = 15;
 
 #[test]
-fn shipped_aid_mini_loads_strictly_and_generates_moving_objects() {
+fn shipped_aid_mini_loads_strictly_and_follows_instructions() {
     let dir = shipped_dir();
     let cfg = MiniConfig::load(&dir).unwrap();
     let pipe = load_pipeline(&dir).unwrap();
@@ -37,7 +39,7 @@ fn shipped_aid_mini_loads_strictly_and_generates_moving_objects() {
         }
     }
     let share = param_share(&dir).unwrap();
-    assert!(share.adapters > 0 && share.dqformer > 0);
+    assert!(share.adapters > 0 && share.dqformer > 0 && share.tuned_unet > 0);
     assert!(share.share() < 0.1, "AID's share {}", share.share());
 
     let n = 50;
@@ -68,6 +70,11 @@ fn shipped_aid_mini_loads_strictly_and_generates_moving_objects() {
         rep.colour.display(),
         rep.identity.display(),
         rep.still.display()
+    );
+    assert!(
+        rep.direction.hits >= MIN_DIRECTION,
+        "the motion follows the instruction in only {}/{n}",
+        rep.direction.hits
     );
     let moving = n - rep.still.hits;
     assert!(moving >= MIN_MOVING, "a moving object in only {moving}/{n}");

@@ -18,6 +18,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Every shipped miniature (Vid-ICL, AID, VIMI, …) run and measured in about two
+    /// minutes: one table of system, task, figure with its interval, baseline and time.
+    Demo(cli::demo::Args),
     /// Stable Video Diffusion: an image → a video.
     Svd(cli::svd::Args),
     /// AID: conditioning frames + an instruction → the predicted video; `aid train` / `aid
@@ -44,6 +47,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let (json, res) = match &cli.command {
+        Command::Demo(a) => (a.json, cli::demo::run(a)),
         Command::Svd(a) => (a.common.json, cli::svd::run(a)),
         Command::Aid(a) => match (&a.mini, &a.run) {
             (Some(m), _) => (m.json(), cli::aid_mini::run(m)),

@@ -51,12 +51,17 @@ pub struct TrainArgs {
     /// Override the peak learning rate of the selected stage(s).
     #[arg(long)]
     pub lr: Option<f64>,
-    /// Override `P_mean` of the training noise levels (`ln σ ~ N(P_mean, P_std²)`).
+    /// Override `P_mean` of the training noise levels (`ln σ ~ N(P_mean, P_std²)`) of the
+    /// selected base / aid stage(s).
     #[arg(long)]
     pub p_mean: Option<f64>,
     /// Episodes whose latents are cached for the base and AID stages.
     #[arg(long)]
     pub clips: Option<usize>,
+    /// AID stage: keep the UNet's cross-attention frozen (train adapters + DQFormer only;
+    /// AID's recipe trains the cross-attention too).
+    #[arg(long)]
+    pub frozen_cross_attention: bool,
     /// Hide the progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -122,8 +127,15 @@ fn run_train(a: &TrainArgs) -> Result<serde_json::Value> {
         opts.clips = c;
     }
     if let Some(m) = a.p_mean {
-        opts.p_mean = m;
+        for st in &stages {
+            match st {
+                Stage::Base => opts.p_mean = m,
+                Stage::Aid => opts.aid_p_mean = m,
+                Stage::Vae | Stage::Decoder => {}
+            }
+        }
     }
+    opts.cross_attention = !a.frozen_cross_attention;
     if let Some(lr) = a.lr {
         for st in &stages {
             match st {
@@ -196,6 +208,13 @@ fn run_eval(a: &EvalArgs) -> Result<serde_json::Value> {
             100.0 * share.share(),
             share.unet
         );
+        if share.tuned_unet > 0 {
+            println!(
+                "  with the tuned cross-attention ({} parameters): {:.2}% of the UNet",
+                share.tuned_unet,
+                100.0 * share.trained_share()
+            );
+        }
         println!(
             "  chance (8 directions): 12.5%; total {:.0} s",
             t0.elapsed().as_secs_f64()

@@ -4,6 +4,7 @@
 //! readable line naming the file or flag.
 
 pub mod aid;
+pub mod demo;
 // The AID and VIDiff miniatures (issue 31).
 pub mod aid_mini;
 pub mod svd;

@@ -1,0 +1,285 @@
+//! `vidgen demo`: every shipped miniature run and measured in one go, printed as one table
+//! (system, task, what is measured with its Wilson 95 % interval, the baseline, time).
+//!
+//! The episode counts are sized so that the whole demo takes about two minutes on two cores;
+//! each miniature's own `eval` command runs the full ≥ 200-episode measurement with GIFs and
+//! `episodes.json`. A miniature that is not shipped yet, or whose inputs are missing (VIMI
+//! needs the all-MiniLM-L6-v2 weights from the registry package), gets a row saying so.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::Serialize;
+use vidgen_video_core::Result;
+
+use crate::aidmini::eval::{eval_episodes, run_condition, Condition as AidCondition, EvalOptions};
+use crate::minis::report::Proportion;
+use crate::vidicl::eval::{Condition as IclCondition, Pipeline as IclPipeline};
+use crate::vidicl::motion::default_estimator;
+
+/// Arguments of `vidgen demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Vid-ICL episodes per condition (fast: a few seconds for 200).
+    #[arg(long, default_value_t = 200)]
+    pub icl_episodes: usize,
+    /// AID episodes per condition.
+    #[arg(long, default_value_t = 64)]
+    pub aid_episodes: usize,
+    /// VIMI prompts per condition.
+    #[arg(long, default_value_t = 40)]
+    pub vimi_prompts: usize,
+    /// Evaluation stream (disjoint from every miniature's training streams).
+    #[arg(long, default_value_t = 2024)]
+    pub seed: u64,
+    /// The all-MiniLM-L6-v2 folder VIMI's prompt encoder loads (default: the registry
+    /// package's cache, `$VIDGEN_WEIGHTS/all-minilm-l6-v2`).
+    #[arg(long)]
+    pub minilm: Option<PathBuf>,
+    /// Print the table as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One row of the demo's table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// The system.
+    pub system: String,
+    /// The miniature's task.
+    pub task: String,
+    /// What is measured.
+    pub measure: String,
+    /// The figure (None: not run, see `note`).
+    pub figure: Option<Proportion>,
+    /// The baseline: its label and figure.
+    pub baseline: Option<(String, Proportion)>,
+    /// Chance for a model that ignores the condition.
+    pub chance: Option<f64>,
+    /// Wall seconds (load included).
+    pub seconds: f64,
+    /// Why a row has no figure, or what to read into it.
+    pub note: String,
+}
+
+fn pct(p: &Proportion) -> String {
+    format!(
+        "{:.1}% [{:.1}, {:.1}]",
+        100.0 * p.rate(),
+        100.0 * p.low,
+        100.0 * p.high
+    )
+}
+
+fn icl_row(a: &Args) -> Result<Row> {
+    let t0 = Instant::now();
+    let pipe = IclPipeline::load(crate::vidicl::shipped_weights())?;
+    let est = default_estimator();
+    let (with_demo, _) = pipe.evaluate(
+        IclCondition::Same,
+        a.icl_episodes,
+        a.seed,
+        100,
+        est.as_ref(),
+        0,
+        |_| {},
+    )?;
+    let (no_demo, _) = pipe.evaluate(
+        IclCondition::NoDemo,
+        a.icl_episodes,
+        a.seed,
+        100,
+        est.as_ref(),
+        0,
+        |_| {},
+    )?;
+    Ok(Row {
+        system: "Vid-ICL".into(),
+        task: "demo clip + resting query → continuation".into(),
+        measure: "moves the demo's way".into(),
+        figure: Some(Proportion::new(with_demo.hits, with_demo.episodes)),
+        baseline: Some((
+            "no demo".into(),
+            Proportion::new(no_demo.hits, no_demo.episodes),
+        )),
+        chance: Some(0.125),
+        seconds: t0.elapsed().as_secs_f64(),
+        note: String::new(),
+    })
+}
+
+fn aid_row(a: &Args) -> Result<Row> {
+    let t0 = Instant::now();
+    let dir = crate::aidmini::shipped_dir();
+    let cfg = crate::aidmini::MiniConfig::load(&dir)?;
+    let pipe = crate::aidmini::folder::load_pipeline(&dir)?;
+    let eps = crate::aidmini::Episodes::new(&cfg)?;
+    let episodes = eval_episodes(&eps, a.seed, a.aid_episodes)?;
+    let opts = EvalOptions {
+        episodes: a.aid_episodes,
+        seed: a.seed,
+        sweep: Vec::new(),
+        references: false,
+        ..EvalOptions::default()
+    };
+    let run = |label: &str, text: bool| {
+        let cond = AidCondition {
+            label: label.into(),
+            text,
+            text_guidance: cfg.text_guidance,
+        };
+        run_condition(&pipe, &cfg, &cond, &episodes, &opts, &mut |_, _, _| {})
+    };
+    let instructed = run("instructed", true)?;
+    let no_text = run("no-text", false)?;
+    Ok(Row {
+        system: "AID".into(),
+        task: "2 resting frames + \"move <dir>\" → 8 frames".into(),
+        measure: "moves the instructed way".into(),
+        figure: Some(instructed.direction),
+        baseline: Some(("no text".into(), no_text.direction)),
+        chance: Some(0.125),
+        seconds: t0.elapsed().as_secs_f64(),
+        note: format!("identity kept {}", pct(&instructed.identity)),
+    })
+}
+
+fn vimi_row(a: &Args) -> Result<Row> {
+    use vidgen_pipelines::vimi::eval::{evaluate, Condition, EvalOptions};
+    let t0 = Instant::now();
+    let minilm = a
+        .minilm
+        .clone()
+        .unwrap_or_else(vidgen_pipelines::vimi::default_minilm_dir);
+    let pipe = vidgen_pipelines::vimi::VimiPipeline::load(&super::vimi::shipped_dir(), &minilm)?;
+    let opts = EvalOptions {
+        prompts: a.vimi_prompts,
+        seed: a.seed,
+        steps: 10,
+        index_size: 200,
+        conditions: vec![Condition::Retrieved, Condition::NoExample],
+        ..EvalOptions::default()
+    };
+    let rep = evaluate(&pipe, &opts, None, &mut |_, _, _| {})?;
+    let find = |c: Condition| rep.conditions.iter().find(|r| r.condition == c);
+    let (Some(r), Some(n)) = (find(Condition::Retrieved), find(Condition::NoExample)) else {
+        return Err(vidgen_video_core::Error::invalid(
+            "vimi eval",
+            "a condition is missing from its report",
+        ));
+    };
+    Ok(Row {
+        system: "VIMI".into(),
+        task: "ambiguous prompt + retrieved example → clip".into(),
+        measure: "object (colour + shape) as the caption".into(),
+        figure: Some(Proportion::new(r.object, r.n)),
+        baseline: Some(("no example".into(), Proportion::new(n.object, n.n))),
+        chance: Some(r.chance[0]),
+        seconds: t0.elapsed().as_secs_f64(),
+        note: String::new(),
+    })
+}
+
+fn missing(system: &str, task: &str, note: &str) -> Row {
+    Row {
+        system: system.into(),
+        task: task.into(),
+        measure: String::new(),
+        figure: None,
+        baseline: None,
+        chance: None,
+        seconds: 0.0,
+        note: note.into(),
+    }
+}
+
+/// Runs every miniature; a failing one becomes a row naming its error.
+fn rows(a: &Args, progress: &mut dyn FnMut(&str)) -> Vec<Row> {
+    let mut out = Vec::new();
+    type Runner = fn(&Args) -> Result<Row>;
+    let runners: [(&str, &str, Runner); 3] = [
+        (
+            "Vid-ICL",
+            "demo clip + resting query → continuation",
+            icl_row,
+        ),
+        ("AID", "2 resting frames + instruction → 8 frames", aid_row),
+        ("VIMI", "prompt + retrieved example → clip", vimi_row),
+    ];
+    for (system, task, f) in runners {
+        progress(system);
+        out.push(f(a).unwrap_or_else(|e| missing(system, task, &format!("not run: {e}"))));
+    }
+    out.push(missing(
+        "VIDiff",
+        "source clip + edit instruction → edited clip",
+        "no miniature shipped yet (issue 31)",
+    ));
+    out.push(missing(
+        "Video-LaVIT",
+        "prompt → keyframe + motion tokens → clip",
+        "no miniature shipped yet (issue 30)",
+    ));
+    out
+}
+
+/// Formats the table.
+pub fn format_rows(rows: &[Row]) -> String {
+    let mut s = format!(
+        "{:<12} {:<44} {:<38} {:<22} {:<32} {:>7}\n",
+        "system", "task", "measured", "figure [95% Wilson]", "baseline", "time"
+    );
+    s.push_str(&format!("{}\n", "-".repeat(12 + 44 + 38 + 22 + 32 + 7 + 5)));
+    for r in rows {
+        let fig = r.figure.as_ref().map(pct).unwrap_or_else(|| "—".into());
+        let base = match (&r.baseline, r.chance) {
+            (Some((l, p)), Some(c)) => {
+                format!("{l} {:.1}%, chance {:.1}%", 100.0 * p.rate(), 100.0 * c)
+            }
+            (Some((l, p)), None) => format!("{l} {:.1}%", 100.0 * p.rate()),
+            (None, Some(c)) => format!("chance {:.1}%", 100.0 * c),
+            (None, None) => "—".into(),
+        };
+        s.push_str(&format!(
+            "{:<12} {:<44} {:<38} {:<22} {:<32} {:>6.1}s\n",
+            r.system, r.task, r.measure, fig, base, r.seconds
+        ));
+        if !r.note.is_empty() {
+            s.push_str(&format!("{:<12} {}\n", "", r.note));
+        }
+    }
+    s
+}
+
+/// Runs the demo; returns its JSON report.
+///
+/// # Errors
+/// None of its own: a miniature that fails is a row naming the error.
+pub fn run(a: &Args) -> Result<serde_json::Value> {
+    let t0 = Instant::now();
+    let quiet = a.json;
+    if !quiet {
+        println!(
+            "vidgen demo: every shipped miniature, run and measured (seed {})",
+            a.seed
+        );
+    }
+    let rows = rows(a, &mut |s| {
+        if !quiet {
+            eprintln!("  running {s} …");
+        }
+    });
+    if !quiet {
+        println!("{}", format_rows(&rows));
+        println!(
+            "  Full measurements (≥ 200 episodes, GIFs and episodes.json): `quickstart` (Vid-ICL), \
+             `vidgen aid eval`, `vidgen vimi eval`. Total {:.0} s.",
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    Ok(serde_json::json!({
+        "command": "demo",
+        "rows": rows,
+        "seconds": t0.elapsed().as_secs_f64(),
+    }))
+}
