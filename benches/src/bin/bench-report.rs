@@ -4,6 +4,7 @@
 //! ```text
 //! bash ../shared/peers/setup.sh            # once, for the PyTorch peer figures
 //! cargo run --release -p benches --bin bench-report -- --rounds 3 --threads 2 [--filter attn] [--out BENCHMARKS.md]
+//! (`--filter S` keeps the cases whose name contains S; `--filter NAME$` keeps exactly NAME)
 //! ```
 //!
 //! Each round times, one after another: ours (`--repeat` calls after `--warmup`), every
@@ -218,7 +219,12 @@ fn main() -> ExitCode {
     let cases: Vec<Case> = all_cases()
         .into_iter()
         .filter(|c| {
-            args.filter.is_empty() || args.filter.iter().any(|f| c.name.contains(f.as_str()))
+            // `NAME$` selects exactly NAME; anything else is a substring.
+            args.filter.is_empty()
+                || args.filter.iter().any(|f| match f.strip_suffix('$') {
+                    Some(exact) => c.name == exact,
+                    None => c.name.contains(f.as_str()),
+                })
         })
         .collect();
     if cases.is_empty() {
