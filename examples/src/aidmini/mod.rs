@@ -13,9 +13,11 @@
 //!   random direction), and CLIP vision / text towers with frozen random weights (the real
 //!   CLIP tokenizer's vocabulary, cut to 1 014 tokens). See [`folder`].
 //! - **AID** ([`vidgen_pipelines::AidPipeline`]): adapters at every attention site of the frozen
-//!   UNet and a DQFormer, trained on instruction-labelled episodes with the frozen base; the
-//!   template planner writes the stages.
-//! - [`train`] runs the three stages (VAE, base, AID); [`eval`] measures instruction following
+//!   UNet, a DQFormer and the UNet's cross-attention layers (AID's recipe), trained on
+//!   instruction-labelled episodes with the rest of the base frozen; the template planner writes
+//!   the stages. The shipped weights move the object the instructed way in 90.5 % of 200
+//!   episodes (15.5 % without the text, chance 12.5 %).
+//! - [`train`] runs the stages (VAE, VAE decoder, base, AID); [`eval`] measures instruction following
 //!   with Wilson intervals and writes the clips.
 
 pub mod eval;

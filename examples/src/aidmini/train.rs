@@ -13,8 +13,10 @@
 //!    preconditioning (v-prediction, `c_noise = ¼ ln σ`), `ln σ ~ N(P_mean, P_std²)`; both frame
 //!    conditions dropped together for 10 % of the clips (the frame guidance's unconditional
 //!    branch).
-//! 3. **`aid`**: the UNet frozen; AID's adapters (every attention site) and the DQFormer train on
-//!    the same episodes with their instruction. Each micro-batch is built exactly as
+//! 3. **`aid`**: the UNet frozen but for its cross-attention layers (AID's recipe; stored in
+//!    `aid.safetensors` under `unet.`); AID's adapters (every attention site), the DQFormer and
+//!    the cross-attention train on the same episodes with their instruction, at higher noise
+//!    levels than the base (`aid_p_mean`: the direction of motion is decided at high σ). Each micro-batch is built exactly as
 //!    [`vidgen_pipelines::AidPipeline`] conditions its three branches: with the text
 //!    (per-frame context `[image embedding; DQFormer tokens of frame i]`, 85 %), without it
 //!    (the image embedding alone, 10 %), or with neither frames nor text (zero latents and image

@@ -75,24 +75,11 @@ fn icl_row(a: &Args) -> Result<Row> {
     let t0 = Instant::now();
     let pipe = IclPipeline::load(crate::vidicl::shipped_weights())?;
     let est = default_estimator();
-    let (with_demo, _) = pipe.evaluate(
-        IclCondition::Same,
-        a.icl_episodes,
-        a.seed,
-        100,
-        est.as_ref(),
-        0,
-        |_| {},
-    )?;
-    let (no_demo, _) = pipe.evaluate(
-        IclCondition::NoDemo,
-        a.icl_episodes,
-        a.seed,
-        100,
-        est.as_ref(),
-        0,
-        |_| {},
-    )?;
+    let run = |c: IclCondition| {
+        pipe.evaluate(c, a.icl_episodes, a.seed, 100, est.as_ref(), 0, |_| {})
+            .map(|(rep, _)| rep)
+    };
+    let (with_demo, no_demo) = (run(IclCondition::Same)?, run(IclCondition::NoDemo)?);
     Ok(Row {
         system: "Vid-ICL".into(),
         task: "demo clip + resting query → continuation".into(),
