@@ -46,10 +46,11 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 use vidgen_adapters::{AdapterConfig, AdapterSet, DQFormer, DQFormerConfig};
 use vidgen_clip_encoders::{CLIPTextModel, CLIPTokenizer};
+use vidgen_diffusion_unet3d::svd::UNetSpatioTemporalConfig;
 use vidgen_samplers::diffusers::StepMemory;
 use vidgen_video_core::{check_finite, AttentionSite, Error, LoadReport, ModelDir, Result};
 
-use crate::folder::{ComponentReport, PipelineFolder};
+use crate::folder::{ComponentReport, PipelineFolder, TensorOverrides};
 use crate::svd::{DecodeMode, SvdPipeline};
 use crate::{randn_seeded, StepInfo};
 use vidgen_video_nn::record::{recording, Recorded};
@@ -192,100 +193,6 @@ impl AidWeights {
 
 /// Key prefix of the tuned UNet tensors in an AID weights file.
 pub const UNET_PREFIX: &str = "unet.";
-
-/// A UNet checkpoint with some tensors replaced: what AID's tuned layers make of the base.
-struct Overlay {
-    base: ModelDir,
-    over: HashMap<String, Tensor>,
-    file: PathBuf,
-}
-
-impl vidgen_video_core::TensorSource for Overlay {
-    fn load(&self, name: &str, device: &Device) -> candle_core::Result<Option<Tensor>> {
-        match self.over.get(name) {
-            Some(t) => Ok(Some(t.to_device(device)?)),
-            None if self.base.contains(name) => Ok(Some(
-                self.base
-                    .get(name, device)
-                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?,
-            )),
-            None => Ok(None),
-        }
-    }
-
-    fn contains(&self, name: &str) -> bool {
-        self.over.contains_key(name) || self.base.contains(name)
-    }
-
-    fn keys(&self) -> Vec<(String, PathBuf)> {
-        let mut k: Vec<(String, PathBuf)> = self
-            .base
-            .tensors()
-            .into_iter()
-            .filter(|t| !self.over.contains_key(&t.name))
-            .map(|t| (t.name, t.file))
-            .collect();
-        k.extend(self.over.keys().map(|n| (n.clone(), self.file.clone())));
-        k
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "{} with {} tensors from {}",
-            self.base.root().display(),
-            self.over.len(),
-            self.file.display()
-        )
-    }
-
-    fn root(&self) -> PathBuf {
-        self.base.root().to_path_buf()
-    }
-}
-
-/// Rebuilds `svd`'s UNet from its folder with `tuned` tensors replacing the stored ones.
-///
-/// # Errors
-/// A tuned key the UNet does not ask for, or with another shape (named); loading errors.
-fn apply_tuned_unet(
-    svd: &mut SvdPipeline,
-    folder: &PipelineFolder,
-    tuned: &BTreeMap<String, Tensor>,
-    file: &Path,
-    dtype: DType,
-    device: &Device,
-) -> Result<LoadReport> {
-    use vidgen_diffusion_unet3d::svd::UNetSpatioTemporalConditionModel;
-    let (_, dir) = folder.component("unet", &["UNetSpatioTemporalConditionModel"])?;
-    let base = ModelDir::open_variant(&dir, folder.variant())?;
-    let source = Overlay {
-        base,
-        over: tuned.iter().map(|(k, t)| (k.clone(), t.clone())).collect(),
-        file: file.to_path_buf(),
-    };
-    let cfg = svd.unet.config().clone();
-    let (unet, report) =
-        vidgen_video_core::load_tracked(std::sync::Arc::new(source), dtype, device, |vb| {
-            UNetSpatioTemporalConditionModel::new(&cfg, vb)
-        })?;
-    let stray: Vec<String> = report
-        .unused
-        .iter()
-        .filter(|(k, _)| tuned.contains_key(k))
-        .map(|(k, _)| format!("{UNET_PREFIX}{k}"))
-        .collect();
-    if !stray.is_empty() {
-        return Err(Error::invalid(
-            file.display().to_string(),
-            format!(
-                "tuned UNet tensors the UNet does not have: {}",
-                stray.join(", ")
-            ),
-        ));
-    }
-    svd.unet = unet;
-    Ok(report)
-}
 
 /// Reads the `aid_config` metadata of an AID weights file.
 ///
@@ -465,15 +372,19 @@ impl AidPipeline {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        let mut svd = SvdPipeline::from_pretrained(folder, dtype, device)?;
-        let sites = svd.unet.config().attention_sites()?;
+        // AID's file is read first: its tuned UNet layers replace the base's as the UNet loads
+        // (one load), and only the UNet's config is needed for the adapter sites.
+        let (_, unet_dir) = folder.component("unet", &["UNetSpatioTemporalConditionModel"])?;
+        let ucfg: UNetSpatioTemporalConfig =
+            vidgen_video_core::loading::read_config(unet_dir.join("config.json"))?;
+        let sites = ucfg.attention_sites()?;
         let (aid, load) = AidWeights::load(aid_weights, &sites, dtype, device)?;
-        if !aid.unet.is_empty() {
-            let r = apply_tuned_unet(&mut svd, folder, &aid.unet, aid_weights, dtype, device)?;
-            if let Some(c) = svd.report.iter_mut().find(|c| c.name == "unet") {
-                c.load = Some(r);
-            }
-        }
+        let tuned = (!aid.unet.is_empty()).then(|| TensorOverrides {
+            tensors: aid.unet.clone(),
+            file: aid_weights.to_path_buf(),
+            prefix: UNET_PREFIX.into(),
+        });
+        let svd = SvdPipeline::from_pretrained_with(folder, dtype, device, tuned.as_ref())?;
         let mut report = svd.report.clone();
         report.push(ComponentReport {
             name: "aid".into(),

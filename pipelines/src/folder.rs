@@ -3,11 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::de::DeserializeOwned;
-use vidgen_video_core::{Error, LoadReport, ModelDir, Result};
+use vidgen_video_core::{load_tracked, Error, LoadReport, ModelDir, Result, TensorSource};
 
 /// One entry of `model_index.json`: `"unet": ["diffusers", "UNetSpatioTemporalConditionModel"]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,10 +239,55 @@ impl PipelineFolder {
     where
         C: DeserializeOwned,
     {
+        self.load_model_with(name, classes, dtype, device, None, build)
+    }
+
+    /// As [`PipelineFolder::load_model`], with some of the component's tensors replaced by
+    /// `overrides` (fine-tuned layers stored elsewhere, e.g. AID's cross-attention). Strict both
+    /// ways: every override must be a key the model asks for, with the shape it asks for.
+    ///
+    /// # Errors
+    /// As [`PipelineFolder::load_model`]; an override the model does not use (named, with the
+    /// file it came from).
+    pub fn load_model_with<C, M>(
+        &self,
+        name: &str,
+        classes: &[&str],
+        dtype: DType,
+        device: &Device,
+        overrides: Option<&TensorOverrides>,
+        build: impl FnOnce(&C, VarBuilder<'static>) -> Result<M>,
+    ) -> Result<(C, M, ComponentReport)>
+    where
+        C: DeserializeOwned,
+    {
         let (spec, dir) = self.component(name, classes)?;
         let cfg: C = vidgen_video_core::loading::read_config(dir.join("config.json"))?;
         let md = ModelDir::open_variant(&dir, self.variant.as_deref())?;
-        let (model, load) = md.load(dtype, device, |vb| build(&cfg, vb))?;
+        let (model, load) = match overrides {
+            None => md.load(dtype, device, |vb| build(&cfg, vb))?,
+            Some(o) => {
+                let source = Overlay {
+                    base: md.clone(),
+                    over: o.clone(),
+                };
+                let (model, load) =
+                    load_tracked(Arc::new(source), dtype, device, |vb| build(&cfg, vb))?;
+                let stray: Vec<String> = load
+                    .unused
+                    .iter()
+                    .filter(|(k, _)| o.tensors.contains_key(k))
+                    .map(|(k, _)| format!("{}{k}", o.prefix))
+                    .collect();
+                if !stray.is_empty() {
+                    return Err(Error::invalid(
+                        o.file.display().to_string(),
+                        format!("`{name}` does not use these tensors: {}", stray.join(", ")),
+                    ));
+                }
+                (model, load)
+            }
+        };
         let params = md
             .tensors()
             .iter()
@@ -304,5 +350,71 @@ impl PipelineFolder {
             params: 0,
             load: None,
         })
+    }
+}
+
+/// Tensors that replace a component's stored ones when it loads
+/// ([`PipelineFolder::load_model_with`]), keyed as in the component's checkpoint.
+#[derive(Debug, Clone)]
+pub struct TensorOverrides {
+    /// The replacing tensors.
+    pub tensors: BTreeMap<String, Tensor>,
+    /// The file they came from (named in errors and in the load report).
+    pub file: PathBuf,
+    /// The prefix their keys carry in `file` (e.g. `unet.`), for naming them in errors.
+    pub prefix: String,
+}
+
+/// A component's checkpoint with some tensors replaced.
+struct Overlay {
+    base: ModelDir,
+    over: TensorOverrides,
+}
+
+impl TensorSource for Overlay {
+    fn load(&self, name: &str, device: &Device) -> candle_core::Result<Option<Tensor>> {
+        match self.over.tensors.get(name) {
+            Some(t) => Ok(Some(t.to_device(device)?)),
+            None if self.base.contains(name) => Ok(Some(
+                self.base
+                    .get(name, device)
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.over.tensors.contains_key(name) || self.base.contains(name)
+    }
+
+    fn keys(&self) -> Vec<(String, PathBuf)> {
+        let mut k: Vec<(String, PathBuf)> = self
+            .base
+            .tensors()
+            .into_iter()
+            .filter(|t| !self.over.tensors.contains_key(&t.name))
+            .map(|t| (t.name, t.file))
+            .collect();
+        k.extend(
+            self.over
+                .tensors
+                .keys()
+                .map(|n| (n.clone(), self.over.file.clone())),
+        );
+        k
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} with {} tensors from {}",
+            self.base.root().display(),
+            self.over.tensors.len(),
+            self.over.file.display()
+        )
+    }
+
+    fn root(&self) -> PathBuf {
+        self.base.root().to_path_buf()
     }
 }

@@ -23,7 +23,7 @@ pub use aid::{
     dual_guidance, AidCall, AidConfig, AidOutput, AidPipeline, AidWeights, StagePlanner,
     TemplatePlanner, TextEncoderSource,
 };
-pub use folder::{ComponentReport, ComponentSpec, PipelineFolder};
+pub use folder::{ComponentReport, ComponentSpec, PipelineFolder, TensorOverrides};
 pub use image::{rgb_to_tensor, tensor_to_rgb, ImageNormalize};
 pub use planner::{parse_steps, LlmPlanner};
 pub use svd::{DecodeMode, SvdCall, SvdOutput, SvdPipeline, SvdTrace};

@@ -28,7 +28,7 @@ use vidgen_diffusion_unet3d::svd::{
 use vidgen_samplers::diffusers::{SchedulerConfig, StepMemory};
 use vidgen_video_core::{check_finite, Error, Result, VideoShape};
 
-use crate::folder::{ComponentReport, PipelineFolder};
+use crate::folder::{ComponentReport, PipelineFolder, TensorOverrides};
 use crate::{randn_seeded, StepInfo};
 
 /// How the final latents are decoded.
@@ -170,16 +170,31 @@ impl SvdPipeline {
     /// Another pipeline class, a missing component or component folder, an unsupported class,
     /// config or weight errors (named with their files).
     pub fn from_pretrained(folder: &PipelineFolder, dtype: DType, device: &Device) -> Result<Self> {
+        Self::from_pretrained_with(folder, dtype, device, None)
+    }
+
+    /// As [`SvdPipeline::from_pretrained`], with some UNet tensors replaced by `unet` (tuned
+    /// layers stored elsewhere, e.g. AID's cross-attention), strictly.
+    ///
+    /// # Errors
+    /// As [`SvdPipeline::from_pretrained`]; an override the UNet does not use (named).
+    pub fn from_pretrained_with(
+        folder: &PipelineFolder,
+        dtype: DType,
+        device: &Device,
+        unet: Option<&TensorOverrides>,
+    ) -> Result<Self> {
         folder.expect_class(&["StableVideoDiffusionPipeline"])?;
         let (_, dir) = folder.component("image_encoder", &["CLIPVisionModelWithProjection"])?;
         let (image_encoder, load) =
             CLIPVisionModelWithProjection::from_pretrained(&dir, dtype, device)?;
         let r1 = folder.report_for("image_encoder", dtype, load)?;
-        let (_, unet, r2) = folder.load_model(
+        let (_, unet, r2) = folder.load_model_with(
             "unet",
             &["UNetSpatioTemporalConditionModel"],
             dtype,
             device,
+            unet,
             |cfg: &UNetSpatioTemporalConfig, vb| UNetSpatioTemporalConditionModel::new(cfg, vb),
         )?;
         let (_, vae, r3) = folder.load_model(

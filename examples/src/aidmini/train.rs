@@ -16,8 +16,9 @@
 //! 3. **`aid`**: the UNet frozen but for its cross-attention layers (AID's recipe; stored in
 //!    `aid.safetensors` under `unet.`); AID's adapters (every attention site), the DQFormer and
 //!    the cross-attention train on the same episodes with their instruction, at higher noise
-//!    levels than the base (`aid_p_mean`: the direction of motion is decided at high σ). Each micro-batch is built exactly as
-//!    [`vidgen_pipelines::AidPipeline`] conditions its three branches: with the text
+//!    levels than the base (`aid_p_mean`: the direction of motion is decided at high σ). Each
+//!    micro-batch is built exactly as [`vidgen_pipelines::AidPipeline`] conditions its three
+//!    branches: with the text
 //!    (per-frame context `[image embedding; DQFormer tokens of frame i]`, 85 %), without it
 //!    (the image embedding alone, 10 %), or with neither frames nor text (zero latents and image
 //!    embedding, 5 %).
