@@ -4,7 +4,6 @@
 
 use crate::Result;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
-use rayon::prelude::*;
 
 /// Output elements per parallel task (a few tens of KiB of writes).
 const CHUNK: usize = 1 << 14;
@@ -59,17 +58,15 @@ impl CustomOp1 for ParContiguous {
 /// The row-major copy of the strided view `(dims, strides, start)` of `src`, in parallel.
 fn strided_copy(src: &[f32], dims: &[usize], strides: &[usize], start: usize) -> Vec<f32> {
     let n: usize = dims.iter().product();
-    let mut out = vec![0f32; n];
     let r = dims.len();
     if r == 0 {
-        out.iter_mut().for_each(|v| *v = src[start]);
-        return out;
+        return vec![src[start]; n];
     }
     // Each task walks its part of the output in row-major order: it decodes its first index
     // once and then steps like an odometer, one innermost row at a time.
-    out.par_chunks_mut(CHUNK).enumerate().for_each(|(ci, dst)| {
+    let write = |first: usize, dst: &mut [f32]| {
         let mut idx = vec![0usize; r];
-        let mut rem = ci * CHUNK;
+        let mut rem = first;
         for d in (0..r).rev() {
             idx[d] = rem % dims[d];
             rem /= dims[d];
@@ -100,6 +97,8 @@ fn strided_copy(src: &[f32], dims: &[usize], strides: &[usize], start: usize) ->
                 d -= 1;
             }
         }
-    });
-    out
+    };
+    // SAFETY: each task assigns every element of its chunk (its runs cover `dst`) and reads
+    // only `src`.
+    unsafe { crate::buffer::par_write(n, CHUNK, write) }
 }

@@ -68,18 +68,20 @@ fn glu_rows(
             None => return Err(Error::invalid(what, "not contiguous after copy")),
         };
         let rows = src.len() / (2 * i);
-        let mut out = vec![0f32; rows * i];
         // ~64 Ki outputs per task: long enough that rayon's scheduling is noise.
         let per_task = (65_536 / i).max(1);
-        out.par_chunks_mut(per_task * i)
-            .zip(src.par_chunks(per_task * 2 * i))
-            .for_each(|(o, s)| {
-                for (orow, srow) in o.chunks_exact_mut(i).zip(s.chunks_exact(2 * i)) {
-                    let (a, b) = srow.split_at(i);
-                    f(a, b, orow);
-                }
-            });
-        out
+        let write = |first: usize, o: &mut [f32]| {
+            for (orow, srow) in o
+                .chunks_exact_mut(i)
+                .zip(src[2 * first..].chunks_exact(2 * i))
+            {
+                let (a, b) = srow.split_at(i);
+                f(a, b, orow);
+            }
+        };
+        // SAFETY: the chunks are whole rows of `i`, and every `f` of this module assigns each
+        // element of its output row from `a` and `b` without reading it.
+        unsafe { vidgen_video_core::buffer::par_write(rows * i, per_task * i, write) }
     };
     Ok(Tensor::from_vec(out, out_shape, x.device())?)
 }

@@ -445,37 +445,38 @@ impl CustomOp3 for GroupNormOp {
         }
         let fixed = self.fixed.as_deref();
         let spatial = n / cpg;
-        let mut out = vec![0f32; xs.len()];
-        out.par_chunks_mut(n)
-            .zip(xs.par_chunks(n))
-            .enumerate()
-            .for_each(|(bg, (o, xi))| {
-                let g = bg % groups;
-                let (mean, rstd) = match fixed {
-                    Some(f) => f[bg],
-                    None => {
-                        let (mean, rstd) = stats(xi, eps);
-                        (mean as f32, rstd as f32)
-                    }
-                };
-                for c in 0..cpg {
-                    let ch = g * cpg + c;
-                    let (a, sh) = (w[ch] * rstd, bias[ch]);
-                    let (oc, xc) = (
-                        &mut o[c * spatial..(c + 1) * spatial],
-                        &xi[c * spatial..(c + 1) * spatial],
-                    );
-                    // Centre first, then scale: the folded form `x·a + (b − μ·a)` cancels
-                    // catastrophically when |μ|·rstd is large (a near-constant slice far from
-                    // zero: error |μ|·rstd·ulp, 1e-4 at μ = 3, var ≪ eps = 1e-6).
-                    for (ov, &xv) in oc.iter_mut().zip(xc) {
-                        *ov = (xv - mean) * a + sh;
-                    }
-                    if silu {
-                        crate::silu_slice(oc);
-                    }
+        let write = |first: usize, o: &mut [f32]| {
+            let bg = first / n;
+            let xi = &xs[first..first + n];
+            let g = bg % groups;
+            let (mean, rstd) = match fixed {
+                Some(f) => f[bg],
+                None => {
+                    let (mean, rstd) = stats(xi, eps);
+                    (mean as f32, rstd as f32)
                 }
-            });
+            };
+            for c in 0..cpg {
+                let ch = g * cpg + c;
+                let (a, sh) = (w[ch] * rstd, bias[ch]);
+                let (oc, xc) = (
+                    &mut o[c * spatial..(c + 1) * spatial],
+                    &xi[c * spatial..(c + 1) * spatial],
+                );
+                // Centre first, then scale: the folded form `x·a + (b − μ·a)` cancels
+                // catastrophically when |μ|·rstd is large (a near-constant slice far from
+                // zero: error |μ|·rstd·ulp, 1e-4 at μ = 3, var ≪ eps = 1e-6).
+                for (ov, &xv) in oc.iter_mut().zip(xc) {
+                    *ov = (xv - mean) * a + sh;
+                }
+                if silu {
+                    crate::silu_slice(oc);
+                }
+            }
+        };
+        // SAFETY: each chunk is one (sample, group) slice of `n = cpg · spatial` elements, and
+        // `write` assigns every element of it (channel by channel) before SiLU reads it back.
+        let out = unsafe { vidgen_video_core::buffer::par_write(xs.len(), n, write) };
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 

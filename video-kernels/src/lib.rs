@@ -6,6 +6,7 @@ mod attention;
 mod conv3d;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+mod elementwise;
 pub mod gemm;
 mod group_norm;
 mod linear;
@@ -21,6 +22,7 @@ pub use activation::{
 };
 pub use attention::*;
 pub use conv3d::*;
+pub use elementwise::{add, add_reference, blend, blend_reference};
 pub use group_norm::{
     group_norm, group_norm_moments, group_norm_reference, group_norm_with_moments,
     merge_group_moments, GroupMoments,

@@ -272,7 +272,6 @@ pub fn layer_norm(
         return Ok(x.zeros_like()?);
     }
     let dt = x.dtype();
-    let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
     let vec = |t: Option<&Tensor>| -> Result<Option<Vec<f32>>> {
         Ok(match t {
             Some(t) => Some(t.to_dtype(DType::F32)?.to_vec1::<f32>()?),
@@ -280,15 +279,20 @@ pub fn layer_norm(
         })
     };
     let (w, b) = (vec(weight)?, vec(bias)?);
-    let mut out = vec![0f32; xs.len()];
     let eps = eps as f32;
-    out.par_chunks_mut(rows_per_task(d) * d)
-        .zip(xs.par_chunks(rows_per_task(d) * d))
-        .for_each(|(o, s)| {
-            for (orow, srow) in o.chunks_exact_mut(d).zip(s.chunks_exact(d)) {
+    // Read in place (no copy of `x` when it is already contiguous f32).
+    let out = crate::storage::with_f32(&x.to_dtype(DType::F32)?, "layer_norm x", |xs| {
+        let write = |first: usize, o: &mut [f32]| {
+            for (orow, srow) in o.chunks_exact_mut(d).zip(xs[first..].chunks_exact(d)) {
                 layer_row(srow, w.as_deref(), b.as_deref(), eps, orow);
             }
-        });
+        };
+        // SAFETY: `layer_row` assigns each element of its output row and reads only `x`, `w`,
+        // `b`; the chunks are whole rows (`rows_per_task(d) · d` divides into rows of `d`).
+        Ok::<_, Error>(unsafe {
+            vidgen_video_core::buffer::par_write(xs.len(), rows_per_task(d) * d, write)
+        })
+    })?;
     let y = Tensor::from_vec(out, x.dims(), x.device())?;
     Ok(if dt == DType::F32 { y } else { y.to_dtype(dt)? })
 }

@@ -183,7 +183,7 @@ impl Attention {
         let o = vidgen_video_kernels::contiguous(&o.transpose(1, 2)?)?.reshape((b, n, h * d))?;
         let mut o = self.to_out.forward(&o)?;
         if self.residual_connection {
-            o = (o + residual)?;
+            o = vidgen_video_kernels::add(&o, residual)?;
         }
         if self.rescale_output_factor != 1.0 {
             o = (o / self.rescale_output_factor)?;
@@ -553,7 +553,7 @@ impl BasicTransformerBlock {
         } else {
             None
         };
-        let mut h = (self.attn1.forward(&n, ctx1)? + x)?;
+        let mut h = vidgen_video_kernels::add(&self.attn1.forward(&n, ctx1)?, x)?;
         if let (Some(norm2), Some(attn2)) = (&self.norm2, &self.attn2) {
             let mut n = norm2.forward(&h)?;
             if let Some(p) = &self.pos_embed {
@@ -561,9 +561,9 @@ impl BasicTransformerBlock {
             }
             // As diffusers: the context goes to attn2 even with `double_self_attention`
             // (callers of such blocks pass none).
-            h = (attn2.forward(&n, context)? + h)?;
+            h = vidgen_video_kernels::add(&attn2.forward(&n, context)?, &h)?;
         }
         let n = self.norm3.forward(&h)?;
-        Ok((self.ff.forward(&n)? + h)?)
+        vidgen_video_kernels::add(&self.ff.forward(&n)?, &h)
     }
 }

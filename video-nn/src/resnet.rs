@@ -192,7 +192,7 @@ impl ResnetBlock2D {
         };
         let h = match (self.cfg.time_embedding_norm, temb) {
             (TimeEmbeddingNorm::Default, Some(t)) => {
-                h = h.broadcast_add(&t)?;
+                h = vidgen_video_kernels::add(&h, &t)?;
                 self.norm_act(&self.norm2, &h)?
             }
             (TimeEmbeddingNorm::ScaleShift, Some(t)) => {
@@ -210,7 +210,7 @@ impl ResnetBlock2D {
             Some(c) => c.forward(x)?,
             None => x.clone(),
         };
-        let out = (x + h)?;
+        let out = vidgen_video_kernels::add(&x, &h)?;
         Ok(if self.cfg.output_scale_factor != 1.0 {
             (out / self.cfg.output_scale_factor)?
         } else {
@@ -460,7 +460,7 @@ impl ResnetBlockCondNorm2D {
             Some(c) => c.forward(x)?,
             None => x.clone(),
         };
-        let y = (x + h)?;
+        let y = vidgen_video_kernels::add(&x, &h)?;
         Ok(if self.output_scale_factor == 1.0 {
             y
         } else {

@@ -67,7 +67,7 @@ impl TemporalResnetBlock {
             let t = p.forward(&candle_nn::ops::silu(t)?)?; // [B, F, C]
                                                            // [B, F, C] -> [B, C, F, 1, 1]
             let t = t.permute((0, 2, 1))?.unsqueeze(3)?.unsqueeze(4)?;
-            h = h.broadcast_add(&t)?;
+            h = vidgen_video_kernels::add(&h, &vidgen_video_kernels::contiguous(&t)?)?;
         }
         let h = self.norm2.forward_silu(&h)?;
         let h = self.conv2.forward(&h)?;
@@ -75,7 +75,7 @@ impl TemporalResnetBlock {
             Some(c) => c.forward(x)?,
             None => x.clone(),
         };
-        Ok((x + h)?)
+        vidgen_video_kernels::add(&x, &h)
     }
 }
 
@@ -177,8 +177,7 @@ impl AlphaBlender {
     }
 
     fn mix(&self, spatial: &Tensor, temporal: &Tensor, a: &Tensor) -> Result<Tensor> {
-        let one_minus = (1.0 - a)?;
-        Ok((spatial.broadcast_mul(a)? + temporal.broadcast_mul(&one_minus)?)?)
+        vidgen_video_kernels::blend(spatial, temporal, a)
     }
 }
 
@@ -312,8 +311,8 @@ impl SpatioTemporalResBlock {
                     .forward(&tr.norm2.forward_with_moments(w, &m2, true)?)
             })?;
             let t = match &tr.conv_shortcut {
-                Some(c) => (c.forward(x)? + t2)?,
-                None => (&*x + t2)?,
+                Some(c) => vidgen_video_kernels::add(&c.forward(x)?, &t2)?,
+                None => vidgen_video_kernels::add(x, &t2)?,
             };
             *x = self.time_mixer.forward_video(x, &t, None)?;
         }
@@ -464,14 +463,18 @@ impl TemporalBasicTransformerBlock {
         let residual = &x;
         let mut h = self.ff_in.forward(&self.norm_in.forward(&x)?)?;
         if self.is_res {
-            h = (h + residual)?;
+            h = vidgen_video_kernels::add(&h, residual)?;
         }
-        h = (self.attn1.forward(&self.norm1.forward(&h)?, None)? + h)?;
+        h = vidgen_video_kernels::add(&self.attn1.forward(&self.norm1.forward(&h)?, None)?, &h)?;
         if let (Some(n2), Some(a2)) = (&self.norm2, &self.attn2) {
-            h = (a2.forward(&n2.forward(&h)?, context)? + h)?;
+            h = vidgen_video_kernels::add(&a2.forward(&n2.forward(&h)?, context)?, &h)?;
         }
         let ff = self.ff.forward(&self.norm3.forward(&h)?)?;
-        let h = if self.is_res { (ff + h)? } else { ff };
+        let h = if self.is_res {
+            vidgen_video_kernels::add(&ff, &h)?
+        } else {
+            ff
+        };
         let c2 = h.dims()[2];
         // [B·N, F, C] -> [B, N, F, C] -> [B, F, N, C] -> [B·F, N, C]
         Ok(
@@ -660,7 +663,7 @@ impl TransformerSpatioTemporalModel {
                 };
                 hs = from_video(&site.hooks.apply(&s, &to_video(&hs)?)?)?;
             }
-            let mix = hs.broadcast_add(&emb)?;
+            let mix = vidgen_video_kernels::add(&hs, &emb)?;
             let mix = tblk.forward(&mix, f, time_context.as_ref())?;
             hs = self.time_mixer.forward_seq(&hs, &mix, b, f, indicator)?;
             if hooked {
@@ -676,6 +679,6 @@ impl TransformerSpatioTemporalModel {
         // [B·F, HW, C] -> [B·F, C, H, W]
         let out =
             vidgen_video_kernels::contiguous(&out.reshape((bf, h, w, c))?.permute((0, 3, 1, 2))?)?;
-        Ok((out + residual)?)
+        vidgen_video_kernels::add(&out, residual)
     }
 }

@@ -570,7 +570,7 @@ impl UNetSpatioTemporalConditionModel {
         // 6. out
         let x = self.conv_norm_out.forward(&x)?;
         rec("conv_norm_out", &x);
-        let x = candle_nn::ops::silu(&x)?;
+        let x = vidgen_video_kernels::silu(&x)?;
         let x = self.conv_out.forward(&x)?;
         rec("conv_out", &x);
         // 7. [B·F, C', H, W] -> [B, F, C', H, W]

@@ -375,13 +375,31 @@ impl<'a> Heads<'a> {
 /// more than the products).
 const DIRECT_ROWS: usize = 4;
 
+/// Row stride of the key / value tiles of a problem with `nk` keys: [`TILE_LD`] once a tile can
+/// be full, else `nk` rounded up to whole vectors (plus one 64-byte line when that is a multiple
+/// of 64 floats, for the L1 sets as above). Temporal attention has 8–25 keys per position over
+/// thousands of heads: full-width tiles there were 17× the floats, nearly all zeros, each
+/// written and faulted in.
+pub(crate) fn kv_ld(nk: usize) -> usize {
+    if nk >= K_BLOCK {
+        return TILE_LD;
+    }
+    let ld = nk.next_multiple_of(16);
+    if ld % 64 == 0 {
+        ld + 16
+    } else {
+        ld
+    }
+}
+
 /// Re-lays `x` (`[n, d]`, one kv head) as tiles of `K_BLOCK` rows transposed: tile `t` holds
-/// `xᵀ[:, t·K_BLOCK ..]` as a `d × K_BLOCK` block with row stride [`TILE_LD`] (zero padded), so
-/// that a tile product reads `K_BLOCK` consecutive keys per head-dim index.
+/// `xᵀ[:, t·K_BLOCK ..]` as a `d × K_BLOCK` block with row stride [`kv_ld`]`(n)` (zero padded),
+/// so that a tile product reads `K_BLOCK` consecutive keys per head-dim index.
 fn transpose_tiles(x: &[f32], n: usize, d: usize) -> Vec<f32> {
     let tiles = n.div_ceil(K_BLOCK);
-    let mut out = vec![0f32; tiles * d * TILE_LD];
-    for (t, dst) in out.chunks_exact_mut(d * TILE_LD).enumerate() {
+    let ld = kv_ld(n);
+    let mut out = vec![0f32; tiles * d * ld];
+    for (t, dst) in out.chunks_exact_mut(d * ld).enumerate() {
         for (c, src) in x
             .chunks_exact(d)
             .skip(t * K_BLOCK)
@@ -389,7 +407,7 @@ fn transpose_tiles(x: &[f32], n: usize, d: usize) -> Vec<f32> {
             .enumerate()
         {
             for (p, &val) in src.iter().enumerate() {
-                dst[p * TILE_LD + c] = val;
+                dst[p * ld + c] = val;
             }
         }
     }
@@ -597,10 +615,11 @@ impl<'a> Problem<'a> {
         out.fill(0.0);
         // Keys past what the block's last (most-seeing) row sees are skipped entirely.
         let kend = self.visible(i0 + rows - 1);
+        let ld = kv_ld(self.dims.nk);
         for t in 0..kend.div_ceil(K_BLOCK) {
             let j0 = t * K_BLOCK;
             let bk = K_BLOCK.min(kend - j0);
-            let ktile = &kt[t * d * TILE_LD..(t + 1) * d * TILE_LD];
+            let ktile = &kt[t * d * ld..(t + 1) * d * ld];
             // Without a mask, and on tiles every row sees whole, nothing changes the scores
             // between the product and the softmax: the product reports each row's maximum.
             if self.mask.is_none() && self.visible(i0) >= j0 + bk {
@@ -610,24 +629,14 @@ impl<'a> Problem<'a> {
                     d,
                     1,
                     ktile,
-                    TILE_LD,
+                    ld,
                     &mut s,
                     TILE_LD,
                     &mut tmax,
                     &mut scratch,
                 )?;
             } else {
-                be.matmul(
-                    (rows, bk, d),
-                    &qs,
-                    d,
-                    1,
-                    ktile,
-                    TILE_LD,
-                    &mut s,
-                    TILE_LD,
-                    false,
-                )?;
+                be.matmul((rows, bk, d), &qs, d, 1, ktile, ld, &mut s, TILE_LD, false)?;
                 self.apply_bias(&mut s, b, h, i0, rows, (j0, bk), std::f32::consts::LOG2_E)?;
                 for (mx, srow) in tmax.iter_mut().zip(s.chunks_exact(TILE_LD)) {
                     *mx = be.row_max(&srow[..bk]);
@@ -764,31 +773,22 @@ impl<'a> Problem<'a> {
         let Dims { hq, hkv, nq, d, .. } = self.dims;
         let be = self.backend;
         let kvh = b * hkv + h / self.dims.group();
+        let ld = kv_ld(self.dims.nk);
         let ktile = ctx
             .kt
             .get(kvh)
-            .and_then(|x| x.get(t * d * TILE_LD..(t + 1) * d * TILE_LD))
+            .and_then(|x| x.get(t * d * ld..(t + 1) * d * ld))
             .ok_or_else(|| internal("key tile out of range"))?;
         let vtile = ctx
             .vt
             .get(kvh)
-            .and_then(|x| x.get(t * d * TILE_LD..(t + 1) * d * TILE_LD))
+            .and_then(|x| x.get(t * d * ld..(t + 1) * d * ld))
             .ok_or_else(|| internal("value tile out of range"))?;
         let row0 = (b * hq + h) * nq + i0;
         let dout = &ctx.dout[row0 * d..(row0 + rows) * d];
-        be.matmul((rows, bk, d), qs, d, 1, ktile, TILE_LD, s, TILE_LD, false)?;
+        be.matmul((rows, bk, d), qs, d, 1, ktile, ld, s, TILE_LD, false)?;
         self.apply_bias(s, b, h, i0, rows, (t * K_BLOCK, bk), 1.0)?;
-        be.matmul(
-            (rows, bk, d),
-            dout,
-            d,
-            1,
-            vtile,
-            TILE_LD,
-            dp,
-            TILE_LD,
-            false,
-        )?;
+        be.matmul((rows, bk, d), dout, d, 1, vtile, ld, dp, TILE_LD, false)?;
         for (r, (srow, dprow)) in s
             .chunks_exact_mut(TILE_LD)
             .zip(dp.chunks_exact_mut(TILE_LD))
@@ -990,5 +990,24 @@ mod tests {
         // Key K_BLOCK + 1, dim 1 lives in tile 1, row 1, column 1.
         assert_eq!(t[d * TILE_LD + TILE_LD + 1], x[(K_BLOCK + 1) * d + 1]);
         assert_eq!(t[d * TILE_LD + 5], 0.0);
+        // Short problems get narrow tiles: 8 keys in rows of 16 floats.
+        let (n, d) = (8, 3);
+        let x: Vec<f32> = (0..n * d).map(|i| i as f32).collect();
+        let t = transpose_tiles(&x, n, d);
+        assert_eq!(t.len(), d * 16);
+        assert_eq!(t[2 * 16 + 5], x[5 * d + 2]);
+        assert_eq!(t[16 + 9], 0.0);
+    }
+
+    #[test]
+    fn kv_ld_is_whole_vectors_and_never_wider_than_a_full_tile() {
+        for nk in 1..600 {
+            let ld = kv_ld(nk);
+            assert!(
+                ld.is_multiple_of(16) && ld >= nk.min(K_BLOCK) && ld <= TILE_LD,
+                "{nk}"
+            );
+            assert_ne!(ld % 64, 0, "{nk}: a stride of whole 256-byte lines");
+        }
     }
 }

@@ -233,10 +233,17 @@ fn gemm_rows(
     );
     match bias {
         Some(b) => {
-            let mut y = Vec::with_capacity(ny);
-            for _ in 0..rows {
-                y.extend_from_slice(b);
-            }
+            // The bias rows, filled in parallel (the product accumulates onto them).
+            let write = |_: usize, c: &mut [f32]| {
+                for row in c.chunks_exact_mut(out) {
+                    row.copy_from_slice(b);
+                }
+            };
+            // SAFETY: chunks are whole rows of `out` (a multiple of `out` elements) and each
+            // row is assigned from `b` (length `out`, checked above) without being read.
+            let mut y = unsafe {
+                vidgen_video_core::buffer::par_write(ny, out * (16_384 / out.max(1)).max(1), write)
+            };
             gemm(rows, out, in_dim, &mut y, yv, x, xv, w, wv, true, threads)?;
             Ok(y)
         }

@@ -77,7 +77,6 @@ pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> V
         }
     }
     let plane_out = to * ho * wo;
-    let mut y = vec![0f32; g.b * g.cout * plane_out];
     let cfg = Tile {
         cin: g.cin,
         chan,
@@ -87,41 +86,44 @@ pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> V
     };
     // One task per (batch, block of R output channels); each walks its frames in parallel.
     let per_batch = g.cout * plane_out;
-    let tasks = y.par_chunks_mut(per_batch).enumerate().flat_map(|(b, yb)| {
+    let write = |first: usize, yb: &mut [f32]| {
+        let b = first / per_batch.max(1);
         yb.par_chunks_mut(R * plane_out)
             .enumerate()
-            .map(move |(blk, ych)| (b, blk, ych))
-    });
-    tasks.for_each(|(b, blk, ych)| {
-        let co0 = blk * R;
-        let mut frames: Vec<Vec<&mut [f32]>> = (0..to).map(|_| Vec::new()).collect();
-        for plane in ych.chunks_mut(plane_out) {
-            for (ot, f) in plane.chunks_mut(ho * wo).enumerate() {
-                frames[ot].push(f);
-            }
-        }
-        let mut init = [0f32; R];
-        if let Some(bv) = bias {
-            for (r, v) in init.iter_mut().enumerate() {
-                *v = bv.get(co0 + r).copied().unwrap_or(0.0);
-            }
-        }
-        let wblk = &wpk[blk * red * R..][..red * R];
-        frames.into_par_iter().enumerate().for_each_init(
-            || vec![0f32; R * ldq],
-            |buf, (ot, mut rows)| {
-                let x0 = b * g.cin * chan + ot * g.stride[0] * p12;
-                tile(&cfg, &xpad, x0, wblk, &init, buf);
-                for (r, dst) in rows.iter_mut().enumerate() {
-                    let src = &buf[r * ldq..][..ldq];
-                    for (oh, drow) in dst.chunks_exact_mut(wo).enumerate() {
-                        drow.copy_from_slice(&src[oh * p[2]..][..wo]);
+            .for_each(|(blk, ych)| {
+                let co0 = blk * R;
+                let mut frames: Vec<Vec<&mut [f32]>> = (0..to).map(|_| Vec::new()).collect();
+                for plane in ych.chunks_mut(plane_out) {
+                    for (ot, f) in plane.chunks_mut(ho * wo).enumerate() {
+                        frames[ot].push(f);
                     }
                 }
-            },
-        );
-    });
-    y
+                let mut init = [0f32; R];
+                if let Some(bv) = bias {
+                    for (r, v) in init.iter_mut().enumerate() {
+                        *v = bv.get(co0 + r).copied().unwrap_or(0.0);
+                    }
+                }
+                let wblk = &wpk[blk * red * R..][..red * R];
+                frames.into_par_iter().enumerate().for_each_init(
+                    || vec![0f32; R * ldq],
+                    |buf, (ot, mut rows)| {
+                        let x0 = b * g.cin * chan + ot * g.stride[0] * p12;
+                        tile(&cfg, &xpad, x0, wblk, &init, buf);
+                        for (r, dst) in rows.iter_mut().enumerate() {
+                            let src = &buf[r * ldq..][..ldq];
+                            for (oh, drow) in dst.chunks_exact_mut(wo).enumerate() {
+                                drow.copy_from_slice(&src[oh * p[2]..][..wo]);
+                            }
+                        }
+                    },
+                );
+            });
+    };
+    // SAFETY: each chunk is one batch's `[Cout, T', H', W']`; its channel planes split into
+    // frames of `H'·W'` and every frame row of `W'` is assigned by `copy_from_slice`, nothing
+    // read before.
+    unsafe { vidgen_video_core::buffer::par_write(g.b * per_batch, per_batch, write) }
 }
 
 /// The input gradient as a direct forward, when it is one: with unit stride and
