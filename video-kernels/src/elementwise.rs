@@ -215,7 +215,7 @@ pub fn blend(s: &Tensor, t: &Tensor, alpha: &Tensor) -> Result<Tensor> {
     };
     let al = alpha.flatten_all()?.to_vec1::<f32>()?;
     // candle's `1.0 - α` is the affine map `α·(−1) + 1` in f32.
-    let om: Vec<f32> = al.iter().map(|&a| a * -1.0 + 1.0).collect();
+    let om: Vec<f32> = al.iter().map(|&a| -a + 1.0).collect();
     let (ss, ls) = s.storage_and_layout();
     let (st, lt) = t.storage_and_layout();
     let (Storage::Cpu(cs), Storage::Cpu(ct)) = (&*ss, &*st) else {
@@ -243,6 +243,7 @@ pub fn blend(s: &Tensor, t: &Tensor, alpha: &Tensor) -> Result<Tensor> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

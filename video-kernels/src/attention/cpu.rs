@@ -385,7 +385,7 @@ pub(crate) fn kv_ld(nk: usize) -> usize {
         return TILE_LD;
     }
     let ld = nk.next_multiple_of(16);
-    if ld % 64 == 0 {
+    if ld.is_multiple_of(64) {
         ld + 16
     } else {
         ld
