@@ -6,17 +6,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use candle_core::{DType, Device, Tensor};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use video_testkit::uniform as rand;
 use vidgen_video_kernels as vk;
 use vk::{AttentionOpts, Conv2dOpts, Conv3dOpts};
-
-fn rand(shape: &[usize], seed: u64) -> Tensor {
-    let mut r = ChaCha8Rng::seed_from_u64(seed);
-    let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n).map(|_| r.random::<f32>() * 2.0 - 1.0).collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-}
 
 /// The same dims, dtype and bits.
 fn identical(what: &str, a: &Tensor, b: &Tensor) {
@@ -198,6 +190,24 @@ fn every_fused_op_runs_its_twin_under_the_guard() {
         "prepared distances",
         &Tensor::new(pdist, &Device::Cpu).unwrap(),
         &rdist,
+    );
+
+    // Element-wise: a residual add with a per-channel broadcast, and the SVD mix.
+    let (x, y) = (rand(&[2, 64, 32, 32], 30), rand(&[2, 64, 1, 1], 31));
+    identical(
+        "add",
+        &vk::add(&x, &y).unwrap(),
+        &vk::add_reference(&x, &y).unwrap(),
+    );
+    let (s2, t2, al) = (
+        rand(&[2, 64, 32, 32], 32),
+        rand(&[2, 64, 32, 32], 33),
+        rand(&[2, 1, 1, 1], 34),
+    );
+    identical(
+        "blend",
+        &vk::blend(&s2, &t2, &al).unwrap(),
+        &vk::blend_reference(&s2, &t2, &al).unwrap(),
     );
 
     drop(outer);

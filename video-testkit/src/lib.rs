@@ -10,6 +10,8 @@
 //!   file named by `VIDGEN_PARITY_LOG` (for `.ci/parity-check`, which counts them).
 //! - [`weights_file`]: downloaded real weights for real-weight tests: skipped with a note when
 //!   absent, a failure when `VIDGEN_REQUIRE_WEIGHTS=1`.
+//! - [`uniform`] / [`f32_bits`]: seeded random input tensors, and bit patterns for exact
+//!   comparisons.
 //! - [`seeded_var_builder`] / [`SeededVarMap`]: random weights for any model, the same for the
 //!   same seed, whatever the order the model asks for its tensors.
 //! - [`assert_config_never_panics`] / [`assert_parser_never_panics`]: seeded proptest runs of
@@ -372,4 +374,32 @@ pub fn append_line(path: &Path, line: &str) {
     f.write_all(buf.as_bytes())
         .and_then(|()| f.flush())
         .unwrap_or_else(|e| panic!("VIDGEN_PARITY_LOG: cannot write {}: {e}", path.display()));
+}
+
+/// An f32 CPU tensor of `shape` with values uniform in `[-1, 1)`, drawn by ChaCha8 from `seed`
+/// (the same seed gives the same tensor on every machine).
+///
+/// # Panics
+/// Never for a shape whose element count fits in memory.
+#[allow(clippy::expect_used)] // test helper: a shape that does not fit is the test's bug
+pub fn uniform(shape: &[usize], seed: u64) -> Tensor {
+    use rand::{Rng, SeedableRng};
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| r.random::<f32>() * 2.0 - 1.0).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).expect("n elements for the shape")
+}
+
+/// The bit patterns of an f32 tensor's elements in row-major order, for bit-exact comparisons.
+///
+/// # Panics
+/// When `t` is not f32.
+#[allow(clippy::expect_used)] // test helper: the dtype is the test's choice
+pub fn f32_bits(t: &Tensor) -> Vec<u32> {
+    t.flatten_all()
+        .and_then(|t| t.to_vec1::<f32>())
+        .expect("an f32 tensor")
+        .into_iter()
+        .map(f32::to_bits)
+        .collect()
 }
