@@ -184,6 +184,9 @@ struct TrainArgs {
     /// the seeded initialisation.
     #[arg(long)]
     init: Option<PathBuf>,
+    /// Put the loss on the query clip's tokens only (the continuation), not on the demos'.
+    #[arg(long)]
+    query_loss_only: bool,
 }
 
 fn parse_recipe(s: &str) -> std::result::Result<Recipe, String> {
@@ -416,6 +419,7 @@ fn train(a: &TrainArgs) -> Result<()> {
         opts.text = false;
     }
     opts.init = a.init.clone();
+    opts.query_loss_only = a.query_loss_only;
     let spec = TextEncoderSpec::default();
     let table = if opts.text {
         Some(InstructionEncoder::with_vendored_tokenizer(&spec)?.direction_table()?)

@@ -97,6 +97,10 @@ pub struct LmOptions {
     /// [`TEXT_PROJECTION_FILE`], f32, same architecture) instead of the seeded initialisation.
     #[serde(default)]
     pub init: Option<std::path::PathBuf>,
+    /// Put the next-token loss on the query clip's tokens only (the continuation the model is
+    /// evaluated on), not on the demos' too.
+    #[serde(default)]
+    pub query_loss_only: bool,
 }
 
 impl LmOptions {
@@ -120,6 +124,7 @@ impl LmOptions {
             text_demo_share: 0.2,
             dynamics: ClipDynamics::default(),
             init: None,
+            query_loss_only: false,
         }
     }
 
@@ -371,7 +376,12 @@ pub fn train_lm(
                 prompt32(tok, &refs, structure != Structure::TextOnly, true, text)?
             }
         };
-        let batch = TrainBatch::from_prompts(&[prompt], LossOn::AllVideo)?;
+        let loss_on = if opts.query_loss_only {
+            LossOn::Query
+        } else {
+            LossOn::AllVideo
+        };
+        let batch = TrainBatch::from_prompts(&[prompt], loss_on)?;
         let lr = opts.lr_at(step);
         opt.set_learning_rate(lr);
         let loss = lm.train_step(&mut opt, &batch)?;
