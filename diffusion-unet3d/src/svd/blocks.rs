@@ -154,7 +154,7 @@ impl AlphaBlender {
             .alpha(s.b, s.t, indicator)?
             .reshape((s.b, 1, s.t, 1, 1))?
             .to_dtype(spatial.dtype())?;
-        self.mix(spatial, temporal, &a)
+        vidgen_video_kernels::blend(spatial, temporal, &a)
     }
 
     /// Blends token sequences of frames.
@@ -173,11 +173,7 @@ impl AlphaBlender {
             .alpha(b, f, indicator)?
             .reshape((b * f, 1, 1))?
             .to_dtype(spatial.dtype())?;
-        self.mix(spatial, temporal, &a)
-    }
-
-    fn mix(&self, spatial: &Tensor, temporal: &Tensor, a: &Tensor) -> Result<Tensor> {
-        vidgen_video_kernels::blend(spatial, temporal, a)
+        vidgen_video_kernels::blend(spatial, temporal, &a)
     }
 }
 
