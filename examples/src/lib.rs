@@ -34,3 +34,4 @@ pub mod aidmini;
 pub mod cli;
 pub mod minis;
 pub mod vidicl;
+pub mod vidiffmini;

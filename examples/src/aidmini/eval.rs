@@ -164,7 +164,11 @@ fn score_clip(frames: &[Frame], k: usize, shapes: &[Shape], radius: f32) -> Scor
     }
 }
 
-fn to_frames(t: &Tensor) -> Result<Vec<Frame>> {
+/// Frames `[n, 3, H, W]` in `[0, 1]` as RGB frames.
+///
+/// # Errors
+/// Another layout.
+pub fn to_frames(t: &Tensor) -> Result<Vec<Frame>> {
     let (_, _, h, w) = t.dims4()?;
     tensor_to_rgb(t)?
         .into_iter()
@@ -172,7 +176,11 @@ fn to_frames(t: &Tensor) -> Result<Vec<Frame>> {
         .collect()
 }
 
-fn frames_tensor(frames: &[Frame], dev: &Device) -> Result<Tensor> {
+/// RGB frames as `[n, 3, H, W]` in `[0, 1]`.
+///
+/// # Errors
+/// Frames of different sizes; no frames.
+pub fn frames_tensor(frames: &[Frame], dev: &Device) -> Result<Tensor> {
     let t: Vec<Tensor> = frames
         .iter()
         .map(|f| rgb_to_tensor(f.data(), f.height() as usize, f.width() as usize, dev))

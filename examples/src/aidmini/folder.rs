@@ -81,7 +81,8 @@ pub fn unet_config(cfg: &MiniConfig) -> Value {
     })
 }
 
-fn vision_config() -> Value {
+/// The 1-layer, width-32 CLIP vision tower's config (patches of 32 px, projection 32).
+pub fn vision_config() -> Value {
     json!({
         "architectures": ["CLIPVisionModelWithProjection"],
         "attention_dropout": 0.0,
@@ -101,7 +102,8 @@ fn vision_config() -> Value {
     })
 }
 
-fn text_config() -> Value {
+/// A 1-layer, width-32 CLIP text tower's config with `positions` token positions.
+pub fn text_config(positions: usize) -> Value {
     json!({
         "architectures": ["CLIPTextModel"],
         "attention_dropout": 0.0,
@@ -114,7 +116,7 @@ fn text_config() -> Value {
         "initializer_range": 0.02,
         "intermediate_size": 64,
         "layer_norm_eps": 1e-05,
-        "max_position_embeddings": TEXT_TOKENS,
+        "max_position_embeddings": positions,
         "model_type": "clip_text_model",
         "num_attention_heads": 2,
         "num_hidden_layers": 1,
@@ -172,6 +174,14 @@ pub fn preprocessor_config() -> Value {
 /// # Errors
 /// I/O errors naming the file.
 pub fn write_tokenizer(dir: &Path) -> Result<()> {
+    write_tokenizer_padded(dir, TEXT_TOKENS)
+}
+
+/// [`write_tokenizer`] padding to `positions` tokens.
+///
+/// # Errors
+/// I/O errors naming the file.
+pub fn write_tokenizer_padded(dir: &Path, positions: usize) -> Result<()> {
     mkdir(dir)?;
     for (name, text) in [
         ("vocab.json", TOKENIZER_VOCAB),
@@ -185,7 +195,7 @@ pub fn write_tokenizer(dir: &Path) -> Result<()> {
         &json!({
             "bos_token": "<|startoftext|>",
             "eos_token": "<|endoftext|>",
-            "model_max_length": TEXT_TOKENS,
+            "model_max_length": positions,
             "pad_token": "<|endoftext|>",
             "tokenizer_class": "CLIPTokenizer",
             "unk_token": "<|endoftext|>"
@@ -222,8 +232,16 @@ pub fn write_static(dir: &Path, seed: u64) -> Result<()> {
 /// # Errors
 /// I/O and construction errors.
 pub fn write_clip_text(dir: &Path, seed: u64) -> Result<()> {
+    write_clip_text_positions(dir, seed, TEXT_TOKENS)
+}
+
+/// [`write_clip_text`] with `positions` token positions.
+///
+/// # Errors
+/// I/O and construction errors.
+pub fn write_clip_text_positions(dir: &Path, seed: u64, positions: usize) -> Result<()> {
     mkdir(dir)?;
-    let cv = text_config();
+    let cv = text_config(positions);
     let cfg: CLIPTextConfig = serde_json::from_value(cv.clone())
         .map_err(|e| vidgen_video_core::Error::config("text_encoder", e.to_string()))?;
     let (vb, rec) = recording(seeded_var_builder(seed, DType::F32, &Device::Cpu));

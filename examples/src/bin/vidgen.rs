@@ -28,8 +28,9 @@ enum Command {
     Aid(cli::aid_mini::AidCommand),
     /// InstructPix2Pix: a picture + an instruction → the edited picture.
     Ip2p(cli::ip2p::Args),
-    /// VIDiff: a video + an instruction (text and / or image) → the edited video, any length.
-    Edit(cli::edit::Args),
+    /// VIDiff: a video + an instruction (text and / or image) → the edited video, any length;
+    /// `edit train` / `edit eval`: the VIDiff miniature.
+    Edit(cli::edit_mini::EditCommand),
     /// AnimateDiff: a prompt → a video.
     Animate(cli::animate::Args),
     /// Vid-ICL: demo clip(s) + a query clip → the query's continuation (VQ tokenizer + Llama).
@@ -55,7 +56,11 @@ fn main() {
             (None, None) => (false, Err(cli::aid_mini::missing())),
         },
         Command::Ip2p(a) => (a.common.json, cli::ip2p::run(a)),
-        Command::Edit(a) => (a.common.json, cli::edit::run(a)),
+        Command::Edit(a) => match (&a.mini, &a.run) {
+            (Some(m), _) => (m.json(), cli::edit_mini::run(m)),
+            (None, Some(r)) => (r.common.json, cli::edit::run(r)),
+            (None, None) => (false, Err(cli::edit_mini::missing())),
+        },
         Command::Animate(a) => (a.common.json, cli::animate::run(a)),
         Command::Icl(a) => (a.common.json, cli::icl::run(a)),
         Command::Vimi(c) => (c.json(), cli::vimi::run(c)),

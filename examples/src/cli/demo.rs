@@ -26,6 +26,9 @@ pub struct Args {
     /// AID episodes per condition.
     #[arg(long, default_value_t = 128)]
     pub aid_episodes: usize,
+    /// VIDiff clips per condition (the kinds of edit cycle).
+    #[arg(long, default_value_t = 32)]
+    pub vidiff_clips: usize,
     /// VIMI prompts per condition.
     #[arg(long, default_value_t = 100)]
     pub vimi_prompts: usize,
@@ -167,6 +170,43 @@ fn vimi_row(a: &Args) -> Result<Row> {
     })
 }
 
+fn vidiff_row(a: &Args) -> Result<Row> {
+    use crate::vidiffmini::eval::{evaluate, EvalOptions};
+    let t0 = Instant::now();
+    let dir = crate::vidiffmini::shipped_dir();
+    let cfg = crate::vidiffmini::MiniConfig::load(&dir)?;
+    let pipe = crate::vidiffmini::folder::load_pipeline(&dir)?;
+    let opts = EvalOptions {
+        episodes: a.vidiff_clips,
+        long_episodes: 0,
+        seed: a.seed,
+        references: false,
+        ..EvalOptions::default()
+    };
+    let rep = evaluate(&pipe, &cfg, &opts, &mut |_| {})?;
+    let find = |c: &str| rep.conditions.iter().find(|r| r.condition == c);
+    let (Some(r), Some(n)) = (find("instructed"), find("no-instruction")) else {
+        return Err(vidgen_video_core::Error::invalid(
+            "vidiff eval",
+            "a condition is missing from its report",
+        ));
+    };
+    Ok(Row {
+        system: "VIDiff".into(),
+        task: "clip + \"make it blue\" / swatch → edited clip".into(),
+        measure: "edit applied and motion kept".into(),
+        figure: Some(r.both),
+        baseline: Some(("no instruction".into(), n.both)),
+        chance: None,
+        seconds: t0.elapsed().as_secs_f64(),
+        note: format!(
+            "edit applied {}, motion kept {}",
+            pct(&r.edit_applied),
+            pct(&r.motion_kept)
+        ),
+    })
+}
+
 fn missing(system: &str, task: &str, note: &str) -> Row {
     Row {
         system: system.into(),
@@ -184,7 +224,7 @@ fn missing(system: &str, task: &str, note: &str) -> Row {
 fn rows(a: &Args, progress: &mut dyn FnMut(&str)) -> Vec<Row> {
     let mut out = Vec::new();
     type Runner = fn(&Args) -> Result<Row>;
-    let runners: [(&str, &str, Runner); 3] = [
+    let runners: [(&str, &str, Runner); 4] = [
         (
             "Vid-ICL",
             "demo clip + resting query → continuation",
@@ -192,16 +232,16 @@ fn rows(a: &Args, progress: &mut dyn FnMut(&str)) -> Vec<Row> {
         ),
         ("AID", "2 resting frames + instruction → 8 frames", aid_row),
         ("VIMI", "prompt + retrieved example → clip", vimi_row),
+        (
+            "VIDiff",
+            "source clip + edit instruction → edited clip",
+            vidiff_row,
+        ),
     ];
     for (system, task, f) in runners {
         progress(system);
         out.push(f(a).unwrap_or_else(|e| missing(system, task, &format!("not run: {e}"))));
     }
-    out.push(missing(
-        "VIDiff",
-        "source clip + edit instruction → edited clip",
-        "no miniature shipped yet (issue 31)",
-    ));
     out.push(missing(
         "Video-LaVIT",
         "prompt → keyframe + motion tokens → clip",
@@ -260,7 +300,7 @@ pub fn run(a: &Args) -> Result<serde_json::Value> {
         println!("{}", format_rows(&rows));
         println!(
             "  Full measurements (≥ 200 episodes, GIFs and episodes.json): `quickstart` (Vid-ICL), \
-             `vidgen aid eval`, `vidgen vimi eval`. Total {:.0} s.",
+             `vidgen aid eval`, `vidgen vimi eval`, `vidgen edit eval`. Total {:.0} s.",
             t0.elapsed().as_secs_f64()
         );
     }
@@ -281,6 +321,7 @@ mod tests {
         let a = Args {
             icl_episodes: 16,
             aid_episodes: 4,
+            vidiff_clips: 4,
             vimi_prompts: 2,
             seed: 2024,
             minilm: None,
@@ -289,7 +330,7 @@ mod tests {
         let rows = rows(&a, &mut |_| {});
         let names: Vec<&str> = rows.iter().map(|r| r.system.as_str()).collect();
         assert_eq!(names, ["Vid-ICL", "AID", "VIMI", "VIDiff", "Video-LaVIT"]);
-        for r in &rows[..2] {
+        for r in [&rows[0], &rows[1], &rows[3]] {
             let f = r.figure.as_ref().expect("a figure");
             assert!(f.n > 0 && r.baseline.is_some(), "{}: {}", r.system, r.note);
         }

@@ -11,6 +11,7 @@ pub mod svd;
 // InstructPix2Pix, VIDiff, AnimateDiff (issue 28).
 pub mod animate;
 pub mod edit;
+pub mod edit_mini;
 pub mod ip2p;
 // Training (issue 29).
 pub mod train;
