@@ -846,13 +846,11 @@ fn assemble(
                         MotionAdapterConfig::for_unet(&c, cfg.motion_heads, cfg.motion_max_frames)?
                     }
                 };
-                if motion_dir.is_none() {
-                    unet_value["_vidgen_inflated"] = serde_json::json!({
-                        "motion_heads": cfg.motion_heads,
-                        "max_frames": cfg.motion_max_frames,
-                    });
-                }
-                MotionUNetSpec::from_parts(&c, &adapter)?
+                let spec = MotionUNetSpec::from_parts(&c, &adapter)?;
+                // `final/unet/` is the inflated model: a `UNetMotionModel` config, so that the
+                // trained motion modules load with it (a 2-D config would load without them).
+                unet_value = adapter.motion_unet_config(&unet_value)?;
+                spec
             };
             let want = if has_source { 2 * lat_c } else { lat_c };
             check_in(spec.in_channels, lat_c, want)?;

@@ -18,6 +18,14 @@ pub enum PerBlock {
 }
 
 impl PerBlock {
+    /// As `config.json` writes it: a number, or a list.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            PerBlock::One(v) => serde_json::json!(v),
+            PerBlock::Each(v) => serde_json::json!(v),
+        }
+    }
+
     /// The value for each of `n` blocks; an error naming `field` when a list has another length.
     pub fn expand(&self, n: usize, field: &str) -> Result<Vec<usize>> {
         match self {
@@ -710,6 +718,125 @@ impl MotionAdapterConfig {
             use_motion_mid_block: true,
             conv_in_channels: None,
         })
+    }
+}
+
+impl MotionAdapterConfig {
+    /// The `config.json` of the `UNetMotionModel` that diffusers'
+    /// `UNetMotionModel.from_unet2d(unet, motion_adapter)` builds from a `UNet2DConditionModel`
+    /// (its `config.json` as JSON) and this adapter: block types renamed to their `Motion`
+    /// versions, the adapter's motion fields, `layers_per_block` from the adapter,
+    /// `num_attention_heads` from `attention_head_dim` when absent (the SD 1.x naming), and only
+    /// the keys `UNetMotionModel.__init__` takes. A model trained from `from_parts(unet, self)`
+    /// saves its tensors under exactly the names this config loads.
+    ///
+    /// # Errors
+    /// A config that is not a JSON object or lacks its block types; an adapter with its own
+    /// `conv_in` (unsupported).
+    pub fn motion_unet_config(&self, unet2d: &serde_json::Value) -> Result<serde_json::Value> {
+        use serde_json::{json, Value};
+        let obj = unet2d
+            .as_object()
+            .ok_or_else(|| Error::config("unet config", "not a JSON object"))?;
+        if let Some(c) = self.conv_in_channels {
+            return Err(Error::Unsupported {
+                field: "conv_in_channels".into(),
+                value: c.to_string(),
+                supported: "null".into(),
+            });
+        }
+        let rename = |key: &str, cross: &str, plain: &str| -> Result<Value> {
+            let types = obj
+                .get(key)
+                .and_then(Value::as_array)
+                .ok_or_else(|| Error::config(key, "missing or not a list"))?;
+            Ok(Value::Array(
+                types
+                    .iter()
+                    .map(|t| {
+                        let cross_attn = t.as_str().is_some_and(|t| t.contains("CrossAttn"));
+                        json!(if cross_attn { cross } else { plain })
+                    })
+                    .collect(),
+            ))
+        };
+        // `UNetMotionModel.__init__`'s parameters: diffusers drops every other key.
+        const KEEP: &[&str] = &[
+            "sample_size",
+            "in_channels",
+            "out_channels",
+            "block_out_channels",
+            "downsample_padding",
+            "mid_block_scale_factor",
+            "act_fn",
+            "norm_num_groups",
+            "norm_eps",
+            "cross_attention_dim",
+            "transformer_layers_per_block",
+            "reverse_transformer_layers_per_block",
+            "transformer_layers_per_mid_block",
+            "use_linear_projection",
+            "num_attention_heads",
+            "reverse_motion_num_attention_heads",
+            "mid_block_layers",
+            "encoder_hid_dim",
+            "encoder_hid_dim_type",
+            "addition_embed_type",
+            "addition_time_embed_dim",
+            "projection_class_embeddings_input_dim",
+            "time_cond_proj_dim",
+        ];
+        let mut out = serde_json::Map::new();
+        out.insert("_class_name".into(), json!("UNetMotionModel"));
+        if let Some(v) = obj.get("_diffusers_version") {
+            out.insert("_diffusers_version".into(), v.clone());
+        }
+        for k in KEEP {
+            if let Some(v) = obj.get(*k) {
+                out.insert((*k).to_string(), v.clone());
+            }
+        }
+        if out.get("num_attention_heads").is_none_or(Value::is_null) {
+            let heads = obj.get("attention_head_dim").cloned().unwrap_or(json!(8));
+            out.insert("num_attention_heads".into(), heads);
+        }
+        out.insert(
+            "down_block_types".into(),
+            rename(
+                "down_block_types",
+                "CrossAttnDownBlockMotion",
+                "DownBlockMotion",
+            )?,
+        );
+        out.insert(
+            "up_block_types".into(),
+            rename("up_block_types", "CrossAttnUpBlockMotion", "UpBlockMotion")?,
+        );
+        out.insert(
+            "layers_per_block".into(),
+            self.motion_layers_per_block.to_json(),
+        );
+        out.insert(
+            "motion_num_attention_heads".into(),
+            self.motion_num_attention_heads.to_json(),
+        );
+        out.insert(
+            "motion_max_seq_length".into(),
+            json!(self.motion_max_seq_length),
+        );
+        out.insert(
+            "use_motion_mid_block".into(),
+            json!(self.use_motion_mid_block),
+        );
+        out.insert(
+            "temporal_transformer_layers_per_block".into(),
+            self.motion_transformer_layers_per_block.to_json(),
+        );
+        out.insert(
+            "temporal_transformer_layers_per_mid_block".into(),
+            self.motion_transformer_layers_per_mid_block.to_json(),
+        );
+        Ok(Value::Object(out))
     }
 }
 

@@ -77,6 +77,10 @@ pub struct TrainArgs {
     /// Episodes encoded for the image and video stages.
     #[arg(long)]
     pub clips: Option<usize>,
+    /// What the video stage trains (repeatable name patterns, `*` wildcards, `!` excludes;
+    /// default `unet.*motion_modules*`; `*` trains everything).
+    #[arg(long)]
+    pub trainable: Vec<String>,
     /// Hide the progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -191,6 +195,9 @@ fn run_train(a: &TrainArgs) -> Result<serde_json::Value> {
     };
     if let Some(c) = a.clips {
         opts.clips = c;
+    }
+    if !a.trainable.is_empty() {
+        opts.video_trainable = a.trainable.clone();
     }
     for st in &stages {
         let s = match st {

@@ -33,8 +33,8 @@ use crate::minis::{mkdir, write_json};
 
 use super::MiniConfig;
 
-/// CLIP text positions: room for the overlap prefix ("Based on the first 2 frames, make the
-/// background a checkerboard" is 17 tokens with this vocabulary).
+/// CLIP text positions: room for the overlap prefix (the longest instruction with it is 27
+/// tokens with this vocabulary; tested).
 pub const TEXT_POSITIONS: usize = 32;
 /// Heads of the motion modules' temporal attention.
 pub const MOTION_HEADS: usize = 2;
@@ -102,32 +102,12 @@ pub fn unet2d_config(cfg: &MiniConfig) -> Value {
 
 /// `unet/config.json`: the 2-D UNet with its motion modules, as diffusers'
 /// `UNetMotionModel.from_unet2d(unet, motion_adapter).save_pretrained` writes it.
-pub fn unet_motion_config(cfg: &MiniConfig) -> Value {
-    json!({
-        "_class_name": "UNetMotionModel",
-        "_diffusers_version": "0.42.1",
-        "act_fn": "silu",
-        "block_out_channels": [32, 64],
-        "cross_attention_dim": CONTEXT_DIM,
-        "down_block_types": ["DownBlockMotion", "CrossAttnDownBlockMotion"],
-        "downsample_padding": 1,
-        "in_channels": 8,
-        "layers_per_block": 1,
-        "mid_block_layers": 1,
-        "mid_block_scale_factor": 1,
-        "motion_max_seq_length": cfg.frames,
-        "motion_num_attention_heads": MOTION_HEADS,
-        "norm_eps": 1e-05,
-        "norm_num_groups": 8,
-        "num_attention_heads": 4,
-        "out_channels": 4,
-        "temporal_transformer_layers_per_block": 1,
-        "temporal_transformer_layers_per_mid_block": 1,
-        "transformer_layers_per_block": 1,
-        "up_block_types": ["CrossAttnUpBlockMotion", "UpBlockMotion"],
-        "use_linear_projection": false,
-        "use_motion_mid_block": true
-    })
+///
+/// # Errors
+/// A config the model does not accept.
+pub fn unet_motion_config(cfg: &MiniConfig) -> Result<Value> {
+    MotionAdapterConfig::for_unet(&unet2d(cfg)?, MOTION_HEADS, cfg.frames)?
+        .motion_unet_config(&unet2d_config(cfg))
 }
 
 /// The 2-D UNet's config, parsed.
@@ -230,6 +210,31 @@ mod tests {
     use vidgen_video_nn::init::seeded_var_builder;
     use vidgen_video_nn::record::recording;
 
+    /// Every instruction, with the long-video mode's overlap prefix, fits the text encoder's
+    /// positions untruncated (a cut instruction would lose its last words: the edit).
+    #[test]
+    fn every_instruction_fits_the_text_positions() {
+        use crate::vidiffmini::train::OVERLAP_PROMPT;
+        use crate::vidiffmini::Edit;
+        use vidgen_clip_encoders::CLIPTokenizer;
+        use vidgen_video_io::synth::{Background, Colour, Shape};
+        let dir = tempfile::tempdir().unwrap();
+        write_tokenizer_padded(dir.path(), TEXT_POSITIONS).unwrap();
+        let tok = CLIPTokenizer::from_dir(dir.path()).unwrap();
+        let mut edits: Vec<Edit> = Colour::ALL.iter().map(|&c| Edit::Colour(c)).collect();
+        edits.extend(Shape::ALL.iter().map(|&s| Edit::Shape(s)));
+        edits.extend(Background::ALL.iter().map(|&b| Edit::Background(b)));
+        let mut longest = 0;
+        for e in edits {
+            let p = OVERLAP_PROMPT
+                .replace("{n}", "2")
+                .replace("{prompt}", &e.instruction());
+            longest = longest.max(tok.encode(&p).unwrap().len());
+        }
+        println!("longest instruction: {longest} tokens");
+        assert!(longest <= TEXT_POSITIONS, "{longest} tokens");
+    }
+
     /// The motion config written for the shipped `unet/` describes exactly the model the video
     /// stage trains: its tensors load strictly and give the same output.
     #[test]
@@ -241,7 +246,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         rec.save(dir.path().join("diffusion_pytorch_model.safetensors"), None)
             .unwrap();
-        write_json(&dir.path().join("config.json"), &unet_motion_config(&cfg)).unwrap();
+        write_json(
+            &dir.path().join("config.json"),
+            &unet_motion_config(&cfg).unwrap(),
+        )
+        .unwrap();
         let (back, report) =
             UNetMotionModel::from_pretrained(dir.path(), DType::F32, &Device::Cpu).unwrap();
         assert!(report.is_clean(), "{report:?}");

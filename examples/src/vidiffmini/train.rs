@@ -7,7 +7,10 @@
 //! 2. **`image`**: the 2-D SD UNet (InstructPix2Pix's 8 input channels) and the instruction MLP
 //!    on frame pairs: one frame of a source clip and the same frame edited, with its
 //!    instruction (text, or an empty text and the swatch's CLIP image embedding through the
-//!    MLP as one more context token). v-prediction over SD's 1000 scaled-linear steps.
+//!    MLP as one more context token). v-prediction over SD's 1000 scaled-linear steps, the
+//!    squared error weighted `1 + latent_object_weight` on the latent pixels under the object
+//!    (source or edited): the object is a small part of the frame and the background is mostly
+//!    copied, so an unweighted loss spends itself on what is already right.
 //!    InstructPix2Pix's conditioning dropout: 5 % text only, 5 % source only, 5 % both (the
 //!    unconditional text is `""`; an image instruction's is the MLP of a zero embedding, as the
 //!    pipeline's).
@@ -33,9 +36,9 @@ use vidgen_adapters::MultimodalInstruction;
 use vidgen_clip_encoders::{CLIPImageProcessor, CLIPVisionModelWithProjection, ImageU8};
 use vidgen_diffusion_unet3d::sd::{AutoencoderKL, AutoencoderKLConfig, UNetMotionModel};
 use vidgen_pipelines::{PipelineFolder, PromptEncoder};
-use vidgen_trainer::{
-    CondDropout, DiscreteObjective, Loss, Objective, OptimConfig, ParamStore, Selection, Trainer,
-};
+use vidgen_samplers::training::{add_noise, training_target};
+use vidgen_samplers::PredictionType;
+use vidgen_trainer::{DiscreteObjective, OptimConfig, ParamStore, Selection, Trainer};
 use vidgen_trainer::{LrDecay, ParamReport};
 use vidgen_video_core::{Conditioning, Error, Result, VideoShape};
 use vidgen_video_io::synth::Colour;
@@ -70,10 +73,16 @@ pub struct TrainOptions {
     pub image: StageOptions,
     /// Stage 3 (batch in clips).
     pub video: StageOptions,
+    /// Extra loss weight of the latent pixels under the object (source or edited) in the image
+    /// and video stages: the object is ~8 % of a frame, and the background is mostly copied.
+    pub latent_object_weight: f64,
     /// Share of the steps whose micro-batch is image-instructed (swatches).
     pub swatch_share: f64,
     /// Share of the video stage's clips that carry edited frames (the long-video mode).
     pub carried_share: f64,
+    /// What the video stage trains (name patterns over `unet.*` and `instruction_mlp.*`).
+    /// VIDiff's video stage trains the temporal layers; its editing stage everything.
+    pub video_trainable: Vec<String>,
     /// Show progress bars.
     pub progress: bool,
 }
@@ -91,17 +100,19 @@ impl Default for TrainOptions {
             },
             object_weight: 4.0,
             image: StageOptions {
-                steps: 3000,
+                steps: 4000,
                 batch: 16,
                 lr: 1e-3,
             },
             video: StageOptions {
-                steps: 600,
+                steps: 1200,
                 batch: 2,
-                lr: 3e-4,
+                lr: 1e-3,
             },
+            latent_object_weight: 4.0,
             swatch_share: 0.25,
             carried_share: 0.3,
+            video_trainable: vec!["unet.*motion_modules*".into()],
             progress: true,
         }
     }
@@ -325,6 +336,8 @@ struct Cache {
     src: Tensor,
     /// Edited latents, scaled `[M, 4, T, h, w]`.
     x0: Tensor,
+    /// 1 where the object is (source or edited) at latent resolution `[M, 1, T, h, w]`.
+    mask: Tensor,
     /// Instruction per episode.
     text: Vec<String>,
     /// Swatch colour per episode (image instructions).
@@ -351,6 +364,8 @@ fn build_cache(opts: &TrainOptions, out: &Path) -> Result<Cache> {
     let eps = Episodes::new(&opts.mini)?;
     let n = opts.mini.frames;
     let (mut srcs, mut tgts, mut text, mut sw) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut masks = Vec::new();
+    let f = vae.config().spatial_stride();
     let bar = vidgen_trainer::log::progress_bar(opts.clips, 0, opts.progress);
     bar.set_message("encoding the training episodes");
     let chunk = 8;
@@ -362,6 +377,7 @@ fn build_cache(opts: &TrainOptions, out: &Path) -> Result<Cache> {
             let e: EditEpisode = eps.episode(opts.seed ^ STREAM_CLIPS, (i + j) as u64, None, n)?;
             text.push(e.edit.instruction());
             sw.push(e.edit.swatch());
+            masks.push(latent_object_mask(&e.source, &e.target, f, &dev)?);
             fs.extend(e.source);
             ft.extend(e.target);
         }
@@ -376,6 +392,7 @@ fn build_cache(opts: &TrainOptions, out: &Path) -> Result<Cache> {
     Ok(Cache {
         src: Tensor::cat(&srcs, 0)?,
         x0: Tensor::cat(&tgts, 0)?,
+        mask: Tensor::cat(&masks, 0)?,
         text,
         swatch: sw,
         sf,
@@ -392,6 +409,37 @@ pub fn encode_scaled(vae: &AutoencoderKL, frames: &Tensor) -> Result<Tensor> {
     let x = ((frames * 2.0)? - 1.0)?;
     let z = (vae.encode_frames(&x)?.mode() * vae.config().scaling_factor)?;
     VideoShape::unfold(&z, t)
+}
+
+/// The object's pixels (brightest channel at or above the scorer's threshold) in either clip,
+/// max-pooled by `factor`: `[1, 1, T, H / factor, W / factor]` of 0 / 1.
+fn latent_object_mask(
+    source: &[vidgen_video_io::Frame],
+    target: &[vidgen_video_io::Frame],
+    factor: usize,
+    dev: &Device,
+) -> Result<Tensor> {
+    let t = source.len();
+    let (w, h) = match source.first() {
+        Some(f) => (f.width() as usize, f.height() as usize),
+        None => return Err(Error::invalid("episode", "no frames")),
+    };
+    let (lw, lh) = (w / factor, h / factor);
+    let mut m = vec![0f32; t * lh * lw];
+    for (k, (a, b)) in source.iter().zip(target).enumerate() {
+        for fr in [a, b] {
+            let ma = crate::minis::score::object_mask(fr);
+            for (i, &on) in ma.iter().enumerate() {
+                if on {
+                    let (x, y) = ((i % w) / factor, (i / w) / factor);
+                    if x < lw && y < lh {
+                        m[(k * lh + y) * lw + x] = 1.0;
+                    }
+                }
+            }
+        }
+    }
+    Ok(Tensor::from_vec(m, (1, 1, t, lh, lw), dev)?)
 }
 
 /// Rows `idx` of `t` (dim 0).
@@ -476,7 +524,12 @@ fn train_editing(opts: &TrainOptions, out: &Path, video: bool) -> Result<StageSu
     } else {
         store = store.create(Selection::all());
     }
-    let store = store.trainable(Selection::all());
+    let store = if video {
+        let pats: Vec<&str> = opts.video_trainable.iter().map(String::as_str).collect();
+        store.trainable(Selection::parse(&pats))
+    } else {
+        store.trainable(Selection::all())
+    };
     let vb = store.var_builder(DType::F32);
     let spec = if video { &video_spec } else { &image_spec };
     let unet = UNetMotionModel::new(spec, vb.pp("unet"), vb.pp("unet"))?;
@@ -486,13 +539,11 @@ fn train_editing(opts: &TrainOptions, out: &Path, video: bool) -> Result<StageSu
         store.zero_created(&Selection::parse(&["unet.*motion_modules*.proj_out.*"]))?;
     }
     let s = if video { &opts.video } else { &opts.image };
-    let loss = Loss::new(
-        Objective::Discrete(DiscreteObjective {
-            prediction: vidgen_samplers::PredictionType::VPrediction,
-            ..DiscreteObjective::stable_diffusion()
-        }),
-        CondDropout::none(),
-    )?;
+    let sched = DiscreteObjective {
+        prediction: PredictionType::VPrediction,
+        ..DiscreteObjective::stable_diffusion()
+    }
+    .schedule()?;
     let mut trainer = Trainer::new(store.clone(), &optim(s), s.steps, seed)?;
     let m = cache.x0.dim(0)?;
     let n = opts.mini.frames;
@@ -542,17 +593,26 @@ fn train_editing(opts: &TrainOptions, out: &Path, video: bool) -> Result<StageSu
         let carried: Vec<bool> = (0..s.batch)
             .map(|_| video && rng.random::<f64>() < opts.carried_share)
             .collect();
-        let (x0, src) = if video {
-            (rows(&cache.x0, &idx)?, rows(&cache.src, &idx)?)
+        let (x0, src, mask) = if video {
+            (
+                rows(&cache.x0, &idx)?,
+                rows(&cache.src, &idx)?,
+                rows(&cache.mask, &idx)?,
+            )
         } else {
             // One frame per sample: [B, 4, 1, h, w].
-            let (mut xs, mut ss) = (Vec::new(), Vec::new());
+            let (mut xs, mut ss, mut ms) = (Vec::new(), Vec::new(), Vec::new());
             for &i in &idx {
                 let t = rng.random_range(0..n);
                 xs.push(cache.x0.i((i..i + 1, .., t..t + 1))?);
                 ss.push(cache.src.i((i..i + 1, .., t..t + 1))?);
+                ms.push(cache.mask.i((i..i + 1, .., t..t + 1))?);
             }
-            (Tensor::cat(&xs, 0)?, Tensor::cat(&ss, 0)?)
+            (
+                Tensor::cat(&xs, 0)?,
+                Tensor::cat(&ss, 0)?,
+                Tensor::cat(&ms, 0)?,
+            )
         };
         // Carried frames: the first `ov` source frames are the edited ones (unscaled).
         let src = if carried.iter().any(|&c| c) {
@@ -610,7 +670,17 @@ fn train_editing(opts: &TrainOptions, out: &Path, video: bool) -> Result<StageSu
             ctx = mlp.forward(&ctx, &e, None)?;
         }
         let cond = Conditioning::none().with_context(ctx).with_concat(src);
-        Ok(loss.compute(&net, &x0, &cond, rng)?.loss)
+        // v-prediction over SD's schedule (the trainer's discrete objective), the squared error
+        // weighted up under the object.
+        let ts: Vec<usize> = (0..s.batch).map(|_| rng.random_range(0..1000)).collect();
+        let noise = randn(rng, x0.dims(), &dev)?;
+        let x_t = add_noise(&sched, &x0, &noise, &ts)?;
+        let tt: Vec<f32> = ts.iter().map(|&t| t as f32).collect();
+        let pred = net(&x_t, &Tensor::from_vec(tt, s.batch, &dev)?, &cond)?;
+        let target = training_target(PredictionType::VPrediction, &sched, &x0, &noise, &ts)?;
+        let w = ((mask * opts.latent_object_weight)? + 1.0)?;
+        let se = (pred - target)?.sqr()?.broadcast_mul(&w)?;
+        Ok((se.mean_all()? / w.mean_all()?.to_scalar::<f32>()? as f64)?)
     };
     let log = run_stage(
         &mut trainer,
@@ -624,7 +694,7 @@ fn train_editing(opts: &TrainOptions, out: &Path, video: bool) -> Result<StageSu
     if video {
         save_dir(
             &out.join("unet"),
-            &unet_motion_config(&opts.mini),
+            &unet_motion_config(&opts.mini)?,
             &unet_tensors,
         )?;
     } else {
