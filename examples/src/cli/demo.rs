@@ -27,7 +27,7 @@ pub struct Args {
     #[arg(long, default_value_t = 128)]
     pub aid_episodes: usize,
     /// VIDiff clips per condition (the kinds of edit cycle).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 24)]
     pub vidiff_clips: usize,
     /// VIMI prompts per condition.
     #[arg(long, default_value_t = 100)]
