@@ -26,18 +26,8 @@ fn shipped_aid_mini_loads_strictly_and_follows_instructions() {
     let dir = shipped_dir();
     let cfg = MiniConfig::load(&dir).unwrap();
     let pipe = load_pipeline(&dir).unwrap();
-    for c in &pipe.report {
-        if let Some(r) = &c.load {
-            assert!(
-                r.missing.is_empty() && r.mismatched.is_empty() && r.unused.is_empty(),
-                "{}: missing {:?}, mismatched {:?}, unused {:?}",
-                c.name,
-                r.missing,
-                r.mismatched,
-                r.unused
-            );
-        }
-    }
+    let unclean = crate::minis::unclean_loads(&pipe.report);
+    assert!(unclean.is_empty(), "{unclean:?}");
     let share = param_share(&dir).unwrap();
     assert!(share.adapters > 0 && share.dqformer > 0 && share.tuned_unet > 0);
     assert!(share.share() < 0.1, "AID's share {}", share.share());

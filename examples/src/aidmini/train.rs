@@ -42,32 +42,20 @@ use vidgen_diffusion_unet3d::svd::{
 use vidgen_pipelines::aid::{StagePlanner, TemplatePlanner};
 use vidgen_pipelines::{AidConfig, AidWeights, ImageNormalize, PipelineFolder, SvdPipeline};
 use vidgen_trainer::{
-    CondDropout, EdmObjective, EdmPreconditioning, Loss, Objective, OptimConfig, ParamStore,
-    Selection, Trainer,
+    CondDropout, EdmObjective, EdmPreconditioning, Loss, Objective, ParamStore, Selection, Trainer,
 };
-use vidgen_trainer::{LrDecay, ParamReport as StoreReport};
 use vidgen_video_core::{Conditioning, Error, Result};
 use vidgen_video_io::synth::Direction;
 use vidgen_video_io::{videos_to_tensor, PixelRange, Video};
 
 use super::folder::{unet_config, vae_config, write_static, CONTEXT_DIM};
 use super::{instruction, Episodes, MiniConfig};
-use crate::minis::train::{run_stage, StageLog};
+use crate::minis::train::{run_stage, stage_optim as optim, summarize};
+pub use crate::minis::train::{StageOptions, StageSummary};
 use crate::minis::{io_err, mkdir, write_json};
 
 /// The time id for the noise added to the conditioning frames (the pipeline's default).
 pub const NOISE_AUG: f32 = 0.02;
-
-/// Settings of one stage's optimisation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StageOptions {
-    /// Optimiser steps.
-    pub steps: usize,
-    /// Clips per step.
-    pub batch: usize,
-    /// Peak learning rate (linear warm-up over 5 % of the steps, then half a cosine to 0).
-    pub lr: f64,
-}
 
 /// Every option of a training run (`train.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -203,44 +191,6 @@ impl Stage {
     }
 }
 
-fn optim(s: &StageOptions) -> OptimConfig {
-    OptimConfig {
-        lr: s.lr,
-        warmup: (s.steps / 20).max(1),
-        decay: LrDecay::Cosine,
-        grad_clip: Some(1.0),
-        ..OptimConfig::default()
-    }
-}
-
-/// A stage's parameter counts and loss, for the report.
-#[derive(Debug, Clone, Serialize)]
-pub struct StageSummary {
-    /// Stage name.
-    pub stage: String,
-    /// Steps.
-    pub steps: usize,
-    /// Wall seconds.
-    pub seconds: f64,
-    /// Mean loss of the first and last 50 steps.
-    pub loss_first_last: (f32, f32),
-    /// Trainable / total parameters of what the stage built.
-    pub trainable: usize,
-    /// Total.
-    pub total: usize,
-}
-
-fn summary(stage: Stage, log: &StageLog, r: &StoreReport) -> StageSummary {
-    StageSummary {
-        stage: stage.name().into(),
-        steps: log.rows.len(),
-        seconds: log.seconds,
-        loss_first_last: log.first_last(50),
-        trainable: r.trainable,
-        total: r.total(),
-    }
-}
-
 /// Runs `stages` into `out` (the miniature's folder). Writes `train.json`, the folder's
 /// static parts (first time), each stage's weights and `loss-<stage>.{csv,png}`.
 ///
@@ -366,7 +316,7 @@ fn train_vae(opts: &TrainOptions, out: &Path) -> Result<StageSummary> {
         &store.all_tensors(),
     )?;
     let report = store.report();
-    Ok(summary(Stage::Vae, &log, &report))
+    Ok(summarize(Stage::Vae.name(), &log, &report))
 }
 
 fn train_decoder(opts: &TrainOptions, out: &Path) -> Result<StageSummary> {
@@ -421,7 +371,7 @@ fn train_decoder(opts: &TrainOptions, out: &Path) -> Result<StageSummary> {
         &vae_config(&opts.mini, cfg.scaling_factor),
         &store.all_tensors(),
     )?;
-    Ok(summary(Stage::Decoder, &log, &store.report()))
+    Ok(summarize(Stage::Decoder.name(), &log, &store.report()))
 }
 
 /// The frozen encoders' view of the training episodes.
@@ -640,7 +590,7 @@ fn train_base(opts: &TrainOptions, out: &Path) -> Result<StageSummary> {
         &mut micro,
     )?;
     save_model_dir(&out.join("unet"), &ucv, &store.all_tensors())?;
-    Ok(summary(Stage::Base, &log, &store.report()))
+    Ok(summarize(Stage::Base.name(), &log, &store.report()))
 }
 
 /// The UNet keys AID's recipe trains: every cross-attention layer.
@@ -805,7 +755,7 @@ fn train_aid(opts: &TrainOptions, out: &Path) -> Result<StageSummary> {
         aid.unet = tuned_unet(&store);
     }
     aid.save(out.join("aid.safetensors"))?;
-    Ok(summary(Stage::Aid, &log, &store.report()))
+    Ok(summarize(Stage::Aid.name(), &log, &store.report()))
 }
 
 /// The parameter counts behind AID's share: the frozen UNet, the adapters, the DQFormer.

@@ -56,3 +56,20 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> vidgen_video_co
 pub fn mkdir(dir: &Path) -> vidgen_video_core::Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))
 }
+
+/// The components of a loaded pipeline whose weights did not load strictly (a missing,
+/// mismatched or unused key), each described with its keys; empty when every one did.
+pub fn unclean_loads(report: &[vidgen_pipelines::ComponentReport]) -> Vec<String> {
+    report
+        .iter()
+        .filter_map(|c| {
+            let r = c.load.as_ref()?;
+            (!(r.missing.is_empty() && r.mismatched.is_empty() && r.unused.is_empty())).then(|| {
+                format!(
+                    "{}: missing {:?}, mismatched {:?}, unused {:?}",
+                    c.name, r.missing, r.mismatched, r.unused
+                )
+            })
+        })
+        .collect()
+}

@@ -7,9 +7,62 @@ use std::time::Instant;
 
 use candle_core::Tensor;
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 use vidgen_trainer::log::{plot_loss, progress_bar, CsvLog, LogRow};
-use vidgen_trainer::Trainer;
+use vidgen_trainer::{LrDecay, OptimConfig, ParamReport, Trainer};
 use vidgen_video_core::Result;
+
+/// Settings of one stage's optimisation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageOptions {
+    /// Optimiser steps.
+    pub steps: usize,
+    /// Clips (or frames, as the stage says) per step.
+    pub batch: usize,
+    /// Peak learning rate (linear warm-up over 5 % of the steps, then half a cosine to 0).
+    pub lr: f64,
+}
+
+/// The optimiser of a stage: AdamW, warm-up over 5 % of the steps, half a cosine, gradients
+/// clipped to norm 1.
+pub fn stage_optim(s: &StageOptions) -> OptimConfig {
+    OptimConfig {
+        lr: s.lr,
+        warmup: (s.steps / 20).max(1),
+        decay: LrDecay::Cosine,
+        grad_clip: Some(1.0),
+        ..OptimConfig::default()
+    }
+}
+
+/// A stage's parameter counts and loss, for the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageSummary {
+    /// Stage name.
+    pub stage: String,
+    /// Steps.
+    pub steps: usize,
+    /// Wall seconds.
+    pub seconds: f64,
+    /// Mean loss of the first and last 50 steps.
+    pub loss_first_last: (f32, f32),
+    /// Trainable parameters.
+    pub trainable: usize,
+    /// All parameters of what the stage built.
+    pub total: usize,
+}
+
+/// The summary of stage `stage` from its log and its store's report.
+pub fn summarize(stage: &str, log: &StageLog, r: &ParamReport) -> StageSummary {
+    StageSummary {
+        stage: stage.into(),
+        steps: log.rows.len(),
+        seconds: log.seconds,
+        loss_first_last: log.first_last(50),
+        trainable: r.trainable,
+        total: r.total(),
+    }
+}
 
 /// What a stage's loop did.
 #[derive(Debug, Clone)]

@@ -38,8 +38,7 @@ use vidgen_diffusion_unet3d::sd::{AutoencoderKL, AutoencoderKLConfig, UNetMotion
 use vidgen_pipelines::{PipelineFolder, PromptEncoder};
 use vidgen_samplers::training::{add_noise, training_target};
 use vidgen_samplers::PredictionType;
-use vidgen_trainer::{DiscreteObjective, OptimConfig, ParamStore, Selection, Trainer};
-use vidgen_trainer::{LrDecay, ParamReport};
+use vidgen_trainer::{DiscreteObjective, ParamStore, Selection, Trainer};
 use vidgen_video_core::{Conditioning, Error, Result, VideoShape};
 use vidgen_video_io::synth::Colour;
 use vidgen_video_io::{videos_to_tensor, PixelRange, Video};
@@ -48,8 +47,9 @@ use super::folder::{
     mlp_config, specs, unet2d_config, unet_motion_config, vae_config, write_static,
 };
 use super::{swatch, EditEpisode, Episodes, MiniConfig};
-use crate::aidmini::train::{randn, StageOptions};
-use crate::minis::train::{run_stage, StageLog};
+use crate::aidmini::train::randn;
+use crate::minis::train::{run_stage, stage_optim as optim, summarize};
+pub use crate::minis::train::{StageOptions, StageSummary};
 use crate::minis::{mkdir, write_json};
 
 /// The pipeline's default overlap prefix (`VidiffCall::overlap_prompt`).
@@ -155,44 +155,6 @@ impl Stage {
                 value: s.into(),
                 supported: "vae, image, video, all".into(),
             })
-    }
-}
-
-fn optim(s: &StageOptions) -> OptimConfig {
-    OptimConfig {
-        lr: s.lr,
-        warmup: (s.steps / 20).max(1),
-        decay: LrDecay::Cosine,
-        grad_clip: Some(1.0),
-        ..OptimConfig::default()
-    }
-}
-
-/// A stage's parameter counts and loss, for the report.
-#[derive(Debug, Clone, Serialize)]
-pub struct StageSummary {
-    /// Stage name.
-    pub stage: String,
-    /// Steps.
-    pub steps: usize,
-    /// Wall seconds.
-    pub seconds: f64,
-    /// Mean loss of the first and last 50 steps.
-    pub loss_first_last: (f32, f32),
-    /// Trainable parameters.
-    pub trainable: usize,
-    /// All parameters of what the stage built.
-    pub total: usize,
-}
-
-fn summary(stage: Stage, log: &StageLog, r: &ParamReport) -> StageSummary {
-    StageSummary {
-        stage: stage.name().into(),
-        steps: log.rows.len(),
-        seconds: log.seconds,
-        loss_first_last: log.first_last(50),
-        trainable: r.trainable,
-        total: r.total(),
     }
 }
 
@@ -327,7 +289,7 @@ fn train_vae(opts: &TrainOptions, out: &Path) -> Result<StageSummary> {
         &vae_config(&opts.mini, sf),
         &under(&store, ""),
     )?;
-    Ok(summary(Stage::Vae, &log, &store.report()))
+    Ok(summarize(Stage::Vae.name(), &log, &store.report()))
 }
 
 /// The frozen encoders' view of the training episodes.
@@ -712,7 +674,7 @@ fn train_editing(opts: &TrainOptions, out: &Path, video: bool) -> Result<StageSu
         &mlp_dir.join("diffusion_pytorch_model.safetensors"),
     )?;
     write_json(&mlp_dir.join("config.json"), &mlp_config())?;
-    Ok(summary(stage, &log, &store.report()))
+    Ok(summarize(stage.name(), &log, &store.report()))
 }
 
 /// The default output folder of `vidgen edit train`.
