@@ -45,6 +45,30 @@ enum Command {
     Train(cli::train::Args),
 }
 
+/// `vidgen aid …` / `vidgen edit …` without a miniature subcommand, parsed on their own.
+/// `AidCommand` / `EditCommand` hold these as `Option<…>` flattened next to the subcommands,
+/// and clap (4.5) leaves such an option `None` when the flattened struct itself flattens
+/// another one (`Common`; clap-rs/clap#4697), so the pipeline runs are parsed again here.
+#[derive(Parser)]
+#[command(name = "vidgen")]
+struct PipelineRun {
+    #[command(subcommand)]
+    command: PipelineCommand,
+}
+
+#[derive(Subcommand)]
+enum PipelineCommand {
+    Aid(cli::aid::Args),
+    Edit(cli::edit::Args),
+}
+
+fn pipeline_run() -> (bool, vidgen_video_core::Result<serde_json::Value>) {
+    match PipelineRun::parse().command {
+        PipelineCommand::Aid(r) => (r.common.json, cli::aid::run(&r)),
+        PipelineCommand::Edit(r) => (r.common.json, cli::edit::run(&r)),
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     let (json, res) = match &cli.command {
@@ -53,13 +77,13 @@ fn main() {
         Command::Aid(a) => match (&a.mini, &a.run) {
             (Some(m), _) => (m.json(), cli::aid_mini::run(m)),
             (None, Some(r)) => (r.common.json, cli::aid::run(r)),
-            (None, None) => (false, Err(cli::aid_mini::missing())),
+            (None, None) => pipeline_run(),
         },
         Command::Ip2p(a) => (a.common.json, cli::ip2p::run(a)),
         Command::Edit(a) => match (&a.mini, &a.run) {
             (Some(m), _) => (m.json(), cli::edit_mini::run(m)),
             (None, Some(r)) => (r.common.json, cli::edit::run(r)),
-            (None, None) => (false, Err(cli::edit_mini::missing())),
+            (None, None) => pipeline_run(),
         },
         Command::Animate(a) => (a.common.json, cli::animate::run(a)),
         Command::Icl(a) => (a.common.json, cli::icl::run(a)),

@@ -241,11 +241,3 @@ impl AidMini {
         }
     }
 }
-
-/// The error for `vidgen aid` with neither flags nor a subcommand (clap normally catches it).
-pub fn missing() -> vidgen_video_core::Error {
-    vidgen_video_core::Error::invalid(
-        "vidgen aid",
-        "give the pipeline flags (--model, --adapters, --frames …) or a subcommand (train, eval)",
-    )
-}

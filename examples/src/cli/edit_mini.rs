@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use vidgen_video_core::{Error, Result};
+use vidgen_video_core::Result;
 
 use crate::vidiffmini::eval::{evaluate, format_report, EvalOptions};
 use crate::vidiffmini::folder::load_pipeline;
@@ -42,14 +42,6 @@ impl EditMini {
             EditMini::Eval(a) => a.json,
         }
     }
-}
-
-/// The error of `vidgen edit` with neither a subcommand nor `--model`.
-pub fn missing() -> Error {
-    Error::invalid(
-        "vidgen edit",
-        "give --model, --video and an instruction, or a subcommand (train, eval)",
-    )
 }
 
 /// Arguments of `vidgen edit train`.
