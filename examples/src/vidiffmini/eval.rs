@@ -130,10 +130,12 @@ fn read_background(eps: &Episodes, app: Appearance, frame: &Frame) -> Result<Bac
         })?;
         let (mut d, mut n) = (0u64, 0u64);
         for (i, px) in frame.data().chunks_exact(3).enumerate() {
+            let Some(q) = bg.data().get(3 * i..3 * i + 3) else {
+                break;
+            };
             if mask.get(i).copied().unwrap_or(true) {
                 continue;
             }
-            let q = &bg.data()[3 * i..3 * i + 3];
             d += px
                 .iter()
                 .zip(q)
