@@ -169,15 +169,7 @@ pub fn preprocessor_config() -> Value {
     })
 }
 
-/// Writes the CLIP tokenizer (vocabulary, merges, `model_max_length` 16) into `dir`.
-///
-/// # Errors
-/// I/O errors naming the file.
-pub fn write_tokenizer(dir: &Path) -> Result<()> {
-    write_tokenizer_padded(dir, TEXT_TOKENS)
-}
-
-/// [`write_tokenizer`] padding to `positions` tokens.
+/// Writes the CLIP tokenizer (vocabulary, merges, `model_max_length` = `positions`) into `dir`.
 ///
 /// # Errors
 /// I/O errors naming the file.
@@ -210,32 +202,45 @@ pub fn write_tokenizer_padded(dir: &Path, positions: usize) -> Result<()> {
 /// # Errors
 /// I/O errors naming the file; model construction errors.
 pub fn write_static(dir: &Path, seed: u64) -> Result<()> {
-    mkdir(dir)?;
-    write_json(
-        &dir.join("model_index.json"),
+    write_clip_folder(
+        dir,
+        seed,
         &vidgen_pipelines::SvdPipeline::model_index(),
-    )?;
+        &scheduler_config(),
+        TEXT_TOKENS,
+    )
+}
+
+/// The parts every miniature's pipeline folder shares: `model_index`, the `scheduler`
+/// config, CLIP's `feature_extractor/`, the cut CLIP `tokenizer/` padded to `positions`, and
+/// frozen random CLIP `text_encoder/` (`positions` positions) and `image_encoder/` seeded by
+/// `seed`.
+///
+/// # Errors
+/// I/O errors naming the file; model construction errors.
+pub fn write_clip_folder(
+    dir: &Path,
+    seed: u64,
+    model_index: &Value,
+    scheduler: &Value,
+    positions: usize,
+) -> Result<()> {
+    mkdir(dir)?;
+    write_json(&dir.join("model_index.json"), model_index)?;
     let sd = dir.join("scheduler");
     mkdir(&sd)?;
-    write_json(&sd.join("scheduler_config.json"), &scheduler_config())?;
+    write_json(&sd.join("scheduler_config.json"), scheduler)?;
     let fe = dir.join("feature_extractor");
     mkdir(&fe)?;
     write_json(&fe.join("preprocessor_config.json"), &preprocessor_config())?;
-    write_tokenizer(&dir.join("tokenizer"))?;
-    write_clip_text(&dir.join("text_encoder"), seed ^ 0x7e47)?;
+    write_tokenizer_padded(&dir.join("tokenizer"), positions)?;
+    write_clip_text_positions(&dir.join("text_encoder"), seed ^ 0x7e47, positions)?;
     write_clip_vision(&dir.join("image_encoder"), seed ^ 0x1a6e)?;
     Ok(())
 }
 
-/// A CLIP text tower with seeded random weights, saved as a transformers folder.
-///
-/// # Errors
-/// I/O and construction errors.
-pub fn write_clip_text(dir: &Path, seed: u64) -> Result<()> {
-    write_clip_text_positions(dir, seed, TEXT_TOKENS)
-}
-
-/// [`write_clip_text`] with `positions` token positions.
+/// A CLIP text tower with `positions` token positions and seeded random weights, saved as a
+/// transformers folder.
 ///
 /// # Errors
 /// I/O and construction errors.

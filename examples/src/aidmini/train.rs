@@ -50,7 +50,7 @@ use vidgen_video_io::{videos_to_tensor, PixelRange, Video};
 
 use super::folder::{unet_config, vae_config, write_static, CONTEXT_DIM};
 use super::{instruction, Episodes, MiniConfig};
-use crate::minis::train::{run_stage, stage_optim as optim, summarize};
+use crate::minis::train::{print_summary, run_stage, stage_optim as optim, summarize};
 pub use crate::minis::train::{StageOptions, StageSummary};
 use crate::minis::{io_err, mkdir, write_json};
 
@@ -213,16 +213,7 @@ pub fn train(opts: &TrainOptions, stages: &[Stage], out: &Path) -> Result<Vec<St
             Stage::Aid => train_aid(opts, out)?,
         };
         if opts.progress {
-            eprintln!(
-                "stage {}: {} steps in {:.0} s, loss {:.4} -> {:.4}; {} of {} parameters trained",
-                r.stage,
-                r.steps,
-                r.seconds,
-                r.loss_first_last.0,
-                r.loss_first_last.1,
-                r.trainable,
-                r.total
-            );
+            print_summary(&r);
         }
         done.push(r);
     }

@@ -52,6 +52,14 @@ pub struct StageSummary {
     pub total: usize,
 }
 
+/// Prints a finished stage's line (steps, time, loss, parameters) to stderr.
+pub fn print_summary(r: &StageSummary) {
+    eprintln!(
+        "stage {}: {} steps in {:.0} s, loss {:.4} -> {:.4}; {} of {} parameters trained",
+        r.stage, r.steps, r.seconds, r.loss_first_last.0, r.loss_first_last.1, r.trainable, r.total
+    );
+}
+
 /// The summary of stage `stage` from its log and its store's report.
 pub fn summarize(stage: &str, log: &StageLog, r: &ParamReport) -> StageSummary {
     StageSummary {

@@ -25,10 +25,7 @@ use vidgen_pipelines::vidiff::{Temporal, VidiffLoad};
 use vidgen_pipelines::{PipelineFolder, VidiffPipeline};
 use vidgen_video_core::{Error, Result};
 
-use crate::aidmini::folder::{
-    preprocessor_config, write_clip_text_positions, write_clip_vision, write_tokenizer_padded,
-    CONTEXT_DIM,
-};
+use crate::aidmini::folder::{write_clip_folder, CONTEXT_DIM};
 use crate::minis::{mkdir, write_json};
 
 use super::MiniConfig;
@@ -169,17 +166,13 @@ pub fn scheduler_config() -> Value {
 /// # Errors
 /// I/O errors naming the file; model construction errors.
 pub fn write_static(dir: &Path, seed: u64) -> Result<()> {
-    mkdir(dir)?;
-    write_json(&dir.join("model_index.json"), &model_index())?;
-    let sd = dir.join("scheduler");
-    mkdir(&sd)?;
-    write_json(&sd.join("scheduler_config.json"), &scheduler_config())?;
-    let fe = dir.join("feature_extractor");
-    mkdir(&fe)?;
-    write_json(&fe.join("preprocessor_config.json"), &preprocessor_config())?;
-    write_tokenizer_padded(&dir.join("tokenizer"), TEXT_POSITIONS)?;
-    write_clip_text_positions(&dir.join("text_encoder"), seed ^ 0x7e47, TEXT_POSITIONS)?;
-    write_clip_vision(&dir.join("image_encoder"), seed ^ 0x1a6e)?;
+    write_clip_folder(
+        dir,
+        seed,
+        &model_index(),
+        &scheduler_config(),
+        TEXT_POSITIONS,
+    )?;
     let md = dir.join("instruction_mlp");
     mkdir(&md)?;
     write_json(&md.join("config.json"), &mlp_config())
@@ -214,6 +207,7 @@ mod tests {
     /// positions untruncated (a cut instruction would lose its last words: the edit).
     #[test]
     fn every_instruction_fits_the_text_positions() {
+        use crate::aidmini::folder::write_tokenizer_padded;
         use crate::vidiffmini::train::OVERLAP_PROMPT;
         use crate::vidiffmini::Edit;
         use vidgen_clip_encoders::CLIPTokenizer;

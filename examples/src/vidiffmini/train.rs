@@ -48,7 +48,7 @@ use super::folder::{
 };
 use super::{swatch, EditEpisode, Episodes, MiniConfig};
 use crate::aidmini::train::randn;
-use crate::minis::train::{run_stage, stage_optim as optim, summarize};
+use crate::minis::train::{print_summary, run_stage, stage_optim as optim, summarize};
 pub use crate::minis::train::{StageOptions, StageSummary};
 use crate::minis::{mkdir, write_json};
 
@@ -179,16 +179,7 @@ pub fn train(opts: &TrainOptions, stages: &[Stage], out: &Path) -> Result<Vec<St
             Stage::Video => train_editing(opts, out, true)?,
         };
         if opts.progress {
-            eprintln!(
-                "stage {}: {} steps in {:.0} s, loss {:.4} -> {:.4}; {} of {} parameters trained",
-                r.stage,
-                r.steps,
-                r.seconds,
-                r.loss_first_last.0,
-                r.loss_first_last.1,
-                r.trainable,
-                r.total
-            );
+            print_summary(&r);
         }
         done.push(r);
     }
