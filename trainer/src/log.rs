@@ -191,7 +191,8 @@ pub fn plot_loss(rows: &[LogRow], path: &Path, title: &str, width: u32, height: 
     draw(rows, &mut buf, title, width, height)
         .map_err(|e| Error::backend("plotters", e.to_string()))?;
     let frame = Frame::new(width, height, buf)?;
-    vidgen_video_io::write_png(path, &frame)
+    // Loss curves ship with the trained miniatures: the compact encoding keeps them small.
+    vidgen_video_io::write_png_compact(path, &frame)
 }
 
 fn smoothed(rows: &[LogRow]) -> Vec<(f64, f64)> {

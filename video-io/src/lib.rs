@@ -19,8 +19,9 @@ pub use media::{
 pub use order::{natural_cmp, natural_path_cmp, sorted_frame_paths};
 pub use resize::{resize_frame, resize_tensor, ResizeFilter};
 pub use still::{
-    decode_gif, decode_png, encode_gif, encode_png, gif_delay_cs, read_gif, read_png,
-    read_png_folder, write_gif, write_png, write_png_folder, MAX_DECODED_BYTES,
+    decode_gif, decode_png, encode_gif, encode_png, encode_png_compact, gif_delay_cs, read_gif,
+    read_png, read_png_folder, write_gif, write_png, write_png_compact, write_png_folder,
+    MAX_DECODED_BYTES,
 };
 
 #[cfg(feature = "ffmpeg")]

@@ -70,7 +70,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub clips: Option<usize>,
     /// What the video stage trains (repeatable name patterns, `*` wildcards, `!` excludes;
-    /// default `unet.*motion_modules*`; `*` trains everything).
+    /// default `unet.*motion_modules*` and `unet.*attn2*`; `*` trains everything).
     #[arg(long)]
     pub trainable: Vec<String>,
     /// Hide the progress bars.
@@ -103,6 +103,10 @@ pub struct EvalArgs {
     /// Source-video guidance (default: the miniature's).
     #[arg(long)]
     pub video_guidance: Option<f64>,
+    /// Noise correlation across frames in [0, 1) (default: the miniature's `frame_noise`; 0 is
+    /// the pipeline's independent noise).
+    #[arg(long)]
+    pub frame_noise: Option<f64>,
     /// Skip the no-instruction baseline.
     #[arg(long)]
     pub no_baseline: bool,
@@ -140,6 +144,7 @@ fn run_eval(a: &EvalArgs) -> Result<serde_json::Value> {
         steps: a.steps,
         text_guidance: a.guidance,
         video_guidance: a.video_guidance,
+        frame_noise: a.frame_noise,
         baseline: !a.no_baseline,
         references: !a.no_references,
         out: a.out.clone(),

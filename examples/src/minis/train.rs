@@ -132,3 +132,22 @@ pub fn run_stage(
         seconds: t0.elapsed().as_secs_f64(),
     })
 }
+
+/// Where a VAE's reconstruction loss is weighted up: the object's pixels of `frames`
+/// (`[N, 3, H, W]` in `[-1, 1]`; brightest channel at or above the scorer's threshold) dilated by
+/// one pixel, `[N, 1, H, W]` of 0 / 1. The ring just outside the outline (a square's corners,
+/// absent from a circle) is what tells the shapes apart, and a blurring VAE brightens it.
+///
+/// # Errors
+/// Another layout.
+pub fn object_ring_mask(frames: &Tensor) -> Result<Tensor> {
+    let thr = 2.0 * f64::from(crate::minis::score::OBJECT_THRESHOLD) / 255.0 - 1.0;
+    let mask = frames
+        .max_keepdim(1)?
+        .ge(thr)?
+        .to_dtype(candle_core::DType::F32)?;
+    Ok(mask
+        .pad_with_zeros(2, 1, 1)?
+        .pad_with_zeros(3, 1, 1)?
+        .max_pool2d_with_stride((3, 3), (1, 1))?)
+}

@@ -55,6 +55,8 @@ pub struct EvalOptions {
     pub text_guidance: Option<f64>,
     /// Video guidance (default: the miniature's).
     pub video_guidance: Option<f64>,
+    /// Noise correlation across frames (default: the miniature's `frame_noise`).
+    pub frame_noise: Option<f64>,
     /// Run the `no-instruction` baseline.
     pub baseline: bool,
     /// Score the references (ground truth, ground truth through the VAE).
@@ -72,6 +74,7 @@ impl Default for EvalOptions {
             steps: None,
             text_guidance: None,
             video_guidance: None,
+            frame_noise: None,
             baseline: true,
             references: true,
             out: None,
@@ -341,6 +344,13 @@ fn call_for(cfg: &MiniConfig, opts: &EvalOptions, e: &EditEpisode, i: usize) -> 
         Some(c) => Some(frames_tensor(&[swatch(c, cfg.size)?], &Device::Cpu)?),
         None => None,
     };
+    let seed = mix(opts.seed, i as u64, 0x5eed);
+    let alpha = opts.frame_noise.unwrap_or(cfg.frame_noise);
+    let latents = if alpha > 0.0 {
+        Some(initial_latents(cfg, seed, e.source.len(), alpha)?)
+    } else {
+        None
+    };
     Ok(VidiffCall {
         prompt: e.edit.instruction(),
         instruction_image: image,
@@ -349,9 +359,39 @@ fn call_for(cfg: &MiniConfig, opts: &EvalOptions, e: &EditEpisode, i: usize) -> 
         video_guidance_scale: opts.video_guidance.unwrap_or(cfg.video_guidance),
         clip_frames: Some(cfg.frames),
         overlap: cfg.overlap,
-        seed: mix(opts.seed, i as u64, 0x5eed),
+        seed,
+        latents,
         ..VidiffCall::default()
     })
+}
+
+/// Initial latents `[1, 4, frames, size / 2, size / 2]` whose frames share a fraction `alpha`
+/// of their variance ([`MiniConfig::frame_noise`]); every frame is still `N(0, 1)`.
+///
+/// # Errors
+/// `alpha` outside `[0, 1)`.
+pub fn initial_latents(
+    cfg: &MiniConfig,
+    seed: u64,
+    frames: usize,
+    alpha: f64,
+) -> Result<candle_core::Tensor> {
+    if !(0.0..1.0).contains(&alpha) {
+        return Err(vidgen_video_core::Error::config(
+            "frame_noise",
+            format!("{alpha} is not in [0, 1)"),
+        ));
+    }
+    let side = cfg.size as usize / crate::vidiffmini::folder::VAE_FACTOR;
+    let c = crate::vidiffmini::folder::LATENT_CHANNELS;
+    let mut rng = vidgen_video_io::synth::seeded_rng(seed);
+    let own = crate::aidmini::train::randn(&mut rng, &[1, c, frames, side, side], &Device::Cpu)?;
+    if alpha == 0.0 {
+        return Ok(own);
+    }
+    let shared = crate::aidmini::train::randn(&mut rng, &[1, c, 1, side, side], &Device::Cpu)?;
+    Ok(((own * (1.0 - alpha).sqrt())?
+        + shared.broadcast_as((1, c, frames, side, side))? * alpha.sqrt())?)
 }
 
 /// Edits episode `i` with the pipeline; `unasked` uses the unconditional instruction.
@@ -374,15 +414,10 @@ pub fn edit_episode(
             cond: n.clone(),
             uncond: n,
         };
-        let s = pipe.vae_scale_factor();
-        let lc = pipe.vae.config().latent_channels;
-        let t = e.source.len();
-        let mut rng = vidgen_video_io::synth::seeded_rng(call.seed);
-        let lat = crate::aidmini::train::randn(
-            &mut rng,
-            &[1, lc, t, cfg.size as usize / s, cfg.size as usize / s],
-            &Device::Cpu,
-        )?;
+        let lat = match &call.latents {
+            Some(l) => l.clone(),
+            None => initial_latents(cfg, call.seed, e.source.len(), 0.0)?,
+        };
         pipe.edit_clip(&src, &ins, &call, &lat, &mut |_| {}, None)?
     } else {
         pipe.edit(&src, &call, &mut |_| {})?.frames
@@ -551,4 +586,63 @@ pub fn format_report(r: &EvalReport) -> String {
         r.text_guidance,
         r.video_guidance
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    /// Per-frame statistics of `[1, C, T, h, w]`: each frame's values, flattened.
+    fn frames_of(t: &candle_core::Tensor) -> Vec<Vec<f32>> {
+        let n = t.dim(2).unwrap();
+        (0..n)
+            .map(|k| {
+                t.narrow(2, k, 1)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    fn corr(a: &[f32], b: &[f32]) -> f64 {
+        let n = a.len() as f64;
+        let ma = a.iter().map(|&x| x as f64).sum::<f64>() / n;
+        let mb = b.iter().map(|&x| x as f64).sum::<f64>() / n;
+        let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+        for (&x, &y) in a.iter().zip(b) {
+            let (x, y) = (x as f64 - ma, y as f64 - mb);
+            ab += x * y;
+            aa += x * x;
+            bb += y * y;
+        }
+        ab / (aa * bb).sqrt()
+    }
+
+    /// Every frame stays N(0, 1) while neighbours share `alpha` of their variance; the same seed
+    /// gives the same noise; `alpha` outside [0, 1) is an error.
+    #[test]
+    fn initial_latents_share_the_asked_part_of_their_variance() {
+        let cfg = MiniConfig::default();
+        for alpha in [0.0, 0.5, 0.95] {
+            let z = initial_latents(&cfg, 11, 6, alpha).unwrap();
+            assert_eq!(z.dims(), &[1, 4, 6, 16, 16]);
+            let f = frames_of(&z);
+            for x in &f {
+                let n = x.len() as f64;
+                let var = x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / n;
+                assert!((var - 1.0).abs() < 0.15, "alpha {alpha}: variance {var}");
+            }
+            let c = corr(&f[0], &f[5]);
+            assert!((c - alpha).abs() < 0.12, "alpha {alpha}: correlation {c}");
+            let again = initial_latents(&cfg, 11, 6, alpha).unwrap();
+            assert_eq!(frames_of(&again), f);
+        }
+        assert!(initial_latents(&cfg, 1, 2, 1.0).is_err());
+        assert!(initial_latents(&cfg, 1, 2, -0.1).is_err());
+        assert!(initial_latents(&cfg, 1, 2, f64::NAN).is_err());
+    }
 }
