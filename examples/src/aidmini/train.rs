@@ -1,11 +1,12 @@
 //! Training the AID miniature, in four stages that each write their part of the folder:
 //!
 //! 1. **`vae`**: the temporal VAE on clips of the world (L1 + L2 reconstruction of a posterior
-//!    sample, KL weight 1e-5); its `scaling_factor` is then set to one over the standard
-//!    deviation of the latents of the training clips, so the UNet sees unit-variance latents.
+//!    sample, the object's pixels (brightest channel at or above the scorer's threshold) and a
+//!    one-pixel ring around them weighted `1 + object_weight`, KL weight 1e-5); its
+//!    `scaling_factor` is then set to one over the standard deviation of the latents of the
+//!    training clips, so the UNet sees unit-variance latents.
 //!    Then **`decoder`**: the VAE's decoder alone on whole episodes, the encoder frozen (so the
-//!    latent space, and every later stage, stays valid), with the object's pixels (brightest
-//!    channel at or above the scorer's threshold) weighted `1 + object_weight`.
+//!    latent space, and every later stage, stays valid), with the same weighting.
 //! 2. **`base`**: the SVD UNet, everything trainable, image-to-video on episodes with a random
 //!    direction (the object at rest in the first two frames, then moving): conditioning as SVD
 //!    (the first frame's latents in every frame slot, its CLIP image embedding as the one
@@ -74,7 +75,8 @@ pub struct TrainOptions {
     /// Stage 1b: the VAE's decoder fine-tuned with the encoder (and so the latent space)
     /// frozen, on whole episodes, the object's pixels weighted up.
     pub decoder: StageOptions,
-    /// Extra loss weight of the object's pixels in the decoder stage.
+    /// Extra loss weight of the object's pixels and the one-pixel ring around them in the VAE
+    /// and decoder stages.
     pub object_weight: f64,
     /// Stage 2.
     pub base: StageOptions,
@@ -113,13 +115,13 @@ impl Default for TrainOptions {
             mini: MiniConfig::default(),
             clips: 1200,
             vae: StageOptions {
-                steps: 300,
+                steps: 2000,
                 batch: 4,
                 lr: 2e-3,
             },
             vae_frames: 2,
             decoder: StageOptions {
-                steps: 400,
+                steps: 1200,
                 batch: 2,
                 lr: 1e-3,
             },
@@ -276,12 +278,13 @@ fn train_vae(opts: &TrainOptions, out: &Path) -> Result<StageSummary> {
         let z = (&post.mean + (post.std()? * noise)?)?;
         let rec = vae.decode(&z, t)?;
         let d = (rec - &frames)?;
-        let l1 = d.abs()?.mean_all()?;
-        let l2 = d.sqr()?.mean_all()?;
+        let per = (d.abs()? + d.sqr()?)?;
+        let mask = crate::minis::train::object_ring_mask(&frames)?;
+        let obj = (per.broadcast_mul(&mask)?.mean_all()? * opts.object_weight)?;
         let kl = (((post.mean.sqr()? + post.logvar.exp()?)? - 1.0)? - &post.logvar)?
             .mean_all()?
             .affine(0.5, 0.0)?;
-        let total = ((l1 + l2)? + (kl * 1e-5)?)?;
+        let total = ((per.mean_all()? + obj)? + (kl * 1e-5)?)?;
         Ok(total)
     };
     let log = run_stage(&mut trainer, s.steps, out, "vae", opts.progress, &mut micro)?;
@@ -343,9 +346,7 @@ fn train_decoder(opts: &TrainOptions, out: &Path) -> Result<StageSummary> {
         let rec = vae.decode(&z, n)?;
         let d = (rec - &frames)?;
         let per = (d.abs()? + d.sqr()?)?; // [B·N, 3, H, W]
-                                          // The object's pixels: brightest channel at or above the scorer's threshold.
-        let thr = 2.0 * f64::from(crate::minis::score::OBJECT_THRESHOLD) / 255.0 - 1.0;
-        let mask = frames.max_keepdim(1)?.ge(thr)?.to_dtype(DType::F32)?; // [B·N, 1, H, W]
+        let mask = crate::minis::train::object_ring_mask(&frames)?; // [B·N, 1, H, W]
         let obj = per.broadcast_mul(&mask)?.mean_all()?;
         Ok((per.mean_all()? + (obj * w)?)?)
     };
