@@ -339,7 +339,13 @@ pub fn eval_episodes(
 }
 
 /// The pipeline call for episode `i` of `e`.
-fn call_for(cfg: &MiniConfig, opts: &EvalOptions, e: &EditEpisode, i: usize) -> Result<VidiffCall> {
+fn call_for(
+    pipe: &VidiffPipeline,
+    cfg: &MiniConfig,
+    opts: &EvalOptions,
+    e: &EditEpisode,
+    i: usize,
+) -> Result<VidiffCall> {
     let image = match e.edit.swatch() {
         Some(c) => Some(frames_tensor(&[swatch(c, cfg.size)?], &Device::Cpu)?),
         None => None,
@@ -347,7 +353,11 @@ fn call_for(cfg: &MiniConfig, opts: &EvalOptions, e: &EditEpisode, i: usize) -> 
     let seed = mix(opts.seed, i as u64, 0x5eed);
     let alpha = opts.frame_noise.unwrap_or(cfg.frame_noise);
     let latents = if alpha > 0.0 {
-        Some(initial_latents(cfg, seed, e.source.len(), alpha)?)
+        Some(initial_latents(
+            latent_dims(pipe, cfg, e.source.len()),
+            seed,
+            alpha,
+        )?)
     } else {
         None
     };
@@ -365,33 +375,33 @@ fn call_for(cfg: &MiniConfig, opts: &EvalOptions, e: &EditEpisode, i: usize) -> 
     })
 }
 
-/// Initial latents `[1, 4, frames, size / 2, size / 2]` whose frames share a fraction `alpha`
+/// The initial latents' shape `[1, C, frames, h, w]` of `pipe` for `cfg`'s frames.
+fn latent_dims(pipe: &VidiffPipeline, cfg: &MiniConfig, frames: usize) -> [usize; 5] {
+    let side = cfg.size as usize / pipe.vae_scale_factor();
+    let c = pipe.vae.config().latent_channels;
+    [1, c, frames, side, side]
+}
+
+/// Initial latents of shape `dims` (`[1, C, T, h, w]`) whose frames share a fraction `alpha`
 /// of their variance ([`MiniConfig::frame_noise`]); every frame is still `N(0, 1)`.
 ///
 /// # Errors
 /// `alpha` outside `[0, 1)`.
-pub fn initial_latents(
-    cfg: &MiniConfig,
-    seed: u64,
-    frames: usize,
-    alpha: f64,
-) -> Result<candle_core::Tensor> {
+pub fn initial_latents(dims: [usize; 5], seed: u64, alpha: f64) -> Result<candle_core::Tensor> {
     if !(0.0..1.0).contains(&alpha) {
         return Err(vidgen_video_core::Error::config(
             "frame_noise",
             format!("{alpha} is not in [0, 1)"),
         ));
     }
-    let side = cfg.size as usize / crate::vidiffmini::folder::VAE_FACTOR;
-    let c = crate::vidiffmini::folder::LATENT_CHANNELS;
     let mut rng = vidgen_video_io::synth::seeded_rng(seed);
-    let own = crate::aidmini::train::randn(&mut rng, &[1, c, frames, side, side], &Device::Cpu)?;
+    let own = crate::aidmini::train::randn(&mut rng, &dims, &Device::Cpu)?;
     if alpha == 0.0 {
         return Ok(own);
     }
-    let shared = crate::aidmini::train::randn(&mut rng, &[1, c, 1, side, side], &Device::Cpu)?;
-    Ok(((own * (1.0 - alpha).sqrt())?
-        + shared.broadcast_as((1, c, frames, side, side))? * alpha.sqrt())?)
+    let one = [dims[0], dims[1], 1, dims[3], dims[4]];
+    let shared = crate::aidmini::train::randn(&mut rng, &one, &Device::Cpu)?;
+    Ok(((own * (1.0 - alpha).sqrt())? + shared.broadcast_as(&dims[..])? * alpha.sqrt())?)
 }
 
 /// Edits episode `i` with the pipeline; `unasked` uses the unconditional instruction.
@@ -406,7 +416,7 @@ pub fn edit_episode(
     i: usize,
     unasked: bool,
 ) -> Result<Vec<Frame>> {
-    let call = call_for(cfg, opts, e, i)?;
+    let call = call_for(pipe, cfg, opts, e, i)?;
     let src = frames_tensor(&e.source, &Device::Cpu)?;
     let out = if unasked {
         let (_, n) = pipe.prompt_encoder.encode_pair("", None)?;
@@ -416,7 +426,7 @@ pub fn edit_episode(
         };
         let lat = match &call.latents {
             Some(l) => l.clone(),
-            None => initial_latents(cfg, call.seed, e.source.len(), 0.0)?,
+            None => initial_latents(latent_dims(pipe, cfg, e.source.len()), call.seed, 0.0)?,
         };
         pipe.edit_clip(&src, &ins, &call, &lat, &mut |_| {}, None)?
     } else {
@@ -626,9 +636,9 @@ mod tests {
     /// gives the same noise; `alpha` outside [0, 1) is an error.
     #[test]
     fn initial_latents_share_the_asked_part_of_their_variance() {
-        let cfg = MiniConfig::default();
+        let dims = [1, 4, 6, 16, 16];
         for alpha in [0.0, 0.5, 0.95] {
-            let z = initial_latents(&cfg, 11, 6, alpha).unwrap();
+            let z = initial_latents(dims, 11, alpha).unwrap();
             assert_eq!(z.dims(), &[1, 4, 6, 16, 16]);
             let f = frames_of(&z);
             for x in &f {
@@ -638,11 +648,12 @@ mod tests {
             }
             let c = corr(&f[0], &f[5]);
             assert!((c - alpha).abs() < 0.12, "alpha {alpha}: correlation {c}");
-            let again = initial_latents(&cfg, 11, 6, alpha).unwrap();
+            let again = initial_latents(dims, 11, alpha).unwrap();
             assert_eq!(frames_of(&again), f);
         }
-        assert!(initial_latents(&cfg, 1, 2, 1.0).is_err());
-        assert!(initial_latents(&cfg, 1, 2, -0.1).is_err());
-        assert!(initial_latents(&cfg, 1, 2, f64::NAN).is_err());
+        let two = [1, 4, 2, 16, 16];
+        assert!(initial_latents(two, 1, 1.0).is_err());
+        assert!(initial_latents(two, 1, -0.1).is_err());
+        assert!(initial_latents(two, 1, f64::NAN).is_err());
     }
 }

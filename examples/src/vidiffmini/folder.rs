@@ -33,13 +33,6 @@ use super::MiniConfig;
 /// CLIP text positions: room for the overlap prefix (the longest instruction with it is 27
 /// tokens with this vocabulary; tested).
 pub const TEXT_POSITIONS: usize = 32;
-
-/// The VAE's spatial factor (two blocks: one downsampling).
-pub const VAE_FACTOR: usize = 2;
-
-/// The VAE's latent channels.
-pub const LATENT_CHANNELS: usize = 4;
-
 /// Heads of the motion modules' temporal attention.
 pub const MOTION_HEADS: usize = 2;
 /// Hidden width of the instruction MLP.
@@ -71,7 +64,7 @@ pub fn vae_config(cfg: &MiniConfig, scaling_factor: f64) -> Value {
         "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D"],
         "in_channels": 3,
         "out_channels": 3,
-        "latent_channels": LATENT_CHANNELS,
+        "latent_channels": 4,
         "layers_per_block": 1,
         "norm_num_groups": 16,
         "sample_size": cfg.size,
