@@ -67,6 +67,10 @@ pub struct TrainArgs {
     /// Clips of the stage-1 corpus.
     #[arg(long)]
     pub corpus: Option<usize>,
+    /// Steps of stage 0 (the example encoder's pre-training; 0: none, the encoder then
+    /// trains with the denoiser).
+    #[arg(long)]
+    pub stage0_steps: Option<usize>,
     /// Steps of stage 1.
     #[arg(long)]
     pub stage1_steps: Option<usize>,
@@ -79,6 +83,9 @@ pub struct TrainArgs {
     /// Peak learning rate.
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Extra loss weight of the object's pixels (0: plain MSE).
+    #[arg(long)]
+    pub object_weight: Option<f64>,
     /// The all-MiniLM-L6-v2 folder (default: `$VIDGEN_WEIGHTS/all-minilm-l6-v2` or
     /// `~/.cache/vidgen/weights/all-minilm-l6-v2`).
     #[arg(long)]
@@ -107,10 +114,10 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
     /// Text guidance `s_T`.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 2.5)]
     pub text_scale: f64,
     /// Example guidance `s_E`.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 1.5)]
     pub example_scale: f64,
     /// Examples retrieved in the `retrieved` condition.
     #[arg(long, default_value_t = 1)]
@@ -161,10 +168,10 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
     /// Text guidance `s_T`.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 2.5)]
     pub text_scale: f64,
     /// Example guidance `s_E`.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 1.5)]
     pub example_scale: f64,
     /// Seed of the noise.
     #[arg(long, default_value_t = 0)]
@@ -268,8 +275,14 @@ fn run_train(a: &TrainArgs) -> Result<serde_json::Value> {
     if let Some(v) = a.corpus {
         o.corpus = v;
     }
+    if let Some(v) = a.stage0_steps {
+        o.stage0_steps = v;
+    }
     if let Some(v) = a.stage1_steps {
         o.stage1_steps = v;
+    }
+    if let Some(v) = a.object_weight {
+        o.object_weight = v;
     }
     if let Some(v) = a.stage2_steps {
         o.stage2_steps = v;
@@ -289,6 +302,9 @@ fn run_train(a: &TrainArgs) -> Result<serde_json::Value> {
             "stage {}: {} steps in {:.0} s, loss {:.4} -> {:.4} ({} parameters)",
             s.stage, s.steps, s.seconds, s.loss_start, s.loss_end, s.params
         );
+        if let Some(p) = &s.probe {
+            println!("stage {} probe: {p}", s.stage);
+        }
     }
     println!(
         "vidgen vimi train: done in {:.0} s into {}",

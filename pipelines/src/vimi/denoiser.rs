@@ -69,6 +69,12 @@ pub struct VideoDiTConfig {
     pub mlp_ratio: usize,
     /// Width of the context tokens.
     pub context_dim: usize,
+    /// Add fixed sine–cosine positions (2-D over the patch grid, 1-D over frames, as DiT / MAE)
+    /// to the learned ones: tokens know where they are from the first step, which a
+    /// 16×16-pixel model with 4×4 patches needs to place one compact object (its learned
+    /// positions start at 0.02 and learn slowly). Off (absent) in folders written before it.
+    #[serde(default)]
+    pub sincos_pos: bool,
 }
 
 impl Default for VideoDiTConfig {
@@ -85,6 +91,7 @@ impl Default for VideoDiTConfig {
             layers: 4,
             mlp_ratio: 4,
             context_dim: 96,
+            sincos_pos: true,
         }
     }
 }
@@ -209,6 +216,8 @@ pub struct VideoDiT {
     patch_embed: Linear,
     pos_spatial: Tensor,
     pos_temporal: Tensor,
+    /// Fixed sine–cosine positions `[max_frames, gh·gw, D]` (when `sincos_pos`).
+    pos_fixed: Option<Tensor>,
     time_proj: Timesteps,
     time_embed: TimestepEmbedding,
     blocks: Vec<DiTBlock>,
@@ -244,6 +253,11 @@ impl VideoDiT {
             final_norm: LayerNorm::new(d, 1e-6, false, vb.pp("final_norm"))?,
             final_ada: zero_linear(d, 2 * d, vb.pp("final_ada"))?,
             proj_out: zero_linear(d, pdim, vb.pp("proj_out"))?,
+            pos_fixed: if cfg.sincos_pos {
+                Some(sincos_positions(cfg.max_frames, gh, gw, d, vb.device())?)
+            } else {
+                None
+            },
             cfg: cfg.clone(),
         })
     }
@@ -288,6 +302,15 @@ impl VideoDiT {
             .unsqueeze(1)?
             .broadcast_add(&self.pos_spatial.unsqueeze(0)?)?
             .reshape((t * s, d))?;
+        let pos = match &self.pos_fixed {
+            Some(f) => {
+                (pos + f
+                    .narrow(0, 0, t)?
+                    .reshape((t * s, d))?
+                    .to_dtype(x.dtype())?)?
+            }
+            None => pos,
+        };
         let mut x = x.broadcast_add(&pos)?;
         // 3. timestep embedding [B, D]
         let ts = timestep.flatten_all()?.to_dtype(DType::F32)?;
@@ -309,6 +332,40 @@ impl VideoDiT {
         let x = self.proj_out.forward(&x)?;
         unpatchify(&x, (b, ch, t, h, w), p)
     }
+}
+
+/// Fixed positions `[frames, gh·gw, d]`: per token, the frame's 1-D sine–cosine code over all
+/// `d` channels plus the 2-D code of its grid cell (first half of the channels for the row,
+/// second half for the column; frequencies `1 / 10000^(k / (d/4))`, as MAE's).
+fn sincos_positions(
+    frames: usize,
+    gh: usize,
+    gw: usize,
+    d: usize,
+    dev: &candle_core::Device,
+) -> Result<Tensor> {
+    fn code(pos: f64, dim: usize, out: &mut [f32]) {
+        let half = dim / 2;
+        for k in 0..half {
+            let w = 1.0 / 10000f64.powf(k as f64 / half.max(1) as f64);
+            out[k] += (pos * w).sin() as f32;
+            out[half + k] += (pos * w).cos() as f32;
+        }
+    }
+    let mut v = vec![0f32; frames * gh * gw * d];
+    for f in 0..frames {
+        for y in 0..gh {
+            for x in 0..gw {
+                let o = ((f * gh + y) * gw + x) * d;
+                let tok = &mut v[o..o + d];
+                code(f as f64, d, tok);
+                let h = d / 2;
+                code(y as f64, h, &mut tok[..h]);
+                code(x as f64, d - h, &mut tok[h..]);
+            }
+        }
+    }
+    Ok(Tensor::from_vec(v, (frames, gh * gw, d), dev)?)
 }
 
 /// Cuts a clip into per-frame patches, frame-major then row-major.

@@ -42,7 +42,8 @@ pub struct VimiConfig {
 impl VimiConfig {
     /// The miniature's: [`WorldSpec::default`], [`VideoDiTConfig::default`], a 2-layer CLIP
     /// vision tower of width 64 on 16×16 images (patch 4, projection 64), MiniLM token states
-    /// (384) padded to 16, DDIM over a 1000-step cosine schedule with v-prediction.
+    /// (384) padded to 16, DDIM over a 1000-step cosine schedule with x₀-prediction (see
+    /// [`crate::vimi::train`]).
     pub fn mini() -> Self {
         let world = WorldSpec::default();
         let dit = VideoDiTConfig::default();
@@ -62,7 +63,7 @@ impl VimiConfig {
             },
             scheduler: serde_json::json!({
                 "num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2",
-                "prediction_type": "v_prediction", "clip_sample": true,
+                "prediction_type": "sample", "clip_sample": true,
                 "clip_sample_range": 1.0, "set_alpha_to_one": true,
                 "timestep_spacing": "trailing"
             }),
