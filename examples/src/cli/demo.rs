@@ -161,7 +161,7 @@ fn vimi_row(a: &Args) -> Result<Row> {
     Ok(Row {
         system: "VIMI".into(),
         task: "ambiguous prompt + retrieved example → clip".into(),
-        measure: "object (colour + shape) as the caption".into(),
+        measure: "object (colour + shape) as the example".into(),
         figure: Some(Proportion::new(r.object, r.n)),
         baseline: Some(("no example".into(), Proportion::new(n.object, n.n))),
         chance: Some(r.chance[0]),
