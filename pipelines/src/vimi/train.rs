@@ -1,6 +1,7 @@
-//! VIMI's two training stages, on `vidgen-trainer` (seeded [`ParamStore`], AdamW with warm-up
-//! and cosine decay, gradient clipping, the discrete v-prediction objective, `loss.csv` /
-//! `loss.png`), for the miniature's world.
+//! VIMI's two training stages (after the example encoder's stage 0), on `vidgen-trainer`
+//! (seeded [`ParamStore`], AdamW with warm-up and cosine decay, gradient clipping, `loss.csv` /
+//! `loss.png`), with the discrete objective of the model's scheduler (x₀-prediction for the
+//! miniature), for the miniature's world.
 //!
 //! 0. **The example encoder** (VIMI conditions on a pretrained CLIP image encoder; the
 //!    miniature pre-trains its small CLIP vision tower first, CLIP-style against the frozen
@@ -425,7 +426,6 @@ fn stage2_batch(
 struct DenoiseLoss {
     schedule: VpSchedule,
     prediction: PredictionType,
-    timesteps: usize,
     object_weight: f64,
     background: [u8; 3],
 }
@@ -445,7 +445,6 @@ impl DenoiseLoss {
         Ok(Self {
             schedule: d.schedule()?,
             prediction: d.prediction,
-            timesteps: d.num_train_timesteps,
             object_weight: o.object_weight,
             background: cfg.world.background,
         })
@@ -494,7 +493,7 @@ fn batch_loss(
     let x0 = b.x0.to_dtype(DType::F32)?;
     let n = x0.dim(0)?;
     let ts: Vec<usize> = (0..n)
-        .map(|_| rng.random_range(0..loss.timesteps))
+        .map(|_| rng.random_range(0..loss.schedule.len()))
         .collect();
     let noise: Vec<f32> = (0..x0.elem_count())
         .map(|_| rng.sample::<f32, _>(StandardNormal))
