@@ -146,10 +146,12 @@ pub struct GenerateArgs {
     /// The prompt.
     #[arg(long)]
     pub prompt: String,
-    /// An example image (PNG / GIF first frame, the model's size); repeat for several.
+    /// An example image (PNG / GIF first frame; other sizes are resized to the model's with an
+    /// area filter, which undoes an integer nearest-neighbour upscale such as `--upscale`'s);
+    /// repeat for several.
     #[arg(long)]
     pub image: Vec<PathBuf>,
-    /// An example clip (GIF) whose motion to follow.
+    /// An example clip (GIF; resized like `--image`) whose motion to follow.
     #[arg(long, conflicts_with = "image")]
     pub clip: Option<PathBuf>,
     /// Retrieve this many example images for the prompt (BM25) from `--index`.
@@ -402,11 +404,24 @@ fn run_generate(a: &GenerateArgs) -> Result<serde_json::Value> {
     let pipe = VimiPipeline::load(&dir, &minilm_dir(&a.minilm))?;
     let mut examples: Vec<Example> = Vec::new();
     let mut retrieved = Vec::new();
+    let s = pipe.model().config.world.size;
+    let area = vidgen_video_io::ResizeFilter::Area;
     for p in &a.image {
-        examples.push(Example::Image(read_frame(p)?));
+        let f = read_frame(p)?;
+        let f = if (f.width(), f.height()) == (s, s) {
+            f
+        } else {
+            vidgen_video_io::resize_frame(&f, s, s, area)?
+        };
+        examples.push(Example::Image(f));
     }
     if let Some(c) = &a.clip {
-        examples.push(Example::Clip(vidgen_video_io::read_gif(c)?));
+        let v = vidgen_video_io::read_gif(c)?;
+        let v = match v.frames().first() {
+            Some(f) if (f.width(), f.height()) != (s, s) => v.resize(s, s, area)?,
+            _ => v,
+        };
+        examples.push(Example::Clip(v));
     }
     if let Some(k) = a.retrieve.filter(|&k| k > 0) {
         let idx_dir = a.index.as_ref().ok_or_else(|| {
