@@ -43,7 +43,7 @@ impl VimiConfig {
     /// The miniature's: [`WorldSpec::default`], [`VideoDiTConfig::default`], a 2-layer CLIP
     /// vision tower of width 64 on 16×16 images (patch 4, projection 64), MiniLM token states
     /// (384) padded to 16, DDIM over a 1000-step cosine schedule with x₀-prediction (see
-    /// [`crate::vimi::train`]).
+    /// [`mod@crate::vimi::train`]).
     pub fn mini() -> Self {
         let world = WorldSpec::default();
         let dit = VideoDiTConfig::default();
