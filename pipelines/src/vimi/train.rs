@@ -421,6 +421,22 @@ fn stage2_batch(
     })
 }
 
+/// Every stage's optimiser: AdamW at peak `lr` after `warmup` steps, cosine decay, gradients
+/// clipped at norm 1.
+fn adamw_cosine(lr: f64, warmup: usize, weight_decay: f64) -> OptimConfig {
+    OptimConfig {
+        lr,
+        warmup,
+        decay: LrDecay::Cosine,
+        grad_clip: Some(1.0),
+        adamw: vidgen_trainer::AdamWConfig {
+            weight_decay,
+            ..Default::default()
+        },
+        ..OptimConfig::default()
+    }
+}
+
 /// The denoising loss of a stage: discrete-timestep v / ε / x₀ regression, with the object's
 /// pixels weighted up (see [`TrainOptions::object_weight`]).
 struct DenoiseLoss {
@@ -568,17 +584,7 @@ fn run_stage(
     let model = VimiModel::new(cfg, store.var_builder(DType::F32))?;
     let params = store.report().trainable;
     let lr = if stage == 1 { o.lr } else { o.lr * 0.5 };
-    let optim = OptimConfig {
-        lr,
-        warmup: o.warmup.min(steps / 4),
-        decay: LrDecay::Cosine,
-        grad_clip: Some(1.0),
-        adamw: vidgen_trainer::AdamWConfig {
-            weight_decay: o.weight_decay,
-            ..Default::default()
-        },
-        ..OptimConfig::default()
-    };
+    let optim = adamw_cosine(lr, o.warmup.min(steps / 4), o.weight_decay);
     let mut trainer = Trainer::new(store.clone(), &optim, steps, o.seed ^ (stage as u64 * 0x51))?;
     let loss = DenoiseLoss::new(cfg, o)?;
     std::fs::create_dir_all(dir).map_err(|e| Error::Io {
@@ -727,17 +733,7 @@ fn run_stage0(
         let txt = text_head.forward(&caption_emb.index_select(&idx, 0)?)?;
         Ok((img.clone(), (l2n(&img)?.matmul(&l2n(&txt)?.t()?)? * 10.0)?))
     };
-    let optim = OptimConfig {
-        lr: 2e-3,
-        warmup: (steps / 10).min(100),
-        decay: LrDecay::Cosine,
-        grad_clip: Some(1.0),
-        adamw: vidgen_trainer::AdamWConfig {
-            weight_decay: o.weight_decay,
-            ..Default::default()
-        },
-        ..OptimConfig::default()
-    };
+    let optim = adamw_cosine(2e-3, (steps / 10).min(100), o.weight_decay);
     let mut trainer = Trainer::new(store.clone(), &optim, steps.max(1), o.seed ^ 0x5e0)?;
     std::fs::create_dir_all(dir).map_err(|e| Error::Io {
         path: dir.to_path_buf(),
