@@ -41,7 +41,7 @@ use vidgen_adapters::retrieval::{IndexItem, RetrievalIndex};
 use vidgen_samplers::{add_noise, training_target, PredictionType, VpSchedule};
 use vidgen_trainer::log::{plot_loss, progress_bar, CsvLog, LogRow};
 use vidgen_trainer::{DiscreteObjective, LrDecay, OptimConfig, ParamStore, Selection, Trainer};
-use vidgen_video_core::{Error, Result};
+use vidgen_video_core::{check_finite, Error, Result};
 use vidgen_video_io::synth::{Colour, Direction, Shape};
 use vidgen_video_io::{videos_to_tensor, PixelRange, Video};
 use vidgen_video_nn::Linear;
@@ -545,15 +545,7 @@ fn batch_loss(
     } else {
         err.mean_all()?
     };
-    let v = l.to_scalar::<f32>()?;
-    if !v.is_finite() {
-        return Err(Error::NonFinite {
-            location: "VIMI training loss".into(),
-            nan: usize::from(v.is_nan()),
-            inf: usize::from(v.is_infinite()),
-            total: 1,
-        });
-    }
+    check_finite(&l, "VIMI training loss")?;
     Ok(l)
 }
 
