@@ -26,6 +26,7 @@ use vidgen_video_core::Result;
 pub mod cases;
 pub mod cases_clip;
 pub mod cases_diffusion;
+pub mod cases_lavit;
 pub mod cases_misc;
 pub mod cases_models;
 pub mod cases_pipelines;
@@ -80,6 +81,7 @@ pub fn all_cases() -> Vec<Case> {
     v.extend(cases_trainer::trainer());
     v.extend(cases_clip::clip_encoders());
     v.extend(cases_pipelines::pipelines());
+    v.extend(cases_lavit::lavit());
     v.extend(cases_retrieval::retrieval());
     v.extend(cases_sd_pipelines::sd_pipelines());
     v

@@ -35,6 +35,10 @@ enum Command {
     Animate(cli::animate::Args),
     /// Vid-ICL: demo clip(s) + a query clip → the query's continuation (VQ tokenizer + Llama).
     Icl(cli::icl::Args),
+    /// Video-LaVIT: keyframe + motion tokens through one LLM and a detokenizer back to video
+    /// (tokenize / detokenize / generate / train / eval on the miniature).
+    #[command(subcommand)]
+    Lavit(cli::lavit::LavitCommand),
     /// VIMI: retrieval-augmented multimodal instructions (train / eval / generate / index /
     /// search on the miniature).
     #[command(subcommand)]
@@ -87,6 +91,7 @@ fn main() {
         },
         Command::Animate(a) => (a.common.json, cli::animate::run(a)),
         Command::Icl(a) => (a.common.json, cli::icl::run(a)),
+        Command::Lavit(c) => (c.json(), cli::lavit::run(c)),
         Command::Vimi(c) => (c.json(), cli::vimi::run(c)),
         Command::Train(a) => (a.json, cli::train::run(a)),
     };

@@ -18,6 +18,7 @@ pub mod train;
 // Vid-ICL (issue 33).
 pub mod icl;
 // VIMI (issue 32).
+pub mod lavit;
 pub mod vimi;
 
 use std::path::{Path, PathBuf};

@@ -9,12 +9,14 @@
 //! - [`sequence`]: the vocabulary layout, text table, sequences and training samples.
 
 pub mod detokenizer;
+pub mod eval;
 pub mod keyframe;
 pub mod llm;
 pub mod motion;
 pub mod pipeline;
 pub mod sequence;
 pub mod text;
+pub mod train;
 pub mod world;
 
 pub use motion::{ClipSpan, MotionConfig, MotionSource};

@@ -1,0 +1,408 @@
+//! `vidgen lavit ...`: Video-LaVIT (issue 30) — keyframe + motion tokens through one LLM and a
+//! detokenizer back to video: `tokenize` (a video → keyframes, token counts, a token file),
+//! `detokenize` (a token file → a GIF), `generate` (a prompt and / or a keyframe picture → a
+//! GIF), `train` (the miniature, all four phases) and `eval` (measured rates with Wilson
+//! intervals, GIFs and `episodes.json`).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::Device;
+use vidgen_pipelines::lavit::eval::{evaluate, format_report, EvalOptions};
+use vidgen_pipelines::lavit::pipeline::{read_token_file, write_token_file};
+use vidgen_pipelines::lavit::train::{train_mini, LavitTrainOptions};
+use vidgen_pipelines::lavit::LavitPipeline;
+use vidgen_video_core::{Error, Result};
+use vidgen_video_io::Frame;
+
+use super::edit::read_video;
+use super::write_output;
+
+/// The shipped miniature: `examples/assets/lavit-mini`.
+pub fn shipped_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/lavit-mini")
+}
+
+/// The vendored full CLIP tokenizer the miniature's text tokenizer is pruned from.
+pub fn clip_tokenizer_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/clip_tokenizer/openai/tokenizer")
+}
+
+/// `vidgen lavit`'s commands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum LavitCommand {
+    /// A video (file or frame folder) → its keyframes, clips and tokens (printed, and written
+    /// as a token file).
+    Tokenize(TokenizeArgs),
+    /// A token file → a video (GIF).
+    Detokenize(DetokenizeArgs),
+    /// A prompt and / or a keyframe picture → a video (GIF).
+    Generate(GenerateArgs),
+    /// Train LaVIT-mini: keyframe tokenizer, motion tokenizer, LLM, detokenizer.
+    Train(TrainArgs),
+    /// Measure LaVIT-mini (default: the shipped one) over seeded prompts.
+    Eval(EvalArgs),
+}
+
+impl LavitCommand {
+    /// Whether the command prints its JSON report.
+    pub fn json(&self) -> bool {
+        match self {
+            LavitCommand::Tokenize(a) => a.json,
+            LavitCommand::Detokenize(a) => a.json,
+            LavitCommand::Generate(a) => a.json,
+            LavitCommand::Train(_) => false,
+            LavitCommand::Eval(a) => a.json,
+        }
+    }
+}
+
+/// Arguments of `vidgen lavit tokenize`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TokenizeArgs {
+    /// The video: a file (GIF; other containers with the `ffmpeg` feature) or a frame folder.
+    pub video: PathBuf,
+    /// The pipeline folder (default: the shipped miniature).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// The token file to write.
+    #[arg(long, default_value = "tokens.json")]
+    pub out: PathBuf,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `vidgen lavit detokenize`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DetokenizeArgs {
+    /// The token file (`vidgen lavit tokenize`'s).
+    pub tokens: PathBuf,
+    /// The pipeline folder (default: the shipped miniature).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Where to write the video: `.gif`, `.mp4` (ffmpeg feature) or a folder of PNGs.
+    #[arg(long, default_value = "lavit.gif")]
+    pub out: PathBuf,
+    /// Seed of the detokenizer's noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `vidgen lavit generate`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GenerateArgs {
+    /// The prompt (`"a red square moves left"`); none: unconditional.
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// A keyframe picture (PNG, or a GIF's first frame): image-to-video.
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// Clips (each `clip_frames` long; later clips continue from the previous one's last
+    /// frame).
+    #[arg(long, default_value_t = 1)]
+    pub clips: usize,
+    /// The pipeline folder (default: the shipped miniature).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Where to write the video: `.gif`, `.mp4` (ffmpeg feature) or a folder of PNGs.
+    #[arg(long, default_value = "lavit.gif")]
+    pub out: PathBuf,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `vidgen lavit train`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// Output folder (a pipeline folder; copy it to ship).
+    #[arg(long, default_value = "lavit-mini-train")]
+    pub out: PathBuf,
+    /// Master seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Training videos (one clip each).
+    #[arg(long)]
+    pub videos: Option<usize>,
+    /// Steps of the keyframe tokenizer through its quantiser (after its warm-up).
+    #[arg(long)]
+    pub keyframe_steps: Option<usize>,
+    /// Steps of the motion tokenizer.
+    #[arg(long)]
+    pub motion_steps: Option<usize>,
+    /// Steps of the LLM.
+    #[arg(long)]
+    pub lm_steps: Option<usize>,
+    /// Steps of the detokenizer.
+    #[arg(long)]
+    pub detok_steps: Option<usize>,
+    /// A few steps per phase (a smoke run; the result is untrained).
+    #[arg(long)]
+    pub quick: bool,
+    /// The full CLIP tokenizer folder to prune (default: the vendored
+    /// `fixtures/clip_tokenizer/openai/tokenizer`).
+    #[arg(long)]
+    pub clip_tokenizer: Option<PathBuf>,
+    /// Hide the progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Arguments of `vidgen lavit eval`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalArgs {
+    /// The pipeline folder (default: the shipped miniature).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Prompts per condition.
+    #[arg(long, default_value_t = 200)]
+    pub prompts: usize,
+    /// Episode stream (apart from the training seeds).
+    #[arg(long, default_value_t = 2024)]
+    pub seed: u64,
+    /// Conditions (default: all): `instructed`, `no-text`, `image`.
+    #[arg(long, value_delimiter = ',')]
+    pub conditions: Vec<String>,
+    /// Held-out clips for the tokenizer and detokenizer reports (0: skip them).
+    #[arg(long, default_value_t = 64)]
+    pub clips: usize,
+    /// Write every generated clip as a GIF and `episodes.json` here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs a `vidgen lavit` command; returns its JSON report.
+///
+/// # Errors
+/// Model, tokenizer, training and I/O errors, naming the file or flag.
+pub fn run(cmd: &LavitCommand) -> Result<serde_json::Value> {
+    match cmd {
+        LavitCommand::Tokenize(a) => run_tokenize(a),
+        LavitCommand::Detokenize(a) => run_detokenize(a),
+        LavitCommand::Generate(a) => run_generate(a),
+        LavitCommand::Train(a) => run_train(a),
+        LavitCommand::Eval(a) => run_eval(a),
+    }
+}
+
+fn load(model: &Option<PathBuf>) -> Result<LavitPipeline> {
+    let dir = model.clone().unwrap_or_else(shipped_dir);
+    LavitPipeline::load(&dir, &Device::Cpu)
+}
+
+fn to_json(v: &impl serde::Serialize) -> Result<serde_json::Value> {
+    serde_json::to_value(v).map_err(|e| Error::invalid("report", e.to_string()))
+}
+
+fn write_video(path: &Path, v: &vidgen_video_io::Video) -> Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|source| Error::Io {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    }
+    write_output(path, v)
+}
+
+/// A keyframe picture: a PNG, or a GIF's first frame.
+fn read_picture(p: &Path) -> Result<Frame> {
+    let ext = p
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "png" => vidgen_video_io::read_png(p),
+        "gif" => vidgen_video_io::read_gif(p)?
+            .into_frames()
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Malformed {
+                path: p.to_path_buf(),
+                reason: "the GIF has no frames".into(),
+            }),
+        other => Err(Error::Unsupported {
+            field: p.display().to_string(),
+            value: format!(".{other}"),
+            supported: ".png, .gif".into(),
+        }),
+    }
+}
+
+fn run_tokenize(a: &TokenizeArgs) -> Result<serde_json::Value> {
+    let pipe = load(&a.model)?;
+    let video = read_video(&a.video, None)?;
+    let t0 = Instant::now();
+    let tokens = pipe.tokenize(&video)?;
+    write_token_file(&a.out, &tokens)?;
+    let per_clip: Vec<(usize, usize)> = tokens
+        .sequence
+        .clips
+        .iter()
+        .map(|c| (c.keyframe.len(), c.motion.len()))
+        .collect();
+    println!(
+        "{}: {} frames at {} fps ({}x{}), keyframes at {:?}, {} clip(s)",
+        a.video.display(),
+        tokens.frames,
+        tokens.fps,
+        tokens.size[0],
+        tokens.size[1],
+        tokens.keyframes,
+        per_clip.len()
+    );
+    for (i, (s, (k, m))) in tokens.spans.iter().zip(&per_clip).enumerate() {
+        println!(
+            "  clip {i}: frames {}..{} → {k} keyframe + {m} motion tokens",
+            s.start,
+            s.start + s.frames
+        );
+    }
+    println!(
+        "{} ids in all → {} ({:.2} s)",
+        tokens.ids.len(),
+        a.out.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(serde_json::json!({
+        "frames": tokens.frames,
+        "keyframes": tokens.keyframes,
+        "clips": per_clip.len(),
+        "keyframe_tokens": per_clip.iter().map(|c| c.0).collect::<Vec<_>>(),
+        "motion_tokens": per_clip.iter().map(|c| c.1).collect::<Vec<_>>(),
+        "ids": tokens.ids.len(),
+        "out": a.out,
+    }))
+}
+
+fn run_detokenize(a: &DetokenizeArgs) -> Result<serde_json::Value> {
+    let pipe = load(&a.model)?;
+    let tokens = read_token_file(&a.tokens)?;
+    let t0 = Instant::now();
+    let v = pipe.detokenize(&tokens, a.seed, &mut |_, _| {})?;
+    write_video(&a.out, &v)?;
+    println!(
+        "{} clip(s) → {} frames → {} ({:.1} s)",
+        tokens.sequence.clips.len(),
+        v.len(),
+        a.out.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(serde_json::json!({ "frames": v.len(), "out": a.out }))
+}
+
+fn run_generate(a: &GenerateArgs) -> Result<serde_json::Value> {
+    let pipe = load(&a.model)?;
+    let image = match &a.image {
+        Some(p) => Some(read_picture(p)?),
+        None => None,
+    };
+    if a.prompt.is_none() && image.is_none() {
+        eprintln!("vidgen lavit generate: no --prompt and no --image: an unconditional video");
+    }
+    let t0 = Instant::now();
+    let g = pipe.generate(
+        a.prompt.as_deref(),
+        image.as_ref(),
+        a.clips,
+        a.seed,
+        None,
+        &mut |_, _| {},
+    )?;
+    write_video(&a.out, &g.video)?;
+    let tok_s: Vec<f64> = g
+        .stats
+        .iter()
+        .map(|s| {
+            (s.keyframe_tokens + s.motion_tokens) as f64 / (s.keyframe_s + s.motion_s).max(1e-9)
+        })
+        .collect();
+    println!(
+        "{} clip(s), {} frames → {} ({:.1} s; LLM {:.0} tokens/s)",
+        a.clips,
+        g.video.len(),
+        a.out.display(),
+        t0.elapsed().as_secs_f64(),
+        tok_s.iter().sum::<f64>() / tok_s.len().max(1) as f64
+    );
+    Ok(serde_json::json!({
+        "frames": g.video.len(),
+        "out": a.out,
+        "motion_tokens": g.sequence.clips.iter().map(|c| c.motion.len()).collect::<Vec<_>>(),
+        "tokens_per_s": tok_s,
+    }))
+}
+
+fn run_train(a: &TrainArgs) -> Result<serde_json::Value> {
+    let mut o = if a.quick {
+        LavitTrainOptions::quick()
+    } else {
+        LavitTrainOptions::default()
+    }
+    .with_seed(a.seed);
+    if let Some(v) = a.videos {
+        o.videos = v;
+    }
+    if let Some(v) = a.keyframe_steps {
+        o.keyframe.vq_steps = v;
+    }
+    if let Some(v) = a.motion_steps {
+        o.motion_train.steps = v;
+    }
+    if let Some(v) = a.lm_steps {
+        o.lm_train.steps = v;
+    }
+    if let Some(v) = a.detok_steps {
+        o.detok_train.steps = v;
+    }
+    let tok = a.clip_tokenizer.clone().unwrap_or_else(clip_tokenizer_dir);
+    let r = train_mini(&o, &tok, &a.out, !a.quiet)?;
+    println!("data: {} videos in {:.0} s", o.videos, r.data_seconds);
+    for p in &r.phases {
+        println!(
+            "{}: {} steps in {:.0} s, loss {:.4} -> {:.4} ({} parameters)",
+            p.phase, p.steps, p.seconds, p.loss_first, p.loss_last, p.params
+        );
+    }
+    println!(
+        "keyframe tokenizer: round trip {:.1} dB PSNR, {} codes used; motion tokenizer: EPE {:.3} cells ({:.3} on moving vectors of mean length {:.3}), {} / {} codes",
+        r.keyframe_psnr,
+        r.keyframe_codes_used,
+        r.motion.epe,
+        r.motion.epe_moving,
+        r.motion.moving_magnitude,
+        r.motion.codes_used,
+        r.motion.num_codes
+    );
+    println!(
+        "vidgen lavit train: done in {:.0} s into {}",
+        r.seconds,
+        a.out.display()
+    );
+    to_json(&r)
+}
+
+fn run_eval(a: &EvalArgs) -> Result<serde_json::Value> {
+    let pipe = load(&a.model)?;
+    let mut o = EvalOptions {
+        prompts: a.prompts,
+        seed: a.seed,
+        clips: a.clips,
+        ..EvalOptions::default()
+    };
+    if !a.conditions.is_empty() {
+        o.conditions = a.conditions.iter().map(|c| c.trim().to_string()).collect();
+    }
+    let r = evaluate(&pipe, &o, a.out.as_deref(), true)?;
+    println!("{}", format_report(&r));
+    to_json(&r)
+}

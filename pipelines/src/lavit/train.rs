@@ -1,0 +1,582 @@
+//! Training the Video-LaVIT miniature end to end on its synthetic world, in the paper's order:
+//!
+//! 1. **keyframe tokenizer**: a diffusers `VQModel` (k-means-initialised EMA codebook) on
+//!    frames of the world ([`train_keyframe_tokenizer`]);
+//! 2. **motion tokenizer**: Video-LaVIT's spatio-temporal encoder + VQ + mirrored decoder on
+//!    the preprocessed motion of every clip (`vidgen_motion_codec::train_motion_tokenizer`),
+//!    reported by end-point error and code usage on held-out clips;
+//! 3. **LLM**: a Llama over text + keyframe + motion tokens, next-token loss on the visual and
+//!    motion spans ([`train_lm`]);
+//! 4. **detokenizer**: the SVD-style UNet generating a clip's latents from its keyframe latents
+//!    and its *decoded* motion tokens (what it will see when generating), EDM loss
+//!    ([`train_detokenizer`]).
+//!
+//! Every phase is seeded; [`train_mini`] writes a [`LavitPipeline`] folder, `train.json`
+//! ([`TrainReport`]) and one loss CSV + PNG per phase.
+
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use vidgen_motion_codec::{
+    evaluate_reconstruction, train_motion_tokenizer, MotionTokenizer, MotionTokenizerConfig,
+    MotionTrainConfig, ReconstructionReport,
+};
+use vidgen_trainer::log::{plot_loss, progress_bar, CsvLog, LogRow};
+use vidgen_video_core::{Error, Result};
+use vidgen_video_io::synth::{Colour, Direction, Shape};
+
+use super::detokenizer::{
+    count_params, motion_to_grid, save_detokenizer, train_detokenizer, DetokExample,
+    DetokTrainConfig, DetokenizerConfig,
+};
+use super::keyframe::{
+    frames_to_tensor, save_keyframe_tokenizer, train_keyframe_tokenizer, KeyframeTrainConfig,
+};
+use super::llm::{save_lm, train_lm, GenerationConfig, LmExample, LmSize, LmTrainConfig};
+use super::motion::{motion_of_clip, MotionConfig};
+use super::pipeline::{mini_motion_config, randn, LavitConfig, LavitPipeline};
+use super::sequence::{ClipTokens, TextTable, VocabLayout};
+use super::text::{load_text_tokenizer, prune_clip_tokenizer};
+use super::world::{LavitWorld, LavitWorldConfig, PromptSpec, WorldVideo};
+
+/// Every knob of the miniature's training (saved in `train.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LavitTrainOptions {
+    /// Seed of the world and of every phase.
+    pub seed: u64,
+    /// Training videos (one clip each).
+    pub videos: usize,
+    /// Held-out clips for the motion tokenizer's report.
+    pub heldout: usize,
+    /// Frames (of all videos, drawn at random) the keyframe tokenizer trains on.
+    pub keyframe_frames: usize,
+    /// The world.
+    pub world: LavitWorldConfig,
+    /// Motion extraction.
+    pub motion: MotionConfig,
+    /// Keyframe tokenizer.
+    pub keyframe: KeyframeTrainConfig,
+    /// Motion tokenizer architecture.
+    pub motion_tokenizer: MotionTokenizerConfig,
+    /// Motion tokenizer training.
+    pub motion_train: MotionTrainConfig,
+    /// LLM size.
+    pub lm: LmSize,
+    /// LLM training.
+    pub lm_train: LmTrainConfig,
+    /// Detokenizer architecture and sampling.
+    pub detok: DetokenizerConfig,
+    /// Detokenizer training.
+    pub detok_train: DetokTrainConfig,
+    /// Generation defaults written into `lavit.json`.
+    pub generation: GenerationConfig,
+}
+
+impl Default for LavitTrainOptions {
+    fn default() -> Self {
+        let lm_train = LmTrainConfig {
+            steps: 2500,
+            // One clip per video: no continuation samples.
+            mix: [0.6, 0.1, 0.2, 0.0, 0.1],
+            ..LmTrainConfig::default()
+        };
+        // Sized to train in about 30 minutes on 2 cores (the detokenizer's backward pass is
+        // the slowest: ~0.45 s per step of 2 clips).
+        let keyframe = KeyframeTrainConfig {
+            vq_steps: 700,
+            ..KeyframeTrainConfig::default()
+        };
+        let motion_train = MotionTrainConfig {
+            steps: 600,
+            ..MotionTrainConfig::default()
+        };
+        let detok_train = DetokTrainConfig {
+            steps: 2000,
+            batch: 2,
+            ..DetokTrainConfig::default()
+        };
+        Self {
+            seed: 0,
+            videos: 1536,
+            heldout: 64,
+            keyframe_frames: 4096,
+            world: LavitWorldConfig::default(),
+            motion: MotionConfig::default(),
+            keyframe,
+            motion_tokenizer: mini_motion_config(),
+            motion_train,
+            lm: LmSize::default(),
+            lm_train,
+            detok: DetokenizerConfig {
+                steps: 10,
+                ..DetokenizerConfig::default()
+            },
+            detok_train,
+            generation: GenerationConfig::default(),
+        }
+    }
+}
+
+impl LavitTrainOptions {
+    /// A run of a few steps per phase (tests and smoke checks; the result is untrained).
+    pub fn quick() -> Self {
+        let mut o = Self {
+            videos: 24,
+            heldout: 4,
+            keyframe_frames: 64,
+            ..Self::default()
+        };
+        o.keyframe.warmup_steps = 2;
+        o.keyframe.vq_steps = 2;
+        o.keyframe.batch = 4;
+        o.keyframe.codes = 64;
+        o.keyframe.kmeans_frames = 64;
+        o.keyframe.kmeans_iters = 2;
+        o.motion_tokenizer.num_codes = 32;
+        o.motion_train.steps = 2;
+        o.motion_train.batch = 2;
+        o.motion_train.warmup = 1;
+        o.motion_train.kmeans_clips = 8;
+        o.motion_train.kmeans_iters = 2;
+        o.lm = LmSize {
+            hidden: 32,
+            intermediate: 64,
+            layers: 1,
+            heads: 2,
+            kv_heads: 1,
+            max_len: 256,
+        };
+        o.lm_train.steps = 2;
+        o.lm_train.batch = 2;
+        o.lm_train.warmup = 1;
+        o.detok.unet = super::detokenizer::mini_unet_json(8, 32, &[32, 32]);
+        o.detok.steps = 2;
+        o.detok_train.steps = 2;
+        o.detok_train.batch = 1;
+        o
+    }
+
+    /// The options with every phase's seed set from `seed`.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self.keyframe.seed = seed;
+        self.motion_train.seed = seed;
+        self.lm_train.seed = seed;
+        self.detok_train.seed = seed;
+        self
+    }
+}
+
+/// One phase's summary.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PhaseReport {
+    /// `keyframe`, `motion`, `llm`, `detokenizer`.
+    pub phase: String,
+    /// Steps run.
+    pub steps: usize,
+    /// Trainable parameters.
+    pub params: usize,
+    /// Mean loss of the first and the last 20 steps.
+    pub loss_first: f32,
+    /// See `loss_first`.
+    pub loss_last: f32,
+    /// Wall time, seconds.
+    pub seconds: f64,
+}
+
+/// `train.json`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TrainReport {
+    /// The options.
+    pub options: LavitTrainOptions,
+    /// Seconds spent rendering the world and extracting motion.
+    pub data_seconds: f64,
+    /// The phases in order.
+    pub phases: Vec<PhaseReport>,
+    /// Keyframe tokenizer round-trip PSNR (dB) on held-out keyframes.
+    pub keyframe_psnr: f64,
+    /// Keyframe codes used on the training keyframes.
+    pub keyframe_codes_used: usize,
+    /// Motion tokenizer reconstruction on held-out clips (grid cells).
+    pub motion: ReconstructionReport,
+    /// Total wall time, seconds.
+    pub seconds: f64,
+}
+
+fn mean(v: &[f32]) -> f32 {
+    if v.is_empty() {
+        return f32::NAN;
+    }
+    v.iter().sum::<f32>() / v.len() as f32
+}
+
+fn phase_report(phase: &str, losses: &[f32], params: usize, seconds: f64) -> PhaseReport {
+    let k = 20.min(losses.len());
+    PhaseReport {
+        phase: phase.to_string(),
+        steps: losses.len(),
+        params,
+        loss_first: mean(&losses[..k]),
+        loss_last: mean(&losses[losses.len() - k..]),
+        seconds,
+    }
+}
+
+/// Writes `loss-<phase>.csv` and `loss-<phase>.png` of a phase's losses.
+fn log_losses(dir: &Path, phase: &str, losses: &[f32], seconds: f64) -> Result<()> {
+    let mut csv = CsvLog::open(&dir.join(format!("loss-{phase}.csv")), None)?;
+    let per = seconds / losses.len().max(1) as f64;
+    for (i, &l) in losses.iter().enumerate() {
+        csv.push(LogRow {
+            step: i + 1,
+            loss: l,
+            lr: 0.0,
+            grad_norm: 0.0,
+            seconds: per,
+        })?;
+    }
+    if !losses.is_empty() {
+        plot_loss(
+            csv.rows(),
+            &dir.join(format!("loss-{phase}.png")),
+            &format!("LaVIT-mini {phase}"),
+            800,
+            480,
+        )?;
+    }
+    Ok(())
+}
+
+/// Every prompt of the world's grammar.
+pub fn all_prompts() -> Vec<PromptSpec> {
+    let mut v = Vec::new();
+    for colour in Colour::ALL {
+        for shape in Shape::ALL {
+            for direction in Direction::ALL {
+                v.push(PromptSpec {
+                    colour,
+                    shape,
+                    direction,
+                });
+            }
+        }
+    }
+    v
+}
+
+fn psnr(a: &Tensor, b: &Tensor) -> Result<f64> {
+    // Pixels in [-1, 1]: peak-to-peak 2.
+    let mse = (a - b)?.sqr()?.mean_all()?.to_scalar::<f32>()? as f64;
+    Ok(10.0 * (4.0 / mse.max(1e-12)).log10())
+}
+
+/// Trains the whole miniature and writes its pipeline folder into `out`.
+///
+/// `clip_tokenizer` is a full CLIP tokenizer folder (`vocab.json` + `merges.txt`, e.g. the
+/// vendored `fixtures/clip_tokenizer/openai/tokenizer`); it is pruned to the grammar's words.
+/// `show_progress` draws an indicatif bar per phase.
+///
+/// # Errors
+/// Unwritable `out`; a bad option; non-finite losses (naming the phase and step).
+pub fn train_mini(
+    opts: &LavitTrainOptions,
+    clip_tokenizer: &Path,
+    out: &Path,
+    show_progress: bool,
+) -> Result<TrainReport> {
+    let t_all = Instant::now();
+    let device = Device::Cpu;
+    std::fs::create_dir_all(out).map_err(|source| Error::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    let world = LavitWorld::new(opts.world.clone())?;
+    if opts.motion.clip_len != opts.world.clip_frames {
+        return Err(Error::config(
+            "motion.clip_len",
+            "must equal world.clip_frames",
+        ));
+    }
+    if opts.videos == 0 {
+        return Err(Error::config("videos", "need at least one training video"));
+    }
+
+    // Text: CLIP's BPE pruned to the grammar; a compact table over every prompt's ids.
+    let text_dir = out.join("text_tokenizer");
+    prune_clip_tokenizer(clip_tokenizer, &PromptSpec::vocabulary(), &text_dir)?;
+    let text = load_text_tokenizer(&text_dir)?;
+    let mut all_ids = Vec::new();
+    for p in all_prompts() {
+        all_ids.extend(text.encode(&p.text())?);
+    }
+    let table = TextTable::compact_from(all_ids);
+
+    // Data.
+    let t0 = Instant::now();
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x6c61_7669);
+    let render = |n: usize, rng: &mut ChaCha8Rng| -> Result<Vec<WorldVideo>> {
+        (0..n).map(|_| world.sample(1, rng)).collect()
+    };
+    let videos = render(opts.videos, &mut rng)?;
+    let heldout = render(opts.heldout.max(1), &mut rng)?;
+    let motion_of = |vs: &[WorldVideo]| -> Result<Tensor> {
+        let m: Vec<Tensor> = vs
+            .iter()
+            .map(|v| motion_of_clip(&v.video, &opts.motion, &device))
+            .collect::<Result<_>>()?;
+        Ok(Tensor::stack(&m, 0)?)
+    };
+    let motion = motion_of(&videos)?;
+    let motion_held = motion_of(&heldout)?;
+    let data_seconds = t0.elapsed().as_secs_f64();
+    let mut phases = Vec::new();
+
+    // 1. Keyframe tokenizer.
+    let t0 = Instant::now();
+    let mut kf_frames: Vec<&vidgen_video_io::Frame> =
+        videos.iter().map(|v| &v.video.frames()[0]).collect();
+    {
+        use rand::Rng;
+        while kf_frames.len() < opts.keyframe_frames {
+            let v = &videos[rng.random_range(0..videos.len())];
+            kf_frames.push(&v.video.frames()[rng.random_range(0..v.video.len())]);
+        }
+    }
+    let kf_tensor = frames_to_tensor(&kf_frames, &device)?;
+    let bar = progress_bar(
+        opts.keyframe.warmup_steps + opts.keyframe.vq_steps,
+        0,
+        show_progress,
+    );
+    let kf = train_keyframe_tokenizer(&opts.keyframe, &kf_tensor, |s| {
+        bar.set_message(format!("keyframe mse {:.4}", s.mse));
+        bar.set_position(s.step as u64 + 1);
+    })?;
+    bar.finish_and_clear();
+    let kf_losses: Vec<f32> = kf.steps.iter().map(|s| s.mse).collect();
+    let secs = t0.elapsed().as_secs_f64();
+    save_keyframe_tokenizer(
+        &opts.keyframe,
+        &kf.vars,
+        &out.join("keyframe_tokenizer"),
+        DType::F32,
+    )?;
+    log_losses(out, "keyframe", &kf_losses, secs)?;
+    phases.push(phase_report(
+        "keyframe",
+        &kf_losses,
+        count_params(&kf.vars),
+        secs,
+    ));
+    let keyframe = kf.tokenizer;
+    let held_kf: Vec<&vidgen_video_io::Frame> =
+        heldout.iter().map(|v| &v.video.frames()[0]).collect();
+    let held_kf = frames_to_tensor(&held_kf, &device)?;
+    let grid = keyframe.grid(opts.world.height as usize, opts.world.width as usize);
+    let held_codes = keyframe.tokenize(&held_kf)?;
+    let keyframe_psnr = psnr(&keyframe.detokenize(&held_codes, grid, &device)?, &held_kf)?;
+
+    // 2. Motion tokenizer.
+    let t0 = Instant::now();
+    let bar = progress_bar(opts.motion_train.steps, 0, show_progress);
+    let mt = train_motion_tokenizer(&opts.motion_tokenizer, &opts.motion_train, &motion, |s| {
+        bar.set_message(format!("motion loss {:.4} codes {}", s.loss, s.codes_used));
+        bar.set_position(s.step as u64 + 1);
+    })?;
+    bar.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+    let mt_losses: Vec<f32> = mt.steps.iter().map(|s| s.recon).collect();
+    mt.tokenizer.save(out.join("motion_tokenizer"))?;
+    log_losses(out, "motion", &mt_losses, secs)?;
+    phases.push(phase_report(
+        "motion",
+        &mt_losses,
+        count_params(&mt.vars),
+        secs,
+    ));
+    let motion_tok: MotionTokenizer = mt.tokenizer;
+    let motion_report =
+        evaluate_reconstruction(&motion_tok, &motion_held, &opts.motion.lavit(), 0.5, 16)?;
+
+    // Tokens of every training video.
+    let n = videos.len();
+    let firsts: Vec<&vidgen_video_io::Frame> =
+        videos.iter().map(|v| &v.video.frames()[0]).collect();
+    let mut kf_codes = Vec::with_capacity(n);
+    for chunk in firsts.chunks(64) {
+        kf_codes.extend(keyframe.tokenize(&frames_to_tensor(chunk, &device)?)?);
+    }
+    let keyframe_codes_used = {
+        let mut seen = vec![false; keyframe.num_codes()];
+        for c in kf_codes.iter().flatten() {
+            if let Some(s) = seen.get_mut(*c as usize) {
+                *s = true;
+            }
+        }
+        seen.iter().filter(|s| **s).count()
+    };
+    let mut mo_codes: Vec<Vec<u32>> = Vec::with_capacity(n);
+    let mut mo_decoded: Vec<Tensor> = Vec::with_capacity(n);
+    for s in (0..n).step_by(32) {
+        let len = 32.min(n - s);
+        let ids = motion_tok.tokenize(&motion.narrow(0, s, len)?)?;
+        let dec = motion_tok.detokenize(&ids)?;
+        let flat = ids.ids().flatten_from(1)?;
+        for i in 0..len {
+            mo_codes.push(flat.get(i)?.to_vec1::<u32>()?);
+            mo_decoded.push(dec.get(i)?);
+        }
+    }
+    let examples: Vec<LmExample> = videos
+        .iter()
+        .zip(kf_codes.iter().zip(&mo_codes))
+        .map(|(v, (k, m))| {
+            Ok(LmExample {
+                text: text.encode(&v.spec.text())?,
+                clips: vec![ClipTokens {
+                    keyframe: k.clone(),
+                    motion: m.clone(),
+                }],
+            })
+        })
+        .collect::<Result<_>>()?;
+    let layout = VocabLayout {
+        text: table.slots(),
+        image: keyframe.num_codes(),
+        motion: opts.motion_tokenizer.num_codes,
+    };
+
+    // 3. LLM.
+    let t0 = Instant::now();
+    let bar = progress_bar(opts.lm_train.steps, 0, show_progress);
+    let lm = train_lm(
+        &opts.lm,
+        &opts.lm_train,
+        &layout,
+        &table,
+        &examples,
+        &device,
+        |s, l| {
+            bar.set_message(format!("llm loss {l:.4}"));
+            bar.set_position(s as u64 + 1);
+        },
+    )?;
+    bar.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+    save_lm(&lm.lm, &lm.vars, &out.join("llm"), DType::F32)?;
+    log_losses(out, "llm", &lm.losses, secs)?;
+    phases.push(phase_report(
+        "llm",
+        &lm.losses,
+        count_params(&lm.vars),
+        secs,
+    ));
+
+    // 4. Detokenizer on continuous clip latents, noise-augmented keyframe latents and the
+    // decoded motion tokens.
+    let t0 = Instant::now();
+    let mut dcfg = opts.detok.clone();
+    dcfg.latent_channels = keyframe.latent_channels();
+    dcfg.grid = [grid.0, grid.1];
+    dcfg.frames = opts.world.clip_frames;
+    let mut lat = Vec::with_capacity(n);
+    for v in &videos {
+        let fr: Vec<&vidgen_video_io::Frame> = v.video.frames().iter().collect();
+        // [F, C, h, w] → [C, F, h, w]
+        let h = keyframe.encode(&frames_to_tensor(&fr, &device)?)?;
+        lat.push(h.permute((1, 0, 2, 3))?.contiguous()?);
+    }
+    let all = Tensor::stack(&lat, 0)?;
+    let std = all.sqr()?.mean_all()?.to_scalar::<f32>()?.sqrt() as f64;
+    dcfg.latent_scale = if std > 1e-6 { 1.0 / std } else { 1.0 };
+    let mut aug_rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x6175_6700);
+    let mut det_examples = Vec::with_capacity(n);
+    for (i, v) in videos.iter().enumerate() {
+        let x = frames_to_tensor(&[&v.video.frames()[0]], &device)?;
+        let noise = randn(&mut aug_rng, x.dims(), &device)?;
+        let k = (keyframe.encode(&(x + (noise * dcfg.noise_aug)?)?)? * dcfg.latent_scale)?;
+        let m = motion_to_grid(&mo_decoded[i].unsqueeze(0)?, dcfg.grid, dcfg.motion_scale)?;
+        det_examples.push(DetokExample {
+            latents: (&lat[i] * dcfg.latent_scale)?,
+            keyframe: k.squeeze(0)?,
+            motion: m.squeeze(0)?,
+        });
+    }
+    let bar = progress_bar(opts.detok_train.steps, 0, show_progress);
+    let det = train_detokenizer(&dcfg, &opts.detok_train, &det_examples, &device, |s, l| {
+        bar.set_message(format!("detokenizer loss {l:.4}"));
+        bar.set_position(s as u64 + 1);
+    })?;
+    bar.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+    save_detokenizer(&dcfg, &det.vars, &out.join("detokenizer"), DType::F32)?;
+    log_losses(out, "detokenizer", &det.losses, secs)?;
+    phases.push(phase_report(
+        "detokenizer",
+        &det.losses,
+        count_params(&det.vars),
+        secs,
+    ));
+
+    // The pipeline folder.
+    let cfg = LavitConfig {
+        world: opts.world.clone(),
+        motion: opts.motion.clone(),
+        layout,
+        text: table,
+        generation: opts.generation.clone(),
+    };
+    let cp = out.join("lavit.json");
+    let json =
+        serde_json::to_string_pretty(&cfg).map_err(|e| Error::invalid("config", e.to_string()))?;
+    std::fs::write(&cp, json + "\n").map_err(|source| Error::Io { path: cp, source })?;
+    // Loading back checks that the parts fit.
+    LavitPipeline::load(out, &device)?;
+    let report = TrainReport {
+        options: opts.clone(),
+        data_seconds,
+        phases,
+        keyframe_psnr,
+        keyframe_codes_used,
+        motion: motion_report,
+        seconds: t_all.elapsed().as_secs_f64(),
+    };
+    let rp = out.join("train.json");
+    let json = serde_json::to_string_pretty(&report)
+        .map_err(|e| Error::invalid("report", e.to_string()))?;
+    std::fs::write(&rp, json + "\n").map_err(|source| Error::Io { path: rp, source })?;
+    Ok(report)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quick_training_writes_a_loadable_pipeline() {
+        let tok = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fixtures/clip_tokenizer/openai/tokenizer");
+        let dir = tempfile::tempdir().unwrap();
+        let r = train_mini(&LavitTrainOptions::quick(), &tok, dir.path(), false).unwrap();
+        assert_eq!(r.phases.len(), 4);
+        let p = LavitPipeline::load(dir.path(), &Device::Cpu).unwrap();
+        let g = p
+            .generate(
+                Some("a red square moves left"),
+                None,
+                1,
+                0,
+                None,
+                &mut |_, _| {},
+            )
+            .unwrap();
+        assert_eq!(g.video.len(), 24);
+        assert_eq!(g.sequence.clips[0].motion.len(), 135);
+    }
+}
