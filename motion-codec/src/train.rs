@@ -35,9 +35,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use vidgen_video_core::{Error, Result};
-#[cfg(doc)]
-use vidgen_vq_tokenizer::VectorQuantizer;
-use vidgen_vq_tokenizer::{CodebookUsage, EmaConfig};
+use vidgen_vq_tokenizer::{CodebookUsage, EmaConfig, VectorQuantizer};
 
 use crate::lavit::LavitConfig;
 use crate::tokenizer::{MotionTokenizer, MotionTokenizerConfig};
@@ -83,6 +81,12 @@ pub struct MotionTrainConfig {
     pub kmeans_clips: usize,
     /// Lloyd iterations of the k-means initialisation.
     pub kmeans_iters: usize,
+    /// Steps of the plain autoencoder (no quantiser) before the codebook is initialised by
+    /// k-means on the then-trained encoder's outputs (0: k-means on the untrained encoder,
+    /// before the first step). Sparse motion (a small object on a still background) makes an
+    /// untrained encoder's outputs nearly equal across clips, and a codebook seeded from them
+    /// collapses to "no motion".
+    pub ae_warmup: usize,
     /// Seed of everything random.
     pub seed: u64,
 }
@@ -101,6 +105,7 @@ impl Default for MotionTrainConfig {
             dead_threshold: 0.5,
             kmeans_clips: 64,
             kmeans_iters: 20,
+            ae_warmup: 0,
             seed: 0,
         }
     }
@@ -263,35 +268,41 @@ pub fn train_motion_tokenizer(
     let codebook_var = var(&vars, CODEBOOK)?;
     let mut vq = tok.quantizer().clone();
     let mut rng = ChaCha8Rng::seed_from_u64(train.seed ^ 0x6d6f_7469_6f6e);
-    // k-means initialisation on encoder outputs of the first clips.
-    if train.kmeans_clips > 0 {
-        let k = train.kmeans_clips.min(n);
-        let mut rows = Vec::new();
-        for start in (0..k).step_by(train.batch) {
-            let len = train.batch.min(k - start);
-            let z = tok.encode_continuous(&data.narrow(0, start, len)?)?;
-            rows.push(z.flatten_to(3)?.detach());
+    // k-means initialisation on encoder outputs of the first clips, then EMA updates.
+    let init_codebook = |vq: &mut VectorQuantizer| -> Result<()> {
+        if train.kmeans_clips > 0 {
+            let k = train.kmeans_clips.min(n);
+            let mut rows = Vec::new();
+            for start in (0..k).step_by(train.batch) {
+                let len = train.batch.min(k - start);
+                let z = tok.encode_continuous(&data.narrow(0, start, len)?)?;
+                rows.push(z.flatten_to(3)?.detach());
+            }
+            let rows = Tensor::cat(&rows, 0)?;
+            let want = cfg.num_codes;
+            if rows.dim(0)? < want {
+                return Err(Error::invalid(
+                    "kmeans_clips",
+                    format!(
+                        "{} encoder vectors from {k} clips, fewer than the {want} codes: use more clips",
+                        rows.dim(0)?
+                    ),
+                ));
+            }
+            vq.init_kmeans(&rows, train.kmeans_iters, train.seed)?;
+            codebook_var.set(&vq.codebook().to_dtype(DType::F32)?)?;
         }
-        let rows = Tensor::cat(&rows, 0)?;
-        let want = cfg.num_codes;
-        if rows.dim(0)? < want {
-            return Err(Error::invalid(
-                "kmeans_clips",
-                format!(
-                    "{} encoder vectors from {k} clips, fewer than the {want} codes: use more clips",
-                    rows.dim(0)?
-                ),
-            ));
-        }
-        vq.init_kmeans(&rows, train.kmeans_iters, train.seed)?;
-        codebook_var.set(&vq.codebook().to_dtype(DType::F32)?)?;
+        vq.enable_ema(EmaConfig {
+            decay: train.ema_decay,
+            dead_threshold: train.dead_threshold,
+            seed: train.seed,
+            ..EmaConfig::default()
+        })?;
+        Ok(())
+    };
+    if train.ae_warmup == 0 {
+        init_codebook(&mut vq)?;
     }
-    vq.enable_ema(EmaConfig {
-        decay: train.ema_decay,
-        dead_threshold: train.dead_threshold,
-        seed: train.seed,
-        ..EmaConfig::default()
-    })?;
     let params: Vec<Var> = {
         let d = vars
             .data()
@@ -316,18 +327,32 @@ pub fn train_motion_tokenizer(
             .map(|_| rng.random_range(0..n) as u32)
             .collect();
         let x = data.index_select(&Tensor::new(idx.as_slice(), &device)?, 0)?;
+        if train.ae_warmup > 0 && step == train.ae_warmup {
+            init_codebook(&mut vq)?;
+        }
+        let quantise = step >= train.ae_warmup;
         let z = tok.encode_continuous(&x)?;
         let dims = z.dims().to_vec();
         let flat = z.flatten_to(3)?;
-        let q = vq.forward_flat(&flat)?;
-        let xr = tok.decode_continuous(&q.quantized.reshape(dims.as_slice())?)?;
+        let q = if quantise {
+            Some(vq.forward_flat(&flat)?)
+        } else {
+            None
+        };
+        let xr = match &q {
+            Some(q) => tok.decode_continuous(&q.quantized.reshape(dims.as_slice())?)?,
+            None => tok.decode_continuous(&z)?,
+        };
         let diff = (&xr - &x)?;
         let rec = match train.loss {
             ReconLoss::L2 => diff.sqr()?.mean_all()?,
             ReconLoss::L1 => diff.abs()?.mean_all()?,
         };
         let rec = (rec / scale)?;
-        let loss = (&rec + (&q.commitment_loss * train.beta)?)?;
+        let loss = match &q {
+            Some(q) => (&rec + (&q.commitment_loss * train.beta)?)?,
+            None => rec.clone(),
+        };
         let lv = loss.to_scalar::<f32>()?;
         if !lv.is_finite() {
             return Err(Error::NonFinite {
@@ -340,15 +365,25 @@ pub fn train_motion_tokenizer(
         let lr = train.lr_at(step);
         opt.set_learning_rate(lr);
         opt.backward_step(&loss)?;
-        let report = vq.ema_update(&flat.detach(), &q.indices)?;
-        codebook_var.set(&vq.codebook().to_dtype(DType::F32)?)?;
+        let (commitment, codes_used, restarted) = match &q {
+            Some(q) => {
+                let report = vq.ema_update(&flat.detach(), &q.indices)?;
+                codebook_var.set(&vq.codebook().to_dtype(DType::F32)?)?;
+                (
+                    q.commitment_loss.to_scalar::<f32>()?,
+                    report.usage.histogram.iter().filter(|&&c| c > 0).count(),
+                    report.restarted.len(),
+                )
+            }
+            None => (0.0, 0, 0),
+        };
         let s = MotionStep {
             step,
             loss: lv,
             recon: rec.to_scalar::<f32>()?,
-            commitment: q.commitment_loss.to_scalar::<f32>()?,
-            codes_used: report.usage.histogram.iter().filter(|&&c| c > 0).count(),
-            restarted: report.restarted.len(),
+            commitment,
+            codes_used,
+            restarted,
             lr,
         };
         on_step(&s);
@@ -583,6 +618,35 @@ mod tests {
         assert_eq!(rep.clips, 32);
         assert!(rep.epe.is_finite() && rep.codes_used >= 1 && rep.codes_used <= 8);
         assert!(rep.perplexity >= 1.0);
+    }
+
+    #[test]
+    fn autoencoder_warmup_runs_before_the_quantiser() {
+        let cfg = tiny();
+        let train = MotionTrainConfig {
+            steps: 12,
+            batch: 4,
+            warmup: 2,
+            kmeans_clips: 8,
+            kmeans_iters: 3,
+            ae_warmup: 6,
+            ..MotionTrainConfig::default()
+        };
+        let d = data(16, 2);
+        let r = train_motion_tokenizer(&cfg, &train, &d, |_| {}).unwrap();
+        assert_eq!(r.steps.len(), 12);
+        for s in &r.steps[..6] {
+            assert_eq!((s.codes_used, s.commitment), (0, 0.0), "step {}", s.step);
+        }
+        for s in &r.steps[6..] {
+            assert!(s.codes_used > 0, "step {}", s.step);
+        }
+        // The codebook seeded after the warm-up is the tokenizer's.
+        let ids = r.tokenizer.tokenize(&d.narrow(0, 0, 2).unwrap()).unwrap();
+        assert_eq!(
+            r.tokenizer.detokenize(&ids).unwrap().dims(),
+            &[2, 2, 4, 4, 6][..]
+        );
     }
 
     #[test]

@@ -340,7 +340,7 @@ pub fn run(a: &Args) -> Result<serde_json::Value> {
         println!("{}", format_rows(&rows));
         println!(
             "  Full measurements (≥ 200 episodes, GIFs and episodes.json): `quickstart` (Vid-ICL), \
-             `vidgen aid eval`, `vidgen vimi eval`, `vidgen edit eval`. Total {:.0} s.",
+             `vidgen aid eval`, `vidgen vimi eval`, `vidgen edit eval`, `vidgen lavit eval`. Total {:.0} s.",
             t0.elapsed().as_secs_f64()
         );
     }

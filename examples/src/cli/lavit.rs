@@ -150,6 +150,10 @@ pub struct TrainArgs {
     /// `fixtures/clip_tokenizer/openai/tokenizer`).
     #[arg(long)]
     pub clip_tokenizer: Option<PathBuf>,
+    /// Load the keyframe and motion tokenizers already in OUT (an interrupted run with the
+    /// same options) instead of training them again.
+    #[arg(long)]
+    pub resume: bool,
     /// Hide the progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -365,7 +369,7 @@ fn run_train(a: &TrainArgs) -> Result<serde_json::Value> {
         o.detok_train.steps = v;
     }
     let tok = a.clip_tokenizer.clone().unwrap_or_else(clip_tokenizer_dir);
-    let r = train_mini(&o, &tok, &a.out, !a.quiet)?;
+    let r = train_mini(&o, &tok, &a.out, !a.quiet, a.resume)?;
     println!("data: {} videos in {:.0} s", o.videos, r.data_seconds);
     for p in &r.phases {
         println!(
@@ -382,6 +386,10 @@ fn run_train(a: &TrainArgs) -> Result<serde_json::Value> {
         r.motion.moving_magnitude,
         r.motion.codes_used,
         r.motion.num_codes
+    );
+    println!(
+        "detokenizer: {:.1}% of the latent cells weighted as object",
+        100.0 * r.object_cells
     );
     println!(
         "vidgen lavit train: done in {:.0} s into {}",

@@ -12,8 +12,9 @@
 //!
 //! The motion is the motion tokenizer's output (`[2, 24, 20, 36]`, tokenizer units) resized
 //! bicubically to the latent grid and multiplied by `motion_scale` (Video-LaVIT divides by
-//! 10; the miniature's slow synthetic motion is about 100× smaller than real footage, so it
-//! is scaled up to unit size instead). Latents are the keyframe tokenizer's continuous latents
+//! 10; the miniature's slow synthetic motion is about 100× smaller than real footage, so its
+//! tokenizer units are already scaled up — `MotionConfig::divisor` 0.02 — and its
+//! `motion_scale` is 0.1). Latents are the keyframe tokenizer's continuous latents
 //! times `latent_scale` (unit variance). Denoising is EDM (`samplers::EdmPrecond`,
 //! `c_noise = ¼ ln σ` as SVD's UNet expects) with a Karras schedule and Euler steps; the
 //! unconditional branch zeroes the keyframe latents, the motion channels and the motion
@@ -416,6 +417,10 @@ pub struct DetokExample {
     pub keyframe: Tensor,
     /// Scaled motion on the latent grid `[2, F, h, w]` (as decoded by the motion tokenizer).
     pub motion: Tensor,
+    /// Per-cell loss weight `[1, F, h, w]` (`None`: 1 everywhere). The miniature weights the
+    /// cells its object covers: on a flat background, the plain loss is met by the background
+    /// long before the object, and the model learns to ignore its conditioning.
+    pub weight: Option<Tensor>,
 }
 
 /// Training settings of the detokenizer.
@@ -529,7 +534,30 @@ pub fn train_detokenizer(
             cond.context = Some(ctx.broadcast_mul(&k)?);
         }
         let den = model.denoiser();
-        let loss = edm.loss_with_rng(&den, &x0, &cond, &mut rng)?;
+        // EDM's loss mean(λ(σ)·w·(D(x₀ + σ·n; σ) − x₀)²) with the examples' cell weights.
+        let sigmas = edm.sample_sigmas(t.batch, &mut rng, device)?;
+        let noise = vidgen_samplers::randn_like(&mut rng, &x0)?;
+        let s5 = sigmas.reshape((t.batch, 1, 1, 1, 1))?;
+        let x = (&x0 + noise.broadcast_mul(&s5)?)?;
+        let d = den.denoise(&x, &sigmas, &cond)?;
+        let lam = edm.loss_weights(&sigmas)?.reshape((t.batch, 1, 1, 1, 1))?;
+        let mut err = (d - &x0)?.sqr()?.broadcast_mul(&lam)?;
+        if picks.iter().any(|e| e.weight.is_some()) {
+            let ws: Vec<Tensor> = picks
+                .iter()
+                .map(|e| match &e.weight {
+                    Some(w) => Ok(w.clone()),
+                    None => Ok(Tensor::ones(
+                        (1, x0.dim(2)?, x0.dim(3)?, x0.dim(4)?),
+                        DType::F32,
+                        device,
+                    )?),
+                })
+                .collect::<Result<_>>()?;
+            let w = Tensor::stack(&ws, 0)?.to_device(device)?;
+            err = err.broadcast_mul(&w)?;
+        }
+        let loss = err.mean_all()?;
         let lv = loss.to_scalar::<f32>()?;
         if !lv.is_finite() {
             return Err(Error::NonFinite {
@@ -608,6 +636,7 @@ mod tests {
             latents: Tensor::randn(0f32, 1.0, (4, 4, 3, 5), &dev).unwrap(),
             keyframe: Tensor::randn(0f32, 1.0, (4, 3, 5), &dev).unwrap(),
             motion: Tensor::randn(0f32, 1.0, (2, 4, 3, 5), &dev).unwrap(),
+            weight: Some(Tensor::ones((1, 4, 3, 5), DType::F32, &dev).unwrap()),
         };
         let t = DetokTrainConfig {
             steps: 2,

@@ -6,7 +6,11 @@
 //! Modules:
 //! - [`world`]: the miniature's synthetic world and its prompts;
 //! - [`motion`]: keyframes, clips, motion vectors and Video-LaVIT's preprocessing;
-//! - [`sequence`]: the vocabulary layout, text table, sequences and training samples.
+//! - [`sequence`]: the vocabulary layout, text table, sequences and training samples;
+//! - [`keyframe`], [`llm`], [`detokenizer`]: the keyframe tokenizer (a diffusers `VQModel`),
+//!   the LLM (a transformers Llama) and the video detokenizer, each with its training;
+//! - [`pipeline`]: [`LavitPipeline`] (tokenize, detokenize, generate) and its folder;
+//! - [`train`]: the miniature trained end to end; [`eval`]: its measurement.
 
 pub mod detokenizer;
 pub mod eval;
