@@ -136,6 +136,7 @@ fn quick_training_loads_and_evaluates_with_episode_records() {
         &clip_tokenizer(),
         &model,
         false,
+        false,
     )
     .unwrap();
     assert_eq!(r.phases.len(), 4);
