@@ -33,7 +33,7 @@ pub fn lavit() -> Vec<Case> {
         Case {
             krate: "pipelines",
             name: "lavit_llm_motion_tokens",
-            shape: "LaVIT-mini LLM (4 layers, d 128): prompt + given keyframe -> 135 motion tokens, greedy, CFG 7 (two KV-cached streams) (135 tokens per call)",
+            shape: "LaVIT-mini LLM (4 layers, d 128): prompt + given keyframe -> 135 motion tokens, greedy, no guidance (the shipped setting: one KV-cached stream)",
             amount: None,
             ours: llm,
             twins: vec![],
@@ -42,7 +42,7 @@ pub fn lavit() -> Vec<Case> {
         Case {
             krate: "pipelines",
             name: "lavit_detokenize_clip",
-            shape: "LaVIT-mini detokenizer: keyframe + 135 motion codes -> 24 frames 72x40 (SVD UNet [32,64] on 8x5x9 latents, 10 EDM steps, VQ decode)",
+            shape: "LaVIT-mini detokenizer: keyframe + 135 motion codes -> 24 frames 72x40 (SVD UNet [32,64] on 8x5x9 latents, 10 EDM steps with guidance 1.5->2.5: 20 UNet calls, VQ decode)",
             amount: None,
             ours: detokenize,
             twins: vec![],
