@@ -13,7 +13,6 @@ use vidgen_pipelines::lavit::pipeline::{read_token_file, write_token_file};
 use vidgen_pipelines::lavit::train::{train_mini, LavitTrainOptions};
 use vidgen_pipelines::lavit::LavitPipeline;
 use vidgen_video_core::{Error, Result};
-use vidgen_video_io::Frame;
 
 use super::edit::read_video;
 use super::write_output;
@@ -218,30 +217,6 @@ fn write_video(path: &Path, v: &vidgen_video_io::Video) -> Result<()> {
     write_output(path, v)
 }
 
-/// A keyframe picture: a PNG, or a GIF's first frame.
-fn read_picture(p: &Path) -> Result<Frame> {
-    let ext = p
-        .extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
-    match ext.as_str() {
-        "png" => vidgen_video_io::read_png(p),
-        "gif" => vidgen_video_io::read_gif(p)?
-            .into_frames()
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::Malformed {
-                path: p.to_path_buf(),
-                reason: "the GIF has no frames".into(),
-            }),
-        other => Err(Error::Unsupported {
-            field: p.display().to_string(),
-            value: format!(".{other}"),
-            supported: ".png, .gif".into(),
-        }),
-    }
-}
-
 fn run_tokenize(a: &TokenizeArgs) -> Result<serde_json::Value> {
     let pipe = load(&a.model)?;
     let video = read_video(&a.video, None)?;
@@ -307,7 +282,7 @@ fn run_detokenize(a: &DetokenizeArgs) -> Result<serde_json::Value> {
 fn run_generate(a: &GenerateArgs) -> Result<serde_json::Value> {
     let pipe = load(&a.model)?;
     let image = match &a.image {
-        Some(p) => Some(read_picture(p)?),
+        Some(p) => Some(super::read_picture(p)?),
         None => None,
     };
     if a.prompt.is_none() && image.is_none() {

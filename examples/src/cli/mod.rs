@@ -122,6 +122,30 @@ pub fn frames_to_video(frames: &Tensor, fps: f64) -> Result<Video> {
     Video::new(frames, fps)
 }
 
+/// A still picture: a PNG, or a GIF's first frame.
+///
+/// # Errors
+/// An unreadable file (named); another extension.
+pub fn read_picture(p: &Path) -> Result<vidgen_video_io::Frame> {
+    let ext = ext(p);
+    match ext.as_str() {
+        "png" => vidgen_video_io::read_png(p),
+        "gif" => vidgen_video_io::read_gif(p)?
+            .into_frames()
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Malformed {
+                path: p.to_path_buf(),
+                reason: "the GIF has no frames".into(),
+            }),
+        other => Err(Error::Unsupported {
+            field: p.display().to_string(),
+            value: format!(".{other}"),
+            supported: ".png, .gif".into(),
+        }),
+    }
+}
+
 /// Writes `video` to `out`: GIF, mp4 (with FFmpeg) or a folder of PNG frames.
 ///
 /// # Errors

@@ -4,7 +4,7 @@
 //! captioned world corpus → a saved retrieval index) and `search` (a prompt → the index's
 //! top-k).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use vidgen_adapters::retrieval::RetrievalIndex;
@@ -376,29 +376,6 @@ fn run_eval(a: &EvalArgs) -> Result<serde_json::Value> {
     serde_json::to_value(&report).map_err(|e| Error::invalid("report", e.to_string()))
 }
 
-fn read_frame(p: &Path) -> Result<vidgen_video_io::Frame> {
-    let ext = p
-        .extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
-    match ext.as_str() {
-        "png" => vidgen_video_io::read_png(p),
-        "gif" => vidgen_video_io::read_gif(p)?
-            .into_frames()
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::Malformed {
-                path: p.to_path_buf(),
-                reason: "the GIF has no frames".into(),
-            }),
-        other => Err(Error::Unsupported {
-            field: p.display().to_string(),
-            value: format!(".{other}"),
-            supported: ".png, .gif".into(),
-        }),
-    }
-}
-
 fn run_generate(a: &GenerateArgs) -> Result<serde_json::Value> {
     let dir = a.model.clone().unwrap_or_else(shipped_dir);
     let pipe = VimiPipeline::load(&dir, &minilm_dir(&a.minilm))?;
@@ -407,7 +384,7 @@ fn run_generate(a: &GenerateArgs) -> Result<serde_json::Value> {
     let s = pipe.model().config.world.size;
     let area = vidgen_video_io::ResizeFilter::Area;
     for p in &a.image {
-        let f = read_frame(p)?;
+        let f = super::read_picture(p)?;
         let f = if (f.width(), f.height()) == (s, s) {
             f
         } else {
@@ -445,7 +422,7 @@ fn run_generate(a: &GenerateArgs) -> Result<serde_json::Value> {
             let media = item.media.as_ref().ok_or_else(|| {
                 Error::invalid("index", format!("item `{}` has no media file", item.id))
             })?;
-            examples.push(Example::Image(read_frame(&idx_dir.join(media))?));
+            examples.push(Example::Image(super::read_picture(&idx_dir.join(media))?));
             retrieved.push(
                 serde_json::json!({"id": item.id, "caption": item.caption, "score": h.score}),
             );
