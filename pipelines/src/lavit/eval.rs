@@ -37,7 +37,7 @@ use super::keyframe::{frames_to_tensor, tensor_to_frames};
 use super::motion::motion_of_clip;
 use super::pipeline::{randn, LavitPipeline};
 use super::world::{read_frame, LavitWorld, PromptSpec};
-use crate::vimi::eval::wilson;
+use crate::vimi::eval::{episode_rng, erased, wilson};
 
 /// The evaluation's settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -208,10 +208,6 @@ pub fn read_clip(video: &Video, background: [u8; 3]) -> Result<ClipReading> {
     })
 }
 
-fn episode_rng(seed: u64, i: usize) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9).wrapping_add(i as u64))
-}
-
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
         path: path.to_path_buf(),
@@ -363,27 +359,14 @@ pub fn evaluate(
         detokenizer,
     };
     if let Some(dir) = out {
-        let write = |name: &str, text: String| -> Result<()> {
+        let write = |name: &str, v: &dyn erased::Json| -> Result<()> {
             let p = dir.join(name);
-            std::fs::write(&p, text).map_err(io(&p))
+            std::fs::write(&p, v.to_json()?).map_err(io(&p))
         };
-        let json = |v: &dyn erased::Json| v.to_json();
-        write("episodes.json", json(&records)?)?;
-        write("report.json", json(&report)?)?;
+        write("episodes.json", &records)?;
+        write("report.json", &report)?;
     }
     Ok(report)
-}
-
-mod erased {
-    use vidgen_video_core::{Error, Result};
-    pub trait Json {
-        fn to_json(&self) -> Result<String>;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn to_json(&self) -> Result<String> {
-            serde_json::to_string_pretty(self).map_err(|e| Error::invalid("json", e.to_string()))
-        }
-    }
 }
 
 fn held_out(
@@ -413,7 +396,7 @@ fn held_out(
     let dc = pipe.detokenizer().config().clone();
     let shape = [1, dc.latent_channels, dc.frames, dc.grid[0], dc.grid[1]];
     let (mut p, mut ps, mut pt, mut dir) = (0f64, 0f64, 0f64, 0usize);
-    for (i, c) in clips.iter().enumerate() {
+    for c in &clips {
         let frames = c.video.frames();
         let kf_codes = pipe.tokenize_keyframes(&[&frames[0]])?;
         let mo = pipe.tokenize_motion(&c.video)?;
@@ -433,7 +416,6 @@ fn held_out(
         pt += psnr_frames(&rt, frames);
         let r = read_clip(&Video::new(out, cfg.world.fps)?, cfg.world.background)?;
         dir += usize::from(r.direction == Some(c.spec.direction));
-        let _ = i;
     }
     let n = clips.len().max(1) as f64;
     Ok((

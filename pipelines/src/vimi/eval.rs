@@ -229,7 +229,8 @@ struct Episode {
     fixes_look: bool,
 }
 
-fn episode_rng(seed: u64, i: usize) -> ChaCha8Rng {
+/// The seeded stream of episode `i` (shared by the miniatures' evaluations).
+pub(crate) fn episode_rng(seed: u64, i: usize) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9).wrapping_add(i as u64))
 }
 
@@ -332,7 +333,8 @@ pub fn evaluate(
     Ok(report)
 }
 
-mod erased {
+/// JSON writing shared by the miniatures' evaluations.
+pub(crate) mod erased {
     use vidgen_video_core::{Error, Result};
     /// JSON of any serialisable value (object-safe).
     pub trait Json {
