@@ -92,6 +92,29 @@ impl EdmTraining {
         sigmas: &Tensor,
         noise: &Tensor,
     ) -> Result<Tensor> {
+        self.loss_weighted(denoiser, x0, cond, sigmas, noise, None)
+    }
+
+    /// [`EdmTraining::loss`] with a per-element weight `w`:
+    /// `mean(λ(σ)·w·(D(x₀ + σ·n; σ) − x₀)²)` (`None`: 1 everywhere). A region weight (the
+    /// object's latents up-weighted against a background that is merely copied) spends the
+    /// loss where the task is.
+    ///
+    /// # Shapes
+    /// As [`EdmTraining::loss`]; `weight` broadcastable to `x0` (e.g. `[B, 1, T, h, w]` for
+    /// `x0 [B, C, T, h, w]`).
+    ///
+    /// # Errors
+    /// As [`EdmTraining::loss`]; a weight that does not broadcast to `x0`.
+    pub fn loss_weighted<D: Denoiser + ?Sized>(
+        &self,
+        denoiser: &D,
+        x0: &Tensor,
+        cond: &Conditioning,
+        sigmas: &Tensor,
+        noise: &Tensor,
+        weight: Option<&Tensor>,
+    ) -> Result<Tensor> {
         if noise.dims() != x0.dims() {
             return Err(Error::shape("noise", x0.dims(), noise.dims()));
         }
@@ -106,7 +129,14 @@ impl EdmTraining {
             return Err(Error::shape("denoiser output", x0.dims(), d.dims()));
         }
         let w = per_sample(&self.loss_weights(sigmas)?, x0)?;
-        let err = d.sub(x0)?.to_dtype(DType::F32)?.sqr()?;
+        let mut err = d.sub(x0)?.to_dtype(DType::F32)?.sqr()?;
+        if let Some(m) = weight {
+            let m = m
+                .to_dtype(DType::F32)?
+                .broadcast_as(x0.dims())
+                .map_err(|_| Error::shape("loss weight", x0.dims(), m.dims()))?;
+            err = err.mul(&m)?;
+        }
         Ok(err.broadcast_mul(&w.to_dtype(DType::F32)?)?.mean_all()?)
     }
 

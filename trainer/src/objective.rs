@@ -495,6 +495,28 @@ impl Loss {
         self.compute_shard(net, x0, cond, rng, BatchShard::whole(b))
     }
 
+    /// [`Loss::compute`] with a per-element weight on the squared error (`None`: 1
+    /// everywhere), for region-weighted losses: e.g. a moving object's latents up-weighted
+    /// against a background the network merely copies. The draws are those of
+    /// [`Loss::compute`], so a weight of ones gives the same loss.
+    ///
+    /// # Shapes
+    /// As [`Loss::compute`]; `weight` broadcastable to `x0` (e.g. `[B, 1, T, h, w]`).
+    ///
+    /// # Errors
+    /// As [`Loss::compute`]; a weight that does not broadcast to `x0`.
+    pub fn compute_weighted<R: Rng + ?Sized>(
+        &self,
+        net: &dyn Network,
+        x0: &Tensor,
+        cond: &Conditioning,
+        rng: &mut R,
+        weight: Option<&Tensor>,
+    ) -> Result<LossOutput> {
+        let b = batch_of(x0)?;
+        self.compute_shard_weighted(net, x0, cond, rng, BatchShard::whole(b), weight)
+    }
+
     /// [`Loss::compute`] on one rank's rows of a global batch (data-parallel training): every
     /// per-sample draw (dropout, σ or t, noise) is made for the `shard.global` rows, in the
     /// order one process would make them, and this rank keeps its rows. The loss is the mean
@@ -512,6 +534,23 @@ impl Loss {
         cond: &Conditioning,
         rng: &mut R,
         shard: BatchShard,
+    ) -> Result<LossOutput> {
+        self.compute_shard_weighted(net, x0, cond, rng, shard, None)
+    }
+
+    /// [`Loss::compute_shard`] with [`Loss::compute_weighted`]'s per-element weight (this
+    /// rank's rows).
+    ///
+    /// # Errors
+    /// As [`Loss::compute_shard`]; a weight that does not broadcast to `x0`.
+    pub fn compute_shard_weighted<R: Rng + ?Sized>(
+        &self,
+        net: &dyn Network,
+        x0: &Tensor,
+        cond: &Conditioning,
+        rng: &mut R,
+        shard: BatchShard,
+        weight: Option<&Tensor>,
     ) -> Result<LossOutput> {
         let b = batch_of(x0)?;
         if b != shard.len || shard.offset + shard.len > shard.global {
@@ -547,15 +586,21 @@ impl Loss {
                 let sigmas = Tensor::from_vec(sig.clone(), b, x0.device())?;
                 let noise = randn_rows(rng, &x0, shard)?;
                 let loss = match e.precond {
-                    EdmPreconditioning::Svd => {
-                        tr.loss(&SvdPrecond::new(NetRef(net)), &x0, &cond, &sigmas, &noise)?
-                    }
-                    EdmPreconditioning::Edm => tr.loss(
+                    EdmPreconditioning::Svd => tr.loss_weighted(
+                        &SvdPrecond::new(NetRef(net)),
+                        &x0,
+                        &cond,
+                        &sigmas,
+                        &noise,
+                        weight,
+                    )?,
+                    EdmPreconditioning::Edm => tr.loss_weighted(
                         &EdmPrecond::new(NetRef(net), e.sigma_data),
                         &x0,
                         &cond,
                         &sigmas,
                         &noise,
+                        weight,
                     )?,
                 };
                 (loss, sig)
@@ -572,7 +617,15 @@ impl Loss {
                     return Err(Error::shape("network output", x0.dims(), pred.dims()));
                 }
                 let target = training_target(d.prediction, sched, &x0, &noise, &ts)?;
-                let loss = pred.to_dtype(DType::F32)?.sub(&target)?.sqr()?.mean_all()?;
+                let mut err = pred.to_dtype(DType::F32)?.sub(&target)?.sqr()?;
+                if let Some(m) = weight {
+                    let m = m
+                        .to_dtype(DType::F32)?
+                        .broadcast_as(x0.dims())
+                        .map_err(|_| Error::shape("loss weight", x0.dims(), m.dims()))?;
+                    err = err.mul(&m)?;
+                }
+                let loss = err.mean_all()?;
                 (loss, tt)
             }
             (Objective::Discrete(_), None) => {

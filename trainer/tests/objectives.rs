@@ -132,3 +132,66 @@ fn shard_losses_average_to_the_whole_batch_loss() {
             .is_err());
     }
 }
+
+/// A region weight: ones give the unweighted loss (same draws), a weight that is `k` on every
+/// element scales the loss by `k`, weighting one region moves the loss toward that region's
+/// error, and a weight that does not broadcast is an error, not a panic.
+#[test]
+fn weighted_loss_weights_the_squared_error() {
+    use candle_core::{Device, Tensor};
+    use rand::SeedableRng;
+    use vidgen_trainer::Loss;
+    use vidgen_video_core::Conditioning;
+    common::setup();
+    let x0 = Tensor::randn(0f32, 1.0, (2, 3, 2, 4, 4), &Device::Cpu).unwrap();
+    let net = |x: &Tensor, _: &Tensor, _: &Conditioning| -> vidgen_video_core::Result<Tensor> {
+        Ok((x * 0.5)?)
+    };
+    for objective in [
+        Objective::Edm(EdmObjective::svd()),
+        Objective::Discrete(DiscreteObjective::default()),
+    ] {
+        let loss = Loss::new(objective, CondDropout::none()).unwrap();
+        let rng = || rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let cond = Conditioning::none();
+        let value = |w: Option<&Tensor>| -> f64 {
+            let out = loss
+                .compute_weighted(&net, &x0, &cond, &mut rng(), w)
+                .unwrap();
+            out.loss.to_scalar::<f32>().unwrap() as f64
+        };
+        let plain = loss
+            .compute(&net, &x0, &cond, &mut rng())
+            .unwrap()
+            .loss
+            .to_scalar::<f32>()
+            .unwrap() as f64;
+        assert_eq!(value(None), plain);
+        let ones = Tensor::ones((2, 1, 2, 4, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert!((value(Some(&ones)) - plain).abs() <= 1e-6 * plain);
+        let threes = (&ones * 3.0).unwrap();
+        assert!((value(Some(&threes)) - 3.0 * plain).abs() <= 1e-5 * plain);
+        // Weight one half of the cells: the loss is 1·(that half's error) + 0·(the rest), so
+        // weighting one half and then the other adds back to the plain loss.
+        let half = Tensor::cat(
+            &[
+                ones.narrow(4, 0, 2).unwrap(),
+                ones.narrow(4, 2, 2).unwrap().zeros_like().unwrap(),
+            ],
+            4,
+        )
+        .unwrap();
+        let other = (&ones - &half).unwrap();
+        let (a, b) = (value(Some(&half)), value(Some(&other)));
+        assert!(a > 0.0 && b > 0.0);
+        assert!(
+            (a + b - plain).abs() <= 1e-5 * plain,
+            "{a} + {b} vs {plain}"
+        );
+        let bad = Tensor::ones((3, 1, 1, 1, 1), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let err = loss
+            .compute_weighted(&net, &x0, &cond, &mut rng(), Some(&bad))
+            .unwrap_err();
+        assert!(err.to_string().contains("loss weight"), "{err}");
+    }
+}

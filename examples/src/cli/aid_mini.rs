@@ -62,6 +62,10 @@ pub struct TrainArgs {
     /// AID's recipe trains the cross-attention too).
     #[arg(long)]
     pub frozen_cross_attention: bool,
+    /// Base and AID stages: extra weight of the squared error on the object's latent cells
+    /// (0: unweighted).
+    #[arg(long)]
+    pub latent_object_weight: Option<f64>,
     /// Hide the progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -136,6 +140,9 @@ fn run_train(a: &TrainArgs) -> Result<serde_json::Value> {
         }
     }
     opts.cross_attention = !a.frozen_cross_attention;
+    if let Some(w) = a.latent_object_weight {
+        opts.latent_object_weight = w;
+    }
     if let Some(lr) = a.lr {
         for st in &stages {
             match st {
