@@ -298,3 +298,24 @@ fn created_tensors_match_the_testkit_seeded_builder() {
         b.forward(&x).unwrap().to_vec2::<f32>().unwrap()
     );
 }
+
+/// `keep_freed_memory` applies every setting on Linux with glibc (mallopt accepts them), and
+/// is a no-op elsewhere; a second call is harmless.
+#[test]
+fn keep_freed_memory_is_accepted_by_glibc() {
+    let applied = vidgen_trainer::keep_freed_memory();
+    let any_var = [
+        "MALLOC_MMAP_THRESHOLD_",
+        "MALLOC_TRIM_THRESHOLD_",
+        "MALLOC_TOP_PAD_",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some());
+    if cfg!(all(target_os = "linux", target_env = "gnu")) && !any_var {
+        assert!(applied, "mallopt refused a setting");
+    } else {
+        assert!(!applied);
+    }
+    let v = vec![0u8; 64 << 20];
+    assert_eq!(v.len(), 64 << 20);
+}

@@ -28,6 +28,7 @@ struct Args {
     filter: Vec<String>,
     out: String,
     peer: bool,
+    keep_freed_memory: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -38,6 +39,7 @@ fn parse() -> Result<Args, String> {
         filter: Vec::new(),
         out: "BENCHMARKS.md".into(),
         peer: true,
+        keep_freed_memory: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -49,8 +51,9 @@ fn parse() -> Result<Args, String> {
             "--filter" => a.filter.push(val("--filter")?),
             "--out" => a.out = val("--out")?,
             "--no-peer" => a.peer = false,
+            "--keep-freed-memory" => a.keep_freed_memory = true,
             "-h" | "--help" => {
-                return Err("usage: bench-report [--rounds N] [--threads N] [--repeat R] [--filter S]... [--out FILE] [--no-peer]".into())
+                return Err("usage: bench-report [--rounds N] [--threads N] [--repeat R] [--filter S]... [--out FILE] [--no-peer] [--keep-freed-memory]".into())
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -215,6 +218,18 @@ fn main() -> ExitCode {
     };
     // Thread parity: rayon reads this when its global pool starts (first use, below).
     std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
+    if args.keep_freed_memory {
+        // Allocator parity: ours through mallopt, the peers (glibc too) through the same
+        // settings as environment variables, which their processes read at start.
+        if !vidgen_trainer::keep_freed_memory() {
+            eprintln!(
+                "--keep-freed-memory: glibc's mallopt refused a setting (or MALLOC_* is set)"
+            );
+        }
+        std::env::set_var("MALLOC_MMAP_THRESHOLD_", (32u32 << 20).to_string());
+        std::env::set_var("MALLOC_TRIM_THRESHOLD_", i32::MAX.to_string());
+        std::env::set_var("MALLOC_TOP_PAD_", (256u32 << 20).to_string());
+    }
     let device = Device::Cpu;
     let cases: Vec<Case> = all_cases()
         .into_iter()

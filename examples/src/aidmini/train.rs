@@ -13,7 +13,8 @@
 //!    context token, time ids `[fps − 1, motion_bucket_id, 0.02]`), the EDM objective with SVD's
 //!    preconditioning (v-prediction, `c_noise = ¼ ln σ`), `ln σ ~ N(P_mean, P_std²)`; both frame
 //!    conditions dropped together for 10 % of the clips (the frame guidance's unconditional
-//!    branch).
+//!    branch). The squared error on the object's latent cells is weighted up
+//!    ([`TrainOptions::latent_object_weight`]), here and in the AID stage.
 //! 3. **`aid`**: the UNet frozen but for its cross-attention layers (AID's recipe; stored in
 //!    `aid.safetensors` under `unet.`); AID's adapters (every attention site), the DQFormer and
 //!    the cross-attention train on the same episodes with their instruction, at higher noise

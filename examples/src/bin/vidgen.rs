@@ -74,6 +74,10 @@ fn pipeline_run() -> (bool, vidgen_video_core::Result<serde_json::Value>) {
 }
 
 fn main() {
+    // Training and sampling free and reallocate the same large buffers every step: keep them
+    // in the heap instead of re-faulting fresh pages (see `keep_freed_memory`). Before any
+    // allocation of note and before threads start.
+    vidgen_trainer::keep_freed_memory();
     let cli = Cli::parse();
     let (json, res) = match &cli.command {
         Command::Demo(a) => (a.json, cli::demo::run(a)),

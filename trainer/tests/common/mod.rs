@@ -14,6 +14,8 @@ pub fn setup() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         vidgen_trainer::prefer_rayon_threads();
+        // Reuse freed step buffers instead of re-faulting fresh pages (as the CLI does).
+        vidgen_trainer::keep_freed_memory();
     });
 }
 
