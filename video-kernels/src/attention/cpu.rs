@@ -700,6 +700,22 @@ impl<'a> Problem<'a> {
         dout: &[f32],
         lse: &[f32],
     ) -> CResult<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+        // One pass per (batch, kv head) computes each score tile once (5 tile products: S, dP,
+        // dV, dK, dQ); the two-pass schedule recomputes S and dP for dQ (7) but splits the work
+        // by key tile and query block, which only pays when there are fewer heads than threads.
+        let fused = self.dims.b * self.dims.hkv >= rayon::current_num_threads();
+        self.backward_with(out, dout, lse, fused)
+    }
+
+    /// [`Problem::backward`] with the schedule chosen: `fused` (one task per kv head) or two
+    /// passes (dK / dV by key tile, then dQ by query block).
+    fn backward_with(
+        &self,
+        out: &[f32],
+        dout: &[f32],
+        lse: &[f32],
+        fused: bool,
+    ) -> CResult<(Vec<f32>, Vec<f32>, Vec<f32>)> {
         self.validate()?;
         let Dims {
             b,
@@ -733,6 +749,17 @@ impl<'a> Problem<'a> {
             kt: &kt,
             vt: &vt,
         };
+        if fused {
+            let g = self.dims.group();
+            dq.par_chunks_mut(g * nq * d)
+                .zip(dk.par_chunks_mut(nk * d))
+                .zip(dv.par_chunks_mut(nk * d))
+                .enumerate()
+                .try_for_each(|(bkv, ((dq_g, dk_h), dv_h))| {
+                    self.backward_head(&ctx, bkv / hkv, bkv % hkv, dq_g, dk_h, dv_h)
+                })?;
+            return Ok((dq, dk, dv));
+        }
         // Pass 1: dK, dV, one task per (batch, kv head, key tile).
         dk.par_chunks_mut(nk * d)
             .zip(dv.par_chunks_mut(nk * d))
@@ -843,6 +870,64 @@ impl<'a> Problem<'a> {
                 // dV += Pᵀ · dO and dK += dSᵀ · Q: the tiles are read transposed (a_rs = 1).
                 be.matmul((bk, d, rows), &s, 1, TILE_LD, dout, d, dv, d, true)?;
                 be.matmul((bk, d, rows), &dp, 1, TILE_LD, q, d, dk, d, true)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fused task: `dQ` of every query head of kv head `(b, kvh)`'s group (`dq`: their rows,
+    /// contiguous), and that kv head's `dK`, `dV`; each score tile is computed once.
+    fn backward_head(
+        &self,
+        ctx: &BwdCtx<'_>,
+        b: usize,
+        kvh: usize,
+        dq: &mut [f32],
+        dk: &mut [f32],
+        dv: &mut [f32],
+    ) -> CResult<()> {
+        let Dims { hq, hkv, nq, d, .. } = self.dims;
+        let be = self.backend;
+        let g = self.dims.group();
+        let kh = self.k.get(b * hkv + kvh)?;
+        let mut s = vec![0f32; Q_BLOCK * TILE_LD];
+        let mut dp = vec![0f32; Q_BLOCK * TILE_LD];
+        dq.fill(0.0);
+        dk.fill(0.0);
+        dv.fill(0.0);
+        for (hi, h) in (kvh * g..(kvh + 1) * g).enumerate() {
+            for i0 in (0..nq).step_by(Q_BLOCK) {
+                let rows = Q_BLOCK.min(nq - i0);
+                let (qs, q) = self.q_rows(b, h, i0, rows, self.scale);
+                let row0 = (b * hq + h) * nq + i0;
+                let dout = &ctx.dout[row0 * d..(row0 + rows) * d];
+                let dqb = dq
+                    .get_mut((hi * nq + i0) * d..(hi * nq + i0 + rows) * d)
+                    .ok_or_else(|| internal("dq block out of range"))?;
+                let kend = self.visible(i0 + rows - 1);
+                for t in 0..kend.div_ceil(K_BLOCK) {
+                    let j0 = t * K_BLOCK;
+                    let bk = K_BLOCK.min(kend - j0);
+                    self.tile_grads(ctx, (b, h, i0, rows), (t, bk), &qs, &mut s, &mut dp)?;
+                    let (dvt, dkt) = (
+                        &mut dv[j0 * d..(j0 + bk) * d],
+                        &mut dk[j0 * d..(j0 + bk) * d],
+                    );
+                    // dV += Pᵀ · dO, dK += dSᵀ · Q (tiles read transposed), dQ += dS · K.
+                    be.matmul((bk, d, rows), &s, 1, TILE_LD, dout, d, dvt, d, true)?;
+                    be.matmul((bk, d, rows), &dp, 1, TILE_LD, q, d, dkt, d, true)?;
+                    be.matmul(
+                        (rows, d, bk),
+                        &dp,
+                        TILE_LD,
+                        1,
+                        &kh[j0 * d..],
+                        d,
+                        dqb,
+                        d,
+                        true,
+                    )?;
+                }
             }
         }
         Ok(())
@@ -977,6 +1062,60 @@ mod tests {
             {
                 let d = max_diff(a, b);
                 assert!(d < 2e-5, "{be:?} {name}: backends differ by {d}");
+            }
+        }
+    }
+
+    /// The fused backward (one task per kv head) and the two-pass one agree: causal with a
+    /// query offset, GQA, a mask with `-inf`, ragged tiles; and without causality.
+    #[test]
+    fn fused_backward_matches_two_passes() {
+        for causal in [true, false] {
+            let dims = Dims {
+                b: 2,
+                hq: 4,
+                hkv: 2,
+                nq: 101,
+                nk: 530,
+                d: 24,
+            };
+            let (q, k, v) = (
+                data(dims.b * dims.hq * dims.nq * dims.d, 11),
+                data(dims.b * dims.hkv * dims.nk * dims.d, 12),
+                data(dims.b * dims.hkv * dims.nk * dims.d, 13),
+            );
+            let dout = data(q.len(), 14);
+            let mut bias = data(dims.b * dims.nk, 15);
+            bias[300] = f32::NEG_INFINITY;
+            let mask =
+                Tensor::from_vec(bias, (dims.b, 1, 1, dims.nk), &candle_core::Device::Cpu).unwrap();
+            let mask = MaskData::new(&mask, [dims.b, 1, 1, dims.nk], &dims).unwrap();
+            let p = Problem {
+                dims,
+                scale: 0.3,
+                causal,
+                mask: Some(&mask),
+                q: &q,
+                k: Heads::contiguous(&k, dims.b * dims.hkv, dims.nk * dims.d).unwrap(),
+                v: Heads::contiguous(&v, dims.b * dims.hkv, dims.nk * dims.d).unwrap(),
+                backend: Backend::detect(),
+            };
+            let (out, lse) = p.forward().unwrap();
+            let (a, b) = (
+                p.backward_with(&out, &dout, &lse, true).unwrap(),
+                p.backward_with(&out, &dout, &lse, false).unwrap(),
+            );
+            for (name, (x, y)) in [
+                ("dq", (&a.0, &b.0)),
+                ("dk", (&a.1, &b.1)),
+                ("dv", (&a.2, &b.2)),
+            ] {
+                let dd = max_diff(x, y);
+                let m = y.iter().fold(0f32, |m, v| m.max(v.abs()));
+                assert!(
+                    dd <= 1e-5 * m.max(1.0),
+                    "causal {causal} {name}: {dd} (max {m})"
+                );
             }
         }
     }
