@@ -98,9 +98,14 @@ impl Gradients {
         self.grads
             .values()
             .map(|g| {
-                g.par_chunks(CHUNK)
+                // Chunk sums in parallel, added in chunk order: a parallel `sum` would add
+                // them in an order that depends on work stealing, and the norm (which scales
+                // every gradient when clipping) would differ in its last bits between runs.
+                let parts: Vec<f64> = g
+                    .par_chunks(CHUNK)
                     .map(|c| c.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
-                    .sum::<f64>()
+                    .collect();
+                parts.iter().sum::<f64>()
             })
             .sum::<f64>()
             .sqrt()
