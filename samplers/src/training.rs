@@ -129,14 +129,7 @@ impl EdmTraining {
             return Err(Error::shape("denoiser output", x0.dims(), d.dims()));
         }
         let w = per_sample(&self.loss_weights(sigmas)?, x0)?;
-        let mut err = d.sub(x0)?.to_dtype(DType::F32)?.sqr()?;
-        if let Some(m) = weight {
-            let m = m
-                .to_dtype(DType::F32)?
-                .broadcast_as(x0.dims())
-                .map_err(|_| Error::shape("loss weight", x0.dims(), m.dims()))?;
-            err = err.mul(&m)?;
-        }
+        let err = weighted(d.sub(x0)?.to_dtype(DType::F32)?.sqr()?, weight)?;
         Ok(err.broadcast_mul(&w.to_dtype(DType::F32)?)?.mean_all()?)
     }
 
@@ -159,6 +152,22 @@ impl EdmTraining {
         let noise = randn_like(rng, x0)?;
         self.loss(denoiser, x0, cond, &sigmas, &noise)
     }
+}
+
+/// `err · weight` (f32) for a per-element loss weight broadcastable to `err`; `err` itself
+/// for `None`.
+///
+/// # Errors
+/// A weight that does not broadcast to `err`'s shape (named "loss weight").
+pub fn weighted(err: Tensor, weight: Option<&Tensor>) -> Result<Tensor> {
+    let Some(m) = weight else {
+        return Ok(err);
+    };
+    let m = m
+        .to_dtype(DType::F32)?
+        .broadcast_as(err.dims())
+        .map_err(|_| Error::shape("loss weight", err.dims(), m.dims()))?;
+    Ok(err.mul(&m)?)
 }
 
 fn alpha_columns(

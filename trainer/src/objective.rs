@@ -617,15 +617,8 @@ impl Loss {
                     return Err(Error::shape("network output", x0.dims(), pred.dims()));
                 }
                 let target = training_target(d.prediction, sched, &x0, &noise, &ts)?;
-                let mut err = pred.to_dtype(DType::F32)?.sub(&target)?.sqr()?;
-                if let Some(m) = weight {
-                    let m = m
-                        .to_dtype(DType::F32)?
-                        .broadcast_as(x0.dims())
-                        .map_err(|_| Error::shape("loss weight", x0.dims(), m.dims()))?;
-                    err = err.mul(&m)?;
-                }
-                let loss = err.mean_all()?;
+                let err = pred.to_dtype(DType::F32)?.sub(&target)?.sqr()?;
+                let loss = vidgen_samplers::training::weighted(err, weight)?.mean_all()?;
                 (loss, tt)
             }
             (Objective::Discrete(_), None) => {
