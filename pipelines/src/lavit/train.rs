@@ -260,6 +260,18 @@ fn phase_report(phase: &str, losses: &[f32], params: usize, seconds: f64) -> Pha
     }
 }
 
+/// Logs a finished phase (`loss-<phase>.{csv,png}`) and returns its report.
+fn finish_phase(
+    dir: &Path,
+    phase: &str,
+    losses: &[f32],
+    params: usize,
+    seconds: f64,
+) -> Result<PhaseReport> {
+    log_losses(dir, phase, losses, seconds)?;
+    Ok(phase_report(phase, losses, params, seconds))
+}
+
 /// Writes `loss-<phase>.csv` and `loss-<phase>.png` of a phase's losses.
 fn log_losses(dir: &Path, phase: &str, losses: &[f32], seconds: f64) -> Result<()> {
     let mut csv = CsvLog::open(&dir.join(format!("loss-{phase}.csv")), None)?;
@@ -460,13 +472,13 @@ pub fn train_mini(
         let kf_losses: Vec<f32> = kf.steps.iter().map(|s| s.mse).collect();
         let secs = t0.elapsed().as_secs_f64();
         save_keyframe_tokenizer(&opts.keyframe, &kf.vars, &kf_dir, DType::F32)?;
-        log_losses(out, "keyframe", &kf_losses, secs)?;
-        phases.push(phase_report(
+        phases.push(finish_phase(
+            out,
             "keyframe",
             &kf_losses,
             count_params(&kf.vars),
             secs,
-        ));
+        )?);
     }
     // From the folder (f32, the same weights): the trained one's weights are variables, and
     // every output would carry its forward graph.
@@ -494,13 +506,13 @@ pub fn train_mini(
         let secs = t0.elapsed().as_secs_f64();
         let mt_losses: Vec<f32> = mt.steps.iter().map(|s| s.recon).collect();
         mt.tokenizer.save(&mt_dir)?;
-        log_losses(out, "motion", &mt_losses, secs)?;
-        phases.push(phase_report(
+        phases.push(finish_phase(
+            out,
             "motion",
             &mt_losses,
             count_params(&mt.vars),
             secs,
-        ));
+        )?);
     }
     let (motion_tok, _) = MotionTokenizer::from_pretrained(&mt_dir, DType::F32, &device)?;
     let motion_report =
@@ -578,13 +590,13 @@ pub fn train_mini(
         bar.finish_and_clear();
         let secs = t0.elapsed().as_secs_f64();
         save_lm(&lm.lm, &lm.vars, &llm_dir, DType::F32)?;
-        log_losses(out, "llm", &lm.losses, secs)?;
-        phases.push(phase_report(
+        phases.push(finish_phase(
+            out,
             "llm",
             &lm.losses,
             count_params(&lm.vars),
             secs,
-        ));
+        )?);
     }
 
     // 4. Detokenizer on continuous clip latents, noise-augmented keyframe latents and the
@@ -656,13 +668,13 @@ pub fn train_mini(
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
     save_detokenizer(&dcfg, &det.vars, &out.join("detokenizer"), DType::F32)?;
-    log_losses(out, "detokenizer", &det.losses, secs)?;
-    phases.push(phase_report(
+    phases.push(finish_phase(
+        out,
         "detokenizer",
         &det.losses,
         count_params(&det.vars),
         secs,
-    ));
+    )?);
 
     // The pipeline folder.
     let cfg = LavitConfig {

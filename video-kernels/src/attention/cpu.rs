@@ -1010,6 +1010,50 @@ mod tests {
             .fold(0.0, f32::max)
     }
 
+    /// Seeded inputs of one problem: q, k, v, the upstream gradient and a `[B, 1, 1, Nk]`
+    /// additive mask with `-inf` at `inf_at`.
+    struct Inputs {
+        dims: Dims,
+        q: Vec<f32>,
+        k: Vec<f32>,
+        v: Vec<f32>,
+        dout: Vec<f32>,
+        mask: MaskData,
+    }
+
+    impl Inputs {
+        fn new(dims: Dims, seed: u64, inf_at: usize) -> Self {
+            let q = data(dims.b * dims.hq * dims.nq * dims.d, seed);
+            let kv = dims.b * dims.hkv * dims.nk * dims.d;
+            let mut bias = data(dims.b * dims.nk, seed + 4);
+            bias[inf_at] = f32::NEG_INFINITY;
+            let mask =
+                Tensor::from_vec(bias, (dims.b, 1, 1, dims.nk), &candle_core::Device::Cpu).unwrap();
+            Self {
+                dims,
+                dout: data(q.len(), seed + 3),
+                q,
+                k: data(kv, seed + 1),
+                v: data(kv, seed + 2),
+                mask: MaskData::new(&mask, [dims.b, 1, 1, dims.nk], &dims).unwrap(),
+            }
+        }
+
+        fn problem(&self, scale: f32, causal: bool, backend: Backend) -> Problem<'_> {
+            let (d, heads) = (self.dims, self.dims.b * self.dims.hkv);
+            Problem {
+                dims: d,
+                scale,
+                causal,
+                mask: Some(&self.mask),
+                q: &self.q,
+                k: Heads::contiguous(&self.k, heads, d.nk * d.d).unwrap(),
+                v: Heads::contiguous(&self.v, heads, d.nk * d.d).unwrap(),
+                backend,
+            }
+        }
+    }
+
     /// The portable backend (the one non-AVX-512 CPUs run) agrees with the detected one, forward
     /// and backward, on ragged tiles, GQA, a mask with `-inf` and bottom-right causal.
     #[test]
@@ -1022,30 +1066,11 @@ mod tests {
             nk: 300,
             d: 40,
         };
-        let (q, k, v) = (
-            data(dims.b * dims.hq * dims.nq * dims.d, 1),
-            data(dims.b * dims.hkv * dims.nk * dims.d, 2),
-            data(dims.b * dims.hkv * dims.nk * dims.d, 3),
-        );
-        let dout = data(q.len(), 4);
-        let mut bias = data(dims.b * dims.nk, 5);
-        bias[7] = f32::NEG_INFINITY;
-        let mask =
-            Tensor::from_vec(bias, (dims.b, 1, 1, dims.nk), &candle_core::Device::Cpu).unwrap();
-        let mask = MaskData::new(&mask, [dims.b, 1, 1, dims.nk], &dims).unwrap();
+        let x = Inputs::new(dims, 1, 7);
         let run = |backend| {
-            let p = Problem {
-                dims,
-                scale: 0.2,
-                causal: true,
-                mask: Some(&mask),
-                q: &q,
-                k: Heads::contiguous(&k, dims.b * dims.hkv, dims.nk * dims.d).unwrap(),
-                v: Heads::contiguous(&v, dims.b * dims.hkv, dims.nk * dims.d).unwrap(),
-                backend,
-            };
+            let p = x.problem(0.2, true, backend);
             let (out, lse) = p.forward().unwrap();
-            let (dq, dk, dv) = p.backward(&out, &dout, &lse).unwrap();
+            let (dq, dk, dv) = p.backward(&out, &x.dout, &lse).unwrap();
             [out, lse, dq, dk, dv]
         };
         let portable = run(Backend::Portable);
@@ -1079,31 +1104,12 @@ mod tests {
                 nk: 530,
                 d: 24,
             };
-            let (q, k, v) = (
-                data(dims.b * dims.hq * dims.nq * dims.d, 11),
-                data(dims.b * dims.hkv * dims.nk * dims.d, 12),
-                data(dims.b * dims.hkv * dims.nk * dims.d, 13),
-            );
-            let dout = data(q.len(), 14);
-            let mut bias = data(dims.b * dims.nk, 15);
-            bias[300] = f32::NEG_INFINITY;
-            let mask =
-                Tensor::from_vec(bias, (dims.b, 1, 1, dims.nk), &candle_core::Device::Cpu).unwrap();
-            let mask = MaskData::new(&mask, [dims.b, 1, 1, dims.nk], &dims).unwrap();
-            let p = Problem {
-                dims,
-                scale: 0.3,
-                causal,
-                mask: Some(&mask),
-                q: &q,
-                k: Heads::contiguous(&k, dims.b * dims.hkv, dims.nk * dims.d).unwrap(),
-                v: Heads::contiguous(&v, dims.b * dims.hkv, dims.nk * dims.d).unwrap(),
-                backend: Backend::detect(),
-            };
+            let x = Inputs::new(dims, 11, 300);
+            let p = x.problem(0.3, causal, Backend::detect());
             let (out, lse) = p.forward().unwrap();
             let (a, b) = (
-                p.backward_with(&out, &dout, &lse, true).unwrap(),
-                p.backward_with(&out, &dout, &lse, false).unwrap(),
+                p.backward_with(&out, &x.dout, &lse, true).unwrap(),
+                p.backward_with(&out, &x.dout, &lse, false).unwrap(),
             );
             for (name, (x, y)) in [
                 ("dq", (&a.0, &b.0)),
