@@ -130,6 +130,9 @@ pub struct TrainArgs {
     /// Training videos (one clip each).
     #[arg(long)]
     pub videos: Option<usize>,
+    /// More videos for the LLM only (kept as tokens).
+    #[arg(long)]
+    pub lm_videos: Option<usize>,
     /// Steps of the keyframe tokenizer through its quantiser (after its warm-up).
     #[arg(long)]
     pub keyframe_steps: Option<usize>,
@@ -331,6 +334,9 @@ fn run_train(a: &TrainArgs) -> Result<serde_json::Value> {
     if let Some(v) = a.videos {
         o.videos = v;
     }
+    if let Some(v) = a.lm_videos {
+        o.lm_videos = v;
+    }
     if let Some(v) = a.keyframe_steps {
         o.keyframe.vq_steps = v;
     }
@@ -345,7 +351,10 @@ fn run_train(a: &TrainArgs) -> Result<serde_json::Value> {
     }
     let tok = a.clip_tokenizer.clone().unwrap_or_else(clip_tokenizer_dir);
     let r = train_mini(&o, &tok, &a.out, !a.quiet, a.resume)?;
-    println!("data: {} videos in {:.0} s", o.videos, r.data_seconds);
+    println!(
+        "data: {} videos in {:.0} s; {} more for the LLM in {:.0} s",
+        o.videos, r.data_seconds, o.lm_videos, r.lm_data_seconds
+    );
     for p in &r.phases {
         println!(
             "{}: {} steps in {:.0} s, loss {:.4} -> {:.4} ({} parameters)",
