@@ -461,11 +461,9 @@ pub fn train_mini(
     let t0 = Instant::now();
     let mut kf_frames: Vec<&vidgen_video_io::Frame> =
         videos.iter().map(|v| &v.video.frames()[0]).collect();
-    {
-        while kf_frames.len() < opts.keyframe_frames {
-            let v = &videos[rng.random_range(0..videos.len())];
-            kf_frames.push(&v.video.frames()[rng.random_range(0..v.video.len())]);
-        }
+    while kf_frames.len() < opts.keyframe_frames {
+        let v = &videos[rng.random_range(0..videos.len())];
+        kf_frames.push(&v.video.frames()[rng.random_range(0..v.video.len())]);
     }
     let kf_dir = out.join("keyframe_tokenizer");
     if let Some(p) = resumed(out, "keyframe", &kf_dir, resume)? {
