@@ -239,7 +239,8 @@ pub struct TrainReport {
     pub options: LavitTrainOptions,
     /// Seconds spent rendering the world and extracting motion.
     pub data_seconds: f64,
-    /// Seconds spent rendering and tokenizing the LLM's extra videos.
+    /// Seconds spent rendering and tokenizing the LLM's extra videos (0 when the LLM phase was
+    /// resumed).
     pub lm_data_seconds: f64,
     /// The phases in order.
     pub phases: Vec<PhaseReport>,
@@ -560,54 +561,17 @@ pub fn train_mini(
             mo_decoded.push(dec.get(i)?.detach().copy()?);
         }
     }
-    let examples: Vec<LmExample> = videos
-        .iter()
-        .zip(kf_codes.iter().zip(&mo_codes))
-        .map(|(v, (k, m))| {
-            Ok(LmExample {
-                text: text.encode(&v.spec.text())?,
-                clips: vec![ClipTokens {
-                    keyframe: k.clone(),
-                    motion: m.clone(),
-                }],
-            })
+    let lm_example = |v: &WorldVideo, keyframe: Vec<u32>, motion: Vec<u32>| -> Result<LmExample> {
+        Ok(LmExample {
+            text: text.encode(&v.spec.text())?,
+            clips: vec![ClipTokens { keyframe, motion }],
         })
+    };
+    let mut examples: Vec<LmExample> = videos
+        .iter()
+        .zip(kf_codes.into_iter().zip(mo_codes))
+        .map(|(v, (k, m))| lm_example(v, k, m))
         .collect::<Result<_>>()?;
-    // The LLM's extra videos, 64 at a time: rendered, tokenized, dropped.
-    let t0 = Instant::now();
-    let mut examples = examples;
-    let mut lm_rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x6c6d_7669);
-    let mut left = opts.lm_videos;
-    while left > 0 {
-        let len = left.min(64);
-        left -= len;
-        // One seed per video, so the parallel rendering draws what a sequential one would.
-        let seeds: Vec<u64> = (0..len).map(|_| lm_rng.random()).collect();
-        let rendered: Vec<(WorldVideo, Tensor)> = seeds
-            .par_iter()
-            .map(|&s| {
-                let v = world.sample(1, &mut ChaCha8Rng::seed_from_u64(s))?;
-                let m = motion_of_clip(&v.video, &opts.motion, &device)?;
-                Ok((v, m))
-            })
-            .collect::<Result<_>>()?;
-        let (vs, ms): (Vec<WorldVideo>, Vec<Tensor>) = rendered.into_iter().unzip();
-        let firsts: Vec<&vidgen_video_io::Frame> =
-            vs.iter().map(|v| &v.video.frames()[0]).collect();
-        let kf = keyframe.tokenize(&frames_to_tensor(&firsts, &device)?)?;
-        let ids = motion_tok.tokenize(&Tensor::stack(&ms, 0)?)?;
-        let flat = ids.ids().flatten_from(1)?;
-        for (i, (v, k)) in vs.iter().zip(kf).enumerate() {
-            examples.push(LmExample {
-                text: text.encode(&v.spec.text())?,
-                clips: vec![ClipTokens {
-                    keyframe: k,
-                    motion: flat.get(i)?.to_vec1::<u32>()?,
-                }],
-            });
-        }
-    }
-    let lm_data_seconds = t0.elapsed().as_secs_f64();
     let layout = VocabLayout {
         text: table.slots(),
         image: keyframe.num_codes(),
@@ -615,11 +579,41 @@ pub fn train_mini(
     };
 
     // 3. LLM.
-    let t0 = Instant::now();
     let llm_dir = out.join("llm");
+    let mut lm_data_seconds = 0.0;
     if let Some(p) = resumed(out, "llm", &llm_dir, resume)? {
         phases.push(p);
     } else {
+        // The LLM's extra videos, 64 at a time: rendered, tokenized, dropped (not when the LLM
+        // is resumed).
+        let t0 = Instant::now();
+        let mut lm_rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x6c6d_7669);
+        let mut left = opts.lm_videos;
+        while left > 0 {
+            let len = left.min(64);
+            left -= len;
+            // One seed per video, so the parallel rendering draws what a sequential one would.
+            let seeds: Vec<u64> = (0..len).map(|_| lm_rng.random()).collect();
+            let rendered: Vec<(WorldVideo, Tensor)> = seeds
+                .par_iter()
+                .map(|&s| {
+                    let v = world.sample(1, &mut ChaCha8Rng::seed_from_u64(s))?;
+                    let m = motion_of_clip(&v.video, &opts.motion, &device)?;
+                    Ok((v, m))
+                })
+                .collect::<Result<_>>()?;
+            let (vs, ms): (Vec<WorldVideo>, Vec<Tensor>) = rendered.into_iter().unzip();
+            let firsts: Vec<&vidgen_video_io::Frame> =
+                vs.iter().map(|v| &v.video.frames()[0]).collect();
+            let kf = keyframe.tokenize(&frames_to_tensor(&firsts, &device)?)?;
+            let ids = motion_tok.tokenize(&Tensor::stack(&ms, 0)?)?;
+            let flat = ids.ids().flatten_from(1)?;
+            for (i, (v, k)) in vs.iter().zip(kf).enumerate() {
+                examples.push(lm_example(v, k, flat.get(i)?.to_vec1::<u32>()?)?);
+            }
+        }
+        lm_data_seconds = t0.elapsed().as_secs_f64();
+        let t0 = Instant::now();
         let bar = progress_bar(opts.lm_train.steps, 0, show_progress);
         let lm = train_lm(
             &opts.lm,
