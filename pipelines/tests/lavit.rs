@@ -23,9 +23,9 @@ use vidgen_pipelines::lavit::{
     LavitConfig, LavitPipeline, LavitSequence, LavitWorld, PromptSpec, Token,
 };
 
-/// Floor on the direction agreement of the shipped weights on the smoke stream (they reach 72%;
-/// the target is 80%).
-const SMOKE_FLOOR_PCT: usize = 60;
+/// Floor on the direction agreement of the shipped weights on the smoke stream: the issue's
+/// threshold (they reach 88%).
+const SMOKE_FLOOR_PCT: usize = 80;
 
 fn shipped() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/assets/lavit-mini")
@@ -152,6 +152,34 @@ fn quick_training_loads_and_evaluates_with_episode_records() {
     ] {
         assert!(model.join(f).is_file(), "{f}");
     }
+    assert!(r.object_cells.is_some());
+
+    // Resuming skips every finished phase: with the LLM's folder and loss removed, only the LLM
+    // trains again, and the detokenizer's weights are left as they were.
+    let det = model.join("detokenizer/model.safetensors");
+    let det_bytes = std::fs::read(&det).unwrap();
+    std::fs::remove_dir_all(model.join("llm")).unwrap();
+    std::fs::remove_file(model.join("loss-llm.csv")).unwrap();
+    let again = train_mini(
+        &LavitTrainOptions::quick(),
+        &clip_tokenizer(),
+        &model,
+        false,
+        true,
+    )
+    .unwrap();
+    assert_eq!(again.phases.len(), 4);
+    assert!(again.object_cells.is_none());
+    let (a, b) = (&again.phases[3], &r.phases[3]);
+    assert_eq!((&a.phase, a.steps, a.params), (&b.phase, b.steps, b.params));
+    assert!((a.loss_last - b.loss_last).abs() <= 1e-5 * b.loss_last.abs().max(1.0));
+    assert!(model.join("llm/config.json").is_file());
+    assert_eq!(std::fs::read(&det).unwrap(), det_bytes);
+    // Other options than the interrupted run's are refused.
+    let mut other = LavitTrainOptions::quick();
+    other.lm_train.steps += 1;
+    assert!(train_mini(&other, &clip_tokenizer(), &model, false, true).is_err());
+
     let p = LavitPipeline::load(&model, &Device::Cpu).unwrap();
     let out = dir.path().join("eval");
     let o = EvalOptions {
@@ -220,11 +248,9 @@ fn bad_input_is_an_error_not_a_panic() {
     assert!(LavitPipeline::load(dir.path(), &Device::Cpu).is_err());
 }
 
-/// The shipped miniature on 50 seeded prompts: the generated object moves as the prompt says
-/// far above chance (12.5%). The smoke threshold (≥ 80%) is NOT met by the shipped
-/// weights: they reach 72% on this stream (74.5% over 200 prompts of `vidgen lavit eval`);
-/// the floor below guards that rate against regressions, and the asset's README says what is
-/// missing.
+/// The shipped miniature on 50 seeded prompts: the generated object moves as the prompt says in
+/// at least 80% of them (the smoke threshold; chance is 12.5%). The shipped weights reach
+/// 88% on this stream (44 of 50) and 89.5% over 200 prompts of `vidgen lavit eval`.
 #[test]
 fn shipped_miniature_follows_the_prompt_direction() {
     let p = load_shipped();
@@ -271,4 +297,37 @@ fn the_scorer_reads_real_clips() {
     assert!(d * 100 >= 95 * n, "direction {d}/{n}");
     assert!(c * 100 >= 95 * n, "colour {c}/{n}");
     assert!(s * 100 >= 80 * n, "shape {s}/{n}");
+}
+
+/// The scorer reads the direction of soft-edged objects too: the world's clips through the
+/// keyframe tokenizer's round trip (blurred, as generated clips are). Matching consecutive
+/// frames read only 83% of diagonal motions so (an axis instead); see `SCORER_STRIDE`.
+#[test]
+fn the_scorer_reads_blurred_clips() {
+    use vidgen_pipelines::lavit::eval::read_clip;
+    use vidgen_pipelines::lavit::keyframe::{frames_to_tensor, tensor_to_frames};
+    let p = load_shipped();
+    let world = LavitWorld::new(p.config().world.clone()).unwrap();
+    let bg = world.config().background;
+    let grid = p.keyframe_grid();
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let n = 48;
+    let mut d = 0;
+    for _ in 0..n {
+        let v = world.sample(1, &mut rng).unwrap();
+        let refs: Vec<_> = v.video.frames().iter().collect();
+        let x = frames_to_tensor(&refs, &Device::Cpu).unwrap();
+        let codes = p.keyframe_tokenizer().tokenize(&x).unwrap();
+        let frames = tensor_to_frames(
+            &p.keyframe_tokenizer()
+                .detokenize(&codes, grid, &Device::Cpu)
+                .unwrap(),
+        )
+        .unwrap();
+        let video = vidgen_video_io::Video::new(frames, v.video.fps()).unwrap();
+        let r = read_clip(&video, bg).unwrap();
+        d += usize::from(r.direction == Some(v.spec.direction));
+    }
+    eprintln!("scorer on round-tripped clips: direction {d}/{n}");
+    assert!(d * 100 >= 95 * n, "direction {d}/{n}");
 }

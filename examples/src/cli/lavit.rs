@@ -145,6 +145,13 @@ pub struct TrainArgs {
     /// Steps of the detokenizer.
     #[arg(long)]
     pub detok_steps: Option<usize>,
+    /// Width of the LLM (a multiple of 32: heads of 32 channels, half as many key / value
+    /// heads, a SwiGLU twice as wide).
+    #[arg(long)]
+    pub lm_width: Option<usize>,
+    /// Decoder layers of the LLM.
+    #[arg(long)]
+    pub lm_layers: Option<usize>,
     /// A few steps per phase (a smoke run; the result is untrained).
     #[arg(long)]
     pub quick: bool,
@@ -152,8 +159,8 @@ pub struct TrainArgs {
     /// `fixtures/clip_tokenizer/openai/tokenizer`).
     #[arg(long)]
     pub clip_tokenizer: Option<PathBuf>,
-    /// Load the keyframe and motion tokenizers already in OUT (an interrupted run with the
-    /// same options) instead of training them again.
+    /// Load the phases already finished in OUT (an interrupted run with the same options)
+    /// instead of training them again.
     #[arg(long)]
     pub resume: bool,
     /// Hide the progress bars.
@@ -349,6 +356,24 @@ fn run_train(a: &TrainArgs) -> Result<serde_json::Value> {
     if let Some(v) = a.detok_steps {
         o.detok_train.steps = v;
     }
+    if let Some(w) = a.lm_width {
+        if w == 0 || w % 64 != 0 {
+            return Err(Error::invalid(
+                "--lm-width",
+                format!("{w} is not a positive multiple of 64 (heads of 32 channels, half as many key / value heads)"),
+            ));
+        }
+        o.lm.hidden = w;
+        o.lm.intermediate = 2 * w;
+        o.lm.heads = w / 32;
+        o.lm.kv_heads = w / 64;
+    }
+    if let Some(v) = a.lm_layers {
+        if v == 0 {
+            return Err(Error::invalid("--lm-layers", "must be at least 1"));
+        }
+        o.lm.layers = v;
+    }
     let tok = a.clip_tokenizer.clone().unwrap_or_else(clip_tokenizer_dir);
     let r = train_mini(&o, &tok, &a.out, !a.quiet, a.resume)?;
     println!(
@@ -371,10 +396,12 @@ fn run_train(a: &TrainArgs) -> Result<serde_json::Value> {
         r.motion.codes_used,
         r.motion.num_codes
     );
-    println!(
-        "detokenizer: {:.1}% of the latent cells weighted as object",
-        100.0 * r.object_cells
-    );
+    if let Some(c) = r.object_cells {
+        println!(
+            "detokenizer: {:.1}% of the latent cells weighted as object",
+            100.0 * c
+        );
+    }
     println!(
         "vidgen lavit train: done in {:.0} s into {}",
         r.seconds,
