@@ -145,7 +145,7 @@ pub struct TrainArgs {
     /// Steps of the detokenizer.
     #[arg(long)]
     pub detok_steps: Option<usize>,
-    /// Width of the LLM (a multiple of 32: heads of 32 channels, half as many key / value
+    /// Width of the LLM (a multiple of 64: heads of 32 channels, half as many key / value
     /// heads, a SwiGLU twice as wide).
     #[arg(long)]
     pub lm_width: Option<usize>,
