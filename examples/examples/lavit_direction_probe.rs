@@ -17,11 +17,11 @@
 //! generation settings were chosen on).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use candle_core::{DType, Device, D};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-use vidgen_pipelines::lavit::eval::read_clip;
+use examples::cli::lavit::shipped_dir;
+use vidgen_pipelines::lavit::eval::{episode_rng, read_clip};
 use vidgen_pipelines::lavit::{LavitPipeline, LavitWorld, PromptSpec};
 use vidgen_video_io::synth::Direction;
 
@@ -48,10 +48,7 @@ fn field_direction(p: &LavitPipeline, codes: &[u32]) -> Res<Option<Direction>> {
 
 fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().collect();
-    let dir = args
-        .get(1)
-        .cloned()
-        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/assets/lavit-mini").into());
+    let dir = args.get(1).map(PathBuf::from).unwrap_or_else(shipped_dir);
     let n: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(100);
     let seed: u64 = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(99);
     let p = LavitPipeline::load(&dir, &Device::Cpu)?;
@@ -61,8 +58,7 @@ fn main() -> Res<()> {
     let mut misses: BTreeMap<String, usize> = BTreeMap::new();
     for i in 0..n {
         // The eval's episode stream and generation seeds.
-        let mut rng =
-            ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9).wrapping_add(i as u64));
+        let mut rng = episode_rng(seed, i);
         let spec = PromptSpec::sample(&mut rng);
         let real = world.render(&spec, 1, &mut rng)?;
         let keyframe = real.video.frames()[0].clone();

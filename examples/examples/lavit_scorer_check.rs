@@ -10,10 +10,11 @@
 //! Defaults: the shipped `examples/assets/lavit-mini` (its keyframe tokenizer and world), 200
 //! clips, stream 99.
 
+use std::path::PathBuf;
+
 use candle_core::Device;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-use vidgen_pipelines::lavit::eval::{read_clip_with_stride, SCORER_STRIDE};
+use examples::cli::lavit::shipped_dir;
+use vidgen_pipelines::lavit::eval::{episode_rng, read_clip_with_stride, SCORER_STRIDE};
 use vidgen_pipelines::lavit::keyframe::{frames_to_tensor, tensor_to_frames};
 use vidgen_pipelines::lavit::{LavitPipeline, LavitWorld, PromptSpec};
 use vidgen_video_io::Video;
@@ -22,10 +23,7 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().collect();
-    let dir = args
-        .get(1)
-        .cloned()
-        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/assets/lavit-mini").into());
+    let dir = args.get(1).map(PathBuf::from).unwrap_or_else(shipped_dir);
     let n: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(200);
     let seed: u64 = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(99);
     let dev = Device::Cpu;
@@ -38,8 +36,7 @@ fn main() -> Res<()> {
     let mut right = vec![[0usize; 3]; strides.len()];
     let mut diagonals = 0;
     for i in 0..n {
-        let mut rng =
-            ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9).wrapping_add(i as u64));
+        let mut rng = episode_rng(seed, i);
         let spec = PromptSpec::sample(&mut rng);
         let real = world.render(&spec, 1, &mut rng)?;
         let refs: Vec<_> = real.video.frames().iter().collect();

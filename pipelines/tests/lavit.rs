@@ -131,14 +131,9 @@ fn a_real_video_tokenizes_and_detokenizes_with_a_random_detokenizer() {
 fn quick_training_loads_and_evaluates_with_episode_records() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model");
-    let r = train_mini(
-        &LavitTrainOptions::quick(),
-        &clip_tokenizer(),
-        &model,
-        false,
-        false,
-    )
-    .unwrap();
+    let train =
+        |o: &LavitTrainOptions, resume| train_mini(o, &clip_tokenizer(), &model, false, resume);
+    let r = train(&LavitTrainOptions::quick(), false).unwrap();
     assert_eq!(r.phases.len(), 4);
     for f in [
         "lavit.json",
@@ -160,14 +155,7 @@ fn quick_training_loads_and_evaluates_with_episode_records() {
     let det_bytes = std::fs::read(&det).unwrap();
     std::fs::remove_dir_all(model.join("llm")).unwrap();
     std::fs::remove_file(model.join("loss-llm.csv")).unwrap();
-    let again = train_mini(
-        &LavitTrainOptions::quick(),
-        &clip_tokenizer(),
-        &model,
-        false,
-        true,
-    )
-    .unwrap();
+    let again = train(&LavitTrainOptions::quick(), true).unwrap();
     assert_eq!(again.phases.len(), 4);
     assert!(again.object_cells.is_none());
     let (a, b) = (&again.phases[3], &r.phases[3]);
@@ -178,7 +166,7 @@ fn quick_training_loads_and_evaluates_with_episode_records() {
     // Other options than the interrupted run's are refused.
     let mut other = LavitTrainOptions::quick();
     other.lm_train.steps += 1;
-    assert!(train_mini(&other, &clip_tokenizer(), &model, false, true).is_err());
+    assert!(train(&other, true).is_err());
 
     let p = LavitPipeline::load(&model, &Device::Cpu).unwrap();
     let out = dir.path().join("eval");

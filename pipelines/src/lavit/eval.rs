@@ -38,7 +38,8 @@ use super::keyframe::{frames_to_tensor, tensor_to_frames};
 use super::motion::motion_of_clip;
 use super::pipeline::{randn, LavitPipeline};
 use super::world::{read_frame, LavitWorld, PromptSpec};
-use crate::vimi::eval::{episode_rng, erased, wilson};
+pub use crate::vimi::eval::episode_rng;
+use crate::vimi::eval::{erased, wilson};
 
 /// The evaluation's settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

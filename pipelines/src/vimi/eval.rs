@@ -229,8 +229,9 @@ struct Episode {
     fixes_look: bool,
 }
 
-/// The seeded stream of episode `i` (shared by the miniatures' evaluations).
-pub(crate) fn episode_rng(seed: u64, i: usize) -> ChaCha8Rng {
+/// The seeded stream of episode `i` of the evaluation stream `seed` (shared by the miniatures'
+/// evaluations, and by probes that must draw the same episodes).
+pub fn episode_rng(seed: u64, i: usize) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9).wrapping_add(i as u64))
 }
 
