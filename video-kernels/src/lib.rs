@@ -3,6 +3,7 @@
 
 mod activation;
 mod attention;
+mod channel;
 mod conv3d;
 #[cfg(feature = "cuda")]
 pub mod cuda;
@@ -21,6 +22,7 @@ pub use activation::{
     swiglu_reference,
 };
 pub use attention::*;
+pub use channel::{add_channel, channel_sum, mul_channel};
 pub use conv3d::*;
 pub use elementwise::{add, add_reference, blend, blend_reference};
 pub use group_norm::{

@@ -28,7 +28,9 @@ pub fn rms_norm_reference(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tenso
     Ok(y.to_dtype(dt)?.broadcast_mul(weight)?)
 }
 
-/// RMSNorm over the last dim (see the module docs).
+/// RMSNorm over the last dim (see the module docs). With tracked f32 CPU tensors, the twin's
+/// ops with the weight applied by [`crate::mul_channel`] (same values, a parallel weight
+/// gradient).
 ///
 /// # Shapes
 /// `x`: `[..., d]`, `weight`: `[d]` → `[..., d]`.
@@ -38,6 +40,15 @@ pub fn rms_norm_reference(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tenso
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     check(x, weight)?;
     if !fast(&[x, weight]) {
+        let f32_cpu = |t: &Tensor| t.dtype() == DType::F32 && t.device().is_cpu();
+        if (x.track_op() || weight.track_op())
+            && f32_cpu(x)
+            && f32_cpu(weight)
+            && x.elem_count() > 0
+            && !crate::reference_forced()
+        {
+            return rms_norm_tracked(x, weight, eps);
+        }
         return rms_norm_reference(x, weight, eps);
     }
     let xs = x.flatten_all()?.to_vec1::<f32>()?;
@@ -52,6 +63,37 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
             }
         });
     Ok(Tensor::from_vec(out, x.dims(), x.device())?)
+}
+
+/// [`rms_norm_reference`] for training: the weight applied by `mul_channel`, whose backward
+/// reduces the weight's gradient in one parallel pass (candle's broadcast reduces it over the
+/// leading dims on one thread, element by element). The same values.
+fn rms_norm_tracked(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+    let y = x.broadcast_div(&(ms + eps)?.sqrt()?)?;
+    let last = x.rank() - 1;
+    crate::channel::mul_channel(&y, weight, last)
+}
+
+/// [`layer_norm_reference`] for training in f32, with the weight and bias applied by
+/// `mul_channel` / `add_channel` (see [`rms_norm_tracked`]). The same values.
+fn layer_norm_tracked(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<Tensor> {
+    let xc = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
+    let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+    let mut y = xc.broadcast_div(&(var + eps)?.sqrt()?)?;
+    let last = x.rank() - 1;
+    if let Some(w) = weight {
+        y = crate::channel::mul_channel(&y, w, last)?;
+    }
+    if let Some(b) = bias {
+        y = crate::channel::add_channel(&y, b, last)?;
+    }
+    Ok(y)
 }
 
 /// `s = x + residual` and `rms_norm_reference(s, weight, eps)` with candle ops, returned as
@@ -103,6 +145,12 @@ pub fn add_rms_norm(
         ));
     }
     if !fast(&[x, residual, weight]) {
+        if [x, residual, weight].iter().any(|t| t.track_op()) {
+            // Training: the sum by candle, the norm through `rms_norm`'s tracked path.
+            let s = (x + residual)?;
+            let n = rms_norm(&s, weight, eps)?;
+            return Ok((s, n));
+        }
         return add_rms_norm_reference(x, residual, weight, eps);
     }
     let xs = x.flatten_all()?.to_vec1::<f32>()?;
@@ -246,8 +294,10 @@ pub fn layer_norm_reference(
 /// `torch.nn.LayerNorm(d, eps)` over the last dim, with an optional affine `weight` and `bias`
 /// (`elementwise_affine=False` or `bias=False` leave them out): rows in parallel, each row's mean
 /// and variance in two f32 passes over eight partial sums, then one pass that normalises and
-/// applies the affine map. Any float dtype (computed in f32, returned in the input dtype);
-/// tracked gradients, other devices and [`crate::force_reference`] run
+/// applies the affine map. Any float dtype (computed in f32, returned in the input dtype).
+/// Tracked f32 gradients on the CPU run the twin's ops with the affine map by
+/// [`crate::mul_channel`] / [`crate::add_channel`] (same values, a parallel weight / bias
+/// gradient); other tracked dtypes, other devices and [`crate::force_reference`] run
 /// [`layer_norm_reference`].
 ///
 /// # Shapes
@@ -265,6 +315,15 @@ pub fn layer_norm(
     let d = check_layer(x, weight, bias)?;
     let tracked =
         x.track_op() || weight.is_some_and(Tensor::track_op) || bias.is_some_and(Tensor::track_op);
+    if tracked
+        && x.dtype() == DType::F32
+        && x.device().is_cpu()
+        && weight.is_none_or(|w| w.dtype() == DType::F32)
+        && bias.is_none_or(|b| b.dtype() == DType::F32)
+        && !crate::reference_forced()
+    {
+        return layer_norm_tracked(x, weight, bias, eps);
+    }
     if tracked || !x.device().is_cpu() || crate::reference_forced() {
         return layer_norm_reference(x, weight, bias, eps);
     }

@@ -7,8 +7,9 @@
 //! kernel: output rows in parallel chunks, four weight rows per step sharing every load of `x`,
 //! 16-lane (AVX-512F) or 8-lane (AVX2 + FMA) fused multiply-adds, masked tails for any `in`.
 //! More rows go straight to the `gemm` crate (the GEMM candle uses) into an output buffer that
-//! is not zero-filled first. Other dtypes or devices, and tracked gradients, run
-//! [`linear_reference`], candle's matmul.
+//! is not zero-filled first. Trained f32 weights on the CPU run candle's matmul with the bias
+//! added by [`crate::add_channel`] (whose backward sums the bias gradient in one parallel pass);
+//! other dtypes or devices, and tracked gradients without a bias, run [`linear_reference`].
 
 use candle_core::{DType, Device, Tensor, D};
 use rayon::prelude::*;
@@ -42,8 +43,9 @@ pub fn linear_reference(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> R
 }
 
 /// `y = x · weightᵀ (+ bias)`: for f32 on the CPU without gradient tracking, the streaming
-/// kernel for at most [`SKINNY_ROWS`] rows and a direct `gemm` call beyond; [`linear_reference`]
-/// otherwise and under [`crate::force_reference`] (see the module docs).
+/// kernel for at most [`SKINNY_ROWS`] rows and a direct `gemm` call beyond; with tracked
+/// gradients, a frozen-weight op or candle's matmul with [`crate::add_channel`]'s bias;
+/// [`linear_reference`] otherwise and under [`crate::force_reference`] (see the module docs).
 ///
 /// # Shapes
 /// `x`: `[..., in]`, `weight`: `[out, in]` (PyTorch layout), `bias`: `[out]` → `[..., out]`.
@@ -77,6 +79,22 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
             out_dim,
         };
         let y = x.reshape((rows, in_dim))?.contiguous()?.apply_op1(op)?;
+        return Ok(y.reshape(out_shape)?);
+    }
+    if tracked
+        && rows > 0
+        && f32_cpu(x)
+        && f32_cpu(weight)
+        && bias.is_some_and(f32_cpu)
+        && !crate::reference_forced()
+    {
+        // Trained weights: candle's matmul (and its backward), with the bias added by
+        // `add_channel`, whose backward sums the bias gradient over the rows in one parallel
+        // pass instead of candle's one-thread strided reduction over the leading dim.
+        let mut y = x.reshape((rows, in_dim))?.matmul(&weight.t()?)?;
+        if let Some(b) = bias {
+            y = crate::channel::add_channel(&y, b, 1)?;
+        }
         return Ok(y.reshape(out_shape)?);
     }
     if rows == 0
