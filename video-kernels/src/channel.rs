@@ -213,7 +213,7 @@ impl Geom {
                             Some(yb) => {
                                 crate::simd::dot(xr, &yb[ci * self.inner..(ci + 1) * self.inner])
                             }
-                            None => sum8(xr),
+                            None => crate::simd::sum8(xr, |v| v),
                         };
                     }
                 }
@@ -230,19 +230,6 @@ impl Geom {
         }
         total
     }
-}
-
-/// Sum in eight independent lanes (vectorisable, unlike a serial fold over f32).
-fn sum8(x: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let mut it = x.chunks_exact(8);
-    for c in &mut it {
-        for (l, &v) in lanes.iter_mut().zip(c) {
-            *l += v;
-        }
-    }
-    let tail: f32 = it.remainder().iter().sum();
-    lanes.iter().sum::<f32>() + tail
 }
 
 /// The custom op: `x ∘ v` along `axis`, `∘` being `+` or `·`.
