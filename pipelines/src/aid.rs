@@ -294,7 +294,8 @@ pub struct AidCall {
     pub noise_aug_strength: f64,
     /// Frames decoded at a time (`None`: all).
     pub decode_chunk_size: Option<usize>,
-    /// Initial latents `[B, N, 4, h, w]` (`None`: drawn from `seed`).
+    /// Initial latents `[B, N, C, h, w]` (`C`: the VAE's latent channels; `None`: drawn from
+    /// `seed`).
     pub latents: Option<Tensor>,
     /// The noise-augmentation draw `[B, K, 3, H, W]` (`None`: drawn from `seed`).
     pub aug_noise: Option<Tensor>,
@@ -328,7 +329,7 @@ pub struct AidOutput {
     /// The video `[B, N, 3, H, W]` in `[0, 1]`: the predicted frames, the first `K` slots
     /// reconstructing the conditioning frames.
     pub frames: Tensor,
-    /// The final latents `[B, N, 4, h, w]`.
+    /// The final latents `[B, N, C, h, w]`.
     pub latents: Tensor,
     /// The stage descriptions used (empty with the text branch off).
     pub stages: Vec<String>,
@@ -576,14 +577,14 @@ impl AidPipeline {
             .vae
             .encode_frames(&pix.to_dtype(dt)?)?
             .mode()
-            .reshape((b, k, 4, h, w))?;
+            .reshape((b, k, self.svd.latent_channels(), h, w))?;
         let last = enc.narrow(1, k - 1, 1)?;
         let cond = if n > k {
             Tensor::cat(&[&enc, &last.repeat((1, n - k, 1, 1, 1))?], 1)?
         } else {
             enc
         }
-        .to_dtype(dt)?; // [B, N, 4, h, w]
+        .to_dtype(dt)?; // [B, N, C, h, w]
 
         // 3. Stages and the text branch's per-frame context.
         let (stages, text_ctx) = match (text_on, instruction) {
@@ -614,7 +615,7 @@ impl AidPipeline {
         // 4. Scheduler, latents, guidance scales, time ids.
         let mut sched = self.svd.scheduler.build()?;
         sched.set_timesteps(call.num_inference_steps)?;
-        let lat_shape = [b, n, 4, h, w];
+        let lat_shape = [b, n, self.svd.latent_channels(), h, w];
         let latents = match &call.latents {
             Some(l) => {
                 if l.dims() != lat_shape {

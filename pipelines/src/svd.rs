@@ -75,7 +75,8 @@ pub struct SvdCall {
     pub decode_chunk_size: Option<usize>,
     /// How to decode.
     pub decode_mode: DecodeMode,
-    /// Initial latents `[B, F, 4, h, w]` (unscaled noise; `None`: drawn from `seed`).
+    /// Initial latents `[B, F, C, h, w]` (`C` = [`SvdPipeline::latent_channels`]; unscaled
+    /// noise; `None`: drawn from `seed`).
     pub latents: Option<Tensor>,
     /// The noise-augmentation draw `[B, 3, H, W]` (`None`: drawn from `seed`).
     pub aug_noise: Option<Tensor>,
@@ -109,7 +110,7 @@ impl Default for SvdCall {
 pub struct SvdOutput {
     /// The video `[B, F, 3, H, W]` in `[0, 1]` (diffusers' `output_type="pt"`).
     pub frames: Tensor,
-    /// The final latents `[B, F, 4, h, w]` (before `1 / scaling_factor`).
+    /// The final latents `[B, F, C, h, w]` (before `1 / scaling_factor`).
     pub latents: Tensor,
 }
 
@@ -214,6 +215,21 @@ impl SvdPipeline {
         let r5 = folder.weightless("feature_extractor", &["CLIPImageProcessor"])?;
         let feature_extractor =
             CLIPImageProcessor::from_dir(folder.root().join("feature_extractor"))?;
+        // The UNet denoises the VAE's latents with the conditioning image's latents on the
+        // channels (diffusers reads the latent width as `unet.config.in_channels // 2`).
+        let (lc, uc) = (vae.config().latent_channels, unet.config());
+        if uc.in_channels != 2 * lc || uc.out_channels != lc {
+            return Err(Error::config(
+                "unet/config.json",
+                format!(
+                    "in_channels {} / out_channels {} do not fit the VAE's {lc} latent channels \
+                     (expected {} / {lc})",
+                    uc.in_channels,
+                    uc.out_channels,
+                    2 * lc
+                ),
+            ));
+        }
         Ok(Self {
             image_encoder,
             feature_extractor,
@@ -223,6 +239,11 @@ impl SvdPipeline {
             report: vec![r1, r2, r3, r4, r5],
             dtype,
         })
+    }
+
+    /// Channels of the VAE's latents (4 for SVD); the UNet takes twice as many.
+    pub fn latent_channels(&self) -> usize {
+        self.vae.config().latent_channels
     }
 
     /// The VAE's spatial factor (8 for SVD).
@@ -346,14 +367,14 @@ impl SvdPipeline {
             .vae
             .encode_frames(&cond_img.to_dtype(dtype)?)?
             .mode()
-            .clone(); // [B, 4, h, w]
+            .clone(); // [B, C, h, w]
         let img_lat = if cfg_on {
             Tensor::cat(&[&img_lat.zeros_like()?, &img_lat], 0)?
         } else {
             img_lat
         };
         let bb = img_lat.dims()[0];
-        // [B', 4, h, w] -> [B', F, 4, h, w]
+        // [B', C, h, w] -> [B', F, C, h, w]
         let img_lat = img_lat
             .unsqueeze(1)?
             .repeat((1, f, 1, 1, 1))?
@@ -374,7 +395,7 @@ impl SvdPipeline {
         // 4. Scheduler and initial latents.
         let mut sched = self.scheduler.build()?;
         sched.set_timesteps(call.num_inference_steps)?;
-        let lat_shape = [b, f, 4, h, w];
+        let lat_shape = [b, f, self.latent_channels(), h, w];
         let latents = match &call.latents {
             Some(l) => {
                 if l.dims() != lat_shape {
@@ -458,7 +479,7 @@ impl SvdPipeline {
     /// Decodes final latents to frames in `[0, 1]`.
     ///
     /// # Shapes
-    /// `latents [B, F, 4, h, w]` (as the scheduler leaves them) → `[B, F, 3, H, W]`.
+    /// `latents [B, F, C, h, w]` (as the scheduler leaves them) → `[B, F, 3, H, W]`.
     ///
     /// # Errors
     /// A zero chunk size, a wrong latent shape, NaN in the output.
@@ -471,7 +492,7 @@ impl SvdPipeline {
         let (b, f, c, h, w) = latents.dims5()?;
         let sf = self.vae.config().scaling_factor;
         let dtype = self.unet_dtype();
-        // [B, F, 4, h, w] -> [B·F, 4, h, w]
+        // [B, F, C, h, w] -> [B·F, C, h, w]
         let z = (latents.reshape((b * f, c, h, w))? / sf)?.to_dtype(dtype)?;
         let chunk = match mode {
             DecodeMode::Whole => f,
@@ -484,7 +505,7 @@ impl SvdPipeline {
         for bi in 0..b {
             let zb = z.narrow(0, bi * f, f)?;
             if mode == DecodeMode::Exact {
-                // [F, 4, h, w] -> [1, 4, F, h, w] -> [1, 3, F, H, W] -> [F, 3, H, W]
+                // [F, C, h, w] -> [1, C, F, h, w] -> [1, 3, F, H, W] -> [F, 3, H, W]
                 let v = self.vae.decode_exact(&VideoShape::unfold(&zb, f)?, chunk)?;
                 videos.push(VideoShape::fold(&v)?.0);
                 continue;

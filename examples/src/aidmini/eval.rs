@@ -324,7 +324,13 @@ pub fn run_condition(
         )?; // [B, K, 3, H, W]
         let latents = Tensor::cat(
             &g.iter()
-                .map(|&i| randn_seeded(mix(opts.seed, i as u64, 0x1a7), &[1, n, 4, h, w], &dev))
+                .map(|&i| {
+                    randn_seeded(
+                        mix(opts.seed, i as u64, 0x1a7),
+                        &[1, n, cfg.latent_channels, h, w],
+                        &dev,
+                    )
+                })
                 .collect::<Result<Vec<_>>>()?,
             0,
         )?;

@@ -59,6 +59,9 @@ pub struct MiniConfig {
     pub speed: u32,
     /// Object radius in pixels.
     pub radius: u32,
+    /// Latent channels of the VAE (the UNet takes twice as many: noisy + conditioning
+    /// latents). Folders written before this field existed have 4.
+    pub latent_channels: usize,
     /// Shapes drawn.
     pub shapes: Vec<String>,
     /// Colours drawn.
@@ -83,6 +86,7 @@ impl Default for MiniConfig {
             cond_frames: 2,
             speed: 1,
             radius: 5,
+            latent_channels: 4,
             shapes: ["circle", "square", "triangle", "cross"]
                 .map(String::from)
                 .to_vec(),
@@ -112,6 +116,9 @@ impl MiniConfig {
     /// # Errors
     /// [`Error::BadConfig`] naming the field.
     pub fn validate(&self) -> Result<()> {
+        if self.latent_channels == 0 {
+            return Err(Error::config("latent_channels", "must be at least 1"));
+        }
         if self.cond_frames == 0 || self.cond_frames >= self.frames {
             return Err(Error::config(
                 "cond_frames",

@@ -74,3 +74,75 @@ fn shipped_aid_mini_loads_strictly_and_follows_instructions() {
         rep.colour.hits
     );
 }
+
+/// A folder with 8 latent channels (not SVD's 4) trains through every stage and runs through
+/// `AidPipeline`: the pipelines read the latent width from the VAE, not a constant.
+#[test]
+fn quick_training_with_eight_latent_channels_runs_end_to_end() {
+    use super::train::{train, Stage, StageOptions, TrainOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = |batch| StageOptions {
+        steps: 2,
+        batch,
+        lr: 1e-3,
+    };
+    let mini = MiniConfig {
+        latent_channels: 8,
+        steps: 2,
+        ..MiniConfig::default()
+    };
+    mini.validate().unwrap();
+    let opts = TrainOptions {
+        mini: mini.clone(),
+        clips: 4,
+        vae: tiny(2),
+        decoder: tiny(1),
+        base: tiny(2),
+        aid: tiny(2),
+        progress: false,
+        ..TrainOptions::default()
+    };
+    let done = train(&opts, &Stage::ALL, dir.path()).unwrap();
+    assert_eq!(done.len(), 4);
+    assert_eq!(MiniConfig::load(dir.path()).unwrap().latent_channels, 8);
+    let pipe = load_pipeline(dir.path()).unwrap();
+    assert_eq!(pipe.svd.latent_channels(), 8);
+    assert!(crate::minis::unclean_loads(&pipe.report).is_empty());
+    let eps = Episodes::new(&mini).unwrap();
+    let episodes = eval_episodes(&eps, 3, 2).unwrap();
+    let opts = EvalOptions {
+        episodes: 2,
+        seed: 3,
+        sweep: Vec::new(),
+        references: false,
+        ..EvalOptions::default()
+    };
+    let cond = Condition {
+        label: "instructed".into(),
+        text: true,
+        text_guidance: mini.text_guidance,
+    };
+    let mut clips = 0;
+    run_condition(
+        &pipe,
+        &mini,
+        &cond,
+        &episodes,
+        &opts,
+        &mut |_, frames, _| {
+            assert_eq!(frames.len(), mini.frames);
+            clips += 1;
+        },
+    )
+    .unwrap();
+    assert_eq!(clips, 2);
+
+    // The shipped (4-channel) VAE under this 8-channel UNet: a typed error at load, not a
+    // shape failure at the first step.
+    let vae = dir.path().join("vae");
+    for f in ["config.json", "diffusion_pytorch_model.safetensors"] {
+        std::fs::copy(shipped_dir().join("vae").join(f), vae.join(f)).unwrap();
+    }
+    let err = load_pipeline(dir.path()).err().expect("mismatched latent widths load");
+    assert!(err.to_string().contains("latent channels"), "{err}");
+}

@@ -66,6 +66,10 @@ pub struct TrainArgs {
     /// (0: unweighted).
     #[arg(long)]
     pub latent_object_weight: Option<f64>,
+    /// Latent channels of the VAE (a new folder's default: 4; a later stage keeps the folder's
+    /// `mini.json` value).
+    #[arg(long)]
+    pub latent_channels: Option<usize>,
     /// Hide the progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -129,6 +133,13 @@ fn run_train(a: &TrainArgs) -> Result<serde_json::Value> {
     };
     if let Some(c) = a.clips {
         opts.clips = c;
+    }
+    // The latent width is part of the folder: a later stage must train the UNet for the VAE
+    // the folder already has.
+    if let Some(lc) = a.latent_channels {
+        opts.mini.latent_channels = lc;
+    } else if a.out.join("mini.json").is_file() {
+        opts.mini.latent_channels = MiniConfig::load(&a.out)?.latent_channels;
     }
     if let Some(m) = a.p_mean {
         for st in &stages {
