@@ -7,6 +7,10 @@
 //! slow, and `silu` then `·` are two passes with an intermediate buffer. [`swiglu`] reads each
 //! row once and writes the product, with a vectorised `exp` (the attention kernels' Cody–Waite
 //! `exp`, about 1 ulp), rows split over rayon's threads.
+//!
+//! Under gradient tracking (f32, CPU), [`geglu`] and [`gelu_erf`] are custom ops with the same
+//! vectorised forward and a one-pass backward (`gelu'(x) = Φ(x) + x·φ(x)`), instead of candle's
+//! `gelu_erf`, which calls libm's scalar `erff` per element forward and backward.
 
 use candle_core::{DType, Device, Tensor, D};
 use rayon::prelude::*;
@@ -89,6 +93,16 @@ fn glu_rows(
 /// Whether the fused path takes `x`: f32 on the CPU, no gradient tracking, twins not forced.
 fn fast(x: &Tensor) -> bool {
     !x.track_op()
+        && x.dtype() == DType::F32
+        && matches!(x.device(), Device::Cpu)
+        && !crate::reference_forced()
+}
+
+/// Whether the tracked custom ops take `x`: f32 on the CPU under gradient tracking, twins not
+/// forced. candle's own `gelu_erf` calls libm's scalar `erff` per element, forward and again in
+/// its backward (5% of an AID adapter-training step, `perf`); these use the vectorised `erfc`.
+fn tracked_fast(x: &Tensor) -> bool {
+    x.track_op()
         && x.dtype() == DType::F32
         && matches!(x.device(), Device::Cpu)
         && !crate::reference_forced()
@@ -219,13 +233,13 @@ pub fn silu(x: &Tensor) -> Result<Tensor> {
     Ok(Tensor::from_vec(xs, x.dims(), x.device())?)
 }
 
-/// `x · Φ(x)` with `Φ(x) = ½·erfc(−x/√2)` (exact GELU), branch-free so loops vectorise.
+/// `Φ(x) = ½·erfc(−x/√2)`, the standard normal CDF, branch-free so loops vectorise.
 ///
 /// `erfc` is Numerical Recipes' `erfcc` Chebyshev fit (fractional error < 1.2e-7 everywhere,
 /// so the tail `x ≪ 0` keeps its relative accuracy) on top of the Cody–Waite `exp`.
 #[inline(always)]
 #[allow(clippy::excessive_precision)] // the coefficients as published
-fn gelu_erf_f32(x: f32) -> f32 {
+fn normal_cdf(x: f32) -> f32 {
     let z = x * std::f32::consts::FRAC_1_SQRT_2;
     let a = z.abs();
     let t = 1.0 / (1.0 + 0.5 * a);
@@ -241,7 +255,24 @@ fn gelu_erf_f32(x: f32) -> f32 {
     // erfc(|z|); erfc(−z) is that for z ≤ 0 and 2 − that for z > 0.
     let e = t * exp_f32(-a * a + p);
     let erfc_neg_z = if z > 0.0 { 2.0 - e } else { e };
-    0.5 * x * erfc_neg_z
+    0.5 * erfc_neg_z
+}
+
+/// `x · Φ(x)` (exact GELU).
+#[inline(always)]
+fn gelu_erf_f32(x: f32) -> f32 {
+    x * normal_cdf(x)
+}
+
+/// `1 / √(2π)`.
+const INV_SQRT_2PI: f32 = 0.398_942_3;
+
+/// `(gelu(x), gelu'(x))` with `gelu'(x) = Φ(x) + x·φ(x)`, `φ` the standard normal density.
+#[inline(always)]
+fn gelu_and_derivative(x: f32) -> (f32, f32) {
+    let cdf = normal_cdf(x);
+    let pdf = INV_SQRT_2PI * exp_f32(-0.5 * x * x);
+    (x * cdf, cdf + x * pdf)
 }
 
 /// Exact GELU with candle ops (the definition [`gelu_erf`] is tested against).
@@ -258,6 +289,9 @@ pub fn gelu_erf_reference(x: &Tensor) -> Result<Tensor> {
 /// # Shapes
 /// Any shape → the same shape.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
+    if tracked_fast(x) {
+        return Ok(x.contiguous()?.apply_op1(GeluOp { gated: false })?);
+    }
     if !fast(x) {
         return gelu_erf_reference(x);
     }
@@ -291,6 +325,10 @@ pub fn geglu_reference(x: &Tensor) -> Result<Tensor> {
 /// # Errors
 /// A rank-0 input or an odd last dimension.
 pub fn geglu(x: &Tensor) -> Result<Tensor> {
+    if tracked_fast(x) {
+        half_width(x)?;
+        return Ok(x.contiguous()?.apply_op1(GeluOp { gated: true })?);
+    }
     if !fast(x) {
         return geglu_reference(x);
     }
@@ -345,6 +383,161 @@ unsafe fn gelu_avx512(x: &[f32], h: Option<&[f32]>, out: &mut [f32]) {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn gelu_avx2(x: &[f32], h: Option<&[f32]>, out: &mut [f32]) {
     gelu_loop(x, h, out)
+}
+
+/// Exact GELU (`gated: false`, any shape) or GEGLU (`gated: true`, `[..., 2·I]` → `[..., I]`)
+/// on a tracked input: the vectorised forward, and a backward in one pass,
+/// `d gelu(x) = dy · gelu'(x)`, and for GEGLU `dh = dy · gelu(g)`, `dg = dy · h · gelu'(g)`.
+/// The values are those of the untracked path; the gradient agrees with candle's autograd of
+/// the reference within the `erfc` fit's error.
+struct GeluOp {
+    gated: bool,
+}
+
+/// Elements per rayon task of the tracked ops (~64 Ki).
+const GELU_TASK: usize = 65_536;
+
+impl candle_core::CustomOp1 for GeluOp {
+    fn name(&self) -> &'static str {
+        if self.gated {
+            "video-kernels-geglu"
+        } else {
+            "video-kernels-gelu-erf"
+        }
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &candle_core::CpuStorage,
+        l: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let xs = crate::storage::f32_slice(s, l, "gelu input")?;
+        let dims = l.dims();
+        if !self.gated {
+            let mut out = vec![0f32; xs.len()];
+            out.par_chunks_mut(GELU_TASK)
+                .zip(xs.par_chunks(GELU_TASK))
+                .for_each(|(o, x)| gelu_into(x, None, o));
+            return Ok((candle_core::CpuStorage::F32(out), l.shape().clone()));
+        }
+        let i = dims.last().copied().unwrap_or(0) / 2;
+        let mut out_dims = dims.to_vec();
+        if let Some(last) = out_dims.last_mut() {
+            *last = i;
+        }
+        let mut out = vec![0f32; xs.len() / 2];
+        if let Some(rows_per) = GELU_TASK.checked_div(i) {
+            let rows_per = rows_per.max(1);
+            out.par_chunks_mut(rows_per * i)
+                .zip(xs.par_chunks(rows_per * 2 * i))
+                .for_each(|(o, x)| {
+                    for (orow, xrow) in o.chunks_exact_mut(i).zip(x.chunks_exact(2 * i)) {
+                        let (h, g) = xrow.split_at(i);
+                        gelu_into(g, Some(h), orow);
+                    }
+                });
+        }
+        Ok((candle_core::CpuStorage::F32(out), out_dims.into()))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let wrap = |e: Error| match e {
+            Error::Candle(c) => c,
+            other => candle_core::Error::wrap(other),
+        };
+        let arg = arg.contiguous()?;
+        let grad = grad.contiguous()?;
+        let gated = self.gated;
+        let i = arg.dims().last().copied().unwrap_or(0) / 2;
+        let dx = crate::storage::with_f32(&arg, "gelu input", |xs| {
+            crate::storage::with_f32(&grad, "gelu gradient", |dy| {
+                let mut dx = vec![0f32; xs.len()];
+                if !gated {
+                    dx.par_chunks_mut(GELU_TASK)
+                        .zip(xs.par_chunks(GELU_TASK))
+                        .zip(dy.par_chunks(GELU_TASK))
+                        .for_each(|((d, x), g)| gelu_bwd_into(x, None, g, d));
+                    return Ok::<_, Error>(dx);
+                }
+                if let Some(rows_per) = GELU_TASK.checked_div(i) {
+                    let rows_per = rows_per.max(1);
+                    dx.par_chunks_mut(rows_per * 2 * i)
+                        .zip(xs.par_chunks(rows_per * 2 * i))
+                        .zip(dy.par_chunks(rows_per * i))
+                        .for_each(|((d, x), g)| {
+                            for ((drow, xrow), grow) in d
+                                .chunks_exact_mut(2 * i)
+                                .zip(x.chunks_exact(2 * i))
+                                .zip(g.chunks_exact(i))
+                            {
+                                let (h, gate) = xrow.split_at(i);
+                                gelu_bwd_into(gate, Some(h), grow, drow);
+                            }
+                        });
+                }
+                Ok(dx)
+            })
+        })
+        .map_err(wrap)?;
+        Ok(Some(Tensor::from_vec(dx, arg.dims(), arg.device())?))
+    }
+}
+
+/// Backward of `gelu` (`h: None`; `d[j] = dy[j] · gelu'(x[j])`, `d` as long as `x`) or of
+/// `h · gelu(x)` (`d = [dh | dx]`, twice as long as `x`), dispatched to the widest SIMD.
+fn gelu_bwd_into(x: &[f32], h: Option<&[f32]>, dy: &[f32], d: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::simd::has_avx512f() {
+            // SAFETY: the feature was detected.
+            return unsafe { gelu_bwd_avx512(x, h, dy, d) };
+        }
+        if crate::simd::has_avx2_fma() {
+            // SAFETY: the features were detected.
+            return unsafe { gelu_bwd_avx2(x, h, dy, d) };
+        }
+    }
+    gelu_bwd_loop(x, h, dy, d)
+}
+
+#[inline(always)]
+fn gelu_bwd_loop(x: &[f32], h: Option<&[f32]>, dy: &[f32], d: &mut [f32]) {
+    match h {
+        Some(h) => {
+            let (dh, dx) = d.split_at_mut(x.len());
+            for ((((dh, dx), &x), &h), &g) in dh.iter_mut().zip(dx).zip(x).zip(h).zip(dy) {
+                let (v, dv) = gelu_and_derivative(x);
+                *dh = g * v;
+                *dx = g * h * dv;
+            }
+        }
+        None => {
+            for ((d, &x), &g) in d.iter_mut().zip(x).zip(dy) {
+                *d = g * gelu_and_derivative(x).1;
+            }
+        }
+    }
+}
+
+/// # Safety
+/// AVX-512F must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gelu_bwd_avx512(x: &[f32], h: Option<&[f32]>, dy: &[f32], d: &mut [f32]) {
+    gelu_bwd_loop(x, h, dy, d)
+}
+
+/// # Safety
+/// AVX2 and FMA must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gelu_bwd_avx2(x: &[f32], h: Option<&[f32]>, dy: &[f32], d: &mut [f32]) {
+    gelu_bwd_loop(x, h, dy, d)
 }
 
 #[cfg(test)]

@@ -282,3 +282,59 @@ fn frozen_weights_give_only_the_input_gradient() {
         );
     }
 }
+
+proptest! {
+    #![proptest_config(video_testkit::proptest_config(128))]
+
+    /// Under gradient tracking `geglu` / `gelu_erf` take the custom op: values as the
+    /// untracked path's, and the input gradient against candle's autograd of the reference in
+    /// f64 (libm `erf`), within the `erfc` fit's error.
+    #[test]
+    fn tracked_geglu_and_gelu_gradients_match_f64_autograd(
+        lead in prop::collection::vec(1usize..5, 0..3),
+        half in 1usize..200,
+        seed in 0u64..1000,
+    ) {
+        let mut shape = lead.clone();
+        shape.push(2 * half);
+        let x = (randn(&shape, seed) * 4.0).unwrap();
+        let up_g = randn(&[shape[..shape.len() - 1].to_vec(), vec![half]].concat(), seed + 1);
+        let up_e = randn(&shape, seed + 2);
+        let err = |a: &Tensor, b: &Tensor| -> f64 {
+            let scale = b.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap().max(1.0);
+            (a.to_dtype(DType::F64).unwrap() - b).unwrap().abs().unwrap().flatten_all().unwrap()
+                .max(0).unwrap().to_scalar::<f64>().unwrap() / scale
+        };
+        for gated in [true, false] {
+            let xv = Var::from_tensor(&x).unwrap();
+            let (y, up) = if gated {
+                (vidgen_video_kernels::geglu(xv.as_tensor()).unwrap(), &up_g)
+            } else {
+                (vidgen_video_kernels::gelu_erf(xv.as_tensor()).unwrap(), &up_e)
+            };
+            let untracked = if gated {
+                vidgen_video_kernels::geglu(&x).unwrap()
+            } else {
+                vidgen_video_kernels::gelu_erf(&x).unwrap()
+            };
+            // The same kernel forward, tracked or not.
+            prop_assert_eq!(
+                y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                untracked.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            );
+            let g = (&y * up).unwrap().sum_all().unwrap().backward().unwrap();
+            let dx = g.get(xv.as_tensor()).unwrap();
+
+            let x64 = Var::from_tensor(&x.to_dtype(DType::F64).unwrap()).unwrap();
+            let y64 = if gated {
+                vidgen_video_kernels::geglu_reference(x64.as_tensor()).unwrap()
+            } else {
+                vidgen_video_kernels::gelu_erf_reference(x64.as_tensor()).unwrap()
+            };
+            let g64 = (&y64 * up.to_dtype(DType::F64).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
+            let dx64 = g64.get(x64.as_tensor()).unwrap();
+            prop_assert!(err(&y, &y64) < 1e-6, "value, gated {}", gated);
+            prop_assert!(err(dx, dx64) < 1e-5, "gradient, gated {}: {}", gated, err(dx, dx64));
+        }
+    }
+}

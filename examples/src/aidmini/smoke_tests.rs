@@ -143,6 +143,8 @@ fn quick_training_with_eight_latent_channels_runs_end_to_end() {
     for f in ["config.json", "diffusion_pytorch_model.safetensors"] {
         std::fs::copy(shipped_dir().join("vae").join(f), vae.join(f)).unwrap();
     }
-    let err = load_pipeline(dir.path()).err().expect("mismatched latent widths load");
+    let err = load_pipeline(dir.path())
+        .err()
+        .expect("mismatched latent widths load");
     assert!(err.to_string().contains("latent channels"), "{err}");
 }
