@@ -114,7 +114,7 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
     /// Text guidance `s_T`.
-    #[arg(long, default_value_t = 2.5)]
+    #[arg(long, default_value_t = 1.5)]
     pub text_scale: f64,
     /// Example guidance `s_E`.
     #[arg(long, default_value_t = 1.5)]
@@ -170,7 +170,7 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
     /// Text guidance `s_T`.
-    #[arg(long, default_value_t = 2.5)]
+    #[arg(long, default_value_t = 1.5)]
     pub text_scale: f64,
     /// Example guidance `s_E`.
     #[arg(long, default_value_t = 1.5)]

@@ -128,7 +128,7 @@ impl Default for EvalOptions {
             prompts: 200,
             seed: 2024,
             steps: 20,
-            text_scale: 2.5,
+            text_scale: 1.5,
             example_scale: 1.5,
             retrieve: 1,
             bm25: true,

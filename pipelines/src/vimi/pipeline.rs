@@ -54,11 +54,11 @@ pub struct VimiGuidance {
 }
 
 impl Default for VimiGuidance {
-    /// `s_T = 2.5`, `s_E = 1.5` (the miniature's best on a sweep over an episode stream apart
+    /// `s_T = 1.5`, `s_E = 1.5` (the miniature's best on a sweep over an episode stream apart
     /// from its evaluation's; see `examples/assets/vimi-mini/README.md`).
     fn default() -> Self {
         Self {
-            text: 2.5,
+            text: 1.5,
             example: 1.5,
         }
     }

@@ -99,8 +99,8 @@ impl Default for TrainOptions {
         Self {
             seed: 0,
             corpus: 2000,
-            stage1_steps: 4000,
-            stage2_steps: 1500,
+            stage1_steps: 7000,
+            stage2_steps: 2000,
             batch: 32,
             lr: 1e-3,
             warmup: 100,
