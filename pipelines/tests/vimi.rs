@@ -75,6 +75,7 @@ fn tiny_config() -> VimiConfig {
         context_dim: 32,
         max_examples: 2,
         max_frames: cfg.world.frames,
+        motion_token: true,
     };
     cfg.text_len = 8;
     cfg
@@ -283,13 +284,14 @@ fn zero_examples_is_the_text_only_model() {
     // the full context is [text ‖ one token per example image]
     let ctx = pipe.contexts(&prompts, &ex).unwrap();
     assert_eq!(ctx.full.unwrap().dims(), &[2, 9, 32]);
-    // a clip example gives one token per frame
+    // a clip example gives one token per frame, and its motion token
     let s = world.scene(&mut rng, None, None, None).unwrap();
     let clip = world.clip(&s).unwrap();
     let ctx = pipe
         .contexts(&prompts[..1], &[vec![Example::Clip(clip)]])
         .unwrap();
-    assert_eq!(ctx.full.unwrap().dims(), &[1, 12, 32]);
+    let frames = pipe.model().config.world.frames;
+    assert_eq!(ctx.full.unwrap().dims(), &[1, 8 + frames + 1, 32]);
     // deterministic
     let again = pipe.generate(&prompts, &ex, &opts, &mut |_| {}).unwrap();
     assert_eq!(max_abs(&with.sample, &again.sample), 0.0);

@@ -11,6 +11,7 @@
 //! context = [ text_proj(prompt states)  ‖  example tokens of example 1 ‖ … ‖ of example k ]
 //!             [B, L_text, D]                 [B, F, D] each (F = 1 for an image, T for a clip)
 //! example token (j, f) = example_proj(e_{j,f}) + slot[j] + (image_type | frame[f])
+//! motion token j (clips, `motion_token` on) = motion_proj(e_{j,F−1} − e_{j,0}) + slot[j] + motion_type
 //! ```
 //!
 //! - Concatenation keeps every example separately attendable (cross-attention can take the
@@ -21,6 +22,13 @@
 //!   one token per frame with a learned frame embedding, so the order of the frames (the
 //!   motion) is readable.
 //! - `slot[j]` tells examples apart (which frames belong together).
+//! - The motion token (configs with `motion_token`; older folders have none): cross-attention
+//!   weights are a softmax, so the context it reads is a convex mix of its tokens' values, and
+//!   the *difference* of two frames' embeddings (where the example's object went) cannot be
+//!   formed from per-frame tokens by one attention. The example encoder's embedding places the
+//!   object linearly (its stage-0 position head), so `e_last − e_first` carries the motion
+//!   linearly, and one token holds it. Without it, the miniature's example-clip task stayed at
+//!   chance (15%).
 //!
 //! Guidance: training drops all examples of a step (example dropout) and replaces the prompt
 //! by the empty prompt (text dropout), so the generator learns the unconditional, text-only and
@@ -46,6 +54,10 @@ pub struct VimiConditionerConfig {
     pub max_examples: usize,
     /// Most frames per example clip (frame table).
     pub max_frames: usize,
+    /// One more token per example clip carrying its motion (see the module docs); absent
+    /// (false) in folders written before it existed.
+    #[serde(default)]
+    pub motion_token: bool,
 }
 
 impl VimiConditionerConfig {
@@ -66,7 +78,8 @@ impl VimiConditionerConfig {
 }
 
 /// The conditioner (see the module docs). Keys: `text_proj.*`, `example_proj.*`, `slot
-/// [max_examples, D]`, `frame [max_frames, D]`, `image_type [D]`.
+/// [max_examples, D]`, `frame [max_frames, D]`, `image_type [D]`; with `motion_token`, also
+/// `motion_proj.*` and `motion_type [D]`.
 #[derive(Debug, Clone)]
 pub struct VimiConditioner {
     text_proj: Linear,
@@ -74,6 +87,7 @@ pub struct VimiConditioner {
     slot: Tensor,
     frame: Tensor,
     image_type: Tensor,
+    motion: Option<(Linear, Tensor)>,
     cfg: VimiConditionerConfig,
 }
 
@@ -95,6 +109,14 @@ impl VimiConditioner {
             slot: vb.get_with_hints((cfg.max_examples, d), "slot", emb)?,
             frame: vb.get_with_hints((cfg.max_frames, d), "frame", emb)?,
             image_type: vb.get_with_hints(d, "image_type", emb)?,
+            motion: if cfg.motion_token {
+                Some((
+                    Linear::new(cfg.example_dim, d, true, vb.pp("motion_proj"))?,
+                    vb.get_with_hints(d, "motion_type", emb)?,
+                ))
+            } else {
+                None
+            },
             cfg: cfg.clone(),
         })
     }
@@ -123,11 +145,12 @@ impl VimiConditioner {
     }
 
     /// The examples' tokens: `F = 1` embeddings per example are images, `F > 1` are clips'
-    /// frames.
+    /// frames (followed, with `motion_token`, by each clip's motion token).
     ///
     /// # Shapes
     /// `[B, k, F, example_dim]` (`1 ≤ k ≤ max_examples`, `1 ≤ F ≤ max_frames`) →
-    /// `[B, k·F, context_dim]`.
+    /// `[B, k·F, context_dim]`, or `[B, k·(F + 1), context_dim]` for clips with
+    /// `motion_token`.
     ///
     /// # Errors
     /// Another width or rank; too many examples or frames.
@@ -164,7 +187,17 @@ impl VimiConditioner {
             self.frame.narrow(0, 0, f)?.reshape((1, 1, f, d))?
         };
         let x = x.broadcast_add(&slot)?.broadcast_add(&kind)?;
-        Ok(x.reshape((b, k * f, d))?)
+        match &self.motion {
+            Some((proj, kind)) if f > 1 => {
+                let delta = (examples.narrow(2, f - 1, 1)? - examples.narrow(2, 0, 1)?)?;
+                let m = proj
+                    .forward(&delta)? // [B, k, 1, D]
+                    .broadcast_add(&slot)?
+                    .broadcast_add(&kind.reshape((1, 1, 1, d))?)?;
+                Ok(Tensor::cat(&[&x, &m], 2)?.reshape((b, k * (f + 1), d))?)
+            }
+            _ => Ok(x.reshape((b, k * f, d))?),
+        }
     }
 
     /// The instruction context `[text ‖ examples]` (see the module docs); without examples,
@@ -172,7 +205,7 @@ impl VimiConditioner {
     ///
     /// # Shapes
     /// `text [B, L, text_dim]`, `examples [B, k, F, example_dim]` → `[B, L + k·F,
-    /// context_dim]`.
+    /// context_dim]` (`L + k·(F + 1)` for clips with `motion_token`).
     ///
     /// # Errors
     /// As the two token functions; batch sizes that differ.
@@ -208,6 +241,7 @@ mod tests {
     fn context_layout_and_errors() {
         let dev = Device::Cpu;
         let cfg = VimiConditionerConfig {
+            motion_token: false,
             text_dim: 12,
             example_dim: 6,
             context_dim: 8,
@@ -269,5 +303,92 @@ mod tests {
         assert!(c
             .text_tokens(&Tensor::ones((2, 5, 11), DType::F32, &dev).unwrap())
             .is_err());
+    }
+
+    /// With `motion_token`, each clip gets one more token after its frames,
+    /// `motion_proj(e_last − e_first) + slot[j] + motion_type`; images get none; without it
+    /// the layout is unchanged.
+    #[test]
+    fn motion_token_layout_and_value() {
+        let dev = Device::Cpu;
+        let cfg = VimiConditionerConfig {
+            motion_token: true,
+            text_dim: 12,
+            example_dim: 6,
+            context_dim: 8,
+            max_examples: 3,
+            max_frames: 4,
+        };
+        let vb = video_testkit::seeded_var_builder(2, DType::F32, &dev);
+        let c = VimiConditioner::new(&cfg, vb.clone()).unwrap();
+        let img = Tensor::randn(0f32, 1.0, (2, 2, 1, 6), &dev).unwrap();
+        assert_eq!(c.example_tokens(&img).unwrap().dims(), &[2, 2, 8]);
+        let clip = Tensor::randn(0f32, 1.0, (2, 2, 4, 6), &dev).unwrap();
+        let t = c.example_tokens(&clip).unwrap();
+        assert_eq!(t.dims(), &[2, 10, 8]);
+        // Example 1's motion token is position 2·5 − 1 = 9.
+        let proj = Linear::new(6, 8, true, vb.pp("motion_proj")).unwrap();
+        let kind = vb
+            .get_with_hints(
+                8,
+                "motion_type",
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.02,
+                },
+            )
+            .unwrap();
+        let slot = vb
+            .get_with_hints(
+                (3, 8),
+                "slot",
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.02,
+                },
+            )
+            .unwrap();
+        let delta = (clip.get(0).unwrap().get(1).unwrap().get(3).unwrap()
+            - clip.get(0).unwrap().get(1).unwrap().get(0).unwrap())
+        .unwrap();
+        let want = ((proj
+            .forward(&delta.unsqueeze(0).unwrap())
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            + slot.get(1).unwrap())
+        .unwrap()
+            + kind)
+            .unwrap();
+        let got = t.get(0).unwrap().get(9).unwrap();
+        let err = (got - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(err < 1e-6, "{err}");
+        // The frame tokens are those of a conditioner without the motion token.
+        let plain = VimiConditioner::new(
+            &VimiConditionerConfig {
+                motion_token: false,
+                ..cfg.clone()
+            },
+            vb,
+        )
+        .unwrap();
+        let p = plain.example_tokens(&clip).unwrap(); // [2, 8, 8]
+        let frames = t.reshape((2, 2, 5, 8)).unwrap().narrow(2, 0, 4).unwrap();
+        let d = (frames.reshape((2, 8, 8)).unwrap() - p)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert_eq!(d, 0.0);
     }
 }

@@ -60,6 +60,7 @@ impl VimiConfig {
                 context_dim: dit.context_dim,
                 max_examples: 4,
                 max_frames: world.frames,
+                motion_token: true,
             },
             scheduler: serde_json::json!({
                 "num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2",

@@ -896,13 +896,22 @@ pub fn train(
             reports.push(run_stage0(cfg, states, &world, o, &s0, progress)?);
             store = store.with_checkpoint("", &s0)?;
         }
-        let store = store.create(Selection::all()).trainable(trainable.clone());
+        // Stage 1's examples are stills: the clips' motion token gets no gradient there, and
+        // frozen it keeps its seeded initial values, the values a stage 2 run from an older
+        // stage-1 checkpoint (without it) creates.
+        let stage1 = if o.stage0_steps > 0 {
+            Selection::parse(&["*", "!vision", "!conditioner.motion_*"])
+        } else {
+            Selection::parse(&["*", "!conditioner.motion_*"])
+        };
+        let store = store.create(Selection::all()).trainable(stage1);
         let (r, _) = run_stage(1, cfg, store, states, &data, o, &s1, progress)?;
         reports.push(r);
     }
     if matches!(stages, Stages::Two | Stages::Both) {
         let store = ParamStore::new(o.seed, &dev)
             .with_checkpoint("", &s1)?
+            .create(Selection::parse(&["conditioner.motion_*"]))
             .trainable(trainable);
         let (r, store) = run_stage(2, cfg, store, states, &data, o, &s2, progress)?;
         reports.push(r);
