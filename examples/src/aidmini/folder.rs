@@ -3,7 +3,7 @@
 //!
 //! | component | class | size |
 //! |---|---|---|
-//! | `vae/` | `AutoencoderKLTemporalDecoder` | channels 32, 32, 64; 4 latent channels; factor 4 |
+//! | `vae/` | `AutoencoderKLTemporalDecoder` | channels 32, 32, 64; `latent_channels` (4 by default, 8 shipped); factor 4 |
 //! | `unet/` | `UNetSpatioTemporalConditionModel` | channels 32, 32; cross-attention width 32; 8 frames |
 //! | `image_encoder/` | `CLIPVisionModelWithProjection` | 1 layer, width 32, patches 32 px of 224 |
 //! | `text_encoder/` | `CLIPTextModel` | 1 layer, width 32, 16 positions |

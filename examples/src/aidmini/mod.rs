@@ -8,15 +8,15 @@
 //!   instruction.
 //! - **Base** (a Stable Video Diffusion pipeline folder, loaded by
 //!   [`vidgen_pipelines::SvdPipeline`]): a temporal VAE (`AutoencoderKLTemporalDecoder`, factor 4:
-//!   32×32 frames ↔ 4×8×8 latents), an SVD UNet (`UNetSpatioTemporalConditionModel`, 2 levels)
-//!   trained image-to-video on the world (first frame → the object at rest, then moving in a
+//!   32×32 frames ↔ C×8×8 latents, `C` = `latent_channels`: 8 in the shipped folder), an SVD
+//!   UNet (`UNetSpatioTemporalConditionModel`, 2 levels) trained image-to-video on the world (first frame → the object at rest, then moving in a
 //!   random direction), and CLIP vision / text towers with frozen random weights (the real
 //!   CLIP tokenizer's vocabulary, cut to 1 014 tokens). See [`folder`].
 //! - **AID** ([`vidgen_pipelines::AidPipeline`]): adapters at every attention site of the frozen
 //!   UNet, a DQFormer and the UNet's cross-attention layers (AID's recipe), trained on
 //!   instruction-labelled episodes with the rest of the base frozen; the template planner writes
 //!   the stages. The shipped weights move the object the instructed way in 95.0 % of 200
-//!   episodes (12.5 % without the text, chance 12.5 %).
+//!   episodes (11.5 % without the text, chance 12.5 %).
 //! - [`train`] runs the stages (VAE, VAE decoder, base, AID); [`eval`] measures instruction following
 //!   with Wilson intervals and writes the clips.
 

@@ -169,7 +169,10 @@ fn vimi_row(a: &Args) -> Result<Row> {
         baseline: Some(("no example".into(), Proportion::new(n.object, n.n))),
         chance: Some(r.chance[0]),
         seconds: t0.elapsed().as_secs_f64(),
-        note: String::new(),
+        note: format!(
+            "motion follows the text {}",
+            pct(&Proportion::new(r.direction, r.n))
+        ),
     })
 }
 
