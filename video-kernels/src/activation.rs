@@ -71,23 +71,38 @@ fn glu_rows(
             Some((a, b)) => &all[a..b],
             None => return Err(Error::invalid(what, "not contiguous after copy")),
         };
-        let rows = src.len() / (2 * i);
-        // ~64 Ki outputs per task: long enough that rayon's scheduling is noise.
-        let per_task = (65_536 / i).max(1);
-        let write = |first: usize, o: &mut [f32]| {
-            for (orow, srow) in o
-                .chunks_exact_mut(i)
-                .zip(src[2 * first..].chunks_exact(2 * i))
-            {
-                let (a, b) = srow.split_at(i);
-                f(a, b, orow);
-            }
-        };
-        // SAFETY: the chunks are whole rows of `i`, and every `f` of this module assigns each
-        // element of its output row from `a` and `b` without reading it.
-        unsafe { vidgen_video_core::buffer::par_write(rows * i, per_task * i, write) }
+        glu_slice(src, i, f)
     };
     Ok(Tensor::from_vec(out, out_shape, x.device())?)
+}
+
+/// The rows `[a, b]` (halves of width `i ≥ 1`) of `src` → `f(a, b, out)` per row, rows in
+/// parallel.
+fn glu_slice(src: &[f32], i: usize, f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync) -> Vec<f32> {
+    let rows = src.len() / (2 * i);
+    // ~64 Ki outputs per task: long enough that rayon's scheduling is noise.
+    let per_task = (65_536 / i).max(1);
+    let write = |first: usize, o: &mut [f32]| {
+        for (orow, srow) in o
+            .chunks_exact_mut(i)
+            .zip(src[2 * first..].chunks_exact(2 * i))
+        {
+            let (a, b) = srow.split_at(i);
+            f(a, b, orow);
+        }
+    };
+    // SAFETY: the chunks are whole rows of `i`, and every `f` of this module assigns each
+    // element of its output row from `a` and `b` without reading it.
+    unsafe { vidgen_video_core::buffer::par_write(rows * i, per_task * i, write) }
+}
+
+/// `gelu(x)` element-wise, in parallel chunks.
+fn gelu_vec(xs: &[f32]) -> Vec<f32> {
+    let mut out = vec![0f32; xs.len()];
+    out.par_chunks_mut(65_536)
+        .zip(xs.par_chunks(65_536))
+        .for_each(|(o, s)| gelu_into(s, None, o));
+    out
 }
 
 /// Whether the fused path takes `x`: f32 on the CPU, no gradient tracking, twins not forced.
@@ -296,11 +311,7 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
         return gelu_erf_reference(x);
     }
     let xs = x.flatten_all()?.to_vec1::<f32>()?;
-    let mut out = vec![0f32; xs.len()];
-    out.par_chunks_mut(65_536)
-        .zip(xs.par_chunks(65_536))
-        .for_each(|(o, s)| gelu_into(s, None, o));
-    Ok(Tensor::from_vec(out, x.dims(), x.device())?)
+    Ok(Tensor::from_vec(gelu_vec(&xs), x.dims(), x.device())?)
 }
 
 /// `x[..., :I] · gelu(x[..., I:])` with candle ops (differentiable; the definition [`geglu`]
@@ -414,29 +425,22 @@ impl candle_core::CustomOp1 for GeluOp {
         let xs = crate::storage::f32_slice(s, l, "gelu input")?;
         let dims = l.dims();
         if !self.gated {
-            let mut out = vec![0f32; xs.len()];
-            out.par_chunks_mut(GELU_TASK)
-                .zip(xs.par_chunks(GELU_TASK))
-                .for_each(|(o, x)| gelu_into(x, None, o));
-            return Ok((candle_core::CpuStorage::F32(out), l.shape().clone()));
+            return Ok((
+                candle_core::CpuStorage::F32(gelu_vec(xs)),
+                l.shape().clone(),
+            ));
         }
         let i = dims.last().copied().unwrap_or(0) / 2;
         let mut out_dims = dims.to_vec();
         if let Some(last) = out_dims.last_mut() {
             *last = i;
         }
-        let mut out = vec![0f32; xs.len() / 2];
-        if let Some(rows_per) = GELU_TASK.checked_div(i) {
-            let rows_per = rows_per.max(1);
-            out.par_chunks_mut(rows_per * i)
-                .zip(xs.par_chunks(rows_per * 2 * i))
-                .for_each(|(o, x)| {
-                    for (orow, xrow) in o.chunks_exact_mut(i).zip(x.chunks_exact(2 * i)) {
-                        let (h, g) = xrow.split_at(i);
-                        gelu_into(g, Some(h), orow);
-                    }
-                });
-        }
+        // The same kernel as the untracked `geglu`.
+        let out = if i == 0 {
+            Vec::new()
+        } else {
+            glu_slice(xs, i, |h, g, o| gelu_into(g, Some(h), o))
+        };
         Ok((candle_core::CpuStorage::F32(out), out_dims.into()))
     }
 
@@ -446,10 +450,6 @@ impl candle_core::CustomOp1 for GeluOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        let wrap = |e: Error| match e {
-            Error::Candle(c) => c,
-            other => candle_core::Error::wrap(other),
-        };
         let arg = arg.contiguous()?;
         let grad = grad.contiguous()?;
         let gated = self.gated;
@@ -483,7 +483,7 @@ impl candle_core::CustomOp1 for GeluOp {
                 Ok(dx)
             })
         })
-        .map_err(wrap)?;
+        .map_err(crate::storage::to_candle)?;
         Ok(Some(Tensor::from_vec(dx, arg.dims(), arg.device())?))
     }
 }

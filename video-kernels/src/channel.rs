@@ -15,7 +15,7 @@ use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 use vidgen_video_core::{Error, Result};
 
-use crate::storage::{f32_slice, with_f32};
+use crate::storage::{f32_slice, to_candle, with_f32};
 
 /// Elements of `x` per rayon task, forward and backward (~32 Ki).
 const CHUNK_ELEMS: usize = 32_768;
@@ -277,10 +277,6 @@ impl CustomOp2 for ChannelOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let wrap = |e: Error| match e {
-            Error::Candle(c) => c,
-            other => candle_core::Error::wrap(other),
-        };
         // Only the tracked operands' gradients are computed: a frozen norm weight on a
         // trained input (adapter training) costs no reduction.
         if self.mul {
@@ -297,14 +293,14 @@ impl CustomOp2 for ChannelOp {
                 None
             };
             let dw = if v.track_op() {
-                Some(channel_sum(grad, Some(x), self.axis).map_err(wrap)?)
+                Some(channel_sum(grad, Some(x), self.axis).map_err(to_candle)?)
             } else {
                 None
             };
             Ok((dx, dw))
         } else {
             let db = if v.track_op() {
-                Some(channel_sum(grad, None, self.axis).map_err(wrap)?)
+                Some(channel_sum(grad, None, self.axis).map_err(to_candle)?)
             } else {
                 None
             };

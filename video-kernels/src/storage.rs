@@ -37,3 +37,12 @@ pub(crate) fn with_f32<R, E: From<CError>>(
     };
     f(f32_slice(cpu, l, what)?)
 }
+
+/// Our error as candle's, for custom ops' `cpu_fwd` / `bwd` (a wrapped candle error is
+/// unwrapped, anything else boxed).
+pub(crate) fn to_candle(e: vidgen_video_core::Error) -> CError {
+    match e {
+        vidgen_video_core::Error::Candle(c) => c,
+        other => CError::wrap(other),
+    }
+}

@@ -70,13 +70,6 @@ pub(crate) fn backward_weight(
     }
 }
 
-fn wrap(e: vidgen_video_core::Error) -> candle_core::Error {
-    match e {
-        vidgen_video_core::Error::Candle(c) => c,
-        other => candle_core::Error::wrap(other),
-    }
-}
-
 /// `y = conv3d(x, w)` without bias, in f32 on contiguous CPU tensors.
 pub(crate) struct Conv3dOp {
     pub geom: Geom,
@@ -106,7 +99,7 @@ impl CustomOp2 for Conv3dOp {
         }
         let x = f32_slice(s1, l1, "conv3d x")?;
         let w = f32_slice(s2, l2, "conv3d weight")?;
-        let y = forward(g, x, w, None).map_err(wrap)?;
+        let y = forward(g, x, w, None).map_err(crate::storage::to_candle)?;
         Ok((CpuStorage::F32(y), Shape::from(g.out_dims().to_vec())))
     }
 
@@ -132,14 +125,14 @@ impl CustomOp2 for Conv3dOp {
         let (dx, dw) = with_f32(&dy, "conv3d dy", |dyv| {
             let dx = if x.track_op() {
                 Some(with_f32(w, "conv3d weight", |wv| {
-                    backward_input(g, dyv, wv).map_err(wrap)
+                    backward_input(g, dyv, wv).map_err(crate::storage::to_candle)
                 })?)
             } else {
                 None
             };
             let dw = if w.track_op() {
                 Some(with_f32(x, "conv3d x", |xv| {
-                    backward_weight(g, xv, dyv).map_err(wrap)
+                    backward_weight(g, xv, dyv).map_err(crate::storage::to_candle)
                 })?)
             } else {
                 None
@@ -192,7 +185,7 @@ impl CustomOp3 for Conv3dBiasOp {
         let x = f32_slice(s1, l1, "conv3d x")?;
         let w = f32_slice(s2, l2, "conv3d weight")?;
         let b = f32_slice(s3, l3, "conv3d bias")?;
-        let y = forward(g, x, w, Some(b)).map_err(wrap)?;
+        let y = forward(g, x, w, Some(b)).map_err(crate::storage::to_candle)?;
         Ok((CpuStorage::F32(y), Shape::from(g.out_dims().to_vec())))
     }
 

@@ -17,7 +17,7 @@ use vidgen_video_core::{Error, Result};
 
 use crate::gemm::{gemm, gemm_uninit, Threads, View};
 use crate::simd::{self, dot, Level};
-use crate::storage::with_f32;
+use crate::storage::{to_candle, with_f32};
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -132,13 +132,6 @@ struct FrozenLinear {
     rows: usize,
     in_dim: usize,
     out_dim: usize,
-}
-
-fn to_candle(e: Error) -> candle_core::Error {
-    match e {
-        Error::Candle(c) => c,
-        other => candle_core::Error::wrap(other),
-    }
 }
 
 impl candle_core::CustomOp1 for FrozenLinear {
