@@ -22,6 +22,38 @@ const MIN_MOVING: usize = 30;
 /// Of 50 clips, those whose object keeps its colour (measured 51 % of 200).
 const MIN_COLOUR: usize = 15;
 
+/// The instructed condition on `n` episodes of stream `seed`: every clip has the folder's
+/// frame count, and there are `n` of them.
+fn run_instructed(
+    pipe: &vidgen_pipelines::AidPipeline,
+    cfg: &MiniConfig,
+    seed: u64,
+    n: usize,
+) -> super::eval::ConditionReport {
+    let eps = Episodes::new(cfg).unwrap();
+    let episodes = eval_episodes(&eps, seed, n).unwrap();
+    let opts = EvalOptions {
+        episodes: n,
+        seed,
+        sweep: Vec::new(),
+        references: false,
+        ..EvalOptions::default()
+    };
+    let cond = Condition {
+        label: "instructed".into(),
+        text: true,
+        text_guidance: cfg.text_guidance,
+    };
+    let mut clips = 0;
+    let rep = run_condition(pipe, cfg, &cond, &episodes, &opts, &mut |_, frames, _| {
+        assert_eq!(frames.len(), cfg.frames);
+        clips += 1;
+    })
+    .unwrap();
+    assert_eq!(clips, n);
+    rep
+}
+
 #[test]
 fn shipped_aid_mini_loads_strictly_and_follows_instructions() {
     let dir = shipped_dir();
@@ -34,27 +66,7 @@ fn shipped_aid_mini_loads_strictly_and_follows_instructions() {
     assert!(share.share() < 0.1, "AID's share {}", share.share());
 
     let n = 50;
-    let eps = Episodes::new(&cfg).unwrap();
-    let episodes = eval_episodes(&eps, 7, n).unwrap();
-    let opts = EvalOptions {
-        episodes: n,
-        seed: 7,
-        sweep: Vec::new(),
-        references: false,
-        ..EvalOptions::default()
-    };
-    let cond = Condition {
-        label: "instructed".into(),
-        text: true,
-        text_guidance: cfg.text_guidance,
-    };
-    let mut clips = 0;
-    let rep = run_condition(&pipe, &cfg, &cond, &episodes, &opts, &mut |_, frames, _| {
-        assert_eq!(frames.len(), cfg.frames);
-        clips += 1;
-    })
-    .unwrap();
-    assert_eq!(clips, n);
+    let rep = run_instructed(&pipe, &cfg, 7, n);
     println!(
         "instructed: direction agrees {} (chance 12.5%), colour {}, identity {}, no motion {}",
         rep.direction.display(),
@@ -110,34 +122,7 @@ fn quick_training_with_two_latent_channels_runs_end_to_end() {
     let pipe = load_pipeline(dir.path()).unwrap();
     assert_eq!(pipe.svd.latent_channels(), 2);
     assert!(crate::minis::unclean_loads(&pipe.report).is_empty());
-    let eps = Episodes::new(&mini).unwrap();
-    let episodes = eval_episodes(&eps, 3, 2).unwrap();
-    let opts = EvalOptions {
-        episodes: 2,
-        seed: 3,
-        sweep: Vec::new(),
-        references: false,
-        ..EvalOptions::default()
-    };
-    let cond = Condition {
-        label: "instructed".into(),
-        text: true,
-        text_guidance: mini.text_guidance,
-    };
-    let mut clips = 0;
-    run_condition(
-        &pipe,
-        &mini,
-        &cond,
-        &episodes,
-        &opts,
-        &mut |_, frames, _| {
-            assert_eq!(frames.len(), mini.frames);
-            clips += 1;
-        },
-    )
-    .unwrap();
-    assert_eq!(clips, 2);
+    run_instructed(&pipe, &mini, 3, 2);
 
     // The shipped (8-channel) VAE under this 2-channel UNet: a typed error at load, not a
     // shape failure at the first step.

@@ -77,6 +77,12 @@ impl VimiConditionerConfig {
     }
 }
 
+/// Initialiser of the learned embeddings (slots, frames, types).
+const EMBEDDING_INIT: Init = Init::Randn {
+    mean: 0.0,
+    stdev: 0.02,
+};
+
 /// The conditioner (see the module docs). Keys: `text_proj.*`, `example_proj.*`, `slot
 /// [max_examples, D]`, `frame [max_frames, D]`, `image_type [D]`; with `motion_token`, also
 /// `motion_proj.*` and `motion_type [D]`.
@@ -99,10 +105,7 @@ impl VimiConditioner {
     pub fn new(cfg: &VimiConditionerConfig, vb: VarBuilder) -> Result<Self> {
         cfg.validate()?;
         let d = cfg.context_dim;
-        let emb = Init::Randn {
-            mean: 0.0,
-            stdev: 0.02,
-        };
+        let emb = EMBEDDING_INIT;
         Ok(Self {
             text_proj: Linear::new(cfg.text_dim, d, true, vb.pp("text_proj"))?,
             example_proj: Linear::new(cfg.example_dim, d, true, vb.pp("example_proj"))?,
@@ -328,26 +331,8 @@ mod tests {
         assert_eq!(t.dims(), &[2, 10, 8]);
         // Example 1's motion token is position 2·5 − 1 = 9.
         let proj = Linear::new(6, 8, true, vb.pp("motion_proj")).unwrap();
-        let kind = vb
-            .get_with_hints(
-                8,
-                "motion_type",
-                Init::Randn {
-                    mean: 0.0,
-                    stdev: 0.02,
-                },
-            )
-            .unwrap();
-        let slot = vb
-            .get_with_hints(
-                (3, 8),
-                "slot",
-                Init::Randn {
-                    mean: 0.0,
-                    stdev: 0.02,
-                },
-            )
-            .unwrap();
+        let kind = vb.get_with_hints(8, "motion_type", EMBEDDING_INIT).unwrap();
+        let slot = vb.get_with_hints((3, 8), "slot", EMBEDDING_INIT).unwrap();
         let delta = (clip.get(0).unwrap().get(1).unwrap().get(3).unwrap()
             - clip.get(0).unwrap().get(1).unwrap().get(0).unwrap())
         .unwrap();
