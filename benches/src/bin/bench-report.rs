@@ -29,6 +29,7 @@ struct Args {
     out: String,
     peer: bool,
     keep_freed_memory: bool,
+    prefer_rayon_threads: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -40,6 +41,7 @@ fn parse() -> Result<Args, String> {
         out: "BENCHMARKS.md".into(),
         peer: true,
         keep_freed_memory: false,
+        prefer_rayon_threads: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -52,8 +54,9 @@ fn parse() -> Result<Args, String> {
             "--out" => a.out = val("--out")?,
             "--no-peer" => a.peer = false,
             "--keep-freed-memory" => a.keep_freed_memory = true,
+            "--prefer-rayon-threads" => a.prefer_rayon_threads = true,
             "-h" | "--help" => {
-                return Err("usage: bench-report [--rounds N] [--threads N] [--repeat R] [--filter S]... [--out FILE] [--no-peer] [--keep-freed-memory]".into())
+                return Err("usage: bench-report [--rounds N] [--threads N] [--repeat R] [--filter S]... [--out FILE] [--no-peer] [--keep-freed-memory] [--prefer-rayon-threads]".into())
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -230,6 +233,11 @@ fn main() -> ExitCode {
         std::env::set_var("MALLOC_TRIM_THRESHOLD_", i32::MAX.to_string());
         std::env::set_var("MALLOC_TOP_PAD_", (256u32 << 20).to_string());
     }
+    if args.prefer_rayon_threads && !vidgen_trainer::prefer_rayon_threads() {
+        // The training entry points' setting (candle's element-wise ops on the calling thread
+        // instead of candle's own spinning pool); a CANDLE_NUM_THREADS the user set stands.
+        eprintln!("--prefer-rayon-threads: CANDLE_NUM_THREADS is already set and stands");
+    }
     let device = Device::Cpu;
     let cases: Vec<Case> = all_cases()
         .into_iter()
@@ -284,9 +292,14 @@ fn main() -> ExitCode {
     );
     let _ = writeln!(
         md,
-        "- Threads: ours {} (`RAYON_NUM_THREADS`, rayon's global pool, used by candle and our kernels); \
+        "- Threads: ours {} (`RAYON_NUM_THREADS`, rayon's global pool, used by candle and our kernels{}); \
          PyTorch `--threads {}` (`torch.set_num_threads`, OMP/MKL/OpenBLAS set before import)",
-        args.threads, args.threads
+        args.threads,
+        match std::env::var("CANDLE_NUM_THREADS") {
+            Ok(v) => format!("; candle's own element-wise pool: `CANDLE_NUM_THREADS={v}`"),
+            Err(_) => String::new(),
+        },
+        args.threads
     );
     let _ = writeln!(
         md,
