@@ -3,7 +3,7 @@
 //!
 //! | component | class | size |
 //! |---|---|---|
-//! | `vae/` | `AutoencoderKLTemporalDecoder` | channels 32, 32, 64; `latent_channels` (4 by default, 8 shipped); factor 4 |
+//! | `vae/` | `AutoencoderKLTemporalDecoder` | channels 32, 32, 64; `latent_channels` (4 by default, 8 shipped); factor `vae_factor` (4 by default; 2: channels 32, 64) |
 //! | `unet/` | `UNetSpatioTemporalConditionModel` | channels 32, 32; cross-attention width 32; 8 frames |
 //! | `image_encoder/` | `CLIPVisionModelWithProjection` | 1 layer, width 32, patches 32 px of 224 |
 //! | `text_encoder/` | `CLIPTextModel` | 1 layer, width 32, 16 positions |
@@ -43,13 +43,22 @@ pub const TOKENIZER_VOCAB: &str =
 pub const TOKENIZER_MERGES: &str =
     include_str!("../../../fixtures/clip_tokenizer/tiny500/tokenizer/merges.txt");
 
+/// The VAE's `block_out_channels` for `cfg.vae_factor` (one downsampling per block but the
+/// last): 32 per downsampling block, then 64 (factor 4: `[32, 32, 64]`; factor 2: `[32, 64]`).
+pub fn vae_channels(cfg: &MiniConfig) -> Vec<usize> {
+    let downs = cfg.vae_factor.max(1).trailing_zeros() as usize;
+    let mut c = vec![32; downs];
+    c.push(64);
+    c
+}
+
 /// `vae/config.json` with the measured `scaling_factor`.
 pub fn vae_config(cfg: &MiniConfig, scaling_factor: f64) -> Value {
     json!({
         "_class_name": "AutoencoderKLTemporalDecoder",
         "_diffusers_version": "0.42.1",
-        "block_out_channels": [32, 32, 64],
-        "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
+        "block_out_channels": vae_channels(cfg),
+        "down_block_types": vec!["DownEncoderBlock2D"; vae_channels(cfg).len()],
         "force_upcast": true,
         "in_channels": 3,
         "latent_channels": cfg.latent_channels,
@@ -75,7 +84,7 @@ pub fn unet_config(cfg: &MiniConfig) -> Value {
         "num_frames": cfg.frames,
         "out_channels": cfg.latent_channels,
         "projection_class_embeddings_input_dim": 24,
-        "sample_size": cfg.size / 4,
+        "sample_size": cfg.size / cfg.vae_factor.max(1),
         "transformer_layers_per_block": 1,
         "up_block_types": ["CrossAttnUpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"]
     })

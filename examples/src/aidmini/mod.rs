@@ -62,6 +62,9 @@ pub struct MiniConfig {
     /// Latent channels of the VAE (the UNet takes twice as many: noisy + conditioning
     /// latents). Folders written before this field existed have 4.
     pub latent_channels: usize,
+    /// Downsampling factor of the VAE (a power of two: frames of `size` pixels become latents
+    /// of `size / vae_factor`). Folders written before this field existed have 4.
+    pub vae_factor: u32,
     /// Shapes drawn.
     pub shapes: Vec<String>,
     /// Colours drawn.
@@ -87,6 +90,7 @@ impl Default for MiniConfig {
             speed: 1,
             radius: 5,
             latent_channels: 4,
+            vae_factor: 4,
             shapes: ["circle", "square", "triangle", "cross"]
                 .map(String::from)
                 .to_vec(),
@@ -118,6 +122,19 @@ impl MiniConfig {
     pub fn validate(&self) -> Result<()> {
         if self.latent_channels == 0 {
             return Err(Error::config("latent_channels", "must be at least 1"));
+        }
+        if !self.vae_factor.is_power_of_two()
+            || self.vae_factor < 2
+            || !self.size.is_multiple_of(self.vae_factor)
+            || self.size / self.vae_factor < 4
+        {
+            return Err(Error::config(
+                "vae_factor",
+                format!(
+                    "{} must be a power of two >= 2 that divides size {} into at least 4 latent cells",
+                    self.vae_factor, self.size
+                ),
+            ));
         }
         if self.cond_frames == 0 || self.cond_frames >= self.frames {
             return Err(Error::config(
@@ -321,6 +338,28 @@ mod tests {
         };
         assert!(bad.validate().is_err());
         assert!(MiniConfig::default().validate().is_ok());
+        for (f, ok) in [
+            (2, true),
+            (4, true),
+            (8, true),
+            (0, false),
+            (3, false),
+            (16, false),
+        ] {
+            let c = MiniConfig {
+                vae_factor: f,
+                ..MiniConfig::default()
+            };
+            let r = c.validate();
+            assert_eq!(r.is_ok(), ok, "vae_factor {f}: {r:?}");
+            if let Err(e) = r {
+                assert!(e.to_string().contains("vae_factor"), "{e}");
+            }
+        }
+        // Folders written before the field existed load with factor 4.
+        let old: MiniConfig =
+            serde_json::from_str(r#"{"size": 32, "latent_channels": 8}"#).unwrap();
+        assert_eq!(old.vae_factor, 4);
         assert_eq!(instruction(Direction::UpLeft), "move up-left");
     }
 }

@@ -88,11 +88,11 @@ fn shipped_aid_mini_loads_strictly_and_follows_instructions() {
     );
 }
 
-/// A folder with 2 latent channels (neither SVD's 4 nor the shipped miniature's 8) trains
-/// through every stage and runs through `AidPipeline`: the pipelines read the latent width from
-/// the VAE, not a constant.
+/// A folder with 2 latent channels (neither SVD's 4 nor the shipped miniature's 8) and a
+/// factor-2 VAE (16×16 latents) trains through every stage and runs through `AidPipeline`: the
+/// pipelines read the latent width and the VAE's factor from the folder, not constants.
 #[test]
-fn quick_training_with_two_latent_channels_runs_end_to_end() {
+fn quick_training_with_two_latent_channels_and_a_factor_2_vae_runs_end_to_end() {
     use super::train::{train, Stage, StageOptions, TrainOptions};
     let dir = tempfile::tempdir().unwrap();
     let tiny = |batch| StageOptions {
@@ -102,6 +102,7 @@ fn quick_training_with_two_latent_channels_runs_end_to_end() {
     };
     let mini = MiniConfig {
         latent_channels: 2,
+        vae_factor: 2,
         steps: 2,
         ..MiniConfig::default()
     };
@@ -118,9 +119,11 @@ fn quick_training_with_two_latent_channels_runs_end_to_end() {
     };
     let done = train(&opts, &Stage::ALL, dir.path()).unwrap();
     assert_eq!(done.len(), 4);
-    assert_eq!(MiniConfig::load(dir.path()).unwrap().latent_channels, 2);
+    let back = MiniConfig::load(dir.path()).unwrap();
+    assert_eq!((back.latent_channels, back.vae_factor), (2, 2));
     let pipe = load_pipeline(dir.path()).unwrap();
     assert_eq!(pipe.svd.latent_channels(), 2);
+    assert_eq!(pipe.svd.vae_scale_factor(), 2);
     assert!(crate::minis::unclean_loads(&pipe.report).is_empty());
     run_instructed(&pipe, &mini, 3, 2);
 

@@ -70,6 +70,11 @@ pub struct TrainArgs {
     /// `mini.json` value).
     #[arg(long)]
     pub latent_channels: Option<usize>,
+    /// Downsampling factor of the VAE, a power of two (a new folder's default: 4, i.e. 32×32
+    /// frames ↔ 8×8 latents; 2 gives 16×16 latents and about 4× the UNet's cost; a later stage
+    /// keeps the folder's `mini.json` value).
+    #[arg(long)]
+    pub vae_factor: Option<u32>,
     /// Hide the progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -136,11 +141,22 @@ fn run_train(a: &TrainArgs) -> Result<serde_json::Value> {
     }
     // The latent width is part of the folder: a later stage must train the UNet for the VAE
     // the folder already has.
+    let existing = if a.out.join("mini.json").is_file() {
+        Some(MiniConfig::load(&a.out)?)
+    } else {
+        None
+    };
     if let Some(lc) = a.latent_channels {
         opts.mini.latent_channels = lc;
-    } else if a.out.join("mini.json").is_file() {
-        opts.mini.latent_channels = MiniConfig::load(&a.out)?.latent_channels;
+    } else if let Some(m) = &existing {
+        opts.mini.latent_channels = m.latent_channels;
     }
+    if let Some(f) = a.vae_factor {
+        opts.mini.vae_factor = f;
+    } else if let Some(m) = &existing {
+        opts.mini.vae_factor = m.vae_factor;
+    }
+    opts.mini.validate()?;
     if let Some(m) = a.p_mean {
         for st in &stages {
             match st {
