@@ -54,11 +54,12 @@ pub fn vae_channels(cfg: &MiniConfig) -> Vec<usize> {
 
 /// `vae/config.json` with the measured `scaling_factor`.
 pub fn vae_config(cfg: &MiniConfig, scaling_factor: f64) -> Value {
+    let channels = vae_channels(cfg);
     json!({
         "_class_name": "AutoencoderKLTemporalDecoder",
         "_diffusers_version": "0.42.1",
-        "block_out_channels": vae_channels(cfg),
-        "down_block_types": vec!["DownEncoderBlock2D"; vae_channels(cfg).len()],
+        "down_block_types": vec!["DownEncoderBlock2D"; channels.len()],
+        "block_out_channels": channels,
         "force_upcast": true,
         "in_channels": 3,
         "latent_channels": cfg.latent_channels,
@@ -135,7 +136,8 @@ pub fn text_config(positions: usize) -> Value {
 }
 
 /// `scheduler/scheduler_config.json`: SVD's Euler (v-prediction, continuous timesteps
-/// `¼ ln σ`, Karras spacing) with `sigma_max` 20 for unit-variance 8×8 latents.
+/// `¼ ln σ`, Karras spacing) with `sigma_max` 20 for unit-variance 8×8 latents (kept at 20 for a
+/// factor-2 VAE's 16×16).
 pub fn scheduler_config() -> Value {
     json!({
         "_class_name": "EulerDiscreteScheduler",

@@ -7,8 +7,9 @@
 //!   where the object can move 6 px in every direction, so nothing in the frames reveals the
 //!   instruction.
 //! - **Base** (a Stable Video Diffusion pipeline folder, loaded by
-//!   [`vidgen_pipelines::SvdPipeline`]): a temporal VAE (`AutoencoderKLTemporalDecoder`, factor 4:
-//!   32×32 frames ↔ C×8×8 latents, `C` = `latent_channels`: 8 in the shipped folder), an SVD
+//!   [`vidgen_pipelines::SvdPipeline`]): a temporal VAE (`AutoencoderKLTemporalDecoder`, factor
+//!   `vae_factor`, 4 in the shipped folder: 32×32 frames ↔ C×8×8 latents, `C` =
+//!   `latent_channels`: 8 in the shipped folder), an SVD
 //!   UNet (`UNetSpatioTemporalConditionModel`, 2 levels) trained image-to-video on the world (first frame → the object at rest, then moving in a
 //!   random direction), and CLIP vision / text towers with frozen random weights (the real
 //!   CLIP tokenizer's vocabulary, cut to 1 014 tokens). See [`folder`].
