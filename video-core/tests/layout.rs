@@ -1,7 +1,7 @@
 //! `contiguous` equals candle's `Tensor::contiguous` on permuted, narrowed and broadcast views.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, IndexOp, Tensor};
 use proptest::prelude::*;
 use vidgen_video_core::contiguous;
 
@@ -71,4 +71,75 @@ fn gradients_flow_through() {
     let want = w.permute((0, 3, 1, 2)).unwrap().contiguous().unwrap();
     let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert_eq!(flat(gx), flat(&want));
+}
+
+/// The element at multi-index `idx` of a view, computed from its layout by hand.
+fn by_index(data: &[f32], t: &Tensor) -> Vec<f32> {
+    let (dims, strides, start) = (t.dims(), t.stride(), t.layout().start_offset());
+    let n: usize = dims.iter().product();
+    (0..n)
+        .map(|mut i| {
+            let mut off = start;
+            for d in (0..dims.len()).rev() {
+                off += (i % dims[d]) * strides[d];
+                i /= dims[d];
+            }
+            data[off]
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(video_testkit::proptest_config(48))]
+    /// candle's own `contiguous` (vendored and patched: a strided innermost dimension is
+    /// gathered row by row, in parallel above 16 Ki elements) against index arithmetic, on
+    /// permuted, narrowed and broadcast views large enough to split into tasks.
+    #[test]
+    fn candle_contiguous_matches_index_arithmetic(
+        dims in prop::collection::vec(1usize..24, 2..=4),
+        perm_seed in any::<u64>(),
+        narrow in any::<bool>(),
+        broadcast in any::<bool>(),
+    ) {
+        let n: usize = dims.iter().product();
+        let data: Vec<f32> = (0..n).map(|i| i as f32).collect();
+        let x = Tensor::from_vec(data.clone(), dims.clone(), &Device::Cpu).unwrap();
+        let mut perm: Vec<usize> = (0..dims.len()).collect();
+        let mut s = perm_seed;
+        for i in (1..perm.len()).rev() {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            perm.swap(i, (s >> 33) as usize % (i + 1));
+        }
+        let mut t = x.permute(perm).unwrap();
+        if narrow && t.dims()[0] > 2 {
+            let len = t.dims()[0] - 2;
+            t = t.narrow(0, 1, len).unwrap();
+        }
+        if broadcast {
+            // A leading broadcast dimension (stride 0) of 40: above 16 Ki elements for most.
+            let mut shape = vec![40];
+            shape.extend_from_slice(t.dims());
+            t = t.broadcast_as(shape).unwrap();
+        }
+        let want = by_index(&data, &t);
+        let got = t.contiguous().unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        prop_assert_eq!(got, want, "layout {:?}", t.layout());
+    }
+}
+
+#[test]
+fn candle_contiguous_of_large_transposes_matches_index_arithmetic() {
+    let n = 2 * 96 * 33 * 40;
+    let data: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let x = Tensor::from_vec(data.clone(), (2, 96, 33, 40), &Device::Cpu).unwrap();
+    for t in [
+        x.transpose(1, 3).unwrap(),
+        x.permute((0, 2, 3, 1)).unwrap(),
+        x.permute((3, 0, 1, 2)).unwrap(),
+        x.narrow(3, 3, 30).unwrap().transpose(2, 3).unwrap(),
+        x.i((.., .., .., 7)).unwrap().t().unwrap(),
+    ] {
+        let got = t.contiguous().unwrap().flatten_all().unwrap();
+        assert_eq!(got.to_vec1::<f32>().unwrap(), by_index(&data, &t), "{:?}", t.layout());
+    }
 }

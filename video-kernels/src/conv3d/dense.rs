@@ -345,11 +345,17 @@ impl Implicit {
         let pos_stride = self.stride[2] * cig;
         let len = self.groups * self.k[0] * self.k[1] * cog * kw * cig;
         let tiles = self.tiles();
-        tiles
-            .par_iter()
-            .try_fold(
-                || vec![0f32; len],
-                |mut acc, t| -> Result<Vec<f32>> {
+        // Fixed contiguous runs of tiles, one partial sum each, added in run order: rayon's
+        // `fold` / `reduce` would group tiles as work stealing happens to split them, and the
+        // f32 sums (the gradient) would change in their last bits from run to run. The runs
+        // depend only on the tile count and the pool's size.
+        let parts = (2 * rayon::current_num_threads()).clamp(1, tiles.len().max(1));
+        let run = tiles.len().div_ceil(parts).max(1);
+        let partials = tiles
+            .par_chunks(run)
+            .map(|ts| -> Result<Vec<f32>> {
+                let mut acc = vec![0f32; len];
+                for t in ts {
                     let nn = self.cols(t);
                     // dy of the tile on the flat grid, zero in the dropped columns.
                     let mut dyt = vec![0f32; cog * nn];
@@ -398,18 +404,20 @@ impl Implicit {
                             }
                         }
                     }
-                    Ok(acc)
-                },
-            )
-            .try_reduce(
-                || vec![0f32; len],
-                |mut a, b| {
-                    for (x, y) in a.iter_mut().zip(&b) {
-                        *x += y;
-                    }
-                    Ok(a)
-                },
-            )
+                }
+                Ok(acc)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut sum = vec![0f32; len];
+        sum.par_chunks_mut(4096).enumerate().for_each(|(i, dst)| {
+            let o = i * 4096;
+            for p in &partials {
+                for (d, v) in dst.iter_mut().zip(&p[o..]) {
+                    *d += v;
+                }
+            }
+        });
+        Ok(sum)
     }
 }
 
