@@ -15,9 +15,7 @@ use vidgen_trainer::{ParamStore, Selection};
 /// Deterministic, non-trivial values (no RNG: candle's `randn` is not seedable on CPU).
 fn wave(shape: &[usize], phase: f32) -> Tensor {
     let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n)
-        .map(|i| ((i as f32) * 0.618 + phase).sin())
-        .collect();
+    let v: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.618 + phase).sin()).collect();
     Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
 }
 
@@ -61,10 +59,16 @@ fn check(name: &str, run: impl Fn() -> Vec<(String, Vec<u32>)> + Sync) {
         for ((n0, a), (n1, b)) in first.iter().zip(&again) {
             assert_eq!(n0, n1);
             let diff = a.iter().zip(b).filter(|(x, y)| x != y).count();
-            assert_eq!(diff, 0, "{name}, run {k}: {diff} elements of ∂loss/∂{n0} differ");
+            assert_eq!(
+                diff, 0,
+                "{name}, run {k}: {diff} elements of ∂loss/∂{n0} differ"
+            );
         }
     }
-    println!("{name}: {} gradients bit-identical over 7 runs", first.len());
+    println!(
+        "{name}: {} gradients bit-identical over 7 runs",
+        first.len()
+    );
 }
 
 #[test]
@@ -90,9 +94,7 @@ fn svd_unet_backward_is_bit_deterministic() {
     let ids = Tensor::new(&[[6f32, 127.0, 0.02], [6.0, 127.0, 0.02]], &Device::Cpu).unwrap();
     let cot = wave(&[2, 4, 3, 32, 32], 0.3);
     check("unet_svd (32×32, 4 frames, batch 2)", || {
-        let out = m
-            .forward(sample.as_tensor(), &t, &ctx, &ids, None)
-            .unwrap();
+        let out = m.forward(sample.as_tensor(), &t, &ctx, &ids, None).unwrap();
         let loss = out.mul(&cot).unwrap().sum_all().unwrap();
         grad_bits(&store, &sample, &loss)
     });

@@ -140,6 +140,11 @@ fn candle_contiguous_of_large_transposes_matches_index_arithmetic() {
         x.i((.., .., .., 7)).unwrap().t().unwrap(),
     ] {
         let got = t.contiguous().unwrap().flatten_all().unwrap();
-        assert_eq!(got.to_vec1::<f32>().unwrap(), by_index(&data, &t), "{:?}", t.layout());
+        assert_eq!(
+            got.to_vec1::<f32>().unwrap(),
+            by_index(&data, &t),
+            "{:?}",
+            t.layout()
+        );
     }
 }
