@@ -322,10 +322,20 @@ impl VideoLm {
     /// One optimisation step: loss, backward, `optimizer.backward_step`. Returns the loss
     /// before the step. The optimizer must hold the variables to train (e.g. a `VarMap`'s
     /// `all_vars()` given to `candle_nn::AdamW`).
-    pub fn train_step<O: Optimizer>(&self, optimizer: &mut O, batch: &TrainBatch) -> Result<f32> {
-        let loss = self.loss(batch)?;
-        optimizer.backward_step(&loss)?;
-        Ok(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?)
+    ///
+    /// The step runs on a worker of rayon's pool ([`vidgen_video_core::in_pool`]): its
+    /// forward and backward are a few thousand small parallel operations, which from an outside
+    /// thread would each be injected into the pool while the caller sleeps.
+    pub fn train_step<O: Optimizer + Send>(
+        &self,
+        optimizer: &mut O,
+        batch: &TrainBatch,
+    ) -> Result<f32> {
+        vidgen_video_core::in_pool(|| {
+            let loss = self.loss(batch)?;
+            optimizer.backward_step(&loss)?;
+            Ok(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?)
+        })
     }
 }
 

@@ -53,6 +53,40 @@ impl TrainBatch {
         })
     }
 
+    /// Weights the targets: `weights [B, N]` (finite, ≥ 0) multiplies the loss mask, and the
+    /// loss becomes the weighted mean `Σ w·nll / Σ w` over the targets. For example, to spend
+    /// more of the loss on the few tokens that decide a continuation.
+    ///
+    /// # Errors
+    /// A shape other than the ids', a negative or non-finite weight, or no target left with a
+    /// positive weight.
+    pub fn with_loss_weights(mut self, weights: &Tensor) -> Result<Self> {
+        if weights.dims() != self.ids.dims() {
+            return Err(Error::shape(
+                "loss weights",
+                self.ids.dims(),
+                weights.dims(),
+            ));
+        }
+        let w = weights.to_dtype(DType::F32)?;
+        let v = w.flatten_all()?.to_vec1::<f32>()?;
+        if let Some(bad) = v.iter().find(|x| !x.is_finite() || **x < 0.0) {
+            return Err(Error::invalid(
+                "loss weights",
+                format!("must be finite and ≥ 0, found {bad}"),
+            ));
+        }
+        let m = (&self.loss_mask * w)?;
+        if m.sum_all()?.to_scalar::<f32>()? <= 0.0 {
+            return Err(Error::invalid(
+                "loss weights",
+                "leave no target with a positive weight",
+            ));
+        }
+        self.loss_mask = m;
+        Ok(self)
+    }
+
     /// Adds text prefix embeddings `[B, L, D]` (projected by the [`crate::VideoLm`]).
     pub fn with_text_prefix(mut self, text: Tensor) -> Result<Self> {
         let b = self.ids.dim(0)?;
@@ -132,7 +166,8 @@ impl TrainBatch {
         &self.ids
     }
 
-    /// Loss mask `[B, N]` f32 of 0 / 1.
+    /// Loss mask `[B, N]` f32: 0 / 1, or the targets' weights after
+    /// [`TrainBatch::with_loss_weights`].
     pub fn loss_mask(&self) -> &Tensor {
         &self.loss_mask
     }

@@ -600,6 +600,29 @@ fn adamw_steps_reduce_the_masked_loss() {
         + lp.i((2, 4)).unwrap().to_scalar::<f32>().unwrap())
         / 2.0;
     assert!((loss - want).abs() < 1e-5, "{loss} vs {want}");
+    // Weighted targets: Σ w·nll / Σ w (the masked-out token's weight does not count).
+    let weighted = plain
+        .clone()
+        .with_loss_weights(&Tensor::new(&[[5f32, 7., 3., 1.]], &Device::Cpu).unwrap())
+        .unwrap();
+    let wl = next_token_loss(lm.model(), None, &weighted)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let want_w = -(3.0 * lp.i((1, 3)).unwrap().to_scalar::<f32>().unwrap()
+        + lp.i((2, 4)).unwrap().to_scalar::<f32>().unwrap())
+        / 4.0;
+    assert!((wl - want_w).abs() < 1e-5, "{wl} vs {want_w}");
+    for bad in [
+        [1f32, -1., 1., 1.],
+        [1., 1., f32::NAN, 1.],
+        [0., 5., 0., 0.],
+    ] {
+        let w = Tensor::new(&[bad], &Device::Cpu).unwrap();
+        assert!(plain.clone().with_loss_weights(&w).is_err(), "{bad:?}");
+    }
+    let w = Tensor::new(&[[1f32, 1.]], &Device::Cpu).unwrap();
+    assert!(plain.clone().with_loss_weights(&w).is_err());
     // No target at all.
     let none = TrainBatch::new(
         Tensor::new(&[[1u32, 2]], &Device::Cpu).unwrap(),

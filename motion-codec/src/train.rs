@@ -364,7 +364,8 @@ pub fn train_motion_tokenizer(
         }
         let lr = train.lr_at(step);
         opt.set_learning_rate(lr);
-        opt.backward_step(&loss)?;
+        // On a rayon worker: the backward's parallel ops are nested jobs there.
+        vidgen_video_core::in_pool(|| opt.backward_step(&loss))?;
         let (commitment, codes_used, restarted) = match &q {
             Some(q) => {
                 let report = vq.ema_update(&flat.detach(), &q.indices)?;

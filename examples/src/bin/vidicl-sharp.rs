@@ -187,6 +187,10 @@ struct TrainArgs {
     /// Put the loss on the query clip's tokens only (the continuation), not on the demos'.
     #[arg(long)]
     query_loss_only: bool,
+    /// Loss weight of the query clip's tokens that changed since the previous frame (the
+    /// moving object's cells; 1: a plain mean).
+    #[arg(long)]
+    changed_weight: Option<f32>,
 }
 
 fn parse_recipe(s: &str) -> std::result::Result<Recipe, String> {
@@ -420,6 +424,9 @@ fn train(a: &TrainArgs) -> Result<()> {
     }
     opts.init = a.init.clone();
     opts.query_loss_only = a.query_loss_only;
+    if let Some(w) = a.changed_weight {
+        opts.changed_weight = w;
+    }
     let spec = TextEncoderSpec::default();
     let table = if opts.text {
         Some(InstructionEncoder::with_vendored_tokenizer(&spec)?.direction_table()?)

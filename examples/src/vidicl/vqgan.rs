@@ -448,7 +448,8 @@ pub fn train_vqgan(
         let mse = (y - &x)?.sqr()?.mean_all()?;
         let lr = opts.lr_at(step, total);
         opt.set_learning_rate(lr);
-        opt.backward_step(&mse)?;
+        // On a rayon worker: the backward's parallel ops are nested jobs there.
+        vidgen_video_core::in_pool(|| opt.backward_step(&mse))?;
         let mse = mse.to_scalar::<f32>()?;
         check_loss(mse, step)?;
         on_step(VqStep {
@@ -497,7 +498,8 @@ pub fn train_vqgan(
         let loss = (&mse + (&q.commitment_loss * opts.beta)?)?;
         let lr = opts.lr_at(step, total);
         opt.set_learning_rate(lr);
-        opt.backward_step(&loss)?;
+        // On a rayon worker: the backward's parallel ops are nested jobs there.
+        vidgen_video_core::in_pool(|| opt.backward_step(&loss))?;
         let rep = model.quantizer_mut().ema_update(&z.detach(), &q.indices)?;
         let mse = mse.to_scalar::<f32>()?;
         check_loss(mse, step)?;

@@ -574,7 +574,8 @@ pub fn train_detokenizer(
             t.lr / 10.0 + 0.45 * t.lr * (1.0 + (std::f64::consts::PI * p).cos())
         };
         opt.set_learning_rate(lr);
-        opt.backward_step(&loss)?;
+        // On a rayon worker: the backward's parallel ops are nested jobs there.
+        vidgen_video_core::in_pool(|| opt.backward_step(&loss))?;
         on_step(step, lv);
         losses.push(lv);
     }

@@ -460,7 +460,8 @@ pub fn train_keyframe_tokenizer(
         let lv = loss.to_scalar::<f32>()?;
         check(lv, step)?;
         opt.set_learning_rate(t.lr_at(step));
-        opt.backward_step(&loss)?;
+        // On a rayon worker: the backward's parallel ops are nested jobs there.
+        vidgen_video_core::in_pool(|| opt.backward_step(&loss))?;
         let s = KeyframeStep {
             step,
             vq: false,
@@ -510,7 +511,8 @@ pub fn train_keyframe_tokenizer(
         let lv = mse.to_scalar::<f32>()?;
         check(lv, step)?;
         opt.set_learning_rate(t.lr_at(step));
-        opt.backward_step(&loss)?;
+        // On a rayon worker: the backward's parallel ops are nested jobs there.
+        vidgen_video_core::in_pool(|| opt.backward_step(&loss))?;
         let (b, c, hh, ww) = h.dims4()?;
         let flat = h
             .detach()

@@ -447,8 +447,13 @@ pub fn train_lm(
             samples.push(s);
         }
         let batch = batch_of(&samples, device)?;
-        let loss = next_token_loss(&model, None, &batch)?;
-        let lv = loss.to_scalar::<f32>()?;
+        // Forward and backward on a rayon worker: a few thousand small parallel ops, each
+        // otherwise injected from this thread while it sleeps.
+        let (loss, lv) = vidgen_video_core::in_pool(|| -> Result<(Tensor, f32)> {
+            let loss = next_token_loss(&model, None, &batch)?;
+            let lv = loss.to_scalar::<f32>()?;
+            Ok((loss, lv))
+        })?;
         if !lv.is_finite() {
             return Err(Error::NonFinite {
                 location: format!("LLM training loss at step {step}"),
@@ -458,7 +463,7 @@ pub fn train_lm(
             });
         }
         opt.set_learning_rate(t.lr_at(step));
-        opt.backward_step(&loss)?;
+        vidgen_video_core::in_pool(|| opt.backward_step(&loss))?;
         on_step(step, lv);
         losses.push(lv);
     }
