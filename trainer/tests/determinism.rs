@@ -2,7 +2,7 @@
 //! thread or on a rayon worker (where `Trainer::step` runs it, for speed): no gradient may
 //! depend on how work stealing happened to split a parallel sum. `resume.rs` relies on this
 //! (20 steps straight = 10 + resume + 10), and so does anyone comparing two runs.
-//! Sizes are chosen so that the convolutions' weight gradients span many tiles.
+//! The tests' tiny UNets at 32×32, batch 2: the convolutions' weight gradients span many tiles.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -10,7 +10,7 @@ mod common;
 use candle_core::{DType, Device, Tensor, Var};
 use vidgen_diffusion_unet3d::sd::{UNet3DConditionModel, UNet3DConfig};
 use vidgen_diffusion_unet3d::svd::{UNetSpatioTemporalConditionModel, UNetSpatioTemporalConfig};
-use vidgen_trainer::{ParamStore, Selection};
+use vidgen_trainer::{ParamStore, Recipe, Selection};
 
 /// Deterministic, non-trivial values (no RNG: candle's `randn` is not seedable on CPU).
 fn wave(shape: &[usize], phase: f32) -> Tensor {
@@ -74,16 +74,8 @@ fn check(name: &str, run: impl Fn() -> Vec<(String, Vec<u32>)> + Sync) {
 #[test]
 fn svd_unet_backward_is_bit_deterministic() {
     common::setup();
-    let cfg: UNetSpatioTemporalConfig = serde_json::from_value(serde_json::json!({
-        "in_channels": 6, "out_channels": 3,
-        "down_block_types": ["CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"],
-        "up_block_types": ["UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"],
-        "block_out_channels": [32, 32], "layers_per_block": 1,
-        "cross_attention_dim": 16, "num_attention_heads": [2, 2],
-        "addition_time_embed_dim": 8, "projection_class_embeddings_input_dim": 24,
-        "transformer_layers_per_block": 1, "num_frames": 4
-    }))
-    .unwrap();
+    let cfg: UNetSpatioTemporalConfig =
+        serde_json::from_value(common::tiny_unet(Recipe::Svd)).unwrap();
     let store = ParamStore::new(0, &Device::Cpu)
         .create(Selection::all())
         .trainable(Selection::all());
@@ -103,14 +95,7 @@ fn svd_unet_backward_is_bit_deterministic() {
 #[test]
 fn unet3d_backward_is_bit_deterministic() {
     common::setup();
-    let cfg: UNet3DConfig = serde_json::from_value(serde_json::json!({
-        "in_channels": 3, "out_channels": 3,
-        "down_block_types": ["CrossAttnDownBlock3D", "DownBlock3D"],
-        "up_block_types": ["UpBlock3D", "CrossAttnUpBlock3D"],
-        "block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4,
-        "cross_attention_dim": 16, "attention_head_dim": 4
-    }))
-    .unwrap();
+    let cfg: UNet3DConfig = serde_json::from_value(common::tiny_unet(Recipe::Unet3d)).unwrap();
     let store = ParamStore::new(0, &Device::Cpu)
         .create(Selection::all())
         .trainable(Selection::all());

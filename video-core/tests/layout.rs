@@ -17,6 +17,19 @@ fn check(t: &Tensor) {
     assert_eq!(g, w, "layout {:?}", t.layout());
 }
 
+/// A permutation of `0..n` from `seed` (Fisher-Yates with a tiny LCG).
+fn permutation(n: usize, seed: u64) -> Vec<usize> {
+    let mut perm: Vec<usize> = (0..n).collect();
+    let mut s = seed;
+    for i in (1..n).rev() {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        perm.swap(i, (s >> 33) as usize % (i + 1));
+    }
+    perm
+}
+
 proptest! {
     #![proptest_config(video_testkit::proptest_config(48))]
     #[test]
@@ -27,13 +40,7 @@ proptest! {
     ) {
         let n: usize = dims.iter().product();
         let x = Tensor::arange(0f32, n as f32, &Device::Cpu).unwrap().reshape(dims.clone()).unwrap();
-        // A permutation from the seed (Fisher-Yates with a tiny LCG).
-        let mut perm: Vec<usize> = (0..dims.len()).collect();
-        let mut s = perm_seed;
-        for i in (1..perm.len()).rev() {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            perm.swap(i, (s >> 33) as usize % (i + 1));
-        }
+        let perm = permutation(dims.len(), perm_seed);
         let mut t = x.permute(perm).unwrap();
         if narrow && t.dims()[0] > 2 {
             let len = t.dims()[0] - 2;
@@ -104,12 +111,7 @@ proptest! {
         let n: usize = dims.iter().product();
         let data: Vec<f32> = (0..n).map(|i| i as f32).collect();
         let x = Tensor::from_vec(data.clone(), dims.clone(), &Device::Cpu).unwrap();
-        let mut perm: Vec<usize> = (0..dims.len()).collect();
-        let mut s = perm_seed;
-        for i in (1..perm.len()).rev() {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            perm.swap(i, (s >> 33) as usize % (i + 1));
-        }
+        let perm = permutation(dims.len(), perm_seed);
         let mut t = x.permute(perm).unwrap();
         if narrow && t.dims()[0] > 2 {
             let len = t.dims()[0] - 2;
