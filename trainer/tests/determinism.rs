@@ -30,17 +30,7 @@ fn grad_bits(store: &ParamStore, sample: &Var, loss: &Tensor) -> Vec<(String, Ve
             "input.sample".to_string(),
             g.get(sample.as_tensor()).unwrap().clone(),
         )))
-        .map(|(k, t)| {
-            let bits = t
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-                .iter()
-                .map(|x| x.to_bits())
-                .collect();
-            (k, bits)
-        })
+        .map(|(k, t)| (k, common::bits(&t)))
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out

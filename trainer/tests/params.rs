@@ -15,17 +15,7 @@ use vidgen_trainer::{ParamStore, Pattern, Recipe, Selection, Session};
 
 fn bits(m: &BTreeMap<String, Tensor>) -> BTreeMap<String, Vec<u32>> {
     m.iter()
-        .map(|(k, t)| {
-            let v = t.flatten_all().unwrap().to_dtype(DType::F32).unwrap();
-            (
-                k.clone(),
-                v.to_vec1::<f32>()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.to_bits())
-                    .collect(),
-            )
-        })
+        .map(|(k, t)| (k.clone(), common::bits(t)))
         .collect()
 }
 

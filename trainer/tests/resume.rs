@@ -26,20 +26,7 @@ fn bits(p: &Path) -> Vec<(String, Vec<u32>)> {
     load_tensors(p)
         .unwrap()
         .into_iter()
-        .map(|(k, t)| {
-            let v = match t.dtype() {
-                candle_core::DType::U32 => t.flatten_all().unwrap().to_vec1::<u32>().unwrap(),
-                _ => t
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.to_bits())
-                    .collect(),
-            };
-            (k, v)
-        })
+        .map(|(k, t)| (k, common::bits(&t)))
         .collect()
 }
 

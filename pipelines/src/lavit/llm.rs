@@ -447,23 +447,23 @@ pub fn train_lm(
             samples.push(s);
         }
         let batch = batch_of(&samples, device)?;
+        opt.set_learning_rate(t.lr_at(step));
         // Forward and backward on a rayon worker: a few thousand small parallel ops, each
         // otherwise injected from this thread while it sleeps.
-        let (loss, lv) = vidgen_video_core::in_pool(|| -> Result<(Tensor, f32)> {
+        let lv = vidgen_video_core::in_pool(|| -> Result<f32> {
             let loss = next_token_loss(&model, None, &batch)?;
             let lv = loss.to_scalar::<f32>()?;
-            Ok((loss, lv))
+            if !lv.is_finite() {
+                return Err(Error::NonFinite {
+                    location: format!("LLM training loss at step {step}"),
+                    nan: usize::from(lv.is_nan()),
+                    inf: usize::from(lv.is_infinite()),
+                    total: 1,
+                });
+            }
+            opt.backward_step(&loss)?;
+            Ok(lv)
         })?;
-        if !lv.is_finite() {
-            return Err(Error::NonFinite {
-                location: format!("LLM training loss at step {step}"),
-                nan: usize::from(lv.is_nan()),
-                inf: usize::from(lv.is_infinite()),
-                total: 1,
-            });
-        }
-        opt.set_learning_rate(t.lr_at(step));
-        vidgen_video_core::in_pool(|| opt.backward_step(&loss))?;
         on_step(step, lv);
         losses.push(lv);
     }

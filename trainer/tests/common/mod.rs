@@ -103,3 +103,20 @@ pub fn first_last(rows: &[vidgen_trainer::log::LogRow], k: usize) -> (f64, f64) 
     };
     (m(&rows[..k]), m(&rows[rows.len() - k..]))
 }
+
+/// A tensor's elements as bits, for bit-exact comparisons: `u32` as they are, anything else
+/// through f32.
+pub fn bits(t: &candle_core::Tensor) -> Vec<u32> {
+    let flat = t.flatten_all().unwrap();
+    match t.dtype() {
+        candle_core::DType::U32 => flat.to_vec1::<u32>().unwrap(),
+        _ => flat
+            .to_dtype(candle_core::DType::F32)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect(),
+    }
+}
