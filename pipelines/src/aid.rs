@@ -164,6 +164,16 @@ impl AidWeights {
     /// # Errors
     /// I/O errors, naming the file.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        self.save_as(path, None)
+    }
+
+    /// [`AidWeights::save`] with every tensor stored as `dtype` (`None`: as held). Loading
+    /// converts to the pipeline's dtype, so an f16 file halves the size of a checkpoint meant
+    /// to run in f32.
+    ///
+    /// # Errors
+    /// I/O errors, naming the file.
+    pub fn save_as(&self, path: impl AsRef<Path>, dtype: Option<DType>) -> Result<()> {
         let meta = serde_json::to_string(&self.config)
             .map_err(|e| Error::invalid("aid_config", e.to_string()))?;
         let mut all = self.recorded.tensors();
@@ -172,6 +182,11 @@ impl AidWeights {
                 .iter()
                 .map(|(k, t)| (format!("{UNET_PREFIX}{k}"), t.clone())),
         );
+        if let Some(dt) = dtype {
+            for (_, t) in &mut all {
+                *t = t.to_dtype(dt)?;
+            }
+        }
         vidgen_video_nn::record::save_safetensors(
             &all,
             Some(HashMap::from([("aid_config".to_string(), meta)])),

@@ -117,16 +117,23 @@ pub struct EvalReport {
     pub frame_guidance: (f64, f64),
 }
 
-/// One scored clip.
+/// What the scorer read off one clip.
 #[derive(Debug, Clone)]
-struct Scored {
-    direction: Option<Direction>,
-    displacement: f64,
-    colour: Option<Colour>,
-    shape: Option<Shape>,
+pub struct Scored {
+    /// Direction of the centroid's displacement from the last conditioning frame to the last
+    /// frame (`None` under 1.5 px or without an object).
+    pub direction: Option<Direction>,
+    /// That displacement in pixels.
+    pub displacement: f64,
+    /// Majority colour over the predicted frames.
+    pub colour: Option<Colour>,
+    /// Majority shape over the predicted frames.
+    pub shape: Option<Shape>,
 }
 
-fn score_clip(frames: &[Frame], k: usize, shapes: &[Shape], radius: f32) -> Scored {
+/// Reads `frames` (`k` conditioning frames first) with [`crate::minis::score`]'s object
+/// reader at radii `radius ± 1`.
+pub fn score_clip(frames: &[Frame], k: usize, shapes: &[Shape], radius: f32) -> Scored {
     let radii = [
         radius - 1.0,
         radius - 0.5,
@@ -322,18 +329,7 @@ pub fn run_condition(
                 .collect::<Result<Vec<_>>>()?,
             0,
         )?; // [B, K, 3, H, W]
-        let latents = Tensor::cat(
-            &g.iter()
-                .map(|&i| {
-                    randn_seeded(
-                        mix(opts.seed, i as u64, 0x1a7),
-                        &[1, n, cfg.latent_channels, h, w],
-                        &dev,
-                    )
-                })
-                .collect::<Result<Vec<_>>>()?,
-            0,
-        )?;
+        let latents = initial_noise(opts.seed, g, &[n, cfg.latent_channels, h, w], &dev)?;
         let aug = Tensor::cat(
             &g.iter()
                 .map(|&i| {
@@ -379,6 +375,22 @@ pub fn run_condition(
         );
     }
     Ok(tally.report(cond.clone(), t0.elapsed().as_secs_f64()))
+}
+
+/// Each episode's own initial noise `[B, …dims]` (seeded by the stream and the episode's
+/// index, so a clip does not depend on how episodes are batched).
+///
+/// # Errors
+/// Tensor errors.
+fn initial_noise(seed: u64, group: &[usize], dims: &[usize], dev: &Device) -> Result<Tensor> {
+    let shape: Vec<usize> = std::iter::once(1).chain(dims.iter().copied()).collect();
+    Ok(Tensor::cat(
+        &group
+            .iter()
+            .map(|&i| randn_seeded(mix(seed, i as u64, 0x1a7), &shape, dev))
+            .collect::<Result<Vec<_>>>()?,
+        0,
+    )?)
 }
 
 /// What the scorer read off one clip (for `episodes.json`).
@@ -457,6 +469,93 @@ pub fn references(
     Ok(vec![truth_r, vae_r])
 }
 
+/// The frozen SVD base alone (no adapters, DQFormer or tuned cross-attention, no text) on the
+/// same episodes and initial noise as the conditions (its noise augmentation is its own draw): what the base keeps
+/// of the object before AID steers it. Its direction is the base's own pick (chance against
+/// the episode's); its identity is what AID starts from.
+///
+/// # Errors
+/// Pipeline errors.
+pub fn base_alone(
+    pipe: &AidPipeline,
+    cfg: &MiniConfig,
+    episodes: &[Episode],
+    opts: &EvalOptions,
+    on_clip: &mut dyn FnMut(usize, Vec<Frame>, &ClipScore),
+) -> Result<ConditionReport> {
+    let t0 = Instant::now();
+    let dev = Device::Cpu;
+    let shapes = parse_shapes(&cfg.shapes)?;
+    let s = pipe.svd.vae_scale_factor();
+    let (n, k) = (cfg.frames, cfg.cond_frames);
+    let (h, w) = (cfg.size as usize / s, cfg.size as usize / s);
+    let mut tally = Tally::new();
+    let idx: Vec<usize> = (0..episodes.len()).collect();
+    for g in idx.chunks(opts.batch.max(1)) {
+        let image = Tensor::cat(
+            &g.iter()
+                .map(|&i| frames_tensor(&episodes[i].cond(k)[..1], &dev))
+                .collect::<Result<Vec<_>>>()?,
+            0,
+        )?; // [B, 3, H, W] in [0, 1]
+        let latents = initial_noise(opts.seed, g, &[n, cfg.latent_channels, h, w], &dev)?;
+        let call = vidgen_pipelines::SvdCall {
+            height: Some(cfg.size as usize),
+            width: Some(cfg.size as usize),
+            num_frames: Some(n),
+            num_inference_steps: cfg.steps,
+            min_guidance_scale: cfg.frame_guidance.0,
+            max_guidance_scale: cfg.frame_guidance.1,
+            noise_aug_strength: f64::from(super::train::NOISE_AUG),
+            latents: Some(latents),
+            seed: mix(opts.seed, g[0] as u64, 0xba5e),
+            ..vidgen_pipelines::SvdCall::default()
+        };
+        let out = pipe.svd.call(&image, &call, &mut |_| {})?;
+        for (j, &i) in g.iter().enumerate() {
+            let f = to_frames(&out.frames.get(j)?)?;
+            let sc = score_clip(&f, k, &shapes, cfg.radius as f32);
+            let hit = tally.add(&sc, &episodes[i]);
+            on_clip(
+                i,
+                f,
+                &ClipScore {
+                    direction: sc.direction,
+                    colour: sc.colour,
+                    shape: sc.shape,
+                    hit,
+                },
+            );
+        }
+    }
+    Ok(tally.report(
+        Condition {
+            label: "base alone".into(),
+            text: false,
+            text_guidance: 0.0,
+        },
+        t0.elapsed().as_secs_f64(),
+    ))
+}
+
+/// The `episodes.json` record of one clip of condition `label`.
+fn record(label: &str, text: bool, e: &Episode, sc: &ClipScore) -> EpisodeRecord {
+    EpisodeRecord {
+        file: String::new(),
+        condition: label.replace(['=', ' '], "-"),
+        instruction: text.then(|| instruction(e.direction)),
+        expected_direction: Some(direction_vector(e.direction)),
+        expected_color: Some(e.colour.rgb()),
+        expected_shape: Some(e.shape.name().to_string()),
+        scored: serde_json::json!({
+            "direction": sc.direction.map(direction_vector),
+            "color": sc.colour.map(|c| c.name()),
+            "shape": sc.shape.map(|s| s.name()),
+            "direction_agrees": sc.hit,
+        }),
+    }
+}
+
 /// Runs every condition (and the references), writing clips when `opts.out` is set;
 /// `progress(label)` is called before each condition.
 ///
@@ -490,21 +589,7 @@ pub fn evaluate(
             opts,
             &mut |i, frames, sc| {
                 let Some(w) = writer.as_mut() else { return };
-                let e = &episodes[i];
-                let rec = EpisodeRecord {
-                    file: String::new(),
-                    condition: cond.label.replace('=', "-"),
-                    instruction: cond.text.then(|| instruction(e.direction)),
-                    expected_direction: Some(direction_vector(e.direction)),
-                    expected_color: Some(e.colour.rgb()),
-                    expected_shape: Some(e.shape.name().to_string()),
-                    scored: serde_json::json!({
-                        "direction": sc.direction.map(direction_vector),
-                        "color": sc.colour.map(|c| c.name()),
-                        "shape": sc.shape.map(|s| s.name()),
-                        "direction_agrees": sc.hit,
-                    }),
-                };
+                let rec = record(&cond.label, cond.text, &episodes[i], sc);
                 if let Err(err) = w.add(&format!("{i:04}"), frames, rec) {
                     write_err.get_or_insert(err);
                 }
@@ -517,7 +602,31 @@ pub fn evaluate(
     }
     let refs = if opts.references {
         progress("references");
-        references(pipe, cfg, &episodes)?
+        let mut refs = references(pipe, cfg, &episodes)?;
+        progress("base alone");
+        let mut write_err: Option<Error> = None;
+        let label = "base alone";
+        refs.push(base_alone(
+            pipe,
+            cfg,
+            &episodes,
+            opts,
+            &mut |i, frames, sc| {
+                let Some(w) = writer.as_mut() else { return };
+                // The base is not told a direction: none is expected of it.
+                let rec = EpisodeRecord {
+                    expected_direction: None,
+                    ..record(label, false, &episodes[i], sc)
+                };
+                if let Err(err) = w.add(&format!("{i:04}"), frames, rec) {
+                    write_err.get_or_insert(err);
+                }
+            },
+        )?);
+        if let Some(e) = write_err {
+            return Err(e);
+        }
+        refs
     } else {
         Vec::new()
     };

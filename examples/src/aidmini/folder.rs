@@ -4,7 +4,7 @@
 //! | component | class | size |
 //! |---|---|---|
 //! | `vae/` | `AutoencoderKLTemporalDecoder` | channels 32, 32, 64; `latent_channels` (4 by default, 8 shipped); factor `vae_factor` (4 by default; 2: channels 32, 64) |
-//! | `unet/` | `UNetSpatioTemporalConditionModel` | channels 32, 32; cross-attention width 32; 8 frames |
+//! | `unet/` | `UNetSpatioTemporalConditionModel` | channels `unet_channels` (64, 64 by default and shipped; 32, 32 before), heads of 16 dimensions, `unet_layers` per block (1); cross-attention width 32; 8 frames |
 //! | `image_encoder/` | `CLIPVisionModelWithProjection` | 1 layer, width 32, patches 32 px of 224 |
 //! | `text_encoder/` | `CLIPTextModel` | 1 layer, width 32, 16 positions |
 //! | `tokenizer/` | `CLIPTokenizer` | CLIP's BPE, 500 merges (1 014 tokens), padded to 16 |
@@ -72,22 +72,24 @@ pub fn vae_config(cfg: &MiniConfig, scaling_factor: f64) -> Value {
 
 /// `unet/config.json`.
 pub fn unet_config(cfg: &MiniConfig) -> Value {
+    let levels = cfg.unet_channels.len();
+    let heads: Vec<usize> = cfg.unet_channels.iter().map(|c| (c / 16).max(1)).collect();
     json!({
         "_class_name": "UNetSpatioTemporalConditionModel",
         "_diffusers_version": "0.42.1",
         "addition_time_embed_dim": 8,
-        "block_out_channels": [32, 32],
+        "block_out_channels": cfg.unet_channels,
         "cross_attention_dim": CONTEXT_DIM,
-        "down_block_types": ["CrossAttnDownBlockSpatioTemporal", "CrossAttnDownBlockSpatioTemporal"],
+        "down_block_types": vec!["CrossAttnDownBlockSpatioTemporal"; levels],
         "in_channels": 2 * cfg.latent_channels,
-        "layers_per_block": 1,
-        "num_attention_heads": [2, 2],
+        "layers_per_block": cfg.unet_layers,
+        "num_attention_heads": heads,
         "num_frames": cfg.frames,
         "out_channels": cfg.latent_channels,
         "projection_class_embeddings_input_dim": 24,
         "sample_size": cfg.size / cfg.vae_factor.max(1),
         "transformer_layers_per_block": 1,
-        "up_block_types": ["CrossAttnUpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"]
+        "up_block_types": vec!["CrossAttnUpBlockSpatioTemporal"; levels]
     })
 }
 

@@ -3,12 +3,11 @@
 //! missing, mismatched or unused key in any component, the tuned cross-attention included),
 //! AID's parts are a small share of the UNet, and on 50 seeded episodes the predicted motion
 //! follows the instruction in at least 80 % of the clips (chance: 12.5 %), with a moving
-//! object that mostly keeps its colour.
+//! object that keeps its colour and its shape (identity) in at least 80 % of them.
 //!
-//! What this test does NOT assert: the identity target (95 %), which the shipped weights
-//! miss: the generated outline erodes toward a blob, and even the ground truth through the VAE
-//! keeps colour and shape together in only 81–85 % of clips (see the asset's README), so
-//! identity is printed, not asserted.
+//! The identity target (95 % over 200 episodes) is not asserted here: the shipped
+//! weights measure 93.5 % [89.2, 96.2] (see the asset's README), and a 50-episode smoke test
+//! guards against regressions, not the target.
 
 use super::eval::{eval_episodes, run_condition, Condition, EvalOptions};
 use super::folder::load_pipeline;
@@ -19,8 +18,11 @@ use super::{shipped_dir, Episodes, MiniConfig};
 const MIN_DIRECTION: usize = 40;
 /// Of 50 clips, those in which a moving object is found.
 const MIN_MOVING: usize = 30;
-/// Of 50 clips, those whose object keeps its colour (measured 51 % of 200).
-const MIN_COLOUR: usize = 15;
+/// Of 50 clips, those whose object keeps its colour (measured 100 % of 200 on this stream).
+const MIN_COLOUR: usize = 40;
+/// Of 50 clips, those whose object keeps its colour and shape (measured 93.5 % of 200 on this
+/// stream).
+const MIN_IDENTITY: usize = 40;
 
 /// The instructed condition on `n` episodes of stream `seed`: every clip has the folder's
 /// frame count, and there are `n` of them.
@@ -86,6 +88,11 @@ fn shipped_aid_mini_loads_strictly_and_follows_instructions() {
         "colour kept in only {}/{n}",
         rep.colour.hits
     );
+    assert!(
+        rep.identity.hits >= MIN_IDENTITY,
+        "colour and shape kept in only {}/{n}",
+        rep.identity.hits
+    );
 }
 
 /// A folder with 2 latent channels (neither SVD's 4 nor the shipped miniature's 8) and a
@@ -103,6 +110,7 @@ fn quick_training_with_two_latent_channels_and_a_factor_2_vae_runs_end_to_end() 
     let mini = MiniConfig {
         latent_channels: 2,
         vae_factor: 2,
+        unet_channels: vec![32, 32],
         steps: 2,
         ..MiniConfig::default()
     };

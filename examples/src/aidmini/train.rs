@@ -111,6 +111,10 @@ pub struct TrainOptions {
     /// as AID's recipe does; their values are stored in `aid.safetensors` under `unet.`.
     /// Off: adapters + DQFormer only, through the frozen cross-attention.
     pub cross_attention: bool,
+    /// Store the VAE, the UNet and AID's weights as f16 (training runs in f32; the next stage
+    /// and the pipeline load the stored values, converted to f32). Halves the folder: the
+    /// shipped one must stay under 10 MB with a 64-wide UNet.
+    pub half_weights: bool,
     /// Show progress bars.
     pub progress: bool,
 }
@@ -135,12 +139,12 @@ impl Default for TrainOptions {
             object_weight: 4.0,
             latent_object_weight: 4.0,
             base: StageOptions {
-                steps: 600,
+                steps: 1200,
                 batch: 8,
                 lr: 2e-3,
             },
             aid: StageOptions {
-                steps: 1200,
+                steps: 2400,
                 batch: 8,
                 lr: 3e-3,
             },
@@ -152,6 +156,7 @@ impl Default for TrainOptions {
             dqformer_dim: 32,
             tokens_per_frame: 2,
             cross_attention: true,
+            half_weights: true,
             progress: true,
         }
     }
@@ -213,6 +218,11 @@ pub fn train(opts: &TrainOptions, stages: &[Stage], out: &Path) -> Result<Vec<St
     write_json(&out.join("mini.json"), &opts.mini)?;
     if !out.join("text_encoder").is_dir() || !out.join("image_encoder").is_dir() {
         write_static(out, opts.seed)?;
+        if opts.half_weights {
+            for enc in ["text_encoder", "image_encoder"] {
+                halve_safetensors(&out.join(enc).join("model.safetensors"))?;
+            }
+        }
     }
     let mut done = Vec::new();
     for &s in stages {
@@ -228,6 +238,28 @@ pub fn train(opts: &TrainOptions, stages: &[Stage], out: &Path) -> Result<Vec<St
         done.push(r);
     }
     Ok(done)
+}
+
+/// Rewrites a safetensors file's f32 tensors as f16 (round to nearest, as `to_dtype` does);
+/// other tensors are kept.
+///
+/// # Errors
+/// An unreadable or unwritable file.
+pub fn halve_safetensors(path: &Path) -> Result<()> {
+    let m = candle_core::safetensors::load(path, &Device::Cpu)?;
+    let mut t: Vec<(String, Tensor)> = m
+        .into_iter()
+        .map(|(k, t)| {
+            let t = if t.dtype() == DType::F32 {
+                t.to_dtype(DType::F16)?
+            } else {
+                t
+            };
+            Ok((k, t))
+        })
+        .collect::<Result<_>>()?;
+    t.sort_by(|a, b| a.0.cmp(&b.0));
+    vidgen_video_nn::record::save_safetensors(&t, None, path)
 }
 
 /// Episode streams: training draws from these, evaluations from others.
@@ -251,8 +283,19 @@ fn save_model_dir(
     dir: &Path,
     config: &serde_json::Value,
     tensors: &BTreeMap<String, Tensor>,
+    half: bool,
 ) -> Result<()> {
     mkdir(dir)?;
+    let stored;
+    let tensors = if half {
+        stored = tensors
+            .iter()
+            .map(|(k, t)| Ok((k.clone(), t.to_dtype(DType::F16)?)))
+            .collect::<Result<BTreeMap<_, _>>>()?;
+        &stored
+    } else {
+        tensors
+    };
     vidgen_trainer::checkpoint::save_tensors(
         tensors,
         &dir.join("diffusion_pytorch_model.safetensors"),
@@ -316,6 +359,7 @@ fn train_vae(opts: &TrainOptions, out: &Path) -> Result<StageSummary> {
         &out.join("vae"),
         &vae_config(&opts.mini, sf),
         &store.all_tensors(),
+        opts.half_weights,
     )?;
     let report = store.report();
     Ok(summarize(Stage::Vae.name(), &log, &report))
@@ -370,6 +414,7 @@ fn train_decoder(opts: &TrainOptions, out: &Path) -> Result<StageSummary> {
         &vdir,
         &vae_config(&opts.mini, cfg.scaling_factor),
         &store.all_tensors(),
+        opts.half_weights,
     )?;
     Ok(summarize(Stage::Decoder.name(), &log, &store.report()))
 }
@@ -582,7 +627,12 @@ fn train_base(opts: &TrainOptions, out: &Path) -> Result<StageSummary> {
         .trainable(Selection::all());
     let unet = UNetSpatioTemporalConditionModel::new(&ucfg, store.var_builder(DType::F32))?;
     // Provisional UNet so that the folder loads (replaced at the end of the stage).
-    save_model_dir(&out.join("unet"), &ucv, &store.all_tensors())?;
+    save_model_dir(
+        &out.join("unet"),
+        &ucv,
+        &store.all_tensors(),
+        opts.half_weights,
+    )?;
     let svd = frozen_parts(out)?;
     let cache = build_cache(opts, out, &svd)?;
     drop(svd);
@@ -618,7 +668,12 @@ fn train_base(opts: &TrainOptions, out: &Path) -> Result<StageSummary> {
         opts.progress,
         &mut micro,
     )?;
-    save_model_dir(&out.join("unet"), &ucv, &store.all_tensors())?;
+    save_model_dir(
+        &out.join("unet"),
+        &ucv,
+        &store.all_tensors(),
+        opts.half_weights,
+    )?;
     Ok(summarize(Stage::Base.name(), &log, &store.report()))
 }
 
@@ -786,7 +841,10 @@ fn train_aid(opts: &TrainOptions, out: &Path) -> Result<StageSummary> {
     if opts.cross_attention {
         aid.unet = tuned_unet(&store);
     }
-    aid.save(out.join("aid.safetensors"))?;
+    aid.save_as(
+        out.join("aid.safetensors"),
+        opts.half_weights.then_some(DType::F16),
+    )?;
     Ok(summarize(Stage::Aid.name(), &log, &store.report()))
 }
 

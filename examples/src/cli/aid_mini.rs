@@ -75,6 +75,22 @@ pub struct TrainArgs {
     /// keeps the folder's `mini.json` value).
     #[arg(long)]
     pub vae_factor: Option<u32>,
+    /// Object radius in pixels (a new folder's default: 5; a later stage keeps the folder's
+    /// `mini.json` value).
+    #[arg(long)]
+    pub radius: Option<u32>,
+    /// The SVD UNet's channels per level, comma-separated multiples of 32 (a new folder's
+    /// default: 32,32; a later stage keeps the folder's `mini.json` value).
+    #[arg(long, value_delimiter = ',')]
+    pub unet_channels: Option<Vec<usize>>,
+    /// The SVD UNet's layers per block (a new folder's default: 1; a later stage keeps the
+    /// folder's value).
+    #[arg(long)]
+    pub unet_layers: Option<usize>,
+    /// Store the weights as f32 (default: f16, half the folder; training runs in f32 either
+    /// way).
+    #[arg(long)]
+    pub f32_weights: bool,
     /// Hide the progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -156,6 +172,21 @@ fn run_train(a: &TrainArgs) -> Result<serde_json::Value> {
     } else if let Some(m) = &existing {
         opts.mini.vae_factor = m.vae_factor;
     }
+    if let Some(r) = a.radius {
+        opts.mini.radius = r;
+    } else if let Some(m) = &existing {
+        opts.mini.radius = m.radius;
+    }
+    if let Some(c) = &a.unet_channels {
+        opts.mini.unet_channels = c.clone();
+    } else if let Some(m) = &existing {
+        opts.mini.unet_channels = m.unet_channels.clone();
+    }
+    if let Some(l) = a.unet_layers {
+        opts.mini.unet_layers = l;
+    } else if let Some(m) = &existing {
+        opts.mini.unet_layers = m.unet_layers;
+    }
     opts.mini.validate()?;
     if let Some(m) = a.p_mean {
         for st in &stages {
@@ -167,6 +198,7 @@ fn run_train(a: &TrainArgs) -> Result<serde_json::Value> {
         }
     }
     opts.cross_attention = !a.frozen_cross_attention;
+    opts.half_weights = !a.f32_weights;
     if let Some(w) = a.latent_object_weight {
         opts.latent_object_weight = w;
     }

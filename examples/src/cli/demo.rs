@@ -24,7 +24,7 @@ pub struct Args {
     #[arg(long, default_value_t = 200)]
     pub icl_episodes: usize,
     /// AID episodes per condition.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 64)]
     pub aid_episodes: usize,
     /// VIDiff clips per condition (the kinds of edit cycle).
     #[arg(long, default_value_t = 24)]
