@@ -73,3 +73,47 @@ pub fn unclean_loads(report: &[vidgen_pipelines::ComponentReport]) -> Vec<String
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    /// Bytes of every file under `dir`.
+    fn folder_bytes(dir: &std::path::Path) -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let md = e.metadata().unwrap();
+                if md.is_dir() {
+                    folder_bytes(&e.path())
+                } else {
+                    md.len()
+                }
+            })
+            .sum()
+    }
+
+    /// The issues cap each shipped miniature at 10 MB (10⁶ bytes each): a retrained, wider
+    /// model must not grow a folder past it unnoticed.
+    #[test]
+    fn every_shipped_miniature_is_at_most_10_mb() {
+        let root = super::asset_dir("");
+        let mut seen = 0;
+        for e in std::fs::read_dir(&root).unwrap() {
+            let e = e.unwrap();
+            if !e.metadata().unwrap().is_dir() {
+                continue;
+            }
+            let bytes = folder_bytes(&e.path());
+            println!("{}: {bytes} bytes", e.file_name().to_string_lossy());
+            assert!(
+                bytes <= 10_000_000,
+                "{} holds {bytes} bytes, over 10 MB",
+                e.path().display()
+            );
+            seen += 1;
+        }
+        assert!(seen >= 7, "only {seen} miniatures under {}", root.display());
+    }
+}
