@@ -174,6 +174,34 @@ mod le {
     }
 }
 
+/// Rewrites a safetensors file with every f32 tensor stored as f16 (round to nearest, as
+/// `to_dtype` does; other dtypes kept; no metadata). A checkpoint meant to run in f32 loads as
+/// before (loaders convert), at half the size.
+///
+/// # Errors
+/// A missing or malformed file, naming it; write errors.
+pub fn halve_safetensors(path: impl AsRef<Path>) -> Result<()> {
+    let path = path.as_ref();
+    let tensors =
+        candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| Error::Malformed {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    let mut half = tensors
+        .into_iter()
+        .map(|(k, t)| {
+            let t = if t.dtype() == DType::F32 {
+                t.to_dtype(DType::F16)?
+            } else {
+                t
+            };
+            Ok((k, t))
+        })
+        .collect::<Result<Vec<(String, Tensor)>>>()?;
+    half.sort_by(|a, b| a.0.cmp(&b.0));
+    save_safetensors(&half, None, path)
+}
+
 /// Writes `tensors` (any device; f32, f16, bf16, i64, u32) to a safetensors file, with
 /// `metadata` in its header (`__metadata__`: configs, provenance).
 ///

@@ -220,7 +220,9 @@ pub fn train(opts: &TrainOptions, stages: &[Stage], out: &Path) -> Result<Vec<St
         write_static(out, opts.seed)?;
         if opts.half_weights {
             for enc in ["text_encoder", "image_encoder"] {
-                halve_safetensors(&out.join(enc).join("model.safetensors"))?;
+                vidgen_video_nn::record::halve_safetensors(
+                    out.join(enc).join("model.safetensors"),
+                )?;
             }
         }
     }
@@ -238,28 +240,6 @@ pub fn train(opts: &TrainOptions, stages: &[Stage], out: &Path) -> Result<Vec<St
         done.push(r);
     }
     Ok(done)
-}
-
-/// Rewrites a safetensors file's f32 tensors as f16 (round to nearest, as `to_dtype` does);
-/// other tensors are kept.
-///
-/// # Errors
-/// An unreadable or unwritable file.
-pub fn halve_safetensors(path: &Path) -> Result<()> {
-    let m = candle_core::safetensors::load(path, &Device::Cpu)?;
-    let mut t: Vec<(String, Tensor)> = m
-        .into_iter()
-        .map(|(k, t)| {
-            let t = if t.dtype() == DType::F32 {
-                t.to_dtype(DType::F16)?
-            } else {
-                t
-            };
-            Ok((k, t))
-        })
-        .collect::<Result<_>>()?;
-    t.sort_by(|a, b| a.0.cmp(&b.0));
-    vidgen_video_nn::record::save_safetensors(&t, None, path)
 }
 
 /// Episode streams: training draws from these, evaluations from others.

@@ -778,27 +778,7 @@ pub const WEIGHT_FILES: [&str; 4] = [
 /// A missing or malformed weight file, naming it.
 pub fn halve_weights(dir: &Path) -> Result<()> {
     for f in WEIGHT_FILES {
-        let p = dir.join(f);
-        let tensors =
-            candle_core::safetensors::load(&p, &Device::Cpu).map_err(|e| Error::Malformed {
-                path: p.clone(),
-                reason: e.to_string(),
-            })?;
-        let half = tensors
-            .into_iter()
-            .map(|(k, t)| {
-                let t = if t.dtype() == DType::F32 {
-                    t.to_dtype(DType::F16)?
-                } else {
-                    t
-                };
-                Ok((k, t))
-            })
-            .collect::<Result<std::collections::HashMap<_, _>>>()?;
-        candle_core::safetensors::save(&half, &p).map_err(|e| Error::Malformed {
-            path: p.clone(),
-            reason: e.to_string(),
-        })?;
+        vidgen_video_nn::record::halve_safetensors(dir.join(f))?;
     }
     Ok(())
 }
