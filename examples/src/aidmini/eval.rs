@@ -363,16 +363,7 @@ pub fn run_condition(
     for (i, r) in results.into_iter().enumerate() {
         let (f, sc) = r.ok_or_else(|| Error::invalid("evaluation", "an episode was skipped"))?;
         let hit = tally.add(&sc, &episodes[i]);
-        on_clip(
-            i,
-            f,
-            &ClipScore {
-                direction: sc.direction,
-                colour: sc.colour,
-                shape: sc.shape,
-                hit,
-            },
-        );
+        on_clip(i, f, &ClipScore::new(&sc, hit));
     }
     Ok(tally.report(cond.clone(), t0.elapsed().as_secs_f64()))
 }
@@ -391,6 +382,18 @@ fn initial_noise(seed: u64, group: &[usize], dims: &[usize], dev: &Device) -> Re
             .collect::<Result<Vec<_>>>()?,
         0,
     )?)
+}
+
+impl ClipScore {
+    /// The scorer's reading `sc` and whether its direction agrees with the expected one.
+    fn new(sc: &Scored, hit: bool) -> Self {
+        Self {
+            direction: sc.direction,
+            colour: sc.colour,
+            shape: sc.shape,
+            hit,
+        }
+    }
 }
 
 /// What the scorer read off one clip (for `episodes.json`).
@@ -516,16 +519,7 @@ pub fn base_alone(
             let f = to_frames(&out.frames.get(j)?)?;
             let sc = score_clip(&f, k, &shapes, cfg.radius as f32);
             let hit = tally.add(&sc, &episodes[i]);
-            on_clip(
-                i,
-                f,
-                &ClipScore {
-                    direction: sc.direction,
-                    colour: sc.colour,
-                    shape: sc.shape,
-                    hit,
-                },
-            );
+            on_clip(i, f, &ClipScore::new(&sc, hit));
         }
     }
     Ok(tally.report(
