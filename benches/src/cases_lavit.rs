@@ -89,3 +89,61 @@ fn detokenize(d: &Device) -> Result<Work> {
         Ok(())
     }))
 }
+
+fn vidicl32_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/assets/vidicl-mini32")
+}
+
+/// The sharper Vid-ICL miniature (`examples/assets/vidicl-mini32`: 32×32 frames, 64 VQGAN
+/// tokens per frame, a 4-layer Llama of width 64) through `VidIclPipeline`: one demo clip of 3
+/// frames and a 1-frame query → 4 generated frames (256 tokens, greedy, KV cache), tokenizing
+/// and decoding included. Reported alone, like the LaVIT cases (the Llama's own PyTorch row is
+/// `llama_decode_25m`).
+pub fn vidicl32() -> Vec<Case> {
+    vec![Case {
+        krate: "pipelines",
+        name: "vidicl32_generate_4_frames",
+        shape: "Vid-ICL mini32 (VQModel 68 codes + Llama 4x64): 3-frame demo + 1-frame query 32x32 -> 4 frames (256 tokens greedy, KV cache) incl. tokenize + decode",
+        amount: None,
+        ours: vidicl32_call,
+        twins: vec![],
+        torch: None,
+    }]
+}
+
+fn vidicl32_call(d: &Device) -> Result<Work> {
+    use vidgen_pipelines::vidicl::{VidIclCall, VidIclPipeline};
+    let dir = vidicl32_dir();
+    let p = VidIclPipeline::from_pretrained(
+        dir.join("tokenizer"),
+        dir.join("decoder"),
+        candle_core::DType::F32,
+        d,
+    )?;
+    // A bright 8×8 square on the world's background, stepping one 4-px cell right per frame in
+    // the demo; the query holds it still.
+    let clip = |frames: usize, step: usize| -> Result<candle_core::Tensor> {
+        let mut v = Vec::with_capacity(3 * frames * 32 * 32);
+        for (c, bg) in [(0usize, 56f32), (1, 60.0), (2, 72.0)] {
+            for t in 0..frames {
+                for y in 0..32usize {
+                    for x in 0..32usize {
+                        let x0 = 8 + step * t * 4;
+                        let inside = (12..20).contains(&y) && (x0..x0 + 8).contains(&x);
+                        let val = if inside { [240.0, 40.0, 40.0][c] } else { bg };
+                        v.push(val / 127.5 - 1.0);
+                    }
+                }
+            }
+        }
+        Ok(candle_core::Tensor::from_vec(v, (1, 3, frames, 32, 32), d)?)
+    };
+    let demo = clip(3, 1)?;
+    let query = clip(1, 0)?;
+    let call = VidIclCall::default();
+    Ok(Box::new(move || {
+        let out = p.call(std::slice::from_ref(&demo), &query, &call, |_| {})?;
+        std::hint::black_box(out.frames);
+        Ok(())
+    }))
+}

@@ -82,6 +82,7 @@ pub fn all_cases() -> Vec<Case> {
     v.extend(cases_clip::clip_encoders());
     v.extend(cases_pipelines::pipelines());
     v.extend(cases_lavit::lavit());
+    v.extend(cases_lavit::vidicl32());
     v.extend(cases_retrieval::retrieval());
     v.extend(cases_sd_pipelines::sd_pipelines());
     v

@@ -30,7 +30,10 @@ use examples::vidicl::sharp::{
 };
 use examples::vidicl::sim::{self, Policy, SimOptions};
 use examples::vidicl::train::plot_losses;
-use examples::vidicl::vqgan::{save_vqgan, train_vqgan, usage, Vqgan, VqganOptions};
+use examples::vidicl::vqgan::{
+    prune_codebook, save_vqgan, train_vqgan, usage, write_with_codebook, PruneReport, Vqgan,
+    VqganOptions,
+};
 use examples::vidicl::world32::{World32, World32Config};
 use indicatif::{ProgressBar, ProgressStyle};
 use vidgen_video_core::{Error, Result};
@@ -47,16 +50,42 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train the VQGAN tokenizer (writes OUT/tokenizer, OUT/world.json).
+    /// Train the VQGAN tokenizer (writes OUT/tokenizer, OUT/world.json), then prune its
+    /// near-duplicate codes.
     Tokenizer(TokArgs),
+    /// Prune the near-duplicate codes of an already trained tokenizer (OUT/tokenizer, in
+    /// place; the `tokenizer` command's last phase). Decoders trained on the old codebook no
+    /// longer fit it.
+    Prune(PruneArgs),
     /// Train a decoder by one recipe (writes OUT/decoder, OUT/train.json).
     Train(TrainArgs),
+    /// Store a miniature folder's weights as f16 (tokenizer/, decoder/, idm/; loaders read
+    /// them as f32): how the shipped folders are made, at half the size.
+    Halve(HalveArgs),
     /// Train the simulator's inverse dynamics on random rollouts (writes OUT/idm).
     Idm(IdmArgs),
     /// The paper's evaluations on one or more miniatures, side by side.
     Eval(EvalArgs),
     /// The simulator loop: model + inverse dynamics vs a random policy and an oracle.
     Sim(SimArgs),
+}
+
+#[derive(clap::Args)]
+struct HalveArgs {
+    /// The miniature folder.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct PruneArgs {
+    /// The miniature folder (reads world.json; rewrites tokenizer/, writes
+    /// tokenizer_prune.json).
+    #[arg(long, default_value_os_t = shipped_mini32())]
+    out: PathBuf,
+    /// The largest round-trip PSNR loss allowed, in dB.
+    #[arg(long, default_value_t = 1.0)]
+    prune_db: f64,
 }
 
 #[derive(clap::Args)]
@@ -145,6 +174,10 @@ struct TokArgs {
     /// Frames per step.
     #[arg(long)]
     batch: Option<usize>,
+    /// After training, remove near-duplicate codes while the round trip loses at most this
+    /// many dB (0: keep every code); see `vqgan::prune_codebook`.
+    #[arg(long, default_value_t = 1.0)]
+    prune_db: f64,
 }
 
 #[derive(clap::Args)]
@@ -210,6 +243,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match &cli.command {
         Command::Tokenizer(a) => tokenizer(a),
+        Command::Prune(a) => prune(a),
+        Command::Halve(a) => halve(a),
         Command::Train(a) => train(a),
         Command::Idm(a) => idm(a),
         Command::Eval(a) => eval(a),
@@ -328,6 +363,10 @@ fn tokenizer(a: &TokArgs) -> Result<()> {
         a.out.join("tokenizer_loss.png"),
         &plot_losses(&mses, 640, 320, 0.95)?,
     )?;
+    if a.prune_db > 0.0 {
+        let rep = prune_folder(&world, &a.out.join("tokenizer"), a.prune_db)?;
+        write(&a.out.join("tokenizer_prune.json"), json(&rep)?)?;
+    }
     // Held-out check through the saved folder.
     let back = Vqgan::load(a.out.join("tokenizer"))?;
     let frames = world.tokenizer_frames(987_654, 30)?;
@@ -353,6 +392,79 @@ fn tokenizer(a: &TokArgs) -> Result<()> {
         a.out.join("tokenizer").display()
     );
     Ok(())
+}
+
+fn halve(a: &HalveArgs) -> Result<()> {
+    let mut n = 0;
+    for sub in ["tokenizer", "decoder", "idm"] {
+        let Ok(rd) = std::fs::read_dir(a.out.join(sub)) else {
+            continue;
+        };
+        for entry in rd.flatten() {
+            let p = entry.path();
+            if p.extension().is_some_and(|e| e == "safetensors") {
+                vidgen_video_nn::record::halve_safetensors(&p)?;
+                n += 1;
+            }
+        }
+    }
+    if n == 0 {
+        return Err(Error::invalid(
+            "--out",
+            format!(
+                "no weights under {}/{{tokenizer,decoder,idm}}",
+                a.out.display()
+            ),
+        ));
+    }
+    println!("{n} weight files stored as f16 in {}", a.out.display());
+    Ok(())
+}
+
+fn prune(a: &PruneArgs) -> Result<()> {
+    if !(a.prune_db > 0.0 && a.prune_db.is_finite()) {
+        return Err(Error::invalid(
+            "--prune-db",
+            "must be a positive number of dB",
+        ));
+    }
+    let wcfg: World32Config = vidgen_video_core::loading::read_config(a.out.join("world.json"))?;
+    let world = World32::new(wcfg)?;
+    let rep = prune_folder(&world, &a.out.join("tokenizer"), a.prune_db)?;
+    write(&a.out.join("tokenizer_prune.json"), json(&rep)?)
+}
+
+/// Prunes the tokenizer folder `dir` in place on 64 paired episodes of a stream disjoint
+/// from training and evaluation (their demo clips and query + continuation clips), and
+/// prints what it did.
+fn prune_folder(world: &World32, dir: &Path, max_db: f64) -> Result<PruneReport> {
+    let tok = Vqgan::load(dir)?;
+    let mut rng = vidgen_video_io::synth::seeded_rng(4242);
+    let mut clips = Vec::new();
+    for _ in 0..64 {
+        let e = world.train_episode(&mut rng)?;
+        if let Some(d) = &e.demo {
+            clips.push(d.frames().to_vec());
+        }
+        let mut q = e.query.frames().to_vec();
+        q.extend(e.truth.frames().iter().cloned());
+        clips.push(q);
+    }
+    let (codebook, rep) = prune_codebook(&tok, &clips, max_db)?;
+    write_with_codebook(dir, dir, &codebook)?;
+    println!(
+        "pruned the codebook: {} → {} codes ({} used by the sample), round trip {:.2} → {:.2} dB, \
+         tokens changed between consecutive frames {:.1} → {:.1} of {}",
+        rep.codes_before,
+        rep.codes_after,
+        rep.used_before,
+        rep.psnr_before,
+        rep.psnr_after,
+        rep.changed_per_frame_before,
+        rep.changed_per_frame_after,
+        tok.grid() * tok.grid()
+    );
+    Ok(rep)
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {

@@ -23,6 +23,9 @@ pub struct Args {
     /// Vid-ICL episodes per condition (fast: a few seconds for 200).
     #[arg(long, default_value_t = 200)]
     pub icl_episodes: usize,
+    /// Episodes per condition of the sharper (32×32, VQGAN) Vid-ICL miniature.
+    #[arg(long, default_value_t = 200)]
+    pub icl32_episodes: usize,
     /// AID episodes per condition.
     #[arg(long, default_value_t = 64)]
     pub aid_episodes: usize,
@@ -86,19 +89,55 @@ fn icl_row(a: &Args) -> Result<Row> {
             .map(|(rep, _)| rep)
     };
     let (with_demo, no_demo) = (run(IclCondition::Same)?, run(IclCondition::NoDemo)?);
-    Ok(Row {
-        system: "Vid-ICL".into(),
-        task: "demo clip + resting query → continuation".into(),
+    Ok(imitation_row(
+        "Vid-ICL",
+        "demo clip + resting query → continuation",
+        (with_demo.hits, with_demo.episodes),
+        (no_demo.hits, no_demo.episodes),
+        t0,
+    ))
+}
+
+/// A Vid-ICL row: `(hits, episodes)` with a same-way demo and without a demo.
+fn imitation_row(
+    system: &str,
+    task: &str,
+    with_demo: (usize, usize),
+    no_demo: (usize, usize),
+    t0: Instant,
+) -> Row {
+    Row {
+        system: system.into(),
+        task: task.into(),
         measure: "moves the demo's way".into(),
-        figure: Some(Proportion::new(with_demo.hits, with_demo.episodes)),
-        baseline: Some((
-            "no demo".into(),
-            Proportion::new(no_demo.hits, no_demo.episodes),
-        )),
+        figure: Some(Proportion::new(with_demo.0, with_demo.1)),
+        baseline: Some(("no demo".into(), Proportion::new(no_demo.0, no_demo.1))),
         chance: Some(0.125),
         seconds: t0.elapsed().as_secs_f64(),
         note: String::new(),
-    })
+    }
+}
+
+fn icl32_row(a: &Args) -> Result<Row> {
+    use crate::vidicl::sharp::{evaluate, shipped_mini32, Cond, EvalOptions as SharpEval, Sharp};
+    let t0 = Instant::now();
+    let sharp = Sharp::load(shipped_mini32())?;
+    let est = default_estimator();
+    let opts = SharpEval {
+        episodes: a.icl32_episodes,
+        seed: a.seed,
+        ..SharpEval::default()
+    };
+    let run =
+        |c: Cond| evaluate(&sharp, c, &opts, est.as_ref(), None, None, |_| {}).map(|(rep, _)| rep);
+    let (with_demo, no_demo) = (run(Cond::Same)?, run(Cond::NoDemo)?);
+    Ok(imitation_row(
+        "Vid-ICL 32",
+        "VQGAN 32 px: demo + resting query → 4 frames",
+        (with_demo.hits, with_demo.episodes),
+        (no_demo.hits, no_demo.episodes),
+        t0,
+    ))
 }
 
 fn aid_row(a: &Args) -> Result<Row> {
@@ -267,11 +306,16 @@ fn missing(system: &str, task: &str, note: &str) -> Row {
 fn rows(a: &Args, progress: &mut dyn FnMut(&str)) -> Vec<Row> {
     let mut out = Vec::new();
     type Runner = fn(&Args) -> Result<Row>;
-    let runners: [(&str, &str, Runner); 5] = [
+    let runners: [(&str, &str, Runner); 6] = [
         (
             "Vid-ICL",
             "demo clip + resting query → continuation",
             icl_row,
+        ),
+        (
+            "Vid-ICL 32",
+            "VQGAN 32 px: demo + resting query → 4 frames",
+            icl32_row,
         ),
         ("AID", "2 resting frames + instruction → 8 frames", aid_row),
         ("VIMI", "prompt + retrieved example → clip", vimi_row),
@@ -342,7 +386,7 @@ pub fn run(a: &Args) -> Result<serde_json::Value> {
     if !quiet {
         println!("{}", format_rows(&rows));
         println!(
-            "  Full measurements (≥ 200 episodes, GIFs and episodes.json): `quickstart` (Vid-ICL), \
+            "  Full measurements (≥ 200 episodes, GIFs and episodes.json): `quickstart` (Vid-ICL), `vidicl-sharp eval` (Vid-ICL 32), \
              `vidgen aid eval`, `vidgen vimi eval`, `vidgen edit eval`, `vidgen lavit eval`. Total {:.0} s.",
             t0.elapsed().as_secs_f64()
         );
@@ -363,6 +407,7 @@ mod tests {
     fn the_demo_measures_every_shipped_miniature_in_one_table() {
         let a = Args {
             icl_episodes: 16,
+            icl32_episodes: 8,
             aid_episodes: 4,
             vidiff_clips: 4,
             vimi_prompts: 2,
@@ -373,13 +418,23 @@ mod tests {
         };
         let rows = rows(&a, &mut |_| {});
         let names: Vec<&str> = rows.iter().map(|r| r.system.as_str()).collect();
-        assert_eq!(names, ["Vid-ICL", "AID", "VIMI", "VIDiff", "Video-LaVIT"]);
-        for r in [&rows[0], &rows[1], &rows[3], &rows[4]] {
+        assert_eq!(
+            names,
+            [
+                "Vid-ICL",
+                "Vid-ICL 32",
+                "AID",
+                "VIMI",
+                "VIDiff",
+                "Video-LaVIT"
+            ]
+        );
+        for r in [&rows[0], &rows[1], &rows[2], &rows[4], &rows[5]] {
             let f = r.figure.as_ref().expect("a figure");
             assert!(f.n > 0 && r.baseline.is_some(), "{}: {}", r.system, r.note);
         }
         // VIMI runs where the MiniLM weights are installed, and says why not elsewhere.
-        assert!(rows[2].figure.is_some() || rows[2].note.starts_with("not run"));
+        assert!(rows[3].figure.is_some() || rows[3].note.starts_with("not run"));
         let table = format_rows(&rows);
         assert!(table.contains("Vid-ICL") && table.contains("Video-LaVIT"));
     }

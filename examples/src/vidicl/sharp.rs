@@ -418,15 +418,35 @@ impl FeatureNets {
         Ok(Tensor::cat(&out, 0)?)
     }
 
-    /// I3D logits of clips `[N, 400]` (batches of 4).
+    /// I3D logits of clips `[N, 400]` (batches of 4). I3D needs at least 9 frames and FVD is
+    /// defined on 16: a shorter clip (the miniature's are 5: the query frame and 4 generated)
+    /// is stretched to 16 frames by repeating frames (nearest neighbour in time), real and
+    /// generated clips alike.
     pub fn clip_features(&self, clips: &[Video]) -> Result<Tensor> {
         let mut out = Vec::new();
-        for chunk in clips.chunks(4) {
+        let stretched: Vec<Video> = clips
+            .iter()
+            .map(|c| stretch_to(c, FVD_FRAMES))
+            .collect::<Result<_>>()?;
+        for chunk in stretched.chunks(4) {
             let x = videos_to_tensor(chunk, PixelRange::ZeroToOne, &Device::Cpu)?;
             out.push(self.i3d.video_logits(&x, DataRange::UNIT)?);
         }
         Ok(Tensor::cat(&out, 0)?)
     }
+}
+
+/// Frames per clip FVD is computed on.
+pub const FVD_FRAMES: usize = 16;
+
+/// `v` with at least `n` frames: frame `i` of the result is frame `⌊i · T / n⌋` of `v`.
+pub fn stretch_to(v: &Video, n: usize) -> Result<Video> {
+    let t = v.len();
+    if t == 0 || t >= n {
+        return Ok(v.clone());
+    }
+    let frames = (0..n).map(|i| v.frames()[i * t / n].clone()).collect();
+    Video::new(frames, v.fps())
 }
 
 /// FID and FVD of one set of clips against a reference set.
@@ -880,4 +900,29 @@ pub fn write_samples(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_clips_are_stretched_to_the_fvd_length_in_order() {
+        let frames: Vec<Frame> = (0..5u8)
+            .map(|i| Frame::filled(4, 4, [i * 40, 0, 0]).unwrap())
+            .collect();
+        let v = Video::new(frames, 4.0).unwrap();
+        let s = stretch_to(&v, FVD_FRAMES).unwrap();
+        assert_eq!(s.len(), 16);
+        let reds: Vec<u8> = s.frames().iter().map(|f| f.data()[0]).collect();
+        assert_eq!(reds[0], 0);
+        assert_eq!(reds[15], 160);
+        assert!(reds.windows(2).all(|w| w[0] <= w[1]));
+        // Every source frame appears; long clips are kept as they are.
+        for i in 0..5u8 {
+            assert!(reds.contains(&(i * 40)));
+        }
+        assert_eq!(stretch_to(&s, 8).unwrap().len(), 16);
+    }
 }

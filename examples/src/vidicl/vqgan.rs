@@ -543,6 +543,212 @@ fn flat_rows(h: &Tensor) -> Result<Tensor> {
     Ok(h.permute((0, 2, 3, 1))?.reshape((b * gh * gw, d))?)
 }
 
+/// What [`prune_codebook`] did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PruneReport {
+    /// Codes before and after.
+    pub codes_before: usize,
+    /// Codes kept.
+    pub codes_after: usize,
+    /// Codes the sample used before pruning.
+    pub used_before: usize,
+    /// Frames of the sample.
+    pub frames: usize,
+    /// Round-trip PSNR (dB, 0–255 pixels) of the sample before and after.
+    pub psnr_before: f64,
+    /// After.
+    pub psnr_after: f64,
+    /// Mean tokens per frame that differ from the frame before, over consecutive frames of
+    /// the sample's clips (a static background keeps its tokens only if its codes are
+    /// canonical), before and after.
+    pub changed_per_frame_before: f64,
+    /// After.
+    pub changed_per_frame_after: f64,
+    /// The largest round-trip PSNR drop allowed.
+    pub max_psnr_drop: f64,
+}
+
+/// Removes near-duplicate codes from a trained tokenizer's codebook.
+///
+/// k-means and EMA place codes where the encoder's outputs are dense, and a flat background
+/// is most of every frame: the trained codebook holds dozens of background codes whose
+/// decoded cells are nearly the same. Because the encoder's GroupNorm sees the whole frame,
+/// which of them a background cell gets depends on the object far away: on consecutive frames
+/// of one moving object, half of the 64 tokens change although ~12 cells did. The decoder
+/// LLM then spends its loss on predicting arbitrary near-ties instead of the motion.
+///
+/// Greedy: codes are tried cheapest first (the latent-space cost of sending every sample
+/// vector of the code to its next-nearest live code); a code is removed when the sample's
+/// round-trip PSNR, re-encoded without it, stays within `max_psnr_drop` dB of the original.
+/// Codes the sample never uses are removed. Returns the pruned model's tensors (the
+/// codebook's rows of the kept codes, in their old order) with its code count.
+///
+/// `clips` are sequences of frames (consecutive frames are compared for the report).
+pub fn prune_codebook(
+    tok: &Vqgan,
+    clips: &[Vec<Frame>],
+    max_psnr_drop: f64,
+) -> Result<(Tensor, PruneReport)> {
+    let frames: Vec<Frame> = clips.iter().flatten().cloned().collect();
+    if frames.is_empty() {
+        return Err(Error::invalid("prune sample", "no frames"));
+    }
+    let gg = tok.grid() * tok.grid();
+    let codebook = tok.model().quantizer().codebook().to_dtype(DType::F32)?;
+    let (k, d) = codebook.dims2()?;
+    let e: Vec<f32> = codebook.flatten_all()?.to_vec1::<f32>()?;
+    let mut z: Vec<f32> = Vec::with_capacity(frames.len() * gg * d);
+    for chunk in frames.chunks(64) {
+        let refs: Vec<&Frame> = chunk.iter().collect();
+        let h = tok.model().encode(&frames_to_tensor(&refs)?)?;
+        z.extend(flat_rows(&h)?.flatten_all()?.to_vec1::<f32>()?);
+    }
+    let rows = z.len() / d;
+    let dist = |r: usize, c: usize| -> f32 {
+        z[r * d..(r + 1) * d]
+            .iter()
+            .zip(&e[c * d..(c + 1) * d])
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum()
+    };
+    let nearest = |r: usize, live: &[bool]| -> (u32, f32) {
+        let mut best = (0u32, f32::INFINITY);
+        for c in (0..k).filter(|&c| live[c]) {
+            let v = dist(r, c);
+            if v < best.1 {
+                best = (c as u32, v);
+            }
+        }
+        best
+    };
+    let mut live = vec![true; k];
+    let mut ids: Vec<u32> = (0..rows).map(|r| nearest(r, &live).0).collect();
+    let mut count = vec![0usize; k];
+    for &i in &ids {
+        count[i as usize] += 1;
+    }
+    let used_before = count.iter().filter(|&&c| c > 0).count();
+    for c in 0..k {
+        live[c] = count[c] > 0;
+    }
+    // Per-frame squared error of the round trip through `ids`.
+    let sq_err = |ids: &[u32], which: &[usize]| -> Result<Vec<f64>> {
+        let mut out = Vec::with_capacity(which.len());
+        for chunk in which.chunks(64) {
+            let sel: Vec<u32> = chunk
+                .iter()
+                .flat_map(|&f| ids[f * gg..(f + 1) * gg].iter().copied())
+                .collect();
+            let dec = tok.decode_ids(&sel)?;
+            for (&f, x) in chunk.iter().zip(&dec) {
+                let s: f64 = frames[f]
+                    .data()
+                    .iter()
+                    .zip(x.data())
+                    .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+                    .sum();
+                out.push(s);
+            }
+        }
+        Ok(out)
+    };
+    let all: Vec<usize> = (0..frames.len()).collect();
+    let mut err = sq_err(&ids, &all)?;
+    let n_px = (frames.len() * frames[0].data().len()) as f64;
+    let psnr = |err: &[f64]| 10.0 * (255f64 * 255.0 / (err.iter().sum::<f64>() / n_px)).log10();
+    let psnr_before = psnr(&err);
+    let floor = psnr_before - max_psnr_drop;
+    // Cheapest first: the latent cost of moving a code's vectors to their second choice.
+    let mut cost = vec![0f64; k];
+    for (r, &id) in ids.iter().enumerate() {
+        let c = id as usize;
+        let mut l2 = live.clone();
+        l2[c] = false;
+        if l2.iter().any(|&x| x) {
+            cost[c] += (nearest(r, &l2).1 - dist(r, c)) as f64;
+        }
+    }
+    let mut order: Vec<usize> = (0..k).filter(|&c| live[c]).collect();
+    order.sort_by(|&a, &b| cost[a].total_cmp(&cost[b]));
+    for c in order {
+        if live.iter().filter(|&&x| x).count() <= 1 {
+            break;
+        }
+        live[c] = false;
+        let moved: Vec<usize> = (0..rows).filter(|&r| ids[r] as usize == c).collect();
+        let mut trial = ids.clone();
+        for &r in &moved {
+            trial[r] = nearest(r, &live).0;
+        }
+        let mut touched: Vec<usize> = moved.iter().map(|&r| r / gg).collect();
+        touched.dedup();
+        let new_err = sq_err(&trial, &touched)?;
+        let mut cand = err.clone();
+        for (&f, &v) in touched.iter().zip(&new_err) {
+            cand[f] = v;
+        }
+        if psnr(&cand) >= floor {
+            ids = trial;
+            err = cand;
+        } else {
+            live[c] = true;
+        }
+    }
+    let changed = |ids: &[u32]| -> f64 {
+        let (mut n, mut pairs, mut f0) = (0usize, 0usize, 0usize);
+        for clip in clips {
+            for t in 1..clip.len() {
+                let (a, b) = ((f0 + t - 1) * gg, (f0 + t) * gg);
+                n += (0..gg).filter(|&j| ids[a + j] != ids[b + j]).count();
+                pairs += 1;
+            }
+            f0 += clip.len();
+        }
+        n as f64 / pairs.max(1) as f64
+    };
+    let orig: Vec<u32> = {
+        let all_live = vec![true; k];
+        (0..rows).map(|r| nearest(r, &all_live).0).collect()
+    };
+    let kept: Vec<u32> = (0..k as u32).filter(|&c| live[c as usize]).collect();
+    let idx = Tensor::from_vec(kept.clone(), kept.len(), &Device::Cpu)?;
+    let pruned = codebook.index_select(&idx, 0)?;
+    Ok((
+        pruned,
+        PruneReport {
+            codes_before: k,
+            codes_after: kept.len(),
+            used_before,
+            frames: frames.len(),
+            psnr_before,
+            psnr_after: psnr(&err),
+            changed_per_frame_before: changed(&orig),
+            changed_per_frame_after: changed(&ids),
+            max_psnr_drop,
+        },
+    ))
+}
+
+/// Writes `src` (a `VQModel` folder) with its codebook replaced by `codebook` (`[K', D]`) and
+/// `num_vq_embeddings` set to `K'` to `dst`.
+pub fn write_with_codebook(src: &Path, dst: &Path, codebook: &Tensor) -> Result<()> {
+    let cfg_path = src.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| io_err(&cfg_path, e))?;
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::config("config.json", e.to_string()))?;
+    cfg["num_vq_embeddings"] = serde_json::json!(codebook.dim(0)?);
+    let mut tensors = candle_core::safetensors::load(src.join(WEIGHTS_FILE), &Device::Cpu)?;
+    let old = tensors
+        .get("quantize.embedding.weight")
+        .ok_or_else(|| Error::invalid("tokenizer", "no quantize.embedding.weight"))?;
+    let dtype = old.dtype();
+    tensors.insert(
+        "quantize.embedding.weight".into(),
+        codebook.to_dtype(dtype)?,
+    );
+    save_vqgan(dst, &cfg, &tensors)
+}
+
 /// Codebook usage of the tokens of `frames`.
 pub fn usage(tok: &Vqgan, frames: &[Frame]) -> Result<CodebookUsage> {
     CodebookUsage::from_ids(&tok.encode_frames(frames)?, tok.vocab_size())
@@ -554,23 +760,28 @@ mod tests {
     use super::*;
     use crate::vidicl::world32::World32Config;
 
-    #[test]
-    fn tiny_training_runs_saves_and_loads() {
-        let world = World32::new(World32Config::default()).unwrap();
-        let opts = VqganOptions {
+    /// A tokenizer small enough to train in a test.
+    fn tiny(codes: usize, steps: usize) -> VqganOptions {
+        VqganOptions {
             channels: vec![8, 8, 8],
             latent_channels: 4,
             embed_dim: 4,
-            codes: 16,
+            codes,
             groups: 4,
             pool_episodes: 4,
-            warmup_steps: 2,
-            steps: 2,
+            warmup_steps: steps,
+            steps,
             batch: 4,
             kmeans_frames: 8,
             kmeans_iters: 3,
             ..VqganOptions::default()
-        };
+        }
+    }
+
+    #[test]
+    fn tiny_training_runs_saves_and_loads() {
+        let world = World32::new(World32Config::default()).unwrap();
+        let opts = tiny(16, 2);
         let mut steps = Vec::new();
         let (tok, tensors) = train_vqgan(&world, &opts, |s| steps.push(s)).unwrap();
         assert_eq!(steps.len(), 4);
@@ -586,5 +797,47 @@ mod tests {
         assert_eq!(frames.len(), 4);
         assert_eq!((frames[0].width(), frames[0].height()), (32, 32));
         assert!(back.decode_ids(&ids[1..]).is_err());
+    }
+
+    #[test]
+    fn pruning_keeps_the_round_trip_within_the_bound_and_writes_a_loadable_folder() {
+        let world = World32::new(World32Config::default()).unwrap();
+        let opts = tiny(32, 4);
+        let (tok, tensors) = train_vqgan(&world, &opts, |_| {}).unwrap();
+        let src = tempfile::tempdir().unwrap();
+        save_vqgan(src.path(), &opts.config_json(32), &tensors).unwrap();
+        let mut rng = seeded_rng(3);
+        let clips: Vec<Vec<Frame>> = (0..4)
+            .map(|_| {
+                let e = world.train_episode(&mut rng).unwrap();
+                let mut q = e.query.frames().to_vec();
+                q.extend(e.truth.frames().iter().cloned());
+                q
+            })
+            .collect();
+        let (cb, rep) = prune_codebook(&tok, &clips, 3.0).unwrap();
+        assert_eq!(rep.codes_before, 32);
+        assert_eq!(cb.dims(), &[rep.codes_after, 4]);
+        assert!(rep.codes_after >= 1 && rep.codes_after <= rep.used_before);
+        assert!(rep.psnr_after >= rep.psnr_before - 3.0 - 1e-9, "{rep:?}");
+        let dst = tempfile::tempdir().unwrap();
+        write_with_codebook(src.path(), dst.path(), &cb).unwrap();
+        let back = Vqgan::load(dst.path()).unwrap();
+        assert_eq!(back.vocab_size(), rep.codes_after);
+        let ids = back.encode_frames(&clips[0]).unwrap();
+        assert!(ids.iter().all(|&i| (i as usize) < rep.codes_after));
+        // The pruned folder's round trip is the one the report measured.
+        let all: Vec<Frame> = clips.iter().flatten().cloned().collect();
+        let rt = back.round_trip(&all).unwrap();
+        let (mut sq, mut n) = (0f64, 0f64);
+        for (a, b) in all.iter().zip(&rt) {
+            for (&p, &q) in a.data().iter().zip(b.data()) {
+                sq += (p as f64 - q as f64).powi(2);
+                n += 1.0;
+            }
+        }
+        let psnr = 10.0 * (255f64 * 255.0 / (sq / n)).log10();
+        assert!((psnr - rep.psnr_after).abs() < 0.05, "{psnr} vs {rep:?}");
+        assert!(prune_codebook(&tok, &[], 1.0).is_err());
     }
 }
