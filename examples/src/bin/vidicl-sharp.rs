@@ -2,12 +2,13 @@
 //! training recipes, the paper's evaluations and the simulator loop:
 //!
 //! ```text
-//! # train (each step seeded; see examples/assets/vidicl-mini32/README.md)
-//! cargo run --release -p examples --bin vidicl-sharp -- tokenizer --out examples/assets/vidicl-mini32
-//! cargo run --release -p examples --bin vidicl-sharp -- train --recipe paired --out examples/assets/vidicl-mini32
-//! cargo run --release -p examples --bin vidicl-sharp -- train --recipe zero-shot --out examples/assets/vidicl-zeroshot \
-//!     --tokenizer examples/assets/vidicl-mini32
-//! cargo run --release -p examples --bin vidicl-sharp -- idm --out examples/assets/vidicl-mini32
+//! # train (each step seeded; see examples/assets/vidicl-mini32/README.md); the defaults are
+//! # the shipped runs (decoders: 5000 steps of 32 sequences, ~25 min each on 2 threads)
+//! cargo run --release -p examples --bin vidicl-sharp -- tokenizer --out DIR      # trains, then prunes the codebook
+//! RAYON_NUM_THREADS=2 cargo run --release -p examples --bin vidicl-sharp -- train --recipe paired --tokenizer DIR --out DIR
+//! RAYON_NUM_THREADS=2 cargo run --release -p examples --bin vidicl-sharp -- train --recipe zero-shot --tokenizer DIR --out DIR_ZS
+//! cargo run --release -p examples --bin vidicl-sharp -- idm --out DIR
+//! cargo run --release -p examples --bin vidicl-sharp -- halve --out DIR          # f16 weights, as shipped
 //! # evaluate both recipes side by side, write GIFs + episodes.json
 //! cargo run --release -p examples --bin vidicl-sharp -- eval --out vidicl-eval
 //! # the simulator loop (RoboDesk analogue)
