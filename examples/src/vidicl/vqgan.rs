@@ -623,6 +623,8 @@ pub fn prune_codebook(
     };
     let mut live = vec![true; k];
     let mut ids: Vec<u32> = (0..rows).map(|r| nearest(r, &live).0).collect();
+    // The unpruned assignment, for the report.
+    let orig = ids.clone();
     let mut count = vec![0usize; k];
     for &i in &ids {
         count[i as usize] += 1;
@@ -705,10 +707,6 @@ pub fn prune_codebook(
             f0 += clip.len();
         }
         n as f64 / pairs.max(1) as f64
-    };
-    let orig: Vec<u32> = {
-        let all_live = vec![true; k];
-        (0..rows).map(|r| nearest(r, &all_live).0).collect()
     };
     let kept: Vec<u32> = (0..k as u32).filter(|&c| live[c as usize]).collect();
     let idx = Tensor::from_vec(kept.clone(), kept.len(), &Device::Cpu)?;
