@@ -8,23 +8,14 @@
 //! ```
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use vidgen_pipelines::lavit::{LavitPipeline, LavitWorld, PromptSpec};
-use vidgen_video_core::{Error, Result};
+use vidgen_video_core::Result;
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let dir = args.get(1).map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/lavit-mini"),
-        PathBuf::from,
-    );
-    let n: usize = args
-        .get(2)
-        .map_or(Ok(64), |s| s.parse())
-        .map_err(|e| Error::invalid("CLIPS", format!("{e}")))?;
+    let (dir, n) = examples::cli::lavit::example_args(64)?;
     let p = LavitPipeline::load(&dir, &candle_core::Device::Cpu)?;
     let world = LavitWorld::new(p.config().world.clone())?;
     let mut rng = ChaCha8Rng::seed_from_u64(5);

@@ -314,6 +314,12 @@ pub struct AidCall {
     pub latents: Option<Tensor>,
     /// The noise-augmentation draw `[B, K, 3, H, W]` (`None`: drawn from `seed`).
     pub aug_noise: Option<Tensor>,
+    /// Conditioning by replacement (off: the reference's sampling): after every step the `K`
+    /// conditioning frames' latents are set to their clean encodings (without the noise
+    /// augmentation) plus the step's σ times one fixed draw, so the temporal layers see the
+    /// true frames at each noise level (Ho et al. 2022, "Video Diffusion Models", §3.1); the
+    /// last step leaves them exactly the encoded frames.
+    pub replace_conditioning: bool,
     /// Seed of the draws that are not given.
     pub seed: u64,
 }
@@ -333,6 +339,7 @@ impl Default for AidCall {
             decode_chunk_size: None,
             latents: None,
             aug_noise: None,
+            replace_conditioning: false,
             seed: 0,
         }
     }
@@ -593,6 +600,24 @@ impl AidPipeline {
             .encode_frames(&pix.to_dtype(dt)?)?
             .mode()
             .reshape((b, k, self.svd.latent_channels(), h, w))?;
+        // Replacement's targets: the K frames encoded without the augmentation, scaled as the
+        // latents are, and the fixed draw that noises them to each step's σ.
+        let replace = if call.replace_conditioning {
+            let clean =
+                ((frames.to_dtype(DType::F32)? * 2.0)? - 1.0)?.reshape((b * k, 3, hh, ww))?;
+            let x0 = (self
+                .svd
+                .vae
+                .encode_frames(&clean.to_dtype(dt)?)?
+                .mode()
+                .reshape((b, k, self.svd.latent_channels(), h, w))?
+                .to_dtype(DType::F32)?
+                * self.svd.vae.config().scaling_factor)?;
+            let eps = randn_seeded(call.seed ^ 0x7e91_ace0, x0.dims(), &dev)?;
+            Some((x0, eps))
+        } else {
+            None
+        };
         let last = enc.narrow(1, k - 1, 1)?;
         let cond = if n > k {
             Tensor::cat(&[&enc, &last.repeat((1, n - k, 1, 1, 1))?], 1)?
@@ -641,6 +666,27 @@ impl AidPipeline {
             None => randn_seeded(call.seed, &lat_shape, &dev)?,
         };
         let mut latents = (latents * sched.init_noise_sigma())?;
+        let with_known = |latents: &Tensor, step: usize| -> Result<Tensor> {
+            let Some((x0, eps)) = &replace else {
+                return Ok(latents.clone());
+            };
+            let sigma = sched
+                .sigmas()
+                .and_then(|s| s.get(step).copied())
+                .ok_or_else(|| {
+                    Error::invalid(
+                        "replace_conditioning",
+                        "needs a σ-based scheduler (the SVD folder's Euler)",
+                    )
+                })?;
+            let known = (x0 + (eps * f64::from(sigma))?)?;
+            Ok(if n > k {
+                Tensor::cat(&[&known, &latents.narrow(1, k, n - k)?], 1)?
+            } else {
+                known
+            })
+        };
+        latents = with_known(&latents, 0)?;
         let scales: Vec<f32> = (0..n)
             .map(|i| {
                 let t = if n > 1 {
@@ -719,6 +765,7 @@ impl AidPipeline {
                 }
             };
             latents = sched.step(&pred, i, &latents, None, &mut mem)?.prev_sample;
+            latents = with_known(&latents, i + 1)?;
             check_finite(&latents, &format!("AID latents after step {i}"))?;
             on_step(StepInfo {
                 index: i,

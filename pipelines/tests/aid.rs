@@ -532,3 +532,44 @@ fn tuned_unet_layers_travel_in_the_file_and_replace_the_base() {
         .to_string();
     assert!(err.contains(&k0), "{err}");
 }
+
+#[test]
+fn replacement_ends_on_the_encoded_conditioning_frames() {
+    let image = fixture_image();
+    let mut aid = pipeline(4, 11, false);
+    aid.svd.unet.set_max_frames(4);
+    let k = 2;
+    let frames = image.unsqueeze(1).unwrap().repeat((1, k, 1, 1, 1)).unwrap();
+    let call = AidCall {
+        num_frames: Some(4),
+        num_inference_steps: 2,
+        replace_conditioning: true,
+        ..AidCall::default()
+    };
+    let out = aid.call(&frames, &call, &mut |_| {}).unwrap();
+    // The last σ is 0: the K slots hold the frames' clean encodings, scaled as latents are.
+    let x = ((image.clone() * 2.0).unwrap() - 1.0).unwrap();
+    let enc = aid.svd.vae.encode_frames(&x).unwrap().mode().clone();
+    let want = (enc * aid.svd.vae.config().scaling_factor).unwrap();
+    for j in 0..k {
+        let got = out.latents.narrow(1, j, 1).unwrap().squeeze(1).unwrap();
+        let e = (got - &want).unwrap().abs().unwrap();
+        let d: f32 = e.max_all().unwrap().to_scalar().unwrap();
+        assert!(d < 1e-5, "slot {j}: {d}");
+    }
+    // The later frames differ from a call without replacement (they saw other neighbours).
+    let plain = aid
+        .call(
+            &frames,
+            &AidCall {
+                replace_conditioning: false,
+                ..call
+            },
+            &mut |_| {},
+        )
+        .unwrap();
+    assert_ne!(
+        bits(&out.latents.narrow(1, k, 2).unwrap()),
+        bits(&plain.latents.narrow(1, k, 2).unwrap())
+    );
+}

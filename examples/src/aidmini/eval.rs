@@ -66,6 +66,12 @@ pub struct EvalOptions {
     pub out: Option<PathBuf>,
     /// Also score the ground truth and its VAE round trip.
     pub references: bool,
+    /// SVD's noise augmentation of the conditioning frames (std of the Gaussian added to the
+    /// `[-1, 1]` pixels before encoding; `None`: the strength the miniature was trained with,
+    /// [`super::train::NOISE_AUG`]).
+    pub noise_aug: Option<f64>,
+    /// Conditioning by replacement (`None`: the miniature's `mini.json`).
+    pub replace_conditioning: Option<bool>,
 }
 
 impl Default for EvalOptions {
@@ -79,6 +85,8 @@ impl Default for EvalOptions {
             batch: 25,
             out: None,
             references: true,
+            noise_aug: None,
+            replace_conditioning: None,
         }
     }
 }
@@ -351,6 +359,10 @@ pub fn run_condition(
             text_guidance_scale: cond.text_guidance,
             latents: Some(latents),
             aug_noise: Some(aug),
+            replace_conditioning: opts
+                .replace_conditioning
+                .unwrap_or(cfg.replace_conditioning),
+            noise_aug_strength: opts.noise_aug.unwrap_or(f64::from(super::train::NOISE_AUG)),
             ..AidCall::default()
         };
         let out = pipe.call(&frames, &call, &mut |_| {})?;
@@ -509,7 +521,7 @@ pub fn base_alone(
             num_inference_steps: cfg.steps,
             min_guidance_scale: cfg.frame_guidance.0,
             max_guidance_scale: cfg.frame_guidance.1,
-            noise_aug_strength: f64::from(super::train::NOISE_AUG),
+            noise_aug_strength: opts.noise_aug.unwrap_or(f64::from(super::train::NOISE_AUG)),
             latents: Some(latents),
             seed: mix(opts.seed, g[0] as u64, 0xba5e),
             ..vidgen_pipelines::SvdCall::default()

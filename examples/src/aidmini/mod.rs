@@ -89,6 +89,9 @@ pub struct MiniConfig {
     pub frame_guidance: (f64, f64),
     /// Text guidance `s_T` of the evaluation.
     pub text_guidance: f64,
+    /// Sample with the conditioning frames' latents replaced by their noised encodings after
+    /// every step (`AidCall::replace_conditioning`; folders written before it: off).
+    pub replace_conditioning: bool,
 }
 
 /// The UNet width of folders written before `unet_channels` existed.
@@ -122,6 +125,7 @@ impl Default for MiniConfig {
             steps: 8,
             frame_guidance: (1.0, 1.0),
             text_guidance: 2.0,
+            replace_conditioning: false,
         }
     }
 }

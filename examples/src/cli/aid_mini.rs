@@ -125,6 +125,14 @@ pub struct EvalArgs {
     /// Skip the reference rows (ground truth, ground truth via the VAE).
     #[arg(long)]
     pub no_references: bool,
+    /// SVD's noise augmentation of the conditioning frames (default: the strength the
+    /// miniature was trained with, 0.02).
+    #[arg(long)]
+    pub noise_aug: Option<f64>,
+    /// Conditioning by replacement: the conditioning frames' latents set to their noised
+    /// encodings after every step (default: the miniature's `mini.json`).
+    #[arg(long)]
+    pub replace_conditioning: Option<bool>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -247,6 +255,8 @@ fn run_eval(a: &EvalArgs) -> Result<serde_json::Value> {
         sweep_episodes: a.sweep_episodes,
         out: a.out.clone(),
         references: !a.no_references,
+        noise_aug: a.noise_aug,
+        replace_conditioning: a.replace_conditioning,
         ..EvalOptions::default()
     };
     if !a.json {

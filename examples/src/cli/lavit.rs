@@ -22,6 +22,23 @@ pub fn shipped_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/lavit-mini")
 }
 
+/// The arguments of the `lavit_*` diagnostic examples: `[DIR] [COUNT]` (default: the shipped
+/// miniature and `default_count`).
+///
+/// # Errors
+/// A `COUNT` that is not a number.
+pub fn example_args(default_count: usize) -> Result<(PathBuf, usize)> {
+    let args: Vec<String> = std::env::args().collect();
+    let dir = args.get(1).map_or_else(shipped_dir, PathBuf::from);
+    let n = match args.get(2) {
+        Some(s) => s
+            .parse()
+            .map_err(|e| Error::invalid("COUNT", format!("{s:?}: {e}")))?,
+        None => default_count,
+    };
+    Ok((dir, n))
+}
+
 /// The vendored full CLIP tokenizer the miniature's text tokenizer is pruned from.
 pub fn clip_tokenizer_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/clip_tokenizer/openai/tokenizer")
@@ -41,6 +58,9 @@ pub enum LavitCommand {
     Train(TrainArgs),
     /// Measure LaVIT-mini (default: the shipped one) over seeded prompts.
     Eval(EvalArgs),
+    /// Remove near-duplicate codes from a folder's keyframe tokenizer (in place); its LLM and
+    /// detokenizer must then be trained again (`train --resume` without them).
+    Prune(PruneArgs),
 }
 
 impl LavitCommand {
@@ -50,7 +70,7 @@ impl LavitCommand {
             LavitCommand::Tokenize(a) => a.json,
             LavitCommand::Detokenize(a) => a.json,
             LavitCommand::Generate(a) => a.json,
-            LavitCommand::Train(_) => false,
+            LavitCommand::Train(_) | LavitCommand::Prune(_) => false,
             LavitCommand::Eval(a) => a.json,
         }
     }
@@ -168,6 +188,24 @@ pub struct TrainArgs {
     pub quiet: bool,
 }
 
+/// Arguments of `vidgen lavit prune`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PruneArgs {
+    /// The pipeline folder whose `keyframe_tokenizer/` is pruned (rewritten in place, with
+    /// `lavit.json`'s vocabulary layout).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The largest drop of the sample's round-trip PSNR, dB.
+    #[arg(long, default_value_t = 1.0)]
+    pub max_db: f64,
+    /// Clips of the folder's world in the sample (frames 0, 3, …, 21 of each).
+    #[arg(long, default_value_t = 64)]
+    pub clips: usize,
+    /// Seed of the sample's clips.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
 /// Arguments of `vidgen lavit eval`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EvalArgs {
@@ -205,6 +243,7 @@ pub fn run(cmd: &LavitCommand) -> Result<serde_json::Value> {
         LavitCommand::Generate(a) => run_generate(a),
         LavitCommand::Train(a) => run_train(a),
         LavitCommand::Eval(a) => run_eval(a),
+        LavitCommand::Prune(a) => run_prune(a),
     }
 }
 
@@ -406,6 +445,57 @@ fn run_train(a: &TrainArgs) -> Result<serde_json::Value> {
         "vidgen lavit train: done in {:.0} s into {}",
         r.seconds,
         a.out.display()
+    );
+    to_json(&r)
+}
+
+fn run_prune(a: &PruneArgs) -> Result<serde_json::Value> {
+    use rand::SeedableRng;
+    let cp = a.model.join("lavit.json");
+    let text = std::fs::read_to_string(&cp).map_err(|source| Error::Io {
+        path: cp.clone(),
+        source,
+    })?;
+    let mut cfg: vidgen_pipelines::lavit::LavitConfig =
+        serde_json::from_str(&text).map_err(|e| Error::Malformed {
+            path: cp.clone(),
+            reason: e.to_string(),
+        })?;
+    if a.clips == 0 {
+        return Err(Error::invalid("--clips", "needs at least one clip"));
+    }
+    let world = vidgen_pipelines::lavit::LavitWorld::new(cfg.world.clone())?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(a.seed);
+    let videos = (0..a.clips)
+        .map(|_| world.sample(1, &mut rng))
+        .collect::<Result<Vec<_>>>()?;
+    let sample: Vec<&vidgen_video_io::Video> = videos.iter().map(|v| &v.video).collect();
+    let kf_dir = a.model.join("keyframe_tokenizer");
+    let r = vidgen_pipelines::lavit::keyframe::prune_keyframe_tokenizer(
+        &kf_dir,
+        &sample,
+        a.max_db,
+        &Device::Cpu,
+    )?;
+    cfg.layout.image = r.codes_after;
+    let json =
+        serde_json::to_string_pretty(&cfg).map_err(|e| Error::invalid("config", e.to_string()))?;
+    std::fs::write(&cp, json + "\n").map_err(|source| Error::Io { path: cp, source })?;
+    println!(
+        "keyframe tokenizer: {} -> {} codes ({} used by the sample of {} frames); round trip {:.2} -> {:.2} dB; tokens changed between sampled frames {:.1} -> {:.1} per keyframe",
+        r.codes_before,
+        r.codes_after,
+        r.used_before,
+        r.frames,
+        r.psnr_before,
+        r.psnr_after,
+        r.changed_per_frame_before,
+        r.changed_per_frame_after
+    );
+    println!(
+        "the LLM and the detokenizer in {} were trained on the unpruned codes: remove llm/, detokenizer/ and their loss-*.csv, then `vidgen lavit train --out {} --resume`",
+        a.model.display(),
+        a.model.display()
     );
     to_json(&r)
 }

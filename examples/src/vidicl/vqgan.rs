@@ -543,30 +543,7 @@ fn flat_rows(h: &Tensor) -> Result<Tensor> {
     Ok(h.permute((0, 2, 3, 1))?.reshape((b * gh * gw, d))?)
 }
 
-/// What [`prune_codebook`] did.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PruneReport {
-    /// Codes before and after.
-    pub codes_before: usize,
-    /// Codes kept.
-    pub codes_after: usize,
-    /// Codes the sample used before pruning.
-    pub used_before: usize,
-    /// Frames of the sample.
-    pub frames: usize,
-    /// Round-trip PSNR (dB, 0–255 pixels) of the sample before and after.
-    pub psnr_before: f64,
-    /// After.
-    pub psnr_after: f64,
-    /// Mean tokens per frame that differ from the frame before, over consecutive frames of
-    /// the sample's clips (a static background keeps its tokens only if its codes are
-    /// canonical), before and after.
-    pub changed_per_frame_before: f64,
-    /// After.
-    pub changed_per_frame_after: f64,
-    /// The largest round-trip PSNR drop allowed.
-    pub max_psnr_drop: f64,
-}
+pub use vidgen_vq_tokenizer::PruneReport;
 
 /// Removes near-duplicate codes from a trained tokenizer's codebook.
 ///
@@ -593,158 +570,46 @@ pub fn prune_codebook(
     if frames.is_empty() {
         return Err(Error::invalid("prune sample", "no frames"));
     }
-    let gg = tok.grid() * tok.grid();
     let codebook = tok.model().quantizer().codebook().to_dtype(DType::F32)?;
-    let (k, d) = codebook.dims2()?;
-    let e: Vec<f32> = codebook.flatten_all()?.to_vec1::<f32>()?;
-    let mut z: Vec<f32> = Vec::with_capacity(frames.len() * gg * d);
+    let mut rows = Vec::new();
     for chunk in frames.chunks(64) {
         let refs: Vec<&Frame> = chunk.iter().collect();
-        let h = tok.model().encode(&frames_to_tensor(&refs)?)?;
-        z.extend(flat_rows(&h)?.flatten_all()?.to_vec1::<f32>()?);
+        rows.push(flat_rows(&tok.model().encode(&frames_to_tensor(&refs)?)?)?);
     }
-    let rows = z.len() / d;
-    let dist = |r: usize, c: usize| -> f32 {
-        z[r * d..(r + 1) * d]
+    let latents = Tensor::cat(&rows, 0)?;
+    let clip_lens: Vec<usize> = clips.iter().map(Vec::len).collect();
+    // The round trip in 8-bit pixels, as the tokenizer's users see it.
+    let mut sq_err = |ids: &[u32], which: &[usize]| -> Result<Vec<f64>> {
+        let dec = tok.decode_ids(ids)?;
+        Ok(which
             .iter()
-            .zip(&e[c * d..(c + 1) * d])
-            .map(|(a, b)| (a - b) * (a - b))
-            .sum()
-    };
-    let nearest = |r: usize, live: &[bool]| -> (u32, f32) {
-        let mut best = (0u32, f32::INFINITY);
-        for c in (0..k).filter(|&c| live[c]) {
-            let v = dist(r, c);
-            if v < best.1 {
-                best = (c as u32, v);
-            }
-        }
-        best
-    };
-    let mut live = vec![true; k];
-    let mut ids: Vec<u32> = (0..rows).map(|r| nearest(r, &live).0).collect();
-    // The unpruned assignment, for the report.
-    let orig = ids.clone();
-    let mut count = vec![0usize; k];
-    for &i in &ids {
-        count[i as usize] += 1;
-    }
-    let used_before = count.iter().filter(|&&c| c > 0).count();
-    for c in 0..k {
-        live[c] = count[c] > 0;
-    }
-    // Per-frame squared error of the round trip through `ids`.
-    let sq_err = |ids: &[u32], which: &[usize]| -> Result<Vec<f64>> {
-        let mut out = Vec::with_capacity(which.len());
-        for chunk in which.chunks(64) {
-            let sel: Vec<u32> = chunk
-                .iter()
-                .flat_map(|&f| ids[f * gg..(f + 1) * gg].iter().copied())
-                .collect();
-            let dec = tok.decode_ids(&sel)?;
-            for (&f, x) in chunk.iter().zip(&dec) {
-                let s: f64 = frames[f]
+            .zip(&dec)
+            .map(|(&f, x)| {
+                frames[f]
                     .data()
                     .iter()
                     .zip(x.data())
-                    .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
-                    .sum();
-                out.push(s);
-            }
-        }
-        Ok(out)
+                    .map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2))
+                    .sum()
+            })
+            .collect())
     };
-    let all: Vec<usize> = (0..frames.len()).collect();
-    let mut err = sq_err(&ids, &all)?;
-    let n_px = (frames.len() * frames[0].data().len()) as f64;
-    let psnr = |err: &[f64]| 10.0 * (255f64 * 255.0 / (err.iter().sum::<f64>() / n_px)).log10();
-    let psnr_before = psnr(&err);
-    let floor = psnr_before - max_psnr_drop;
-    // Cheapest first: the latent cost of moving a code's vectors to their second choice.
-    let mut cost = vec![0f64; k];
-    for (r, &id) in ids.iter().enumerate() {
-        let c = id as usize;
-        let mut l2 = live.clone();
-        l2[c] = false;
-        if l2.iter().any(|&x| x) {
-            cost[c] += (nearest(r, &l2).1 - dist(r, c)) as f64;
-        }
-    }
-    let mut order: Vec<usize> = (0..k).filter(|&c| live[c]).collect();
-    order.sort_by(|&a, &b| cost[a].total_cmp(&cost[b]));
-    for c in order {
-        if live.iter().filter(|&&x| x).count() <= 1 {
-            break;
-        }
-        live[c] = false;
-        let moved: Vec<usize> = (0..rows).filter(|&r| ids[r] as usize == c).collect();
-        let mut trial = ids.clone();
-        for &r in &moved {
-            trial[r] = nearest(r, &live).0;
-        }
-        let mut touched: Vec<usize> = moved.iter().map(|&r| r / gg).collect();
-        touched.dedup();
-        let new_err = sq_err(&trial, &touched)?;
-        let mut cand = err.clone();
-        for (&f, &v) in touched.iter().zip(&new_err) {
-            cand[f] = v;
-        }
-        if psnr(&cand) >= floor {
-            ids = trial;
-            err = cand;
-        } else {
-            live[c] = true;
-        }
-    }
-    let changed = |ids: &[u32]| -> f64 {
-        let (mut n, mut pairs, mut f0) = (0usize, 0usize, 0usize);
-        for clip in clips {
-            for t in 1..clip.len() {
-                let (a, b) = ((f0 + t - 1) * gg, (f0 + t) * gg);
-                n += (0..gg).filter(|&j| ids[a + j] != ids[b + j]).count();
-                pairs += 1;
-            }
-            f0 += clip.len();
-        }
-        n as f64 / pairs.max(1) as f64
+    let sample = vidgen_vq_tokenizer::PruneSample {
+        codebook: &codebook,
+        latents: &latents,
+        cells: tok.grid() * tok.grid(),
+        clip_lens: &clip_lens,
+        values_per_frame: frames[0].data().len(),
     };
-    let kept: Vec<u32> = (0..k as u32).filter(|&c| live[c as usize]).collect();
+    let (kept, report) = vidgen_vq_tokenizer::prune_codes(&sample, max_psnr_drop, &mut sq_err)?;
     let idx = Tensor::from_vec(kept.clone(), kept.len(), &Device::Cpu)?;
-    let pruned = codebook.index_select(&idx, 0)?;
-    Ok((
-        pruned,
-        PruneReport {
-            codes_before: k,
-            codes_after: kept.len(),
-            used_before,
-            frames: frames.len(),
-            psnr_before,
-            psnr_after: psnr(&err),
-            changed_per_frame_before: changed(&orig),
-            changed_per_frame_after: changed(&ids),
-            max_psnr_drop,
-        },
-    ))
+    Ok((codebook.index_select(&idx, 0)?, report))
 }
 
 /// Writes `src` (a `VQModel` folder) with its codebook replaced by `codebook` (`[K', D]`) and
 /// `num_vq_embeddings` set to `K'` to `dst`.
 pub fn write_with_codebook(src: &Path, dst: &Path, codebook: &Tensor) -> Result<()> {
-    let cfg_path = src.join("config.json");
-    let text = std::fs::read_to_string(&cfg_path).map_err(|e| io_err(&cfg_path, e))?;
-    let mut cfg: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| Error::config("config.json", e.to_string()))?;
-    cfg["num_vq_embeddings"] = serde_json::json!(codebook.dim(0)?);
-    let mut tensors = candle_core::safetensors::load(src.join(WEIGHTS_FILE), &Device::Cpu)?;
-    let old = tensors
-        .get("quantize.embedding.weight")
-        .ok_or_else(|| Error::invalid("tokenizer", "no quantize.embedding.weight"))?;
-    let dtype = old.dtype();
-    tensors.insert(
-        "quantize.embedding.weight".into(),
-        codebook.to_dtype(dtype)?,
-    );
-    save_vqgan(dst, &cfg, &tensors)
+    vidgen_vq_tokenizer::write_folder_with_codebook(src, dst, codebook)
 }
 
 /// Codebook usage of the tokens of `frames`.

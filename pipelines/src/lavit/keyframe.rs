@@ -559,6 +559,40 @@ pub fn save_keyframe_tokenizer(
     save_vars(vars, &dir.join(WEIGHTS_FILE), dtype)
 }
 
+/// Frames of each clip the keyframe pruning compares: every third of the first 24.
+const PRUNE_STRIDE: usize = 3;
+
+/// Removes near-duplicate codes from the keyframe tokenizer in `dir` (a `VQModel` folder,
+/// rewritten in place; see `vidgen_vq_tokenizer::prune`): codes are dropped while the
+/// round trip of the sample (frames 0, 3, …, 21 of each of `clips`) stays within
+/// `max_psnr_drop` dB. The world's flat background otherwise takes a dozen near-identical
+/// codes, chosen by the object far away (the encoder's GroupNorm sees the whole frame), and the
+/// LLM that draws keyframes spends its loss on them. An LLM or detokenizer trained on the
+/// unpruned codes must be trained again.
+///
+/// # Errors
+/// An unreadable folder, no clips, clips of another size.
+pub fn prune_keyframe_tokenizer(
+    dir: &Path,
+    clips: &[&Video],
+    max_psnr_drop: f64,
+    device: &Device,
+) -> Result<vidgen_vq_tokenizer::PruneReport> {
+    let tok = KeyframeTokenizer::load(dir, device)?;
+    let sample: Vec<Tensor> = clips
+        .iter()
+        .map(|v| {
+            let picks: Vec<&Frame> = v.frames().iter().take(24).step_by(PRUNE_STRIDE).collect();
+            frames_to_tensor(&picks, device)
+        })
+        .collect::<Result<_>>()?;
+    let (codebook, report) =
+        vidgen_vq_tokenizer::prune_vqmodel(tok.model(), &sample, max_psnr_drop)?;
+    drop(tok);
+    vidgen_vq_tokenizer::write_folder_with_codebook(dir, dir, &codebook)?;
+    Ok(report)
+}
+
 /// Frames of a video (all of them) as `[N, 3, H, W]`.
 ///
 /// # Errors
@@ -605,5 +639,20 @@ mod tests {
             frames_to_tensor(&refs, &Device::Cpu).unwrap().dims(),
             &[4, 3, 8, 8]
         );
+        // Pruning rewrites the folder with fewer codes; it loads and its ids stay in range.
+        let clip = Video::new(frames.clone(), 6.0).unwrap();
+        let r = prune_keyframe_tokenizer(dir.path(), &[&clip, &clip], 3.0, &Device::Cpu).unwrap();
+        assert_eq!(r.codes_before, 8);
+        assert!(r.codes_after >= 1 && r.codes_after <= r.used_before);
+        assert!(r.psnr_after >= r.psnr_before - 3.0);
+        let pruned = KeyframeTokenizer::load(dir.path(), &Device::Cpu).unwrap();
+        assert_eq!(pruned.num_codes(), r.codes_after);
+        assert!(pruned
+            .tokenize(&x)
+            .unwrap()
+            .iter()
+            .flatten()
+            .all(|&i| (i as usize) < r.codes_after));
+        assert!(prune_keyframe_tokenizer(dir.path(), &[], 1.0, &Device::Cpu).is_err());
     }
 }
