@@ -545,20 +545,13 @@ fn flat_rows(h: &Tensor) -> Result<Tensor> {
 
 pub use vidgen_vq_tokenizer::PruneReport;
 
-/// Removes near-duplicate codes from a trained tokenizer's codebook.
-///
-/// k-means and EMA place codes where the encoder's outputs are dense, and a flat background
-/// is most of every frame: the trained codebook holds dozens of background codes whose
-/// decoded cells are nearly the same. Because the encoder's GroupNorm sees the whole frame,
-/// which of them a background cell gets depends on the object far away: on consecutive frames
-/// of one moving object, half of the 64 tokens change although ~12 cells did. The decoder
-/// LLM then spends its loss on predicting arbitrary near-ties instead of the motion.
-///
-/// Greedy: codes are tried cheapest first (the latent-space cost of sending every sample
-/// vector of the code to its next-nearest live code); a code is removed when the sample's
-/// round-trip PSNR, re-encoded without it, stays within `max_psnr_drop` dB of the original.
-/// Codes the sample never uses are removed. Returns the pruned model's tensors (the
-/// codebook's rows of the kept codes, in their old order) with its code count.
+/// Removes near-duplicate codes from a trained tokenizer's codebook
+/// ([`vidgen_vq_tokenizer::prune`]: greedy, cheapest code first, while the sample's round-trip
+/// PSNR, in 8-bit pixels, stays within `max_psnr_drop` dB). The world's flat background took
+/// dozens of interchangeable codes, chosen by the object far away (the encoder's GroupNorm
+/// sees the whole frame): half of the 64 tokens changed between consecutive frames although
+/// ~12 cells did, and the decoder LLM spent its loss on those near-ties. Returns the pruned
+/// codebook (the kept rows in their old order) and the report.
 ///
 /// `clips` are sequences of frames (consecutive frames are compared for the report).
 pub fn prune_codebook(
