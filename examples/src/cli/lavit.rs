@@ -464,6 +464,12 @@ fn run_prune(a: &PruneArgs) -> Result<serde_json::Value> {
     if a.clips == 0 {
         return Err(Error::invalid("--clips", "needs at least one clip"));
     }
+    if !(a.max_db.is_finite() && a.max_db >= 0.0) {
+        return Err(Error::invalid(
+            "--max-db",
+            format!("{}: needs a finite value ≥ 0 (dB)", a.max_db),
+        ));
+    }
     let world = vidgen_pipelines::lavit::LavitWorld::new(cfg.world.clone())?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(a.seed);
     let videos = (0..a.clips)
