@@ -451,16 +451,7 @@ fn run_train(a: &TrainArgs) -> Result<serde_json::Value> {
 
 fn run_prune(a: &PruneArgs) -> Result<serde_json::Value> {
     use rand::SeedableRng;
-    let cp = a.model.join("lavit.json");
-    let text = std::fs::read_to_string(&cp).map_err(|source| Error::Io {
-        path: cp.clone(),
-        source,
-    })?;
-    let mut cfg: vidgen_pipelines::lavit::LavitConfig =
-        serde_json::from_str(&text).map_err(|e| Error::Malformed {
-            path: cp.clone(),
-            reason: e.to_string(),
-        })?;
+    let mut cfg = vidgen_pipelines::lavit::LavitConfig::load(&a.model)?;
     if a.clips == 0 {
         return Err(Error::invalid("--clips", "needs at least one clip"));
     }
@@ -484,9 +475,7 @@ fn run_prune(a: &PruneArgs) -> Result<serde_json::Value> {
         &Device::Cpu,
     )?;
     cfg.layout.image = r.codes_after;
-    let json =
-        serde_json::to_string_pretty(&cfg).map_err(|e| Error::invalid("config", e.to_string()))?;
-    std::fs::write(&cp, json + "\n").map_err(|source| Error::Io { path: cp, source })?;
+    cfg.save(&a.model)?;
     println!(
         "keyframe tokenizer: {} -> {} codes ({} used by the sample of {} frames); round trip {:.2} -> {:.2} dB; tokens changed between sampled frames {:.1} -> {:.1} per keyframe",
         r.codes_before,

@@ -45,6 +45,30 @@ pub struct LavitConfig {
     pub generation: GenerationConfig,
 }
 
+impl LavitConfig {
+    /// The file name in a pipeline folder.
+    pub const FILE: &'static str = "lavit.json";
+
+    /// Reads `dir/lavit.json`.
+    ///
+    /// # Errors
+    /// A missing or invalid file, naming it.
+    pub fn load(dir: &Path) -> Result<Self> {
+        vidgen_video_core::loading::read_config(dir.join(Self::FILE))
+    }
+
+    /// Writes `dir/lavit.json` (pretty JSON).
+    ///
+    /// # Errors
+    /// An unwritable file, naming it.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let cp = dir.join(Self::FILE);
+        let json = serde_json::to_string_pretty(self)
+            .map_err(|e| Error::invalid("config", e.to_string()))?;
+        std::fs::write(&cp, json + "\n").map_err(|source| Error::Io { path: cp, source })
+    }
+}
+
 /// The token file `vidgen lavit tokenize` writes (JSON).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TokenFile {
@@ -183,8 +207,7 @@ impl LavitPipeline {
     /// Missing or invalid files, naming them; parts that do not fit.
     pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let dir = dir.as_ref();
-        let cp = dir.join("lavit.json");
-        let cfg: LavitConfig = vidgen_video_core::loading::read_config(&cp)?;
+        let cfg = LavitConfig::load(dir)?;
         let text = CLIPTokenizer::from_dir(dir.join("text_tokenizer"))?;
         let keyframe = KeyframeTokenizer::load(dir.join("keyframe_tokenizer"), device)?;
         let (motion, _) =

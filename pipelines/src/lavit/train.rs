@@ -761,10 +761,7 @@ pub fn train_mini(
         text: table,
         generation: opts.generation.clone(),
     };
-    let cp = out.join("lavit.json");
-    let json =
-        serde_json::to_string_pretty(&cfg).map_err(|e| Error::invalid("config", e.to_string()))?;
-    std::fs::write(&cp, json + "\n").map_err(|source| Error::Io { path: cp, source })?;
+    cfg.save(out)?;
     if opts.half {
         halve_weights(out)?;
     }
