@@ -764,7 +764,22 @@ impl AidPipeline {
                     None => ev0,
                 }
             };
-            latents = sched.step(&pred, i, &latents, None, &mut mem)?.prev_sample;
+            // Stochastic schedulers (Euler ancestral, churn) draw their step noise from the
+            // call's seed, as the other pipelines' loops do.
+            let noise = if sched.needs_noise(i) {
+                Some(randn_seeded(
+                    call.seed
+                        .wrapping_add(crate::denoise::STEP_NOISE_SEED)
+                        .wrapping_add(i as u64),
+                    latents.dims(),
+                    &dev,
+                )?)
+            } else {
+                None
+            };
+            latents = sched
+                .step(&pred, i, &latents, noise.as_ref(), &mut mem)?
+                .prev_sample;
             latents = with_known(&latents, i + 1)?;
             check_finite(&latents, &format!("AID latents after step {i}"))?;
             on_step(StepInfo {

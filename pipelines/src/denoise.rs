@@ -131,7 +131,7 @@ pub(crate) struct Denoise<'a> {
 }
 
 /// Seed offset of per-step scheduler noise (kept apart from the initial latents' stream).
-const STEP_NOISE_SEED: u64 = 0x57e9_0001;
+pub(crate) const STEP_NOISE_SEED: u64 = 0x57e9_0001;
 
 impl Denoise<'_> {
     /// Runs the loop from `latents` (already times `init_noise_sigma`, f32) and returns the

@@ -573,3 +573,27 @@ fn replacement_ends_on_the_encoded_conditioning_frames() {
         bits(&plain.latents.narrow(1, k, 2).unwrap())
     );
 }
+
+/// A stochastic scheduler (the folder's config as `EulerAncestralDiscreteScheduler`) gets its
+/// step noise from the call's seed: it runs (it used to fail for want of noise) and the same
+/// seed gives the same clip.
+#[test]
+fn a_stochastic_scheduler_draws_seeded_step_noise() {
+    let image = fixture_image();
+    let mut aid = pipeline(4, 11, false);
+    aid.svd.unet.set_max_frames(4);
+    let text = std::fs::read_to_string(svd_dir().join("scheduler/scheduler_config.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["_class_name"] = "EulerAncestralDiscreteScheduler".into();
+    aid.svd.scheduler = vidgen_samplers::diffusers::SchedulerConfig::from_value(&v).unwrap();
+    let frames = image.unsqueeze(1).unwrap().repeat((1, 2, 1, 1, 1)).unwrap();
+    let call = AidCall {
+        num_frames: Some(4),
+        num_inference_steps: 2,
+        seed: 3,
+        ..AidCall::default()
+    };
+    let a = aid.call(&frames, &call, &mut |_| {}).unwrap();
+    let b = aid.call(&frames, &call, &mut |_| {}).unwrap();
+    assert_eq!(bits(&a.latents), bits(&b.latents));
+}

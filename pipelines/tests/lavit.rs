@@ -133,7 +133,12 @@ fn quick_training_loads_and_evaluates_with_episode_records() {
     let model = dir.path().join("model");
     let train =
         |o: &LavitTrainOptions, resume| train_mini(o, &clip_tokenizer(), &model, false, resume);
-    let r = train(&LavitTrainOptions::quick(), false).unwrap();
+    // With the warped keyframe on (off by default), so the end-to-end path covers it.
+    let quick = || LavitTrainOptions {
+        detok_warp_gain: 1.5,
+        ..LavitTrainOptions::quick()
+    };
+    let r = train(&quick(), false).unwrap();
     assert_eq!(r.phases.len(), 4);
     for f in [
         "lavit.json",
@@ -155,7 +160,7 @@ fn quick_training_loads_and_evaluates_with_episode_records() {
     let det_bytes = std::fs::read(&det).unwrap();
     std::fs::remove_dir_all(model.join("llm")).unwrap();
     std::fs::remove_file(model.join("loss-llm.csv")).unwrap();
-    let again = train(&LavitTrainOptions::quick(), true).unwrap();
+    let again = train(&quick(), true).unwrap();
     assert_eq!(again.phases.len(), 4);
     assert!(again.object_cells.is_none());
     let (a, b) = (&again.phases[3], &r.phases[3]);
@@ -164,11 +169,14 @@ fn quick_training_loads_and_evaluates_with_episode_records() {
     assert!(model.join("llm/config.json").is_file());
     assert_eq!(std::fs::read(&det).unwrap(), det_bytes);
     // Other options than the interrupted run's are refused.
-    let mut other = LavitTrainOptions::quick();
+    let mut other = quick();
     other.lm_train.steps += 1;
     assert!(train(&other, true).is_err());
 
     let p = LavitPipeline::load(&model, &Device::Cpu).unwrap();
+    let dc = p.detokenizer().config();
+    assert!(dc.warp.is_some() && dc.warp_fade == 0.5);
+    assert_eq!(dc.in_channels(), 3 * dc.latent_channels + 2);
     let out = dir.path().join("eval");
     let o = EvalOptions {
         prompts: 2,

@@ -165,6 +165,11 @@ pub struct TrainArgs {
     /// Steps of the detokenizer.
     #[arg(long)]
     pub detok_steps: Option<usize>,
+    /// Also condition the detokenizer on the keyframe carried along the decoded motion, at
+    /// this multiple of the factor the motion's normalisation implies (default 0: off,
+    /// Video-LaVIT's conditioning alone; measured at 1.5 in the miniature's README).
+    #[arg(long)]
+    pub detok_warp_gain: Option<f64>,
     /// Width of the LLM (a multiple of 64: heads of 32 channels, half as many key / value
     /// heads, a SwiGLU twice as wide).
     #[arg(long)]
@@ -394,6 +399,15 @@ fn run_train(a: &TrainArgs) -> Result<serde_json::Value> {
     }
     if let Some(v) = a.detok_steps {
         o.detok_train.steps = v;
+    }
+    if let Some(g) = a.detok_warp_gain {
+        if !(g.is_finite() && g >= 0.0) {
+            return Err(Error::invalid(
+                "--detok-warp-gain",
+                format!("{g}: must be a finite number ≥ 0 (0: off)"),
+            ));
+        }
+        o.detok_warp_gain = g;
     }
     if let Some(w) = a.lm_width {
         if w == 0 || w % 64 != 0 {

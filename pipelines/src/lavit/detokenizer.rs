@@ -10,6 +10,13 @@
 //!   temporal transformers attend to the first frame's tokens, as diffusers' SVD UNet does
 //!   (Video-LaVIT's attend per position to the 24-frame motion sequence).
 //!
+//! - **warped keyframe** (optional, [`DetokenizerConfig::warp`]; not in Video-LaVIT): the
+//!   keyframe latents carried along the decoded motion's trajectories ([`warp_keyframe`]),
+//!   `C` more concat channels between the keyframe and the motion. Video-LaVIT's detokenizer
+//!   has to move the keyframe's content across the frame through attention alone; the
+//!   miniature's lost the object's colour doing so, and the warp hands it the content where
+//!   the motion says it went.
+//!
 //! The motion is the motion tokenizer's output (`[2, 24, 20, 36]`, tokenizer units) resized
 //! bicubically to the latent grid and multiplied by `motion_scale` (Video-LaVIT divides by
 //! 10; the miniature's slow synthetic motion is about 100× smaller than real footage, so its
@@ -63,6 +70,17 @@ pub struct DetokenizerConfig {
     pub time_ids: [f64; 3],
     /// Noise added to the keyframe pixels before encoding (0.02).
     pub noise_aug: f64,
+    /// Also condition on the keyframe carried along the motion ([`warp_keyframe`]): latent
+    /// cells per unit of the scaled motion, `[x, y]`. `None` (absent from older folders): off,
+    /// Video-LaVIT's conditioning alone. See [`DetokenizerConfig::with_warp`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warp: Option<[f64; 2]>,
+    /// With [`Self::warp`]: the warped keyframe fades in with the distance its trajectory
+    /// carried it, reaching full strength at this many latent cells (0: no fade). Without the
+    /// fade, a cell the object has left traces back to itself and shows the object where it
+    /// was (the disocclusion of backward warping); faded, the warp holds only what moved.
+    #[serde(default)]
+    pub warp_fade: f64,
 }
 
 impl Default for DetokenizerConfig {
@@ -81,6 +99,8 @@ impl Default for DetokenizerConfig {
             guidance: [1.0, 1.0],
             time_ids: [6.0, 127.0, 0.02],
             noise_aug: 0.02,
+            warp: None,
+            warp_fade: 0.0,
         }
     }
 }
@@ -124,21 +144,55 @@ impl DetokenizerConfig {
             .map_err(|e| Error::config("unet", e.to_string()))?;
         u.validate()?;
         let c = self.latent_channels;
-        if u.in_channels != 2 * c + 2 || u.out_channels != c {
+        if u.in_channels != self.in_channels() || u.out_channels != c {
             return Err(Error::config(
                 "unet.in_channels/out_channels",
                 format!(
-                    "{} in / {} out; {c} latent channels need {} in and {c} out",
+                    "{} in / {} out; {c} latent channels{} need {} in and {c} out",
                     u.in_channels,
                     u.out_channels,
-                    2 * c + 2
+                    if self.warp.is_some() {
+                        " with the warped keyframe"
+                    } else {
+                        ""
+                    },
+                    self.in_channels()
                 ),
             ));
         }
         if self.grid.contains(&0) || self.frames == 0 || self.steps == 0 {
             return Err(Error::config("grid/frames/steps", "must be ≥ 1"));
         }
+        if let Some(k) = self.warp {
+            if k.iter().any(|v| !v.is_finite()) {
+                return Err(Error::config("warp", format!("{k:?}: must be finite")));
+            }
+        }
+        if !(self.warp_fade.is_finite() && self.warp_fade >= 0.0) {
+            return Err(Error::config(
+                "warp_fade",
+                format!("{}: must be a finite number ≥ 0", self.warp_fade),
+            ));
+        }
         Ok(u)
+    }
+
+    /// The UNet's input channels: noisy latents, keyframe latents, motion (`2C + 2`), plus the
+    /// warped keyframe (`C`) when [`Self::warp`] is set.
+    pub fn in_channels(&self) -> usize {
+        let c = self.latent_channels;
+        2 * c + 2 + if self.warp.is_some() { c } else { 0 }
+    }
+
+    /// Turns the warped-keyframe conditioning on (`cells_per_unit`, see [`Self::warp`]) or off
+    /// (`None`) and sets the UNet's `in_channels` to match.
+    pub fn with_warp(mut self, cells_per_unit: Option<[f64; 2]>) -> Self {
+        self.warp = cells_per_unit;
+        let n = self.in_channels();
+        if let Some(o) = self.unet.as_object_mut() {
+            o.insert("in_channels".into(), serde_json::json!(n));
+        }
+        self
     }
 
     fn cross_dim(&self) -> Result<usize> {
@@ -249,7 +303,8 @@ impl VideoDetokenizer {
     }
 
     /// The conditioning of a batch: concat `[B, C + 2, F, h, w]` (keyframe latents repeated,
-    /// motion) and the per-frame motion tokens `[B·F, h·w, D]`.
+    /// motion; `[B, 2C + 2, F, h, w]` with the warped keyframe between them when
+    /// [`DetokenizerConfig::warp`] is set) and the per-frame motion tokens `[B·F, h·w, D]`.
     ///
     /// # Shapes
     /// `keyframe [B, C, h, w]` (scaled latents), `motion [B, 2, F, h, w]` (scaled, on the latent
@@ -268,7 +323,13 @@ impl VideoDetokenizer {
             ));
         }
         let kf = keyframe.unsqueeze(2)?.broadcast_as((b, c, f, h, w))?;
-        let concat = Tensor::cat(&[&kf, motion], 1)?;
+        let concat = match self.cfg.warp {
+            Some(k) => {
+                let warped = warp_keyframe(keyframe, motion, k, self.cfg.warp_fade)?;
+                Tensor::cat(&[&kf, &warped, motion], 1)?
+            }
+            None => Tensor::cat(&[&kf, motion], 1)?,
+        };
         let context = self.motion.forward(motion)?;
         Ok(Conditioning::none()
             .with_concat(concat)
@@ -389,6 +450,122 @@ impl VideoDetokenizer {
             on_step(s.index, total)
         })
     }
+}
+
+/// The keyframe carried along the motion: frame `t`'s cell `p` takes the keyframe's value
+/// (bilinear, clamped at the border) at the point reached by following the motion back from
+/// `p` through frames `t, t − 1, …, 1` (`q ← q − k ⊙ m_s(q)`, `m_s` sampled bilinearly; the
+/// motion of frame `s` is the content's displacement from frame `s − 1` to `s`, the sign of
+/// FFmpeg's exported vectors and of block matching; frame 0 is the keyframe itself).
+///
+/// With `fade > 0` each cell is scaled by `min(1, |q − p| / fade)` (`|q − p|` the distance
+/// its trajectory carried it, in cells): only what moved is kept, so a cell the object has
+/// left (whose background the keyframe never saw) does not show the object again.
+///
+/// Why: the detokenizer otherwise has to move the keyframe's object across the frame through
+/// its attention alone, and the miniature's did so losing the colour (70 % right at frame 0,
+/// 48.5 % by frame 23; `lavit_colour_probe`). Following the trajectory back and sampling the
+/// keyframe once (not warping frame by frame) blurs the latents once, not `t` times.
+/// Computed on the host (`F² · h · w / 2` bilinear lookups per clip: conditioning, like the
+/// tokenizers, not a model op), then moved back to the keyframe's device.
+///
+/// # Shapes
+/// `keyframe [B, C, h, w]`, `motion [B, 2, F, h, w]` (the detokenizer's scaled motion, `dx`
+/// then `dy`), `cells_per_unit` `[x, y]` latent cells per motion unit → `[B, C, F, h, w]`.
+///
+/// # Errors
+/// Mismatched shapes; non-finite factors.
+pub fn warp_keyframe(
+    keyframe: &Tensor,
+    motion: &Tensor,
+    cells_per_unit: [f64; 2],
+    fade: f64,
+) -> Result<Tensor> {
+    let (b, c, h, w) = keyframe.dims4()?;
+    let (mb, mc, f, mh, mw) = motion.dims5()?;
+    if (mb, mc, mh, mw) != (b, 2, h, w) {
+        return Err(Error::shape("motion", &[b, 2, f, h, w], motion.dims()));
+    }
+    if cells_per_unit.iter().any(|v| !v.is_finite()) || !(fade.is_finite() && fade >= 0.0) {
+        return Err(Error::invalid(
+            "warp",
+            format!("{cells_per_unit:?}, fade {fade}: must be finite (the fade ≥ 0)"),
+        ));
+    }
+    let kv: Vec<f32> = keyframe
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_device(&Device::Cpu)?
+        .to_vec1()?;
+    let mv: Vec<f32> = motion
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_device(&Device::Cpu)?
+        .to_vec1()?;
+    // Bilinear sample of one `[h, w]` plane at (x, y) in cell units (cell centres at integers).
+    let sample = |plane: &[f32], x: f32, y: f32| -> f32 {
+        let x = x.clamp(0.0, (w - 1) as f32);
+        let y = y.clamp(0.0, (h - 1) as f32);
+        let (x0, y0) = (x.floor() as usize, y.floor() as usize);
+        let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
+        let (fx, fy) = (x - x0 as f32, y - y0 as f32);
+        let top = plane[y0 * w + x0] * (1.0 - fx) + plane[y0 * w + x1] * fx;
+        let bot = plane[y1 * w + x0] * (1.0 - fx) + plane[y1 * w + x1] * fx;
+        top * (1.0 - fy) + bot * fy
+    };
+    let (kx, ky) = (cells_per_unit[0] as f32, cells_per_unit[1] as f32);
+    let hw = h * w;
+    let mut out = vec![0f32; b * c * f * hw];
+    for bi in 0..b {
+        let mo = &mv[bi * 2 * f * hw..(bi + 1) * 2 * f * hw];
+        let kf = &kv[bi * c * hw..(bi + 1) * c * hw];
+        for t in 0..f {
+            for i in 0..h {
+                for j in 0..w {
+                    let (mut x, mut y) = (j as f32, i as f32);
+                    for s in (1..=t).rev() {
+                        let dx = sample(&mo[s * hw..(s + 1) * hw], x, y);
+                        let dy = sample(&mo[(f + s) * hw..(f + s + 1) * hw], x, y);
+                        x -= kx * dx;
+                        y -= ky * dy;
+                    }
+                    let gain = if fade > 0.0 {
+                        let moved = ((x - j as f32).powi(2) + (y - i as f32).powi(2)).sqrt();
+                        (moved / fade as f32).min(1.0)
+                    } else {
+                        1.0
+                    };
+                    for ch in 0..c {
+                        out[((bi * c + ch) * f + t) * hw + i * w + j] =
+                            gain * sample(&kf[ch * hw..(ch + 1) * hw], x, y);
+                    }
+                }
+            }
+        }
+    }
+    Ok(Tensor::from_vec(out, (b, c, f, h, w), &Device::Cpu)?
+        .to_device(keyframe.device())?
+        .to_dtype(keyframe.dtype())?)
+}
+
+/// The warp factor of a pipeline: latent cells per unit of the detokenizer's motion, `[x, y]`.
+///
+/// A displacement of `d` pixels along `x` reaches the detokenizer as
+/// `d / (W · std_x · divisor) · motion_scale` (Video-LaVIT's normalisation by the frame size
+/// and the data's std, the tokenizer divisor, then [`DetokenizerConfig::motion_scale`]), and
+/// spans `d · w / W` latent cells; so `[x, y]` = `grid · std · divisor / motion_scale` per
+/// axis. Max-pooling and the bicubic resize to the latent grid make the field an estimate of
+/// this, not an exact one (`lavit_warp_check` measures how well it carries the object).
+pub fn warp_cells_per_unit(
+    motion: &super::motion::MotionConfig,
+    detok: &DetokenizerConfig,
+) -> [f64; 2] {
+    let std = motion.lavit().std;
+    let per = f64::from(motion.divisor) / detok.motion_scale;
+    [
+        detok.grid[1] as f64 * f64::from(std[0]) * per,
+        detok.grid[0] as f64 * f64::from(std[1]) * per,
+    ]
 }
 
 /// Bicubic resize of motion `[B, 2, F, H, W]` to `[B, 2, F, h, w]` (PyTorch's
@@ -617,6 +794,17 @@ pub fn count_params(vars: &VarMap) -> usize {
 mod tests {
     use super::*;
 
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
     fn tiny() -> DetokenizerConfig {
         DetokenizerConfig {
             unet: mini_unet_json(4, 32, &[32, 32]),
@@ -655,19 +843,85 @@ mod tests {
         save_detokenizer(&cfg, &r.vars, dir.path(), DType::F32).unwrap();
         let back = VideoDetokenizer::from_pretrained(dir.path(), &dev).unwrap();
         let out2 = back.sample(&noise, &kf, &mo, |_, _| {}).unwrap();
-        let d = (out - out2)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = max_diff(&out, &out2);
         assert!(d < 1e-4, "{d}");
+        // With the warped keyframe: one more block of input channels, trains, saves, loads.
+        let wcfg = tiny().with_warp(Some([0.5, 0.25]));
+        assert_eq!(wcfg.unet_config().unwrap().in_channels, 3 * 4 + 2);
+        let r = train_detokenizer(&wcfg, &t, std::slice::from_ref(&ex), &dev, |_, _| {}).unwrap();
+        let out = r.model.sample(&noise, &kf, &mo, |_, _| {}).unwrap();
+        save_detokenizer(&wcfg, &r.vars, dir.path(), DType::F32).unwrap();
+        let back = VideoDetokenizer::from_pretrained(dir.path(), &dev).unwrap();
+        assert_eq!(back.config().warp, Some([0.5, 0.25]));
+        let out2 = back.sample(&noise, &kf, &mo, |_, _| {}).unwrap();
+        let d = max_diff(&out, &out2);
+        assert!(d < 1e-4, "{d}");
+        // A warp factor that does not match in_channels is refused.
+        let mut bad = tiny();
+        bad.warp = Some([1.0, 1.0]);
+        assert!(bad.unet_config().is_err());
         let m = Tensor::ones((1, 2, 4, 20, 36), DType::F32, &dev).unwrap();
         let g = motion_to_grid(&m, [5, 9], 2.0).unwrap();
         assert_eq!(g.dims(), &[1, 2, 4, 5, 9]);
         let v: Vec<f32> = g.flatten_all().unwrap().to_vec1().unwrap();
         assert!(v.iter().all(|x| (x - 2.0).abs() < 1e-5));
+    }
+
+    /// A keyframe with one hot cell; `[B, 2, F, h, w]` motion of `(dx, dy)` everywhere.
+    fn hot_and_uniform(dx: f32, dy: f32, f: usize) -> (Tensor, Tensor) {
+        let dev = Device::Cpu;
+        let (h, w) = (5, 9);
+        let mut k = vec![0f32; 2 * h * w];
+        k[2 * w + 3] = 1.0; // channel 0, row 2, column 3
+        k[h * w + 2 * w + 3] = -2.0; // channel 1, same cell
+        let kf = Tensor::from_vec(k, (1, 2, h, w), &dev).unwrap();
+        let mut m = vec![dx; f * h * w];
+        m.extend(std::iter::repeat_n(dy, f * h * w));
+        let mo = Tensor::from_vec(m, (1, 2, f, h, w), &dev).unwrap();
+        (kf, mo)
+    }
+
+    #[test]
+    fn warp_carries_the_keyframe_along_the_motion() {
+        // Zero motion: every frame is the keyframe.
+        let (kf, mo) = hot_and_uniform(0.0, 0.0, 4);
+        let w = warp_keyframe(&kf, &mo, [0.5, 0.5], 0.0).unwrap();
+        assert_eq!(w.dims(), &[1, 2, 4, 5, 9]);
+        for t in 0..4 {
+            let d = max_diff(&w.narrow(2, t, 1).unwrap().squeeze(2).unwrap(), &kf);
+            assert!(d < 1e-6, "frame {t}: {d}");
+        }
+        // 2 units right and 2 down per frame at 0.5 cells per unit: the hot cell moves one
+        // cell right and one down per frame (frame 0 has no motion of its own to follow).
+        let (kf, mo) = hot_and_uniform(2.0, 2.0, 3);
+        let w = warp_keyframe(&kf, &mo, [0.5, 0.5], 0.0).unwrap();
+        let v: Vec<f32> = w.flatten_all().unwrap().to_vec1().unwrap();
+        let at = |c: usize, t: usize, i: usize, j: usize| v[((c * 3) + t) * 45 + i * 9 + j];
+        assert_eq!(at(0, 0, 2, 3), 1.0);
+        assert_eq!(at(0, 1, 3, 4), 1.0);
+        assert_eq!(at(0, 2, 4, 5), 1.0);
+        assert_eq!(at(1, 2, 4, 5), -2.0);
+        assert_eq!(at(0, 2, 2, 3), 0.0);
+        // Half a cell: bilinear, split between the two cells.
+        let (kf, mo) = hot_and_uniform(1.0, 0.0, 2);
+        let w = warp_keyframe(&kf, &mo, [0.5, 0.5], 0.0).unwrap();
+        let v: Vec<f32> = w.flatten_all().unwrap().to_vec1().unwrap();
+        let at = |t: usize, i: usize, j: usize| v[t * 45 + i * 9 + j];
+        assert!((at(1, 2, 3) - 0.5).abs() < 1e-6 && (at(1, 2, 4) - 0.5).abs() < 1e-6);
+        // Bad shapes and factors are errors, not panics.
+        let bad = Tensor::zeros((1, 2, 2, 4, 9), DType::F32, &Device::Cpu).unwrap();
+        assert!(warp_keyframe(&kf, &bad, [0.5, 0.5], 0.0).is_err());
+        assert!(warp_keyframe(&kf, &mo, [f64::NAN, 0.5], 0.0).is_err());
+        assert!(warp_keyframe(&kf, &mo, [0.5, 0.5], -1.0).is_err());
+        // Faded: a cell carried half a cell at fade 1 keeps half; one not carried, nothing.
+        let (kf, mo) = hot_and_uniform(1.0, 0.0, 2);
+        let w = warp_keyframe(&kf, &mo, [0.5, 0.5], 1.0).unwrap();
+        let v: Vec<f32> = w.flatten_all().unwrap().to_vec1().unwrap();
+        assert!(
+            (v[45 + 2 * 9 + 4] - 0.25).abs() < 1e-6,
+            "{}",
+            v[45 + 2 * 9 + 4]
+        );
+        assert_eq!(v[2 * 9 + 3], 0.0, "frame 0 moved nothing");
     }
 }
